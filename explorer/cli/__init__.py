@@ -1,0 +1,76 @@
+"""`ckpt-explorer`: a thin argparse front-end over explorer.core. Imports no Qt.
+
+Exit codes: 0 clean, 1 findings (missing/unexpected/mismatched, init-like tensors, differences), 2 error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from ..core.errors import ExplorerError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+# name -> module under explorer.cli that defines add_parser(subparsers) and run(args) -> int
+_COMMANDS = ("report", "open", "stats", "init_check", "diff", "plan", "export")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default is also 2)
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"ckpt-explorer: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    p = _Parser(
+        prog="ckpt-explorer",
+        description="See what a checkpoint will load into a model before you train: header-only, exactly as "
+        "from_pretrained / load_state_dict would do it.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMANDS:
+        try:
+            mod = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # command not built yet
+            raise
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
+    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
+    if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help") and not argv[0].startswith("-")):
+        argv = ["open", *argv]
+    elif argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["open", *argv]
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except ExplorerError as e:
+        print(f"ckpt-explorer: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ckpt-explorer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # never a traceback for a user; CKPT_EXPLORER_DEBUG=1 shows it
+        if os.environ.get("CKPT_EXPLORER_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

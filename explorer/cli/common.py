@@ -1,0 +1,134 @@
+"""Arguments and output helpers shared by the subcommands."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from ..core.errors import ConfigError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--config", metavar="C", help="config.json or its folder (default: the checkpoint's folder)")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("--arch", metavar="A", help="transformers class, e.g. BertForSequenceClassification (default: architectures[0])")
+    m.add_argument("--model", metavar="pkg.module:Class", help="a plain torch.nn.Module class instead of a transformers config")
+    g.add_argument("--model-kwargs", metavar="JSON", default=None, help="keyword arguments for --model, as a JSON object")
+    p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint (state_dict, model, state_dict_ema, ...)")
+
+
+def add_mapping_args(p: argparse.ArgumentParser) -> None:
+    k = p.add_mutually_exclusive_group()
+    k.add_argument("--key-mapping", metavar="JSON", help='rename checkpoint keys first, e.g. \'{"^module\\\\.": ""}\' (a JSON object or a file)')
+    k.add_argument("--auto-fix", action="store_true", help="apply the suggested key mapping when prefix trouble is detected")
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def parse_json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    src = text
+    if os.path.isfile(text):
+        with open(text) as f:
+            src = f.read()
+    try:
+        return json.loads(src)
+    except ValueError as e:
+        raise ConfigError(f"{what}: invalid JSON ({e})") from e
+
+
+def model_spec(args: argparse.Namespace, *, required: bool = False):  # -> ModelSpec | None
+    from ..core.model import ModelSpec
+
+    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--model-kwargs: expected a JSON object")
+    if getattr(args, "model", None):
+        return ModelSpec(model=args.model, model_kwargs=kwargs)
+    if getattr(args, "config", None) or getattr(args, "arch", None) or required:
+        return ModelSpec(config=args.config, arch=args.arch)
+    return None
+
+
+def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
+    km = parse_json_arg(getattr(args, "key_mapping", None), "--key-mapping")
+    if km is not None and not isinstance(km, dict):
+        raise ConfigError("--key-mapping: expected a JSON object {regex: replacement}")
+    return km
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=1, default=_default)
+    sys.stdout.write("\n")
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if hasattr(o, "to_json"):
+        return o.to_json()
+    return str(o)
+
+
+class Style:
+    """ANSI colours only when stdout is a terminal (and NO_COLOR is unset)."""
+
+    def __init__(self, stream=sys.stdout) -> None:
+        self.on = hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.on else text
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_count(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+_NUM = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
+
+
+def collapse_indices(keys: list[str]) -> list[str]:
+    """Group keys that differ only in layer indices: layers.{0..31}.mlp.weight."""
+    groups: dict[str, list[list[int]]] = {}
+    order: list[str] = []
+    for k in keys:
+        nums = [int(m.group()) for m in _NUM.finditer(k)]
+        tmpl = _NUM.sub("{}", k)
+        if tmpl not in groups:
+            groups[tmpl] = [[] for _ in nums]
+            order.append(tmpl)
+        for i, n in enumerate(nums):
+            if n not in groups[tmpl][i]:
+                groups[tmpl][i].append(n)
+    out = []
+    for tmpl in order:
+        parts = [_fmt_set(s) for s in groups[tmpl]]
+        out.append(tmpl.format(*parts) if parts else tmpl)
+    return out
+
+
+def _fmt_set(vals: list[int]) -> str:
+    if len(vals) == 1:
+        return str(vals[0])
+    s = sorted(vals)
+    if s == list(range(s[0], s[-1] + 1)):
+        return "{%d..%d}" % (s[0], s[-1])
+    return "{" + ",".join(map(str, s)) + "}"

@@ -1,0 +1,110 @@
+"""`ckpt-explorer report`: what will load, from headers alone."""
+from __future__ import annotations
+
+import argparse
+
+from . import EXIT_FINDINGS, EXIT_OK
+from .common import (
+    Style,
+    add_json_arg,
+    add_mapping_args,
+    add_model_args,
+    collapse_indices,
+    human_bytes,
+    human_count,
+    key_mapping,
+    model_spec,
+    print_json,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="classify every key: matched / missing / unexpected / mismatched (header-only)",
+        description="Compare a checkpoint with a model exactly as from_pretrained / load_state_dict would, "
+        "reading only headers. Exit 0 clean, 1 findings, 2 error.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
+    add_model_args(p)
+    add_mapping_args(p)
+    p.add_argument("--no-model", action="store_true", help="list the tensors only, even if a config.json is beside the checkpoint")
+    add_json_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..core.checkpoint import open_checkpoint
+    from ..core.matching import report
+
+    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
+    spec = None if args.no_model else model_spec(args)
+    if spec is None and not args.no_model and (Path(index.folder) / "config.json").is_file():
+        from ..core.model import ModelSpec
+
+        spec = ModelSpec(config=index.folder)
+    rep = report(index, spec, key_mapping=key_mapping(args), auto_fix=args.auto_fix)
+    if args.json:
+        print_json(rep.to_json())
+    else:
+        print_text(rep)
+    return EXIT_OK if rep.is_clean else EXIT_FINDINGS
+
+
+def print_text(rep) -> None:  # rep: Report
+    s = Style()
+    idx = rep.index
+    print(s(f"{idx.path}", "1"))
+    wrap = f", sub-dict {idx.wrapper_key!r}" if idx.wrapper_key else ""
+    print(f"  {idx.format}, {len(idx.files)} file(s), {len(idx.tensors)} tensors, "
+          f"{human_count(idx.total_params)} params, {human_bytes(idx.total_bytes)}{wrap}")
+    for n in rep.notes:
+        print(s(f"  note: {n}", "2"))
+    if not rep.has_model:
+        for t in idx.tensors.values():
+            print(f"  {t.name:60s} {str(list(t.shape)):>20s} {t.dtype}")
+        return
+    print(f"  model: {rep.arch} ({rep.spec.describe()}), loads in {rep.load_dtype or 'its own dtypes'}")
+    c = rep.counts()
+    loaded, fresh = rep.params_loaded()
+    print(
+        "  "
+        + s(f"{c['matched']} matched", "32")
+        + ", "
+        + s(f"{c['missing']} missing", "31" if c["missing"] else "2")
+        + ", "
+        + s(f"{c['unexpected']} unexpected", "33" if c["unexpected"] else "2")
+        + ", "
+        + s(f"{c['mismatched']} mismatched", "35" if c["mismatched"] else "2")
+        + f", {c['ignored']} ignored  |  {human_count(loaded)} params loaded, {human_count(fresh)} newly initialised"
+    )
+    if rep.key_mapping:
+        print(f"  key mapping applied: {rep.key_mapping}")
+
+    def section(title: str, keys: list[str], code: str) -> None:
+        if not keys:
+            return
+        print(s(f"\n{title} ({len(keys)}):", code))
+        for k in collapse_indices(keys):
+            print(f"  {k}")
+
+    section("MISSING — newly initialised", list(rep.missing), "31")
+    section("UNEXPECTED — in the checkpoint, not used", list(rep.unexpected), "33")
+    if rep.mismatched:
+        print(s(f"\nSHAPE MISMATCH — newly initialised ({len(rep.mismatched)}):", "35"))
+        for k, a, b in rep.mismatched:
+            print(f"  {k}: checkpoint {list(a)} vs model {list(b)}")
+    hows: dict[str, int] = {}
+    for mk in rep.model_keys.values():
+        if mk.status.value == "matched":
+            for h in mk.how:
+                hows[h.value] = hows.get(h.value, 0) + 1
+    if hows:
+        print("\nhow keys matched: " + ", ".join(f"{v} {k}" for k, v in sorted(hows.items(), key=lambda x: -x[1])))
+    if rep.suggested_key_mapping and not rep.key_mapping:
+        e = rep.suggestion_effect or {}
+        print(s("\nprefix trouble detected. Suggested key_mapping: ", "1") + str(rep.suggested_key_mapping))
+        print(f"  with it: {e.get('matched')} matched, {e.get('missing')} missing, {e.get('unexpected')} unexpected, "
+              f"{e.get('mismatched')} mismatched  (re-run with --auto-fix, or pass key_mapping= to from_pretrained)")

@@ -1,0 +1,22 @@
+"""Errors raised by the core. Every message names the file (or key) and what was expected and found."""
+from __future__ import annotations
+
+
+class ExplorerError(Exception):
+    """Base class: a user-facing problem with an input. ``str(err)`` is a complete one-line message."""
+
+
+class CheckpointError(ExplorerError):
+    """A checkpoint file or directory cannot be read."""
+
+
+class ConfigError(ExplorerError):
+    """A model config, architecture or class path cannot be used."""
+
+
+class PlanError(ExplorerError):
+    """A plan file is invalid or does not fit the checkpoint/model."""
+
+
+class ExportError(ExplorerError):
+    """A patched checkpoint cannot be written."""

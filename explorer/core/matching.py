@@ -1,0 +1,661 @@
+"""Model x checkpoint -> Report: per key, what ``from_pretrained`` / ``load_state_dict`` would do, from headers only.
+
+For transformers models the classification is done by transformers' own loading code
+(``convert_and_load_state_dict_in_model``, ``tie_weights``, ``_adjust_missing_and_unexpected_keys``) run on a
+meta-device model with meta tensors of the checkpoint's shapes, so renames, converters, prefixes, tied weights
+and ignore rules are exactly those of ``from_pretrained``. For plain ``nn.Module``s it is
+``load_state_dict(strict=False)`` plus the shape check.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable, Mapping
+
+from .checkpoint import CheckpointIndex, TensorInfo, open_checkpoint
+from .errors import ConfigError, ExplorerError
+from .model import BuiltModel, ModelSpec, ModuleNode, ParamEntry, build_model, module_tree
+
+
+class Status(str, Enum):
+    """What loading does with a key. (Colours live in the GUI palette, not here.)"""
+
+    MATCHED = "matched"  # loaded
+    MISSING = "missing"  # model key not in the checkpoint: freshly initialised
+    UNEXPECTED = "unexpected"  # checkpoint key the model has no place for: dropped, reported
+    MISMATCHED = "mismatched"  # found but the shape differs: freshly initialised
+    IGNORED = "ignored"  # silenced by the model's ignore rules or dropped as a duplicate: not reported
+    COMPUTED = "computed"  # non-persistent buffer: never saved, computed at init
+
+
+class How(str, Enum):
+    """Why a key matched (or not) the way it did. A key may carry several."""
+
+    EXACT = "exact"
+    RENAMED = "renamed"  # by a WeightRenaming (legacy names, model-specific renames)
+    KEY_MAPPING = "key_mapping"  # by the user's key_mapping
+    CONVERTED = "converted"  # by a WeightConverter (fused/split tensors, e.g. MoE experts)
+    PREFIX_ADDED = "prefix_added"  # base-model checkpoint into a head model
+    PREFIX_STRIPPED = "prefix_stripped"  # head checkpoint into a base model
+    TIED = "tied"  # not in the checkpoint but tied to a loaded weight
+    IGNORED_RULE = "ignored_by_rule"  # _keys_to_ignore_on_load_missing/unexpected
+    DUPLICATE = "duplicate"  # another checkpoint key loaded into the same target first
+    DTYPE_DIFFERS = "dtype_differs"  # loaded with a cast
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model state-dict key and what loading does to it."""
+
+    key: str
+    status: Status
+    how: tuple[How, ...]
+    model_shape: tuple[int, ...]
+    model_dtype: str
+    sources: tuple[str, ...] = ()  # on-disk names that feed it
+    checkpoint_shape: tuple[int, ...] | None = None
+    checkpoint_dtype: str | None = None
+    tied_to: str | None = None
+    newly_initialized: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "status": self.status.value,
+            "how": [h.value for h in self.how],
+            "sources": list(self.sources),
+            "model_shape": list(self.model_shape),
+            "model_dtype": self.model_dtype,
+            "checkpoint_shape": list(self.checkpoint_shape) if self.checkpoint_shape is not None else None,
+            "checkpoint_dtype": self.checkpoint_dtype,
+            "tied_to": self.tied_to,
+            "newly_initialized": self.newly_initialized,
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointKey:
+    """A tensor as stored on disk and where loading puts it."""
+
+    name: str
+    status: Status
+    how: tuple[How, ...]
+    targets: tuple[str, ...]  # model keys it loads into (after renames/converters/prefix)
+    reported_as: str  # the name transformers reports it under when unexpected (its renamed form)
+    info: TensorInfo
+
+
+@dataclass(frozen=True)
+class Report:
+    """The immutable result of matching a checkpoint against a model."""
+
+    index: CheckpointIndex
+    spec: ModelSpec | None
+    tree: ModuleNode | None
+    model_keys: Mapping[str, ModelKey]
+    checkpoint_keys: Mapping[str, CheckpointKey]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    key_mapping: Mapping[str, str] | None = None
+    suggested_key_mapping: Mapping[str, str] | None = None
+    suggestion_effect: Mapping[str, int] | None = None  # counts after applying the suggestion
+    load_dtype: str | None = None
+    arch: str | None = None
+    base_model_prefix: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_model(self) -> bool:
+        return self.spec is not None
+
+    @property
+    def is_clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(k.status.value for k in self.model_keys.values())
+        return {
+            "matched": c.get("matched", 0),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "mismatched": len(self.mismatched),
+            "ignored": c.get("ignored", 0) + sum(1 for k in self.checkpoint_keys.values() if k.status is Status.IGNORED),
+            "tensors": len(self.index.tensors),
+        }
+
+    def params_loaded(self) -> tuple[int, int]:
+        """(parameters loaded from the checkpoint, parameters newly initialised)."""
+        import math
+
+        loaded = fresh = 0
+        for k in self.model_keys.values():
+            n = math.prod(k.model_shape)
+            if k.status is Status.COMPUTED:
+                continue
+            if k.newly_initialized:
+                fresh += n
+            else:
+                loaded += n
+        return loaded, fresh
+
+    def to_json(self) -> dict[str, Any]:
+        matched = [
+            {
+                "key": k.key,
+                "how": [h.value for h in k.how],
+                "source": list(k.sources),
+                "tied_to": k.tied_to,
+                "checkpoint_dtype": k.checkpoint_dtype,
+                "model_dtype": k.model_dtype,
+            }
+            for k in self.model_keys.values()
+            if k.status is Status.MATCHED
+        ]
+        return {
+            "checkpoint": self.index.path,
+            "format": self.index.format,
+            "files": list(self.index.files),
+            "wrapper_key": self.index.wrapper_key,
+            "wrapper_candidates": list(self.index.wrapper_candidates),
+            "model": self.spec.to_json() if self.spec else None,
+            "arch": self.arch,
+            "load_dtype": self.load_dtype,
+            "counts": self.counts(),
+            "tensors": [t.to_json() for t in self.index.tensors.values()],
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "mismatched": [[k, list(a), list(b)] for k, a, b in self.mismatched],
+            "matched": matched,
+            "ignored": sorted(
+                [k.key for k in self.model_keys.values() if k.status is Status.IGNORED]
+                + [k.name for k in self.checkpoint_keys.values() if k.status is Status.IGNORED]
+            ),
+            "newly_initialized": sorted(k.key for k in self.model_keys.values() if k.newly_initialized),
+            "checkpoint_keys": [
+                {
+                    "name": c.name,
+                    "status": c.status.value,
+                    "how": [h.value for h in c.how],
+                    "targets": list(c.targets),
+                    "reported_as": c.reported_as,
+                }
+                for c in self.checkpoint_keys.values()
+            ],
+            "key_mapping": dict(self.key_mapping) if self.key_mapping else None,
+            "suggested_key_mapping": dict(self.suggested_key_mapping) if self.suggested_key_mapping else None,
+            "suggestion_effect": dict(self.suggestion_effect) if self.suggestion_effect else None,
+            "notes": list(self.notes),
+        }
+
+
+# --------------------------------------------------------------------------------------------- public entry
+
+
+def report(
+    checkpoint: str | os.PathLike[str] | CheckpointIndex,
+    spec: ModelSpec | None = None,
+    *,
+    key_mapping: Mapping[str, str] | None = None,
+    auto_fix: bool = False,
+    wrapper: str | None = None,
+    suggest: bool = True,
+) -> Report:
+    """Open a checkpoint (headers only), build the model on meta, and classify every key.
+
+    ``spec=None`` gives a checkpoint-only report (the tensor list). If ``spec`` has neither a config nor a class
+    path, the checkpoint's folder is used as config when it holds a config.json. ``auto_fix`` applies the
+    suggested key mapping when one is found. Raises ExplorerError subclasses with one-line messages.
+    """
+    index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
+    if spec is None:
+        return checkpoint_only(index)
+    default_cfg = None
+    if not spec.model and not spec.config:
+        from pathlib import Path
+
+        cand = Path(index.folder) / "config.json"
+        if not cand.is_file():
+            raise ConfigError(f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model")
+        default_cfg = str(cand.parent)
+
+    def factory() -> BuiltModel:
+        return build_model(spec, checkpoint_dtype=index.first_float_dtype(), default_config=default_cfg)
+
+    _validate_mapping(key_mapping)
+    built = factory()
+    tree = module_tree(built.module)
+    rep = match(built, index, key_mapping=key_mapping, tree=tree)
+    if not suggest or key_mapping:
+        return rep
+    sugg = suggest_key_mapping(rep, factory, index)
+    if sugg is None:
+        return rep
+    mapping, effect = sugg
+    if auto_fix:
+        fixed = match(factory(), index, key_mapping=mapping, tree=tree)
+        return _replace(fixed, suggested_key_mapping=mapping, suggestion_effect=effect)
+    return _replace(rep, suggested_key_mapping=mapping, suggestion_effect=effect)
+
+
+def checkpoint_only(index: CheckpointIndex) -> Report:
+    ck = {
+        n: CheckpointKey(n, Status.UNEXPECTED, (), (), n, t)  # no model: nothing to place it in
+        for n, t in index.tensors.items()
+    }
+    return Report(index, None, None, {}, ck, (), (), (), notes=index.notes)
+
+
+def _replace(rep: Report, **kw: Any) -> Report:
+    import dataclasses
+
+    return dataclasses.replace(rep, **kw)
+
+
+def _validate_mapping(key_mapping: Mapping[str, str] | None) -> None:
+    if not key_mapping:
+        return
+    if not isinstance(key_mapping, Mapping):
+        raise ConfigError(f"key mapping: expected a JSON object {{regex: replacement}}, found {type(key_mapping).__name__}")
+    for k, v in key_mapping.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConfigError(f"key mapping: {k!r}: pattern and replacement must be strings")
+        try:
+            re.compile(k)
+        except re.error as e:
+            raise ConfigError(f"key mapping: invalid regex {k!r}: {e}") from e
+
+
+def match(
+    built: BuiltModel,
+    index: CheckpointIndex,
+    *,
+    key_mapping: Mapping[str, str] | None = None,
+    tree: ModuleNode | None = None,
+) -> Report:
+    """Classify every key. Consumes ``built`` (loading mutates the meta model): build a fresh one per call."""
+    if tree is None:
+        tree = module_tree(built.module)
+    if built.is_transformers:
+        return _match_transformers(built, index, key_mapping, tree)
+    return _match_plain(built, index, key_mapping, tree)
+
+
+# --------------------------------------------------------------------------------------------- transformers
+
+
+def _meta_state_dict(index: CheckpointIndex) -> dict[str, Any]:
+    import torch
+
+    out = {}
+    for name, t in index.tensors.items():
+        dt = getattr(torch, t.dtype, None) or torch.uint8
+        out[name] = torch.empty(t.shape, dtype=dt, device="meta")
+    return out
+
+
+class _QuietTransformers:
+    """Silence the load report / progress bar and force synchronous loading; restore everything after."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._env = os.environ.get("HF_DEACTIVATE_ASYNC_LOAD")
+        os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        self._bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if self._env is None:
+            os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+        else:
+            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = self._env
+        hf_logging.set_verbosity(self._verbosity)
+        if self._bar:
+            hf_logging.enable_progress_bar()
+
+
+def _match_transformers(
+    built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping[str, str] | None, tree: ModuleNode
+) -> Report:
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        convert_and_load_state_dict_in_model,
+        dot_natural_key,
+        rename_source_key,
+    )
+    from transformers.modeling_utils import LoadStateDictConfig
+
+    model = built.module
+    dtype = built.dtype
+    expected = model.state_dict()
+    prefix = model.base_model_prefix
+    weight_mapping = get_model_conversion_mapping(model, dict(key_mapping) if key_mapping else None)
+    renamings = [e for e in weight_mapping if isinstance(e, WeightRenaming)]
+    converters = [e for e in weight_mapping if isinstance(e, WeightConverter)]
+    user_renamings = renamings[: len(key_mapping)] if key_mapping else []
+    tie_map = dict(getattr(model, "all_tied_weights_keys", {}) or {})
+
+    # --- 1. transformers' own classification, on meta tensors
+    load_config = LoadStateDictConfig(
+        device_map={"": "meta"},
+        dtype=dtype,
+        dtype_plan=model._get_dtype_plan(dtype),
+        weight_mapping=weight_mapping,
+        ignore_mismatched_sizes=True,
+    )
+    with _QuietTransformers():
+        try:
+            info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)
+        except Exception as e:  # a converter failing on unexpected shapes is a finding about the checkpoint
+            raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {_one(e)}") from e
+        missing_before_tie = set(info.missing_keys)
+        mismatched_set = {k for k, _, _ in info.mismatched_keys}
+        model.tie_weights(missing_keys=info.missing_keys, recompute_mapping=False)
+        missing_after_tie = set(info.missing_keys)
+        unexpected_before_ignore = set(info.unexpected_keys)
+        model._adjust_missing_and_unexpected_keys(info)
+    missing = set(info.missing_keys)
+    unexpected = set(info.unexpected_keys)
+    mismatched = {k: (tuple(a), tuple(b)) for k, a, b in info.mismatched_keys}
+    tied_now = missing_before_tie - missing_after_tie  # loaded by tying to a present partner
+
+    # --- 2. per-key annotation with the same renaming function transformers used
+    sources: dict[str, list[str]] = {}
+    ck_how: dict[str, list[How]] = {}
+    ck_targets: dict[str, tuple[str, ...]] = {}
+    ck_reported: dict[str, str] = {}
+    converter_by_pattern = {p: c for c in converters for p in c.source_patterns}
+    for name in sorted(index.tensors, key=dot_natural_key):
+        renamed, pattern = rename_source_key(name, renamings, converters, prefix, expected)
+        if renamed not in expected and name in expected:
+            renamed, pattern = rename_source_key(name, [], [], prefix, expected)
+        hows: list[How] = []
+        plain, _ = rename_source_key(name, renamings, converters)  # without the prefix rule
+        if pattern is not None:
+            hows.append(How.CONVERTED)
+        elif plain != name:
+            user_only, _ = rename_source_key(name, user_renamings, [])
+            hows.append(How.KEY_MAPPING if user_only != name else How.RENAMED)
+            if user_only != name and rename_source_key(user_only, renamings[len(user_renamings):], [])[0] != user_only:
+                hows.append(How.RENAMED)
+        if renamed != plain and pattern is None:
+            hows.append(How.PREFIX_ADDED if renamed.endswith(plain) and len(renamed) > len(plain) else How.PREFIX_STRIPPED)
+        elif pattern is not None and renamed != plain:
+            hows.append(How.PREFIX_ADDED if len(renamed) > len(plain) else How.PREFIX_STRIPPED)
+        if renamed in expected:
+            if pattern is not None:
+                conv = converter_by_pattern[pattern]
+                targets = tuple(renamed.replace(conv.target_patterns[0], t) for t in conv.target_patterns)
+            else:
+                targets = (renamed,)
+            for t in targets:
+                sources.setdefault(t, []).append(name)
+        else:
+            targets = ()
+        ck_how[name] = hows
+        ck_targets[name] = targets
+        ck_reported[name] = renamed
+
+    # --- 3. model keys
+    model_keys: dict[str, ModelKey] = {}
+    persistent_entries = {e.key: e for e in tree.all_params()}
+    fresh_base = missing_after_tie | set(mismatched)  # before ignore-filtering: still randomly initialised
+    for key, pe in persistent_entries.items():
+        if not pe.persistent:
+            model_keys[key] = ModelKey(key, Status.COMPUTED, (), pe.shape, pe.dtype, newly_initialized=True)
+            continue
+        if key not in expected:
+            continue
+        srcs = tuple(sources.get(key, ()))
+        first = index.tensors[srcs[0]] if srcs else None
+        hows: list[How] = []
+        tied_to = None
+        if key in mismatched:
+            status = Status.MISMATCHED
+            ck_shape = mismatched[key][0]
+        elif key in missing:
+            status, ck_shape = Status.MISSING, None
+        elif key in missing_after_tie:  # missing, silenced by _keys_to_ignore_on_load_missing
+            status, ck_shape = Status.IGNORED, None
+            hows.append(How.IGNORED_RULE)
+        elif key in tied_now:
+            status, ck_shape = Status.MATCHED, None
+            hows.append(How.TIED)
+            tied_to = _tie_partner(key, tie_map)
+        else:
+            status = Status.MATCHED
+            ck_shape = first.shape if first is not None else None
+        if srcs and status is not Status.MISSING:
+            hows = list(dict.fromkeys(h for s in srcs[:1] for h in ck_how[s])) + hows
+            if not ck_how[srcs[0]]:
+                hows.insert(0, How.EXACT)
+        if first is not None and status is Status.MATCHED and first.dtype != pe.dtype and How.CONVERTED not in hows:
+            hows.append(How.DTYPE_DIFFERS)
+        if key in tie_map and tied_to is None and status is Status.MATCHED and How.TIED not in hows:
+            tied_to = tie_map[key]
+        newly = key in fresh_base or (key in tied_now and _tie_partner(key, tie_map) in fresh_base)
+        model_keys[key] = ModelKey(
+            key,
+            status,
+            tuple(hows),
+            pe.shape,
+            pe.dtype,
+            srcs,
+            ck_shape,
+            first.dtype if first is not None else None,
+            tied_to,
+            newly,
+        )
+
+    # --- 4. checkpoint keys
+    checkpoint_keys: dict[str, CheckpointKey] = {}
+    for name, t in index.tensors.items():
+        targets = ck_targets[name]
+        hows = list(ck_how[name])
+        reported = ck_reported[name]
+        if targets:
+            owners = [sources[x][0] for x in targets]
+            if name not in owners:
+                status = Status.IGNORED
+                hows.append(How.DUPLICATE)
+            elif any(x in mismatched for x in targets):
+                status = Status.MISMATCHED
+            else:
+                status = Status.MATCHED
+        elif reported in unexpected or any(u.startswith(reported) for u in ()):
+            status = Status.UNEXPECTED
+        elif reported in unexpected_before_ignore:
+            status = Status.IGNORED
+            hows.append(How.IGNORED_RULE)
+        else:
+            # a converter source whose targets are reported as unexpected under their target names
+            status = Status.UNEXPECTED
+        if not hows and status is not Status.UNEXPECTED:
+            hows.append(How.EXACT)
+        checkpoint_keys[name] = CheckpointKey(name, status, tuple(hows), targets, reported, t)
+
+    notes = list(index.notes)
+    if getattr(info, "conversion_errors", None):
+        notes += [f"conversion error: {k}: {v}" for k, v in list(info.conversion_errors.items())[:20]]
+    return Report(
+        index=index,
+        spec=built.spec,
+        tree=tree,
+        model_keys=model_keys,
+        checkpoint_keys=checkpoint_keys,
+        missing=tuple(sorted(missing, key=dot_natural_key)),
+        unexpected=tuple(sorted(unexpected, key=dot_natural_key)),
+        mismatched=tuple(sorted(((k, a, b) for k, (a, b) in mismatched.items()), key=lambda x: dot_natural_key(x[0]))),
+        key_mapping=dict(key_mapping) if key_mapping else None,
+        load_dtype=str(dtype).removeprefix("torch."),
+        arch=built.class_name,
+        base_model_prefix=prefix,
+        notes=tuple(notes),
+    )
+
+
+def _tie_partner(key: str, tie_map: Mapping[str, str]) -> str | None:
+    if key in tie_map:
+        return tie_map[key]
+    for t, s in tie_map.items():
+        if s == key:
+            return t
+    return None
+
+
+def _one(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+# --------------------------------------------------------------------------------------------- plain nn.Module
+
+
+def apply_key_mapping(name: str, key_mapping: Mapping[str, str] | None) -> str:
+    """Apply ``{regex: replacement}`` in order, as from_pretrained's key_mapping does (each may chain)."""
+    if key_mapping:
+        for pat, rep in key_mapping.items():
+            name = re.sub(pat, rep, name)
+    return name
+
+
+def _natural(s: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in s.split(".")]
+
+
+def _match_plain(built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping[str, str] | None, tree: ModuleNode) -> Report:
+    entries = {e.key: e for e in tree.all_params()}
+    expected = {k for k, e in entries.items() if e.persistent}
+    sources: dict[str, list[str]] = {}
+    checkpoint_keys: dict[str, CheckpointKey] = {}
+    unexpected: list[str] = []
+    for name in sorted(index.tensors, key=_natural):
+        t = index.tensors[name]
+        target = apply_key_mapping(name, key_mapping)
+        how = (How.KEY_MAPPING,) if target != name else ()
+        if target in expected:
+            owners = sources.setdefault(target, [])
+            owners.append(name)
+            if len(owners) > 1:  # load_state_dict: the last one wins; report the earlier as dropped
+                pass
+            status = Status.MISMATCHED if tuple(t.shape) != entries[target].shape else Status.MATCHED
+            checkpoint_keys[name] = CheckpointKey(name, status, how or (How.EXACT,), (target,), target, t)
+        else:
+            unexpected.append(target)
+            checkpoint_keys[name] = CheckpointKey(name, Status.UNEXPECTED, how, (), target, t)
+    model_keys: dict[str, ModelKey] = {}
+    missing: list[str] = []
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    for key, e in entries.items():
+        if not e.persistent:
+            model_keys[key] = ModelKey(key, Status.COMPUTED, (), e.shape, e.dtype, newly_initialized=True)
+            continue
+        srcs = tuple(sources.get(key, ()))
+        if not srcs:
+            missing.append(key)
+            model_keys[key] = ModelKey(key, Status.MISSING, (), e.shape, e.dtype, newly_initialized=True)
+            continue
+        src = index.tensors[srcs[-1]]
+        hows = list(checkpoint_keys[srcs[-1]].how)
+        if tuple(src.shape) != e.shape:
+            mismatched.append((key, tuple(src.shape), e.shape))
+            status = Status.MISMATCHED
+        else:
+            status = Status.MATCHED
+            if src.dtype != e.dtype:
+                hows.append(How.DTYPE_DIFFERS)
+        model_keys[key] = ModelKey(
+            key, status, tuple(hows), e.shape, e.dtype, srcs, tuple(src.shape), src.dtype, None, status is Status.MISMATCHED
+        )
+    # earlier duplicates of the same target are overwritten by load_state_dict: mark them
+    for key, srcs in sources.items():
+        for s in srcs[:-1]:
+            c = checkpoint_keys[s]
+            checkpoint_keys[s] = CheckpointKey(s, Status.IGNORED, c.how + (How.DUPLICATE,), c.targets, c.reported_as, c.info)
+    return Report(
+        index=index,
+        spec=built.spec,
+        tree=tree,
+        model_keys=model_keys,
+        checkpoint_keys=checkpoint_keys,
+        missing=tuple(missing),
+        unexpected=tuple(unexpected),
+        mismatched=tuple(mismatched),
+        key_mapping=dict(key_mapping) if key_mapping else None,
+        load_dtype=None,
+        arch=built.class_name,
+        notes=index.notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------- prefix trouble
+
+
+def _prefixes(keys: Iterable[str], depth: int = 3) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for k in keys:
+        parts = k.split(".")
+        for d in range(1, min(depth, len(parts) - 1) + 1):
+            c[".".join(parts[:d])] += 1
+    return c
+
+
+def suggest_key_mapping(
+    rep: Report, factory: Callable[[], BuiltModel], index: CheckpointIndex
+) -> tuple[dict[str, str], dict[str, int]] | None:
+    """Find a ``{regex: replacement}`` that turns missing+unexpected pairs into matches (``module.``,
+    ``_orig_mod.``, doubled or foreign prefixes). Verified by re-running the full match; None if nothing helps.
+    Returns (mapping, counts after applying it)."""
+    unexpected_names = [c.name for c in rep.checkpoint_keys.values() if c.status is Status.UNEXPECTED]
+    if not unexpected_names or not (rep.missing or rep.mismatched):
+        return None
+    # Prefix trouble turns a large share of the checkpoint unexpected; a couple of unused head tensors is not it.
+    if len(unexpected_names) < max(2, len(index.tensors) // 4):
+        return None
+    expected = [k for k, m in rep.model_keys.items() if m.status is not Status.COMPUTED]
+    exp_set = set(expected)
+    base = rep.base_model_prefix
+    strip = _prefixes(unexpected_names)
+    add = _prefixes(rep.missing)
+    cands: list[tuple[str, str]] = [(p, "") for p, _ in strip.most_common(6)]
+    cands += [(p, q) for p, _ in strip.most_common(4) for q, _ in add.most_common(4) if p != q]
+    cands += [("", q) for q, _ in add.most_common(4)]
+
+    def naive_hits(p: str, q: str) -> int:
+        hits = 0
+        for n in unexpected_names:
+            if p and not (n == p or n.startswith(p + ".")):
+                continue
+            rest = n[len(p) + 1 :] if p else n
+            t = f"{q}.{rest}" if q else rest
+            if t in exp_set or (base and (f"{base}.{t}" in exp_set or (t.startswith(base + ".") and t[len(base) + 1 :] in exp_set))):
+                hits += 1
+        return hits
+
+    scored = sorted(((naive_hits(p, q), p, q) for p, q in dict.fromkeys(cands)), reverse=True)
+    scored = [s for s in scored if s[0] > 0][:3]
+    if not scored:
+        return None
+    before = len(rep.missing) + len(rep.unexpected) + len(rep.mismatched)
+    best: tuple[int, dict[str, str], dict[str, int]] | None = None
+    for _, p, q in scored:
+        mapping = {("^" + re.escape(p) + r"\." if p else "^"): (q + "." if q else "")}
+        trial = match(factory(), index, key_mapping=mapping, tree=rep.tree)
+        after = len(trial.missing) + len(trial.unexpected) + len(trial.mismatched)
+        if after < before and (best is None or after < best[0]):
+            c = trial.counts()
+            best = (after, mapping, {k: c[k] for k in ("matched", "missing", "unexpected", "mismatched")})
+    if best is None:
+        return None
+    return best[1], best[2]

@@ -1,0 +1,305 @@
+"""The model side: a config or class path -> a model on the meta device -> a module tree with per-subtree totals."""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model to compare against: a transformers config (+ head class) or a plain ``pkg.module:Class``."""
+
+    config: str | None = None  # a directory holding config.json, or the file itself
+    arch: str | None = None  # transformers class name; default: config's architectures[0]
+    model: str | None = None  # "pkg.module:Class" for a plain nn.Module
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_transformers(self) -> bool:
+        return self.model is None
+
+    def describe(self) -> str:
+        if self.model:
+            return self.model
+        return f"{self.arch or '(architectures[0])'} from {self.config}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "arch": self.arch, "model": self.model, "model_kwargs": self.model_kwargs}
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    """One parameter or buffer of the model, by its state-dict key."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str  # "parameter" | "buffer"
+    persistent: bool = True  # non-persistent buffers are never in a state dict
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        import torch
+
+        return self.numel * getattr(torch, self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class ModuleNode:
+    """A module with its own parameters and its children; totals cover the whole subtree."""
+
+    path: str  # "" for the root
+    class_name: str
+    params: tuple[ParamEntry, ...]
+    children: tuple[ModuleNode, ...]
+    n_params: int
+    nbytes: int
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1] if self.path else "(model)"
+
+    def walk(self) -> Iterator[ModuleNode]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def all_params(self) -> Iterator[ParamEntry]:
+        for n in self.walk():
+            yield from n.params
+
+
+@dataclass
+class BuiltModel:
+    """A model instantiated on the meta device plus what is needed to match against it."""
+
+    module: nn.Module
+    spec: ModelSpec
+    dtype: torch.dtype
+    config: Any = None  # transformers config or None
+    class_name: str = ""
+
+    @property
+    def is_transformers(self) -> bool:
+        return self.config is not None
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+def config_path(config: str | os.PathLike[str]) -> Path:
+    p = Path(config)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise ConfigError(f"{p}: config not found")
+    return p
+
+
+def load_config(config: str | os.PathLike[str]) -> Any:
+    """Read a Hugging Face config.json (a directory or the file) into its transformers config class."""
+    p = config_path(config)
+    try:
+        raw = json.loads(p.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{p}: invalid config.json: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: invalid config.json: expected a JSON object")
+    model_type = raw.get("model_type")
+    if not model_type:
+        raise ConfigError(f"{p}: config.json has no \"model_type\"; cannot tell which transformers model it is")
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(f"{p}: unknown model_type {model_type!r} (not in this transformers version)")
+    try:
+        return AutoConfig.for_model(**raw)
+    except Exception as e:  # config classes raise many types on bad values
+        raise ConfigError(f"{p}: invalid config for model_type {model_type!r}: {_one_line(e)}") from e
+
+
+def head_classes(config: Any) -> list[str]:
+    """transformers classes that accept this config's model_type (base model first), for a head chooser."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    mt = config.model_type
+    names: list[str] = []
+    for attr in dir(modeling_auto):
+        if attr.startswith("MODEL_") and attr.endswith("_MAPPING_NAMES"):
+            v = getattr(modeling_auto, attr).get(mt)
+            for n in v if isinstance(v, (list, tuple)) else [v]:
+                if isinstance(n, str) and n not in names and hasattr(transformers, n):
+                    names.append(n)
+    base = modeling_auto.MODEL_MAPPING_NAMES.get(mt)
+    if isinstance(base, str) and base in names:
+        names.remove(base)
+        names.insert(0, base)
+    return names
+
+
+def resolve_class(config: Any, arch: str | None, *, source: str = "config") -> type:
+    import transformers
+    from transformers import PreTrainedModel
+
+    if arch is None:
+        archs = getattr(config, "architectures", None) or []
+        if archs:
+            arch = archs[0]
+        else:
+            from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+            arch = MODEL_MAPPING_NAMES.get(config.model_type)
+            if not isinstance(arch, str):
+                raise ConfigError(f"{source}: no \"architectures\" in config and no base model for {config.model_type!r}; pass --arch")
+    try:
+        cls = getattr(transformers, arch)
+    except (AttributeError, ImportError, RuntimeError) as e:
+        raise ConfigError(f"{source}: unknown class {arch!r}: not a transformers model class") from e
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        raise ConfigError(f"{source}: {arch!r} is not a transformers model class")
+    return cls
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def load_dtype(config: Any, checkpoint_dtype: str | None) -> torch.dtype:
+    """The dtype ``from_pretrained(dtype="auto")`` loads in: config.dtype, else the checkpoint's first float dtype."""
+    import torch
+
+    dt = getattr(config, "dtype", None) if config is not None else None
+    if isinstance(dt, str):
+        dt = getattr(torch, dt, None)
+    if isinstance(dt, torch.dtype):
+        return dt
+    if checkpoint_dtype:
+        return getattr(torch, checkpoint_dtype)
+    return torch.get_default_dtype()
+
+
+def build_model(spec: ModelSpec, *, checkpoint_dtype: str | None = None, default_config: str | None = None) -> BuiltModel:
+    """Instantiate the model on the meta device (no memory, milliseconds even for 70B)."""
+    if spec.model:
+        return _build_custom(spec)
+    cfg_src = spec.config or default_config
+    if cfg_src is None:
+        raise ConfigError("no model given: pass --config (a folder with config.json) or --model pkg.module:Class")
+    config = load_config(cfg_src)
+    source = str(config_path(cfg_src))
+    cls = resolve_class(config, spec.arch, source=source)
+    dtype = load_dtype(config, checkpoint_dtype)
+    module = instantiate_meta(cls, config, dtype, source=source)
+    spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
+    return BuiltModel(module, spec, dtype, config, cls.__name__)
+
+
+def instantiate_meta(cls: type, config: Any, dtype: torch.dtype, *, source: str = "config") -> nn.Module:
+    """``cls(config)`` under the class's own init context, exactly as from_pretrained builds it (meta device)."""
+    import copy
+
+    from transformers.utils.generic import ContextManagers
+
+    config = copy.deepcopy(config)
+    try:
+        with ContextManagers(cls.get_init_context(dtype, False, False, False)):
+            return cls(config)
+    except Exception as e:
+        raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: {_one_line(e)}") from e
+
+
+def _build_custom(spec: ModelSpec) -> BuiltModel:
+    import torch
+
+    assert spec.model is not None
+    mod_name, sep, qual = spec.model.partition(":")
+    if not sep or not mod_name or not qual:
+        raise ConfigError(f"{spec.model}: expected a class path like pkg.module:Class")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"{spec.model}: cannot import module {mod_name!r}: {_one_line(e)}") from e
+    obj: Any = mod
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"{spec.model}: module {mod_name!r} has no attribute {qual!r}")
+    try:
+        with torch.device("meta"):
+            module = obj(**spec.model_kwargs)
+    except Exception as e:
+        raise ConfigError(f"{spec.model}: cannot construct with kwargs {spec.model_kwargs}: {_one_line(e)}") from e
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"{spec.model}: returned {type(module).__name__}, expected a torch.nn.Module")
+    return BuiltModel(module, spec, torch.get_default_dtype(), None, type(module).__name__)
+
+
+# --------------------------------------------------------------------------------------------- tree
+
+
+def module_tree(module: nn.Module) -> ModuleNode:
+    """Every submodule with its own parameters and buffers (state-dict keys), and subtree totals."""
+    sd_keys = set(module.state_dict(keep_vars=True).keys())
+    own: dict[str, list[ParamEntry]] = {}
+    classes: dict[str, str] = {}
+    for path, m in module.named_modules(remove_duplicate=False):
+        if path in classes:
+            continue
+        classes[path] = type(m).__name__
+        entries = own.setdefault(path, [])
+        pre = f"{path}." if path else ""
+        for n, p in m._parameters.items():
+            if p is not None:
+                entries.append(ParamEntry(pre + n, tuple(p.shape), _dt(p.dtype), "parameter"))
+        for n, b in m._buffers.items():
+            if b is not None:
+                key = pre + n
+                entries.append(ParamEntry(key, tuple(b.shape), _dt(b.dtype), "buffer", key in sd_keys))
+    children: dict[str, list[str]] = {p: [] for p in classes}
+    for p in classes:
+        if p:
+            parent = p.rsplit(".", 1)[0] if "." in p else ""
+            while parent not in classes:  # a ModuleDict/Sequential in between is always registered, but be safe
+                parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+            children[parent].append(p)
+
+    def build(path: str) -> ModuleNode:
+        kids = tuple(build(c) for c in children[path])
+        params = tuple(own[path])
+        n = sum(e.numel for e in params if e.kind == "parameter") + sum(k.n_params for k in kids)
+        b = sum(e.nbytes for e in params if e.persistent) + sum(k.nbytes for k in kids)
+        return ModuleNode(path, classes[path], params, kids, n, b)
+
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 10000))
+    try:
+        return build("")
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _dt(dt: Any) -> str:
+    return str(dt).removeprefix("torch.")
