@@ -375,6 +375,7 @@ def _match_transformers(
     ck_how: dict[str, list[How]] = {}
     ck_targets: dict[str, tuple[str, ...]] = {}
     ck_reported: dict[str, str] = {}
+    ck_converted: dict[str, bool] = {}
     converter_by_pattern = {p: c for c in converters for p in c.source_patterns}
     for name in sorted(index.tensors, key=dot_natural_key):
         renamed, pattern = rename_source_key(name, renamings, converters, prefix, expected)
@@ -406,6 +407,7 @@ def _match_transformers(
         ck_how[name] = hows
         ck_targets[name] = targets
         ck_reported[name] = renamed
+        ck_converted[name] = pattern is not None
 
     # --- 3. model keys
     model_keys: dict[str, ModelKey] = {}
@@ -435,7 +437,8 @@ def _match_transformers(
             tied_to = _tie_partner(key, tie_map)
         else:
             status = Status.MATCHED
-            ck_shape = first.shape if first is not None else None
+            # a converted key's on-disk pieces have other shapes; once matched its shape is the model's
+            ck_shape = (pe.shape if ck_converted[srcs[0]] else first.shape) if first is not None else None
         if srcs and status is not Status.MISSING:
             hows = list(dict.fromkeys(h for s in srcs[:1] for h in ck_how[s])) + hows
             if not ck_how[srcs[0]]:
@@ -465,15 +468,16 @@ def _match_transformers(
         hows = list(ck_how[name])
         reported = ck_reported[name]
         if targets:
-            owners = [sources[x][0] for x in targets]
-            if name not in owners:
+            # a converter gathers all its sources; a plain rename keeps the first key in natural order
+            dup = not ck_converted[name] and any(sources[x][0] != name for x in targets)
+            if dup:
                 status = Status.IGNORED
                 hows.append(How.DUPLICATE)
             elif any(x in mismatched for x in targets):
                 status = Status.MISMATCHED
             else:
                 status = Status.MATCHED
-        elif reported in unexpected or any(u.startswith(reported) for u in ()):
+        elif reported in unexpected:
             status = Status.UNEXPECTED
         elif reported in unexpected_before_ignore:
             status = Status.IGNORED
