@@ -353,18 +353,19 @@ def _choose_state_dict(obj: Any, p: Path, wrapper: str | None) -> tuple[dict[str
 
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p}: expected a dict of tensors, found {type(obj).__name__}")
-    candidates = tuple(
-        str(k) for k, v in obj.items() if isinstance(v, Mapping) and _flatten_tensors(v)
-    )
-    top_tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    sizes = {str(k): len(_flatten_tensors(v)) for k, v in obj.items() if isinstance(v, Mapping)}
+    candidates = tuple(k for k, n in sizes.items() if n)
+    top_tensors = [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
     if wrapper is not None:
         if wrapper not in candidates:
             raise CheckpointError(
                 f"{p}: no sub-dict {wrapper!r} holding tensors (available: {', '.join(candidates) or 'none'})"
             )
         return _flatten_tensors(obj[wrapper]), wrapper, candidates
-    # A plain state dict: tensors at top level (nested dicts of tensors are flattened with dots).
-    if top_tensors and len(top_tensors) >= len(candidates):
+    # A plain state dict: tensors at top level under dotted names (nested dicts of tensors are flattened with
+    # dots). A wrapper holds a few loose tensors at most (a step counter) next to its big sub-dict.
+    biggest = max((sizes[c] for c in candidates), default=0)
+    if top_tensors and (len(top_tensors) >= biggest or any("." in k for k in top_tensors)):
         return _flatten_tensors(obj), None, candidates
     for k in WRAPPER_KEYS:
         if k in candidates:

@@ -133,10 +133,16 @@ class Report:
         import math
 
         loaded = fresh = 0
+        seen: set[frozenset[str]] = set()
         for k in self.model_keys.values():
             n = math.prod(k.model_shape)
             if k.status is Status.COMPUTED:
                 continue
+            if k.tied_to is not None:  # a tied pair is one tensor: count it once
+                pair = frozenset((k.key, k.tied_to))
+                if pair in seen:
+                    continue
+                seen.add(pair)
             if k.newly_initialized:
                 fresh += n
             else:
@@ -345,6 +351,9 @@ def _match_transformers(
     converters = [e for e in weight_mapping if isinstance(e, WeightConverter)]
     user_renamings = renamings[: len(key_mapping)] if key_mapping else []
     tie_map = dict(getattr(model, "all_tied_weights_keys", {}) or {})
+    tie_reverse: dict[str, str] = {}
+    for t, src in tie_map.items():
+        tie_reverse.setdefault(src, t)
 
     # --- 1. transformers' own classification, on meta tensors
     load_config = LoadStateDictConfig(
@@ -434,7 +443,7 @@ def _match_transformers(
         elif key in tied_now:
             status, ck_shape = Status.MATCHED, None
             hows.append(How.TIED)
-            tied_to = _tie_partner(key, tie_map)
+            tied_to = _tie_partner(key, tie_map, tie_reverse)
         else:
             status = Status.MATCHED
             # a converted key's on-disk pieces have other shapes; once matched its shape is the model's
@@ -447,7 +456,7 @@ def _match_transformers(
             hows.append(How.DTYPE_DIFFERS)
         if key in tie_map and tied_to is None and status is Status.MATCHED and How.TIED not in hows:
             tied_to = tie_map[key]
-        newly = key in fresh_base or (key in tied_now and _tie_partner(key, tie_map) in fresh_base)
+        newly = key in fresh_base or (key in tied_now and _tie_partner(key, tie_map, tie_reverse) in fresh_base)
         model_keys[key] = ModelKey(
             key,
             status,
@@ -509,13 +518,9 @@ def _match_transformers(
     )
 
 
-def _tie_partner(key: str, tie_map: Mapping[str, str]) -> str | None:
-    if key in tie_map:
-        return tie_map[key]
-    for t, s in tie_map.items():
-        if s == key:
-            return t
-    return None
+def _tie_partner(key: str, tie_map: Mapping[str, str], reverse: Mapping[str, str]) -> str | None:
+    """The other key of ``key``'s tie: its source if it is a tie target, else the first target tied to it."""
+    return tie_map.get(key) or reverse.get(key)
 
 
 def _one(e: BaseException) -> str:
@@ -534,18 +539,13 @@ def apply_key_mapping(name: str, key_mapping: Mapping[str, str] | None) -> str:
     return name
 
 
-def _natural(s: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in s.split(".")]
-
-
 def _match_plain(built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping[str, str] | None, tree: ModuleNode) -> Report:
     entries = {e.key: e for e in tree.all_params()}
     expected = {k for k, e in entries.items() if e.persistent}
     sources: dict[str, list[str]] = {}
     checkpoint_keys: dict[str, CheckpointKey] = {}
     unexpected: list[str] = []
-    for name in sorted(index.tensors, key=_natural):
-        t = index.tensors[name]
+    for name, t in index.tensors.items():  # file order: with duplicates, the last one wins, as in a dict
         target = apply_key_mapping(name, key_mapping)
         how = (How.KEY_MAPPING,) if target != name else ()
         if target in expected:

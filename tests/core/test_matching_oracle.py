@@ -211,7 +211,7 @@ def test_gpt2_tied_lm_head_and_legacy_attn_bias(tmp_path):
     assert rep.is_clean
     lm = rep.model_keys["lm_head.weight"]
     assert lm.status is Status.MATCHED and How.TIED in lm.how and lm.tied_to == "transformer.wte.weight"
-    assert rep.params_loaded()[1] == 0
+    assert rep.params_loaded() == (rep.index.total_params, 0)  # the tied pair counts once
 
     def legacy(sd):  # old GPT-2 checkpoints carry the causal-mask buffers
         extra = {}
@@ -230,6 +230,7 @@ def test_gpt2_base_into_lm_head(tmp_path):
     save_tiny("gpt2", "GPT2Model", src)
     rep = assert_parity(src, "GPT2LMHeadModel")
     assert rep.model_keys["lm_head.weight"].status is Status.MATCHED
+    assert rep.params_loaded() == (rep.index.total_params, 0)
 
 
 # --------------------------------------------------------------------------------------------- Llama
