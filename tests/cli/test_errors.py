@@ -1,0 +1,219 @@
+"""Bad input: one line on stderr naming the file and the problem, exit 2, no traceback, and never run pickled code."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from explorer.cli import main
+
+MARKER_NAME = "pwned"
+
+
+class Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {Evil.marker}",))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what fixtures printed
+    code = main(["report", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(capsys, argv: list[str], *, names: str | Path, says: str) -> str:
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(names) in lines[0], lines[0]
+    assert says.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def safetensors_bytes(header: dict, data: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+@pytest.fixture()
+def tiny_bert(tmp_path) -> Path:
+    from tests.helpers import save_tiny
+
+    d = tmp_path / "bert"
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+# --------------------------------------------------------------------------------------------- pickles
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "raw-pickle"])
+def test_malicious_pickle_is_refused_and_never_runs(capsys, tmp_path, fmt):
+    marker = tmp_path / MARKER_NAME
+    Evil.marker = str(marker)
+    f = tmp_path / "evil.bin"
+    payload = {"weight": torch.zeros(2), "trap": Evil()}
+    if fmt == "zip":
+        torch.save(payload, f)
+    elif fmt == "legacy":
+        torch.save(payload, f, _use_new_zipfile_serialization=False)
+    else:
+        f.write_bytes(pickle.dumps(payload, protocol=2))
+    line = assert_one_line_error(capsys, [str(f)], names=f, says="")
+    assert "refused" in line or "cannot read" in line
+    assert not marker.exists(), "unpickling ran code"
+
+
+# --------------------------------------------------------------------------------------------- safetensors
+
+
+def test_truncated_header(capsys, tmp_path):
+    f = tmp_path / "t.safetensors"
+    f.write_bytes(safetensors_bytes({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8)[:30])
+    assert_one_line_error(capsys, [str(f)], names=f, says="larger than the file")
+
+
+def test_header_shorter_than_length_field(capsys, tmp_path):
+    f = tmp_path / "t.safetensors"
+    f.write_bytes(b"\x05\0\0")
+    assert_one_line_error(capsys, [str(f)], names=f, says="truncated")
+
+
+def test_garbage_header(capsys, tmp_path):
+    f = tmp_path / "g.safetensors"
+    f.write_bytes(struct.pack("<Q", 16) + b"{not json at all" + b"\0" * 32)
+    assert_one_line_error(capsys, [str(f)], names=f, says="not valid JSON")
+
+
+def test_header_length_larger_than_file(capsys, tmp_path):
+    f = tmp_path / "h.safetensors"
+    f.write_bytes(struct.pack("<Q", 10**9) + b'{"a": 1}')
+    assert_one_line_error(capsys, [str(f)], names=f, says="header length 1000000000 is larger than the file")
+
+
+def test_offsets_past_end_of_data(capsys, tmp_path):
+    f = tmp_path / "o.safetensors"
+    f.write_bytes(safetensors_bytes({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8))
+    assert_one_line_error(capsys, [str(f)], names=f, says="tensor 'w': data ends at byte 16")
+
+
+def test_unknown_dtype(capsys, tmp_path):
+    f = tmp_path / "d.safetensors"
+    f.write_bytes(safetensors_bytes({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16))
+    assert_one_line_error(capsys, [str(f)], names=f, says="unknown dtype 'F128'")
+
+
+def test_negative_shape(capsys, tmp_path):
+    f = tmp_path / "n.safetensors"
+    f.write_bytes(safetensors_bytes({"w": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}}, b"\0" * 16))
+    assert_one_line_error(capsys, [str(f)], names=f, says="negative dimension")
+
+
+def test_size_disagrees_with_shape(capsys, tmp_path):
+    f = tmp_path / "s.safetensors"
+    f.write_bytes(safetensors_bytes({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16))
+    assert_one_line_error(capsys, [str(f)], names=f, says="needs 12")
+
+
+@pytest.mark.parametrize("name", ["e.safetensors", "e.bin", "e.pt"])
+def test_empty_file(capsys, tmp_path, name):
+    f = tmp_path / name
+    f.write_bytes(b"")
+    assert_one_line_error(capsys, [str(f)], names=f, says="empty file")
+
+
+@pytest.mark.parametrize("name", ["r.safetensors", "r.bin", "r.ckpt"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_bytes(capsys, tmp_path, name, seed):
+    f = tmp_path / name
+    f.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8).numpy().tobytes())
+    assert_one_line_error(capsys, [str(f)], names=f, says="")
+
+
+def test_zip_that_is_not_a_torch_checkpoint(capsys, tmp_path):
+    import zipfile
+
+    f = tmp_path / "z.pt"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("hello.txt", "hi")
+    assert_one_line_error(capsys, [str(f)], names=f, says="")
+
+
+# --------------------------------------------------------------------------------------------- folders, shards
+
+
+def test_directory_with_no_weights(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    assert_one_line_error(capsys, [str(tmp_path)], names=tmp_path, says="no weights found")
+
+
+def test_index_naming_a_missing_shard(capsys, tmp_path):
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "s1.safetensors"))
+    idx = tmp_path / "model.safetensors.index.json"
+    idx.write_text(json.dumps({"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}}))
+    line = assert_one_line_error(capsys, [str(idx)], names=idx, says="'s2.safetensors'")
+    assert "does not exist" in line
+
+
+def test_invalid_index_json(capsys, tmp_path):
+    idx = tmp_path / "model.safetensors.index.json"
+    idx.write_text("{oops")
+    assert_one_line_error(capsys, [str(idx)], names=idx, says="invalid index file")
+
+
+def test_path_that_does_not_exist(capsys, tmp_path):
+    p = tmp_path / "nope" / "model.safetensors"
+    assert_one_line_error(capsys, [str(p)], names=p, says="no such file")
+
+
+# --------------------------------------------------------------------------------------------- model side
+
+
+def test_invalid_config_json(capsys, tiny_bert):
+    (tiny_bert / "config.json").write_text("{not json")
+    assert_one_line_error(capsys, [str(tiny_bert)], names=tiny_bert / "config.json", says="invalid config.json")
+
+
+def test_config_not_an_object(capsys, tiny_bert):
+    (tiny_bert / "config.json").write_text("[1, 2]")
+    assert_one_line_error(capsys, [str(tiny_bert)], names=tiny_bert / "config.json", says="expected a JSON object")
+
+
+def test_unknown_model_type(capsys, tiny_bert):
+    cfg = json.loads((tiny_bert / "config.json").read_text())
+    cfg["model_type"] = "definitely_not_a_model"
+    (tiny_bert / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(capsys, [str(tiny_bert)], names=tiny_bert / "config.json", says="unknown model_type 'definitely_not_a_model'")
+
+
+def test_unknown_class_name(capsys, tiny_bert):
+    assert_one_line_error(capsys, [str(tiny_bert), "--arch", "BertForTimeTravel"], names="BertForTimeTravel", says="unknown class")
+
+
+def test_config_missing(capsys, tiny_bert, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_one_line_error(capsys, [str(tiny_bert), "--config", str(missing)], names=missing, says="config not found")
+
+
+def test_bad_model_class_path(capsys, tiny_bert):
+    assert_one_line_error(capsys, [str(tiny_bert), "--model", "no_such_pkg.mod:Net"], names="no_such_pkg.mod:Net", says="cannot import")
+    assert_one_line_error(capsys, [str(tiny_bert), "--model", "json"], names="json", says="pkg.module:Class")
+
+
+def test_bad_key_mapping(capsys, tiny_bert):
+    assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", '{"(": ""}'], names="(", says="invalid regex")
+    assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", "[1]"], names="--key-mapping", says="JSON object")
+    assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", "{bad"], names="--key-mapping", says="invalid JSON")
