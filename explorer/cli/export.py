@@ -1,0 +1,102 @@
+"""`ckpt-explorer export`: write the checkpoint patched by a plan, streamed and atomic, then re-check it."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import EXIT_FINDINGS, EXIT_OK
+from .common import Style, add_json_arg, human_bytes, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a patched checkpoint from a plan that loads with nothing missing/unexpected/mismatched",
+        description="Apply a plan (from `ckpt-explorer plan` or the GUI) and write a new Hugging Face folder: "
+        "kept tensors byte-identical, fresh ones from the model's own init (seeded). Streamed tensor by tensor, "
+        "written to a staging folder and renamed at the end. Exit 0 when the result loads clean, 1 if not, 2 on error.",
+    )
+    p.add_argument("checkpoint", help="the source checkpoint (file, *.index.json or folder)")
+    p.add_argument("--plan", required=True, metavar="plan.json", help="the plan to apply")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="a new (or empty) folder for the result")
+    p.add_argument("--config", metavar="C", help="override the config recorded in the plan")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--arch", metavar="A", help="override the transformers class recorded in the plan")
+    m.add_argument("--model", metavar="pkg.module:Class", help="override with a plain torch.nn.Module class")
+    p.add_argument("--resize", action="store_true", help="mismatched tensors keep the overlapping slice, the rest is initialised")
+    p.add_argument("--dtype", metavar="D", help="cast floating tensors: float32, float16, bfloat16")
+    p.add_argument("--max-shard-size", metavar="S", help="shard the output, e.g. 2GB or 500MiB (adds model.safetensors.index.json)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the fresh init (default 0)")
+    add_json_arg(p)
+    p.set_defaults(run=run)
+
+
+def _spec(args: argparse.Namespace, plan):  # -> ModelSpec | None
+    from ..core.model import ModelSpec
+
+    if args.model:
+        return ModelSpec(model=args.model, model_kwargs=dict(plan.model_kwargs))
+    if args.config or args.arch:
+        return ModelSpec(config=args.config or plan.config, arch=args.arch or plan.arch)
+    return None
+
+
+class _Bar:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.on = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.on or not total:
+            return
+        pct = int(100 * done / total)
+        if pct == self._last:
+            return
+        self._last = pct
+        sys.stderr.write(f"\r  {pct:3d}% {human_bytes(done)} / {human_bytes(total)}  {name[:50]:50s}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on and self._last >= 0:
+            sys.stderr.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.export import export_checkpoint
+    from ..core.plan import load_plan
+
+    plan = load_plan(args.plan)
+    bar = _Bar()
+    try:
+        res = export_checkpoint(
+            args.checkpoint,
+            plan,
+            args.output,
+            resize=args.resize,
+            dtype=args.dtype,
+            max_shard_size=args.max_shard_size,
+            seed=args.seed,
+            spec=_spec(args, plan),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print_json(res.to_json())
+    else:
+        s = Style()
+        c = res.counts
+        print(s(f"wrote {res.out_dir}", "1") + f": {len(res.files)} file(s), {res.n_tensors} tensors, "
+              f"{human_bytes(res.total_bytes)} in {res.seconds:.1f} s")
+        print(f"  {c['keep']} kept, {c['reinit']} re-initialised, {c['resized']} resized, {c['dropped']} dropped, "
+              f"{c['tied']} tied (not duplicated), {c['unexpected_dropped']} unexpected dropped")
+        for n in res.notes:
+            print(s(f"  note: {n}", "33"))
+        r = res.report
+        if res.is_clean:
+            print(s(f"  reload check: clean — {r.counts()['matched']} keys load into {r.arch}, nothing missing, unexpected or mismatched", "32"))
+        else:
+            print(s(f"  reload check: {len(r.missing)} missing, {len(r.unexpected)} unexpected, {len(r.mismatched)} mismatched", "31"))
+    return EXIT_OK if res.is_clean else EXIT_FINDINGS

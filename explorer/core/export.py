@@ -1,0 +1,597 @@
+"""Streamed, atomic export of a patched checkpoint that the target class loads with nothing missing,
+unexpected or mismatched.
+
+Tensors are written one by one into safetensors files we lay out ourselves (header first, then data), so the
+peak memory is about one tensor: kept tensors are copied byte for byte (``copy_file_range`` from the source
+file, never through Python), fresh ones come from the model's own init on just the owning module. Everything
+is written into a hidden staging folder beside the output, fsynced, and renamed into place at the end; an
+error or a cancel removes the staging folder, so there is never a half checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
+from .errors import ExplorerError, ExportError
+from .plan import Action, Entry, Plan, init_module, key_seed
+
+if TYPE_CHECKING:
+    import torch
+
+    from .matching import Report
+    from .model import ModelSpec
+
+ProgressFn = Callable[[int, int, str], None]  # (bytes done, bytes total, current tensor)
+_CHUNK = 64 << 20
+_DTYPE_ALIASES = {
+    "fp32": "float32", "float": "float32", "f32": "float32", "float32": "float32",
+    "fp16": "float16", "half": "float16", "f16": "float16", "float16": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp64": "float64", "float64": "float64", "double": "float64",
+}
+
+
+class ExportCancelled(ExportError):
+    """The export was cancelled; nothing was left behind."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written, and the match report of the written checkpoint against the target class."""
+
+    out_dir: str
+    files: tuple[str, ...]
+    n_tensors: int
+    total_bytes: int
+    counts: Mapping[str, int]  # keep / reinit / resized / dropped / tied (not written, as save_pretrained)
+    plan_sha256: str
+    report: Report
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_clean(self) -> bool:
+        return self.report.is_clean
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.report.counts()
+        return {
+            "out_dir": self.out_dir,
+            "files": list(self.files),
+            "tensors": self.n_tensors,
+            "bytes": self.total_bytes,
+            "counts": dict(self.counts),
+            "plan_sha256": self.plan_sha256,
+            "seconds": round(self.seconds, 3),
+            "clean": self.is_clean,
+            "reload": {k: c[k] for k in ("matched", "missing", "unexpected", "mismatched")},
+            "missing": list(self.report.missing),
+            "unexpected": list(self.report.unexpected),
+            "mismatched": [[k, list(a), list(b)] for k, a, b in self.report.mismatched],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Out:
+    """One tensor to write."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name of the written data
+    kind: str  # "copy" | "cast" | "init" | "resize"
+    source: TensorInfo | None = None
+    model_key: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        import torch
+
+        return math.prod(self.shape) * getattr(torch, self.dtype).itemsize
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def parse_size(size: int | str | None) -> int | None:
+    """'500MB' -> 500_000_000, '2GiB' -> 2**31 (transformers' convention). None stays None."""
+    if size is None or isinstance(size, int):
+        if isinstance(size, int) and size <= 0:
+            raise ExportError(f"max shard size must be positive, found {size}")
+        return size
+    s = str(size).strip()
+    units = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1))
+    for u, mult in units:
+        if s.upper().endswith(u):
+            num = s[: -len(u)].strip()
+            break
+    else:
+        num, mult = s, 1
+    try:
+        n = int(float(num) * mult)
+    except ValueError:
+        raise ExportError(f"max shard size: expected a size like 500MB or 2GiB, found {size!r}") from None
+    if n <= 0:
+        raise ExportError(f"max shard size must be positive, found {size!r}")
+    return n
+
+
+def parse_dtype(dtype: str | None) -> str | None:
+    if dtype is None:
+        return None
+    name = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise ExportError(f"dtype: expected one of float32, float16, bfloat16, float64 (or fp32/fp16/bf16), found {dtype!r}")
+    return name
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename. Raises OSError."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(p.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _same_or_inside(p: Path, folder: Path) -> bool:
+    return p == folder or folder in p.parents
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str] | CheckpointIndex,
+    plan: Plan,
+    out_dir: str | os.PathLike[str],
+    *,
+    resize: bool = False,
+    dtype: str | None = None,
+    max_shard_size: int | str | None = None,
+    seed: int = 0,
+    spec: ModelSpec | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> ExportResult:
+    """Write ``checkpoint`` patched by ``plan`` into the new folder ``out_dir``, then re-match it.
+
+    ``spec`` overrides the model recorded in the plan. ``resize`` keeps the overlapping slice of mismatched
+    tensors (vocabularies, classifiers) and initialises the rest. ``dtype`` casts floating tensors. ``cancel``
+    is a callable or an Event checked between chunks. Raises ExportError (ExportCancelled when cancelled);
+    on any failure nothing is left in ``out_dir``.
+    """
+    from .matching import Status, apply_key_mapping, report
+    from .model import ModelSpec, build_model, config_path
+
+    t0 = time.perf_counter()
+    dtype = parse_dtype(dtype)
+    shard_limit = parse_size(max_shard_size)
+    index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=plan.wrapper)
+    spec = spec or plan.spec()
+    cfg_src: str | None = None
+    if spec.is_transformers:
+        cfg_src = spec.config
+        if cfg_src is None:
+            if not (Path(index.folder) / "config.json").is_file():
+                raise ExportError(f"{index.path}: the plan records no config and there is no config.json beside the checkpoint; pass --config")
+            cfg_src = index.folder
+        spec = ModelSpec(config=cfg_src, arch=spec.arch)
+
+    out = Path(out_dir).expanduser().absolute()
+    inputs = [Path(f).resolve() for f in index.files]
+    if cfg_src:
+        inputs.append(config_path(cfg_src).resolve())
+    _check_target(out, Path(index.folder).resolve(), inputs)
+
+    rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
+    entries = plan.resolve(rep)
+    built = build_model(spec, checkpoint_dtype=index.first_float_dtype(), default_config=cfg_src)
+    model = built.module
+    tie_map: dict[str, str] = dict(getattr(model, "all_tied_weights_keys", {}) or {}) if built.is_transformers else {}
+
+    outs, counts, notes = _layout(rep, entries, tie_map, index, plan, dtype=dtype, resize=resize,
+                                  rename=lambda n: apply_key_mapping(n, plan.key_mapping))
+    if not outs:
+        raise ExportError(f"{index.path}: the plan leaves no tensor to write")
+    shards = _shard(outs, shard_limit)
+    plan_hash = plan.sha256()
+    from .. import __version__
+
+    metadata = {
+        "format": "pt",
+        "explorer_source": str(Path(index.path).absolute()),
+        "explorer_plan_sha256": plan_hash,
+        "explorer_version": __version__,
+        "explorer_arch": built.class_name,
+        "explorer_seed": str(seed),
+    }
+    if dtype:
+        metadata["explorer_dtype"] = dtype
+
+    total = sum(o.nbytes for o in outs)
+    parent = out.parent
+    if not parent.is_dir():
+        raise ExportError(f"{out}: parent folder {parent} does not exist")
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write into {parent}: {e.strerror or e} (read-only location?)") from e
+    written: list[str] = []
+    try:
+        state = _WriteState(total, progress, cancel)
+        with TensorReader(index) as reader:
+            fresh = _FreshInit(model, seed)
+            names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+            if len(shards) == 1:
+                names = ["model.safetensors"]
+            for fname, shard in zip(names, shards):
+                _write_safetensors(staging / fname, shard, metadata, reader, fresh, state)
+                written.append(fname)
+        if len(shards) > 1:
+            idx = {
+                "metadata": {"total_size": total, "explorer_plan_sha256": plan_hash},
+                "weight_map": {o.name: fname for fname, shard in zip(names, shards) for o in shard},
+            }
+            atomic_write_bytes(staging / "model.safetensors.index.json", json.dumps(idx, indent=2).encode() + b"\n")
+            written.append("model.safetensors.index.json")
+        if cfg_src:
+            cfg = json.loads(config_path(cfg_src).read_text())
+            cfg["architectures"] = [built.class_name]
+            if dtype:
+                cfg["dtype"] = dtype
+                cfg.pop("torch_dtype", None)
+            atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
+            written.append("config.json")
+        if _cancelled(cancel):
+            raise ExportCancelled(f"{out}: export cancelled; nothing was written")
+        _fsync_dir(staging)
+        os.chmod(staging, 0o755 & ~_umask())
+        os.rename(staging, out)  # an existing empty folder is replaced atomically
+        _fsync_dir(parent)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, ExplorerError):
+            raise
+        if isinstance(e, OSError):
+            raise ExportError(f"{out}: write failed: {e.strerror or e}; nothing was written") from e
+        raise
+
+    out_spec = ModelSpec(config=str(out), arch=built.class_name) if spec.is_transformers else spec
+    after = report(str(out), out_spec, suggest=False)
+    if not after.is_clean:
+        notes.append(
+            f"the written checkpoint does not load clean: {len(after.missing)} missing, "
+            f"{len(after.unexpected)} unexpected, {len(after.mismatched)} mismatched"
+        )
+    return ExportResult(
+        str(out), tuple(str(out / n) for n in written), len(outs), total, counts, plan_hash, after,
+        time.perf_counter() - t0, tuple(notes),
+    )
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def _check_target(out: Path, source_folder: Path, inputs: list[Path]) -> None:
+    real = out.resolve()
+    if real == source_folder:
+        raise ExportError(f"{out}: refusing to write into the source checkpoint's folder; choose a new folder")
+    for f in inputs:
+        if real == f:
+            raise ExportError(f"{out}: refusing to write over an input file ({f})")
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()):
+            raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
+
+
+# --------------------------------------------------------------------------------------------- layout
+
+
+def _layout(
+    rep: Report,
+    entries: Mapping[str, Entry],
+    tie_map: Mapping[str, str],
+    index: CheckpointIndex,
+    plan: Plan,
+    *,
+    dtype: str | None,
+    resize: bool,
+    rename: Callable[[str], str],
+) -> tuple[list[_Out], dict[str, int], list[str]]:
+    """Decide what to write, under which name, from where."""
+    from .matching import How, Status
+
+    counts = {"keep": 0, "reinit": 0, "resized": 0, "dropped": 0, "tied": 0, "unexpected_dropped": 0}
+    notes: list[str] = []
+    mk = rep.model_keys
+
+    def is_written(k: str) -> bool:
+        e = entries.get(k)
+        return e is not None and e.action is not Action.DROP
+
+    outs: list[_Out] = []
+    converted_done: set[str] = set()
+    for key, m in mk.items():
+        if m.status is Status.COMPUTED:
+            continue
+        e = entries[key]
+        if e.action is Action.DROP:
+            counts["dropped"] += 1
+            continue
+        src_tie = tie_map.get(key)
+        if src_tie is not None and is_written(src_tie):
+            counts["tied"] += 1  # save_pretrained writes only the tie source
+            continue
+        srcs = m.sources
+        if not srcs and m.tied_to and mk.get(m.tied_to) and mk[m.tied_to].sources:
+            srcs = mk[m.tied_to].sources  # tie source absent on disk, loaded from its present target
+        converted = How.CONVERTED in m.how
+        want_keep = e.action is Action.KEEP
+        if m.status is Status.MISMATCHED:
+            src = index.tensors[srcs[0]] if srcs else None
+            can_resize = src is not None and not converted and len(src.shape) == len(m.model_shape)
+            if resize and can_resize and (want_keep or e.rule is None):
+                out_dt = dtype if (dtype and src.is_floating) else src.dtype
+                outs.append(_Out(key, m.model_shape, out_dt, "resize", src, key))
+                counts["resized"] += 1
+                continue
+            if want_keep:
+                notes.append(f"{key}: kept is impossible (checkpoint {list(m.checkpoint_shape or ())} vs model "
+                             f"{list(m.model_shape)}); re-initialised (use resize to keep the overlap)")
+            want_keep = False
+        if want_keep and not srcs:
+            if m.status is not Status.IGNORED:
+                notes.append(f"{key}: keep requested but the checkpoint has no tensor for it; re-initialised")
+            want_keep = False
+        if not want_keep:
+            if converted:
+                _check_converted_group(key, m, mk, entries)
+            outs.append(_Out(key, m.model_shape, dtype if dtype and _is_float(m.model_dtype) else m.model_dtype, "init", None, key))
+            counts["reinit"] += 1
+            continue
+        if converted:
+            _check_converted_group(key, m, mk, entries)
+            for s in srcs:
+                if s in converted_done:
+                    continue
+                converted_done.add(s)
+                info = index.tensors[s]
+                outs.append(_copy_out(rename(s), info, dtype, key))
+            counts["keep"] += 1
+            continue
+        info = index.tensors[srcs[0]]
+        outs.append(_copy_out(key, info, dtype, key))
+        counts["keep"] += 1
+    counts["unexpected_dropped"] = sum(1 for e in entries.values() if not e.is_model_key)
+    names = [o.name for o in outs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ExportError(f"two tensors would be written as {dup!r}; the plan's renames collide")
+    return outs, counts, notes
+
+
+def _copy_out(name: str, info: TensorInfo, dtype: str | None, key: str) -> _Out:
+    if dtype and info.is_floating and info.dtype != dtype:
+        return _Out(name, info.shape, dtype, "cast", info, key)
+    return _Out(name, info.shape, info.dtype, "copy", info, key)
+
+
+def _is_float(dt: str) -> bool:
+    return dt.startswith(("float", "bfloat"))
+
+
+def _check_converted_group(key: str, m: Any, mk: Mapping[str, Any], entries: Mapping[str, Entry]) -> None:
+    """Fused/split tensors come from shared sources: all their targets must be kept, or none."""
+    srcs = set(m.sources)
+    group = [k for k, o in mk.items() if srcs & set(o.sources)]
+    actions = {entries[k].action is Action.KEEP for k in group}
+    if len(actions) > 1:
+        raise ExportError(
+            f"{key}: its checkpoint tensors are converted by transformers together with "
+            f"{', '.join(k for k in group if k != key)[:200]}; keep or re-initialise them together"
+        )
+
+
+def _shard(outs: list[_Out], limit: int | None) -> list[list[_Out]]:
+    if not limit:
+        return [outs]
+    shards: list[list[_Out]] = [[]]
+    size = 0
+    for o in outs:
+        if shards[-1] and size + o.nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(o)
+        size += o.nbytes
+    return shards
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+class _WriteState:
+    def __init__(self, total: int, progress: ProgressFn | None, cancel: Any) -> None:
+        self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
+
+    def step(self, n: int, name: str) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total, name)
+        if _cancelled(self.cancel):
+            raise ExportCancelled("export cancelled; nothing was written")
+
+
+class _FreshInit:
+    """Fresh tensors from the model's own init, materialising one module at a time (seeded per module)."""
+
+    def __init__(self, model: Any, seed: int) -> None:
+        self.model, self.seed = model, seed
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        import torch
+
+        t = self._cache.pop(key, None)
+        if t is not None:
+            return t
+        path = key.rsplit(".", 1)[0] if "." in key else ""
+        mod = self.model.get_submodule(path)
+        mod.to_empty(device="cpu", recurse=False)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key_seed(self.seed, path))
+                init_module(self.model, path, mod)
+            pre = f"{path}." if path else ""
+            own = {pre + n: p.detach() for n, p in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))}
+        finally:
+            mod.to_empty(device="meta", recurse=False)
+        if key not in own:
+            raise ExportError(f"{key}: no such parameter or buffer in {type(mod).__name__}")
+        t = own.pop(key)
+        self._cache.update(own)  # a module's other fresh tensors (bias after weight) come next; RNG order is per module
+        return t
+
+
+def _header(shard: list[_Out], metadata: Mapping[str, str]) -> bytes:
+    h: dict[str, Any] = {"__metadata__": dict(metadata)}
+    off = 0
+    for o in shard:
+        n = o.nbytes
+        h[o.name] = {"dtype": safetensors_dtype_code(o.dtype), "shape": list(o.shape), "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(h, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # data aligned to 8 bytes, as safetensors writes it
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _write_all(fd: int, buf: Any) -> None:
+    mv = memoryview(buf).cast("B")
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def _write_tensor(fd: int, t: torch.Tensor, state: _WriteState, name: str) -> None:
+    import torch
+
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return
+    raw = flat.view(torch.uint8).numpy()
+    for start in range(0, raw.size, _CHUNK):
+        part = raw[start : start + _CHUNK]
+        _write_all(fd, part)
+        state.step(part.size, name)
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _WriteState, name: str) -> None:
+    """Kernel-side copy of a byte range (no user-space buffer); falls back to pread/write."""
+    left = count
+    pos = offset
+    use_cfr = hasattr(os, "copy_file_range")
+    while left:
+        n = min(left, _CHUNK)
+        done = 0
+        if use_cfr:
+            try:
+                done = os.copy_file_range(src_fd, dst_fd, n, pos)
+            except OSError:
+                use_cfr = False
+                done = 0
+        if not use_cfr or done == 0:
+            data = os.pread(src_fd, n, pos)
+            if not data:
+                raise ExportError(f"{name}: source ended early (file changed while exporting?)")
+            _write_all(dst_fd, data)
+            done = len(data)
+        pos += done
+        left -= done
+        state.step(done, name)
+
+
+def _write_safetensors(
+    path: Path, shard: list[_Out], metadata: Mapping[str, str], reader: TensorReader, fresh: _FreshInit, state: _WriteState
+) -> None:
+    import torch
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    src_fds: dict[str, int] = {}
+    try:
+        _write_all(fd, _header(shard, metadata))
+        for o in shard:
+            if o.kind == "copy" and o.source is not None and o.source.offset is not None:
+                sfd = src_fds.get(o.source.file)
+                if sfd is None:
+                    sfd = src_fds[o.source.file] = os.open(o.source.file, os.O_RDONLY)
+                _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
+            elif o.kind in ("copy", "cast"):
+                assert o.source is not None
+                if o.source.offset is not None:  # safetensors: cast chunk by chunk from the mmap
+                    for chunk in reader.iter_chunks(o.source.name, chunk_elems=_CHUNK // 8):
+                        _write_tensor(fd, chunk.to(getattr(torch, o.dtype)), state, o.name)
+                else:
+                    _write_tensor(fd, reader.tensor(o.source.name).to(getattr(torch, o.dtype)), state, o.name)
+            elif o.kind == "init":
+                _write_tensor(fd, fresh.tensor(o.model_key or o.name).to(getattr(torch, o.dtype)), state, o.name)
+            elif o.kind == "resize":
+                assert o.source is not None
+                t = fresh.tensor(o.model_key or o.name).to(getattr(torch, o.dtype))
+                src = reader.tensor(o.source.name)
+                sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
+                t[sl] = src[sl].to(t.dtype)
+                _write_tensor(fd, t, state, o.name)
+                del t, src
+            else:  # pragma: no cover
+                raise ExportError(f"{o.name}: unknown write kind {o.kind!r}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        for s in src_fds.values():
+            os.close(s)

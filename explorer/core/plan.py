@@ -1,0 +1,569 @@
+"""Plans: what to do with every key before training or export (keep / reinit / drop, trainable or frozen, LR scale).
+
+A plan is data. It holds the defaults taken from a match report (missing and mismatched -> reinit, unexpected ->
+drop, matched -> keep & trainable), an optional ``key_mapping`` (renames, as ``from_pretrained`` accepts), and an
+ordered list of rules. A rule selects keys by glob, regex or key/module prefix and sets any of action, trainable
+and lr_scale; later rules win, attribute by attribute. The rules themselves are saved, not only their expansion.
+
+Pattern kinds (:class:`Rule` ``match``):
+
+- ``glob``: ``*`` matches anything including dots, ``?`` one character, ``[0-5]`` / ``[!0-5]`` classes. The glob
+  must match a whole run of dot-separated components of the key, so ``encoder.layer.[0-2]`` selects
+  ``bert.encoder.layer.0.attention.self.query.weight`` but ``layer.1`` does not select ``layer.10``.
+- ``regex``: Python ``re.search`` on the key (anchor with ``^``/``$`` yourself).
+- ``key``: an exact key, or a module path selecting its subtree (``key == p or key.startswith(p + ".")``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from .errors import PlanError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .matching import Report
+
+PLAN_VERSION = 1
+MATCH_KINDS = ("glob", "regex", "key")
+
+
+class Action(str, Enum):
+    """What happens to a key's tensor."""
+
+    KEEP = "keep"  # copy the checkpoint tensor (byte-identical on export)
+    REINIT = "reinit"  # fresh values from the model's own init
+    DROP = "drop"  # left out of the exported checkpoint
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Select keys by ``pattern`` (see module doc for ``match`` kinds) and set the given attributes."""
+
+    pattern: str
+    match: str = "glob"
+    action: Action | None = None
+    trainable: bool | None = None
+    lr_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.match not in MATCH_KINDS:
+            raise PlanError(f"rule {self.pattern!r}: unknown match kind {self.match!r}, expected one of {', '.join(MATCH_KINDS)}")
+        if self.action is not None and not isinstance(self.action, Action):
+            object.__setattr__(self, "action", _action(self.action, f"rule {self.pattern!r}"))
+        if self.lr_scale is not None:
+            if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float)) or not self.lr_scale >= 0:
+                raise PlanError(f"rule {self.pattern!r}: lr_scale must be a number >= 0, found {self.lr_scale!r}")
+            object.__setattr__(self, "lr_scale", float(self.lr_scale))
+        if self.trainable is not None and not isinstance(self.trainable, bool):
+            raise PlanError(f"rule {self.pattern!r}: trainable must be true or false, found {self.trainable!r}")
+        if self.action is None and self.trainable is None and self.lr_scale is None:
+            raise PlanError(f"rule {self.pattern!r}: sets nothing (give an action, trainable or lr_scale)")
+        _compile(self.match, self.pattern)  # raises PlanError on a bad glob/regex
+
+    def matches(self, key: str) -> bool:
+        if self.match == "key":
+            return key == self.pattern or key.startswith(self.pattern + ".")
+        return _compile(self.match, self.pattern).search(key) is not None
+
+    def select(self, keys: Iterable[str]) -> list[str]:
+        """The keys this rule hits (for a live preview)."""
+        return [k for k in keys if self.matches(k)]
+
+    def describe(self) -> str:
+        parts = []
+        if self.action is not None:
+            parts.append(self.action.value)
+        if self.trainable is not None:
+            parts.append("train" if self.trainable else "freeze")
+        if self.lr_scale is not None:
+            parts.append(f"lr×{self.lr_scale:g}")
+        return f"{self.match} {self.pattern!r}: {', '.join(parts)}"
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"match": self.match, "pattern": self.pattern}
+        if self.action is not None:
+            d["action"] = self.action.value
+        if self.trainable is not None:
+            d["trainable"] = self.trainable
+        if self.lr_scale is not None:
+            d["lr_scale"] = self.lr_scale
+        return d
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The effective plan for one key."""
+
+    key: str
+    action: Action
+    trainable: bool = True
+    lr_scale: float | None = None  # None: the base learning rate
+    status: str | None = None  # the report's status for the key ("matched", "missing", ...)
+    rule: int | None = None  # index of the rule that set the action; None = the default from the report
+    is_model_key: bool = True  # False for checkpoint-only (unexpected) keys
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "action": self.action.value,
+            "trainable": self.trainable,
+            "lr_scale": self.lr_scale,
+            "status": self.status,
+            "rule": self.rule,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A versioned, immutable plan. Build with :meth:`from_report`, refine with :meth:`with_rule`."""
+
+    checkpoint: str | None = None
+    config: str | None = None
+    arch: str | None = None
+    model: str | None = None  # "pkg.module:Class" for a plain nn.Module
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    wrapper: str | None = None
+    key_mapping: Mapping[str, str] | None = None
+    rules: tuple[Rule, ...] = ()
+    default_reinit: tuple[str, ...] = ()  # model keys the report found missing or mismatched
+    default_drop: tuple[str, ...] = ()  # checkpoint keys the report found unexpected (on-disk names)
+    version: int = PLAN_VERSION
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_report(cls, report: Report) -> Plan:
+        """Defaults from a match report: missing/mismatched -> reinit, unexpected -> drop, matched -> keep."""
+        from .matching import Status
+
+        spec = report.spec
+        reinit = [k for k, m in report.model_keys.items() if m.status in (Status.MISSING, Status.MISMATCHED)]
+        drop = [c.name for c in report.checkpoint_keys.values() if c.status is Status.UNEXPECTED]
+        return cls(
+            checkpoint=report.index.path,
+            config=spec.config if spec else None,
+            arch=report.arch if spec and spec.is_transformers else None,
+            model=spec.model if spec else None,
+            model_kwargs=dict(spec.model_kwargs) if spec else {},
+            wrapper=report.index.wrapper_key,
+            key_mapping=dict(report.key_mapping) if report.key_mapping else None,
+            default_reinit=tuple(reinit),
+            default_drop=tuple(drop),
+        )
+
+    def with_rule(
+        self,
+        pattern: str | Rule,
+        *,
+        match: str = "glob",
+        action: Action | str | None = None,
+        trainable: bool | None = None,
+        lr_scale: float | None = None,
+    ) -> Plan:
+        """A new plan with one more rule at the end (it wins over earlier ones)."""
+        rule = pattern if isinstance(pattern, Rule) else Rule(pattern, match, action, trainable, lr_scale)  # type: ignore[arg-type]
+        return replace(self, rules=self.rules + (rule,))
+
+    def without_rule(self, i: int) -> Plan:
+        rules = list(self.rules)
+        del rules[i]
+        return replace(self, rules=tuple(rules))
+
+    def with_key_mapping(self, key_mapping: Mapping[str, str] | None) -> Plan:
+        return replace(self, key_mapping=dict(key_mapping) if key_mapping else None)
+
+    def spec(self):  # -> ModelSpec
+        """The model the plan was made for."""
+        from .model import ModelSpec
+
+        if self.model:
+            return ModelSpec(model=self.model, model_kwargs=dict(self.model_kwargs))
+        return ModelSpec(config=self.config, arch=self.arch)
+
+    # ------------------------------------------------------------------ resolving
+
+    def resolve(self, report: Report) -> dict[str, Entry]:
+        """Effective entry per key: every persistent model key, then every unexpected checkpoint key.
+
+        Defaults come from ``report`` (not from the stored defaults), then rules apply in order.
+        """
+        from .matching import Status
+
+        out: dict[str, Entry] = {}
+        for k, m in report.model_keys.items():
+            if m.status is Status.COMPUTED:
+                continue
+            default = Action.REINIT if m.status in (Status.MISSING, Status.MISMATCHED) else Action.KEEP
+            out[k] = Entry(k, default, True, None, m.status.value)
+        for c in report.checkpoint_keys.values():
+            if c.status is Status.UNEXPECTED and c.name not in out:
+                out[c.name] = Entry(c.name, Action.DROP, False, None, c.status.value, None, False)
+        return self._apply_rules(out)
+
+    def resolve_keys(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """Effective entry per key using the defaults stored in the plan (no report needed; for apply_plan)."""
+        reinit = set(self.default_reinit)
+        out = {k: Entry(k, Action.REINIT if k in reinit else Action.KEEP, True, None, None) for k in keys}
+        return self._apply_rules(out)
+
+    def _apply_rules(self, entries: dict[str, Entry]) -> dict[str, Entry]:
+        keys = list(entries)
+        for i, rule in enumerate(self.rules):
+            for k in rule.select(keys):
+                e = entries[k]
+                kw: dict[str, Any] = {}
+                if rule.action is not None and e.is_model_key:  # unexpected keys cannot be loaded: always dropped
+                    kw["action"], kw["rule"] = rule.action, i
+                if rule.trainable is not None and e.is_model_key:
+                    kw["trainable"] = rule.trainable
+                if rule.lr_scale is not None and e.is_model_key:
+                    kw["lr_scale"] = rule.lr_scale
+                if kw:
+                    entries[k] = replace(e, **kw)
+        return entries
+
+    def rule_hits(self, keys: Iterable[str]) -> list[int]:
+        """How many of ``keys`` each rule selects."""
+        keys = list(keys)
+        return [len(r.select(keys)) for r in self.rules]
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_json(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {
+            "version": self.version,
+            "tool": f"checkpoint-explorer {__version__}",
+            "source": {
+                "checkpoint": self.checkpoint,
+                "config": self.config,
+                "arch": self.arch,
+                "model": self.model,
+                "model_kwargs": dict(self.model_kwargs),
+                "wrapper": self.wrapper,
+            },
+            "key_mapping": dict(self.key_mapping) if self.key_mapping else None,
+            "defaults": {"reinit": list(self.default_reinit), "drop": list(self.default_drop)},
+            "rules": [r.to_json() for r in self.rules],
+        }
+
+    def sha256(self) -> str:
+        """A stable hash of the plan's content (written into exported metadata)."""
+        d = self.to_json()
+        d.pop("tool", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = "plan") -> Plan:
+        """Validate and build. Raises PlanError with a one-line message."""
+        validate_plan_json(data, source=source)
+        src = data.get("source") or {}
+        defaults = data.get("defaults") or {}
+        rules = []
+        for i, r in enumerate(data.get("rules") or []):
+            try:
+                rules.append(
+                    Rule(
+                        r["pattern"],
+                        r.get("match", "glob"),
+                        _action(r["action"], f"{source}: rules[{i}]") if r.get("action") is not None else None,
+                        r.get("trainable"),
+                        r.get("lr_scale"),
+                    )
+                )
+            except PlanError as e:
+                raise PlanError(f"{source}: rules[{i}]: {e}") from e
+        return cls(
+            checkpoint=src.get("checkpoint"),
+            config=src.get("config"),
+            arch=src.get("arch"),
+            model=src.get("model"),
+            model_kwargs=dict(src.get("model_kwargs") or {}),
+            wrapper=src.get("wrapper"),
+            key_mapping=dict(data["key_mapping"]) if data.get("key_mapping") else None,
+            rules=tuple(rules),
+            default_reinit=tuple(defaults.get("reinit") or ()),
+            default_drop=tuple(defaults.get("drop") or ()),
+            version=data["version"],
+        )
+
+
+# --------------------------------------------------------------------------------------------- patterns
+
+
+def _action(value: Any, where: str) -> Action:
+    try:
+        return Action(value)
+    except ValueError:
+        raise PlanError(f"{where}: unknown action {value!r}, expected one of keep, reinit, drop") from None
+
+
+def glob_to_regex(glob: str) -> str:
+    """Glob -> regex matching a whole run of dot-separated components (``*`` crosses dots)."""
+    if not glob:
+        raise PlanError("empty glob")
+    out = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            while i + 1 < n and glob[i + 1] == "*":
+                i += 1
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = glob.find("]", i + 2 if i + 1 < n and glob[i + 1] in "!^" else i + 1)
+            if j < 0:
+                raise PlanError(f"bad glob {glob!r}: unclosed '[' at position {i}")
+            body = glob[i + 1 : j]
+            neg = body[:1] in ("!", "^")
+            body = body[1:] if neg else body
+            if not body:
+                raise PlanError(f"bad glob {glob!r}: empty character class at position {i}")
+            body = body.replace("\\", "\\\\")
+            out.append("[" + ("^" if neg else "") + body + "]")
+            i = j
+        elif c == "]":
+            raise PlanError(f"bad glob {glob!r}: unmatched ']' at position {i}")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return r"(?:^|\.)" + "".join(out) + r"(?:\.|$)"
+
+
+@lru_cache(maxsize=512)
+def _compile(kind: str, pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise PlanError(f"{kind} pattern must be a non-empty string, found {pattern!r}")
+    if kind == "key":
+        return re.compile(re.escape(pattern))
+    src = glob_to_regex(pattern) if kind == "glob" else pattern
+    try:
+        return re.compile(src)
+    except re.error as e:
+        raise PlanError(f"bad {kind} {pattern!r}: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------- schema & files
+
+
+def plan_schema() -> dict[str, Any]:
+    """The JSON Schema of plan files (explorer/resources/plan.schema.json)."""
+    from importlib.resources import files
+
+    return json.loads(files("explorer").joinpath("resources/plan.schema.json").read_text())
+
+
+def validate_plan_json(data: Any, *, source: str = "plan") -> None:
+    """Structural check matching plan.schema.json (no jsonschema dependency). Raises PlanError."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: expected a JSON object, found {type(data).__name__}")
+    v = data.get("version")
+    if v is None:
+        raise PlanError(f"{source}: no \"version\"; expected {PLAN_VERSION}")
+    if v != PLAN_VERSION or isinstance(v, bool):
+        raise PlanError(f"{source}: unsupported plan version {v!r}, expected {PLAN_VERSION}")
+    allowed = {"version", "tool", "source", "key_mapping", "defaults", "rules"}
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise PlanError(f"{source}: unknown field {extra[0]!r}")
+    src = data.get("source", {})
+    if not isinstance(src, dict):
+        raise PlanError(f"{source}: \"source\" must be an object")
+    for k in ("checkpoint", "config", "arch", "model", "wrapper"):
+        if src.get(k) is not None and not isinstance(src[k], str):
+            raise PlanError(f"{source}: source.{k} must be a string or null, found {src[k]!r}")
+    if src.get("model_kwargs") is not None and not isinstance(src["model_kwargs"], dict):
+        raise PlanError(f"{source}: source.model_kwargs must be an object")
+    km = data.get("key_mapping")
+    if km is not None:
+        if not isinstance(km, dict):
+            raise PlanError(f"{source}: key_mapping must be an object {{regex: replacement}}")
+        for p, r in km.items():
+            if not isinstance(r, str):
+                raise PlanError(f"{source}: key_mapping {p!r}: replacement must be a string, found {r!r}")
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise PlanError(f"{source}: key_mapping: invalid regex {p!r}: {e}") from e
+    d = data.get("defaults", {})
+    if not isinstance(d, dict):
+        raise PlanError(f"{source}: \"defaults\" must be an object")
+    for k in ("reinit", "drop"):
+        lst = d.get(k, [])
+        if not isinstance(lst, list) or not all(isinstance(x, str) for x in lst):
+            raise PlanError(f"{source}: defaults.{k} must be a list of keys")
+    rules = data.get("rules", [])
+    if not isinstance(rules, list):
+        raise PlanError(f"{source}: \"rules\" must be a list")
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict):
+            raise PlanError(f"{source}: rules[{i}] must be an object")
+        bad = sorted(set(r) - {"match", "pattern", "action", "trainable", "lr_scale"})
+        if bad:
+            raise PlanError(f"{source}: rules[{i}]: unknown field {bad[0]!r}")
+        if not isinstance(r.get("pattern"), str):
+            raise PlanError(f"{source}: rules[{i}]: \"pattern\" must be a string")
+        if r.get("match", "glob") not in MATCH_KINDS:
+            raise PlanError(f"{source}: rules[{i}]: unknown match {r.get('match')!r}, expected one of {', '.join(MATCH_KINDS)}")
+        if r.get("action") is not None:
+            _action(r["action"], f"{source}: rules[{i}]")
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
+    """Write the plan as JSON atomically (temp file + fsync + rename). Returns the path."""
+    from .export import atomic_write_bytes
+
+    p = Path(path)
+    data = json.dumps(plan.to_json(), indent=1).encode() + b"\n"
+    try:
+        atomic_write_bytes(p, data)
+    except OSError as e:
+        raise PlanError(f"{p}: cannot write plan: {e.strerror or e}") from e
+    return p
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate a plan file. Raises PlanError (bad JSON, version, action, glob...)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise PlanError(f"{p}: plan file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PlanError(f"{p}: cannot read plan: {e}") from e
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise PlanError(f"{p}: invalid JSON: {e}") from e
+    return Plan.from_json(data, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------- apply_plan
+
+
+def apply_plan(
+    model: nn.Module,
+    plan: Plan,
+    *,
+    reinit: bool = False,
+    lr: float | None = None,
+    seed: int | None = None,
+) -> list[dict[str, Any]]:
+    """Freeze, optionally re-initialise, and group parameters for an optimizer.
+
+    Sets ``requires_grad=False`` on frozen parameters; with ``reinit=True`` re-initialises the plan's ``reinit``
+    keys with the model's own init (transformers ``_init_weights`` on the owning module, ``reset_parameters``
+    for plain modules; ``seed`` makes it reproducible). Returns parameter groups, one per LR scale, each
+    ``{"params", "param_names", "lr_scale"}`` plus ``"lr": lr * lr_scale`` when ``lr`` is given; frozen
+    parameters are in no group. Raises PlanError when the plan names keys (or rules select nothing) the model lacks.
+    """
+    import torch
+
+    sd_keys = list(model.state_dict(keep_vars=True).keys())
+    key_set = set(sd_keys)
+    named = list(model.named_parameters(remove_duplicate=False))
+    keys = list(dict.fromkeys([n for n, _ in named] + sd_keys))
+    lacking = [k for k in plan.default_reinit if k not in key_set]
+    lacking += [r.pattern for r in plan.rules if r.match == "key" and not r.select(keys)]
+    if lacking:
+        more = f" (+{len(lacking) - 5} more)" if len(lacking) > 5 else ""
+        raise PlanError(
+            f"plan does not fit {type(model).__name__}: the model has no key {', '.join(map(repr, lacking[:5]))}{more}"
+        )
+    hits = plan.rule_hits(keys)
+    empty = [plan.rules[i].describe() for i, h in enumerate(hits) if h == 0]
+    if empty:
+        raise PlanError(f"plan does not fit {type(model).__name__}: rule {empty[0]} selects no key of the model")
+    entries = plan.resolve_keys(keys)
+    if reinit:
+        targets = [k for k, e in entries.items() if e.action is Action.REINIT]
+        reinit_keys(model, targets, seed=seed)
+
+    by_id: dict[int, tuple[str, torch.nn.Parameter, list[Entry]]] = {}
+    for name, p in named:
+        slot = by_id.setdefault(id(p), (name, p, []))
+        slot[2].append(entries[name])
+    groups: dict[float, dict[str, Any]] = {}
+    for name, p, ents in by_id.values():
+        if any(not e.trainable for e in ents):  # a tied parameter frozen under any of its names is frozen
+            p.requires_grad_(False)
+            continue
+        p.requires_grad_(True)
+        scale = next((e.lr_scale for e in ents if e.lr_scale is not None), None)
+        scale = 1.0 if scale is None else scale
+        g = groups.get(scale)
+        if g is None:
+            g = groups[scale] = {"params": [], "param_names": [], "lr_scale": scale}
+            if lr is not None:
+                g["lr"] = lr * scale
+        g["params"].append(p)
+        g["param_names"].append(name)
+    return sorted(groups.values(), key=lambda g: -g["lr_scale"])
+
+
+def owning_module(model: nn.Module, key: str) -> tuple[str, nn.Module]:
+    path = key.rsplit(".", 1)[0] if "." in key else ""
+    return path, model.get_submodule(path)
+
+
+def init_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Initialise one module's own parameters the way the model does (``_init_weights`` of the nearest
+    PreTrainedModel owning it; else ``reset_parameters``)."""
+    import torch
+
+    owner = None
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        PreTrainedModel = ()  # type: ignore[assignment]
+    parts = path.split(".") if path else []
+    for i in range(len(parts), -1, -1):
+        m = model.get_submodule(".".join(parts[:i]))
+        if PreTrainedModel and isinstance(m, PreTrainedModel):
+            owner = m
+            break
+    with torch.no_grad():
+        if owner is not None:
+            for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+                if getattr(t, "_is_hf_initialized", False):
+                    t._is_hf_initialized = False
+            owner._init_weights(module)
+        elif hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        else:
+            raise PlanError(f"cannot re-initialise {path or type(model).__name__}: {type(module).__name__} has no reset_parameters()")
+
+
+def key_seed(seed: int, name: str) -> int:
+    """A per-module seed so a tensor's fresh init does not depend on which other keys are re-initialised."""
+    return (seed * 1_000_003 + int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "little")) % (2**63)
+
+
+def reinit_keys(model: nn.Module, keys: Sequence[str], *, seed: int | None = None) -> None:
+    """Re-initialise the modules owning ``keys`` in place (each module once)."""
+    import torch
+
+    done: set[str] = set()
+    for k in keys:
+        path, mod = owning_module(model, k)
+        if path in done:
+            continue
+        done.add(path)
+        if seed is None:
+            init_module(model, path, mod)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key_seed(seed, path))
+                init_module(model, path, mod)
