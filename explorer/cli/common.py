@@ -80,7 +80,8 @@ def _default(o: Any) -> Any:
 class Style:
     """ANSI colours only when stdout is a terminal (and NO_COLOR is unset)."""
 
-    def __init__(self, stream=sys.stdout) -> None:
+    def __init__(self, stream=None) -> None:
+        stream = sys.stdout if stream is None else stream  # looked up now: sys.stdout may have been replaced
         self.on = hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
 
     def __call__(self, text: str, code: str) -> str:

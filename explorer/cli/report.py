@@ -66,7 +66,8 @@ def print_text(rep) -> None:  # rep: Report
         for t in idx.tensors.values():
             print(f"  {t.name:60s} {str(list(t.shape)):>20s} {t.dtype}")
         return
-    print(f"  model: {rep.arch} ({rep.spec.describe()}), loads in {rep.load_dtype or 'its own dtypes'}")
+    src = rep.spec.model if rep.spec.model else f"config {rep.spec.config}"
+    print(f"  model: {rep.arch} ({src}), loads in {rep.load_dtype or 'its own dtypes'}")
     c = rep.counts()
     loaded, fresh = rep.params_loaded()
     print(

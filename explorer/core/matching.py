@@ -133,16 +133,11 @@ class Report:
         import math
 
         loaded = fresh = 0
-        seen: set[frozenset[str]] = set()
         for k in self.model_keys.values():
             n = math.prod(k.model_shape)
-            if k.status is Status.COMPUTED:
+            # a key loaded by tying shares its partner's tensor: counted once, with the partner
+            if k.status is Status.COMPUTED or How.TIED in k.how:
                 continue
-            if k.tied_to is not None:  # a tied pair is one tensor: count it once
-                pair = frozenset((k.key, k.tied_to))
-                if pair in seen:
-                    continue
-                seen.add(pair)
             if k.newly_initialized:
                 fresh += n
             else:
