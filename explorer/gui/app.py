@@ -1,0 +1,106 @@
+"""``ckpt-explorer open``: create the QApplication, paint the window, then load in the background.
+
+torch/transformers are imported by the first load job (a worker), after the window is on screen.
+``--screenshot PNG`` waits until the report and the first histogram are shown, saves the window, exits.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+T0 = time.perf_counter()
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT_S = 300
+
+
+def source_from_args(args: argparse.Namespace) -> Any:
+    """A session Source from the parsed ``open`` arguments (None: nothing to open yet)."""
+    from ..cli.common import key_mapping, parse_json_arg
+    from .session import Source
+
+    km = key_mapping(args)
+    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
+    demo = bool(getattr(args, "demo", False))
+    ckpt = getattr(args, "checkpoint", None)
+    if not demo and not ckpt:
+        return None
+    return Source(
+        checkpoint=None if demo else ckpt,
+        config=getattr(args, "config", None),
+        arch=getattr(args, "arch", None),
+        model=getattr(args, "model", None),
+        model_kwargs=dict(kwargs),
+        wrapper=getattr(args, "wrapper", None),
+        key_mapping=km,
+        auto_fix=bool(getattr(args, "auto_fix", False)),
+        demo=demo,
+    )
+
+
+def make_app() -> Any:
+    from PySide6.QtGui import QFont
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication([sys.argv[0] if sys.argv else "ckpt-explorer"])
+        app.setApplicationName("Checkpoint Explorer")
+        app.setOrganizationName("ckpt-explorer")
+        app.setStyle("Fusion")
+        f = QFont(app.font())
+        if f.pointSizeF() < 10:
+            f.setPointSizeF(10)
+        app.setFont(f)
+    from . import palette
+
+    app.setStyleSheet(palette.stylesheet())
+    return app
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the window until it is closed (or, with ``--screenshot``, until the PNG is written)."""
+    source = source_from_args(args)  # bad --key-mapping etc. fail here, as a one-line CLI error
+    shot = getattr(args, "screenshot", None)
+    app = make_app()
+    from PySide6.QtCore import QTimer
+
+    from .main_window import MainWindow
+
+    win = MainWindow(interactive=not shot)
+    if getattr(args, "compare", None):
+        win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
+    if shot:
+        win.resize(*SCREENSHOT_SIZE)
+    win.show()
+    code = {"value": 0}
+    if shot:
+        def done() -> None:
+            if win.session.current is None:
+                code["value"] = 2
+            try:
+                app.processEvents()
+                win.save_screenshot(shot)
+                print(f"screenshot: {shot}", file=sys.stderr)
+            except OSError as e:
+                print(f"ckpt-explorer: error: {e}", file=sys.stderr)
+                code["value"] = 2
+            win.close()
+            app.exit(code["value"])
+
+        def timeout() -> None:
+            print("ckpt-explorer: error: timed out waiting for the report", file=sys.stderr)
+            code["value"] = 2
+            done()
+
+        win.ready.connect(done)
+        QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, timeout)
+        win.when_ready()
+        if source is None:
+            QTimer.singleShot(0, win.ready.emit)
+    if source is not None:
+        QTimer.singleShot(0, lambda: win.open_source(source))  # after the first paint
+    rc = app.exec()
+    return code["value"] if shot else rc

@@ -1,0 +1,349 @@
+"""The details panel: what a selected tensor (or module) is, how it matched, its statistics and histogram.
+
+Statistics come from ``explorer.core.stats.aggregate_stats`` (streamed over mmap) in a worker on the
+``"stats"`` channel, with progress and cancel; a newer selection drops older results. Results are cached
+per (tensors, bins) in the session. ``statsReady`` is emitted after the histogram was drawn.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import palette
+from .entries import Row, TreeItem, fmt_bytes, fmt_count
+from .histogram import HistogramWidget
+from .session import Session
+
+MAX_AGGREGATE = 4096  # tensors pooled for a module histogram
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the details panel shows: a title, the on-disk tensors to measure, and description rows."""
+
+    title: str
+    kind: str
+    names: tuple[str, ...]  # on-disk tensors (empty: nothing to measure)
+    facts: tuple[tuple[str, str], ...]
+    is_module: bool = False
+    empty_reason: str = ""
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if v == 0:
+        return "0"
+    a = abs(v)
+    return f"{v:.4g}" if 1e-3 <= a < 1e5 else f"{v:.3e}"
+
+
+class DetailsPanel(QWidget):
+    statsReady = Signal(object)  # TensorStats drawn in the histogram
+    statsFailed = Signal(str)
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.selection: Selection | None = None
+        self.last_stats: Any = None
+
+        self.title = QLabel("Nothing selected")
+        self.title.setObjectName("detailsTitle")
+        self.title.setWordWrap(True)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.badge = QLabel("")
+        self.badge.setObjectName("badge")
+        head = QHBoxLayout()
+        head.addWidget(self.badge, 0, Qt.AlignmentFlag.AlignTop)
+        head.addWidget(self.title, 1)
+
+        self.facts = QGridLayout()
+        self.facts.setHorizontalSpacing(10)
+        self.facts.setVerticalSpacing(2)
+        self.facts.setColumnStretch(1, 1)
+        facts_w = QWidget()
+        facts_w.setLayout(self.facts)
+
+        self.stats_grid = QGridLayout()
+        self.stats_grid.setHorizontalSpacing(12)
+        self.stats_grid.setVerticalSpacing(1)
+        self._stat_labels: dict[str, QLabel] = {}
+        names = ["mean", "std", "min", "max", "abs-max", "zeros", "NaN", "Inf", "L2 norm", "elements"]
+        for i, n in enumerate(names):
+            r, c = divmod(i, 2)
+            k = QLabel(n)
+            k.setObjectName("statKey")
+            v = QLabel("—")
+            v.setObjectName("statValue")
+            v.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.stats_grid.addWidget(k, r, 2 * c)
+            self.stats_grid.addWidget(v, r, 2 * c + 1)
+            self._stat_labels[n] = v
+        self.stats_grid.setColumnStretch(1, 1)
+        self.stats_grid.setColumnStretch(3, 1)
+        stats_w = QFrame()
+        stats_w.setObjectName("statsBox")
+        stats_w.setLayout(self.stats_grid)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(6)
+        self.cancel_btn = QToolButton(text="Cancel")
+        self.cancel_btn.setToolTip("Stop computing statistics")
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setObjectName("muted")
+        prow = QHBoxLayout()
+        prow.addWidget(self.status, 1)
+        prow.addWidget(self.progress, 2)
+        prow.addWidget(self.cancel_btn)
+        self._set_busy(False)
+
+        self.histogram = HistogramWidget()
+        self.histogram.binsChanged.connect(lambda _b: self._measure())
+
+        info = QWidget()
+        info.setObjectName("detailsInfo")
+        info.setMinimumWidth(330)
+        info.setMaximumWidth(460)
+        left = QVBoxLayout(info)
+        left.setContentsMargins(0, 0, 0, 0)
+        left.setSpacing(6)
+        left.addLayout(head)
+        left.addWidget(facts_w)
+        left.addWidget(stats_w)
+        left.addLayout(prow)
+        left.addStretch(1)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(10)
+        lay.addWidget(info, 0)
+        lay.addWidget(self.histogram, 1)
+        facts_w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+        session.jobs.result.connect(self._on_result)
+        session.jobs.error.connect(self._on_error)
+        session.jobs.progress.connect(self._on_progress)
+        session.jobs.finished.connect(self._on_finished)
+        session.loaded.connect(lambda _l: self.show_selection(None))
+
+    # ---- public
+    def show_selection(self, sel: Selection | None) -> None:
+        """Describe ``sel`` and start measuring its tensors (cancels the previous measurement)."""
+        self.selection = sel
+        self.session.jobs.cancel("stats")
+        self._set_busy(False)
+        self.last_stats = None
+        self._fill_stats(None)
+        while self.facts.count():
+            w = self.facts.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        if sel is None:
+            self.title.setText("Select a module or tensor")
+            self.badge.clear()
+            self.histogram.clear("select a tensor")
+            return
+        lk = palette.look(sel.kind)
+        self.title.setText(sel.title)
+        self.badge.setPixmap(palette.icon(sel.kind, 18).pixmap(18, 18))
+        self.badge.setToolTip(f"{lk.label}: {lk.meaning}")
+        for i, (k, v) in enumerate(sel.facts):
+            kl = QLabel(k)
+            kl.setObjectName("factKey")
+            vl = QLabel(v)
+            vl.setWordWrap(True)
+            vl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            if k == "Status":
+                vl.setStyleSheet(f"color: {lk.color}; font-weight: 600;")
+            self.facts.addWidget(kl, i, 0, Qt.AlignmentFlag.AlignTop)
+            self.facts.addWidget(vl, i, 1)
+        self.histogram.clear_overlay()
+        self._measure()
+
+    def cancel(self) -> None:
+        self.session.jobs.cancel("stats")
+        self._set_busy(False)
+        self.status.setText("cancelled")
+
+    # ---- measuring
+    def _measure(self) -> None:
+        sel = self.selection
+        if sel is None:
+            return
+        if not sel.names:
+            self.histogram.clear(sel.empty_reason or "no data on disk")
+            self.status.setText(sel.empty_reason)
+            return
+        reader = self.session.reader
+        if reader is None:
+            return
+        bins = self.histogram.bins.value()
+        key = (sel.names, bins)
+        hit = self.session.cached_stats(key)
+        if hit is not None:
+            self._show(hit)
+            return
+        names, label = sel.names, sel.title
+
+        def job(progress: Any, cancelled: Any) -> Any:
+            from ..core.stats import aggregate_stats
+
+            st = aggregate_stats(reader, list(names), label=label, bins=bins, progress=progress, cancel=cancelled)
+            return key, st
+
+        self.histogram.set_message("computing…")
+        self.status.setText(f"reading {len(names)} tensor{'s' if len(names) > 1 else ''}…")
+        self._set_busy(True)
+        self.session.jobs.start("stats", job)
+
+    def _on_result(self, channel: str, value: object) -> None:
+        if channel != "stats":
+            return
+        key, st = value  # type: ignore[misc]
+        self.session.cache_stats(key, st)
+        if self.selection is not None and key == (self.selection.names, self.histogram.bins.value()):
+            self._show(st)
+
+    def _on_error(self, channel: str, msg: str) -> None:
+        if channel == "stats":
+            self.histogram.clear("cannot read this tensor")
+            self.status.setText(msg)
+            self.statsFailed.emit(msg)
+
+    def _on_progress(self, channel: str, done: int, total: int) -> None:
+        if channel == "stats" and total:
+            self.progress.setValue(int(1000 * done / total))
+
+    def _on_finished(self, channel: str) -> None:
+        if channel == "stats":
+            self._set_busy(False)
+
+    def _show(self, st: Any) -> None:
+        self.last_stats = st
+        self._set_busy(False)
+        self._fill_stats(st)
+        if st.numel == 0:
+            self.histogram.clear("empty tensor (0 elements)")
+            self.status.setText("")
+        elif not st.counts or st.finite == 0:
+            self.histogram.clear("no finite values (all NaN/Inf)")
+        else:
+            self.histogram.set_data(st.edges, st.counts, label=self.selection.title.rsplit(".", 1)[-1] if self.selection else "checkpoint")
+            notes = []
+            if st.constant:
+                notes.append(f"constant tensor: every finite value is {_fmt(st.min)}")
+            if st.n_tensors > 1:
+                notes.append(f"{st.n_tensors} tensors pooled")
+            if st.integer:
+                notes.append("integer values")
+            self.status.setText("; ".join(notes))
+        self.statsReady.emit(st)
+
+    def _fill_stats(self, st: Any) -> None:
+        L = self._stat_labels
+        if st is None:
+            for v in L.values():
+                v.setText("—")
+            return
+        L["mean"].setText(_fmt(st.mean))
+        L["std"].setText(_fmt(st.std))
+        L["min"].setText(_fmt(st.min))
+        L["max"].setText(_fmt(st.max))
+        L["abs-max"].setText(_fmt(st.absmax))
+        L["zeros"].setText(f"{100 * st.zeros:.2f}%")
+        for k, n in (("NaN", st.nan), ("Inf", st.inf)):
+            L[k].setText(f"{n:,}")
+            L[k].setStyleSheet(f"color: {palette.look('missing').color}; font-weight: 600;" if n else "")
+        L["L2 norm"].setText(_fmt(st.l2))
+        L["elements"].setText(f"{st.numel:,}")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_btn.setVisible(busy)
+        if busy:
+            self.progress.setValue(0)
+
+
+# --------------------------------------------------------------------------------------------- selections
+
+
+def selection_for_row(report: Any, r: Row) -> Selection:
+    facts = [("Status", palette.look(r.kind).label)] + ([("How", r.how)] if r.how else [])
+    if r.name:
+        info = report.index.tensors[r.name]
+        facts += [("On disk", r.name)]
+        if r.key != r.name:
+            facts.append(("Model key", r.key or "— (no place in the model)"))
+        facts += [("Tensor", f"{r.shape} · {r.dtype} · {fmt_bytes(info.nbytes)}"), ("File", _short(info.file))]
+        return Selection(r.name, r.kind, (r.name,), tuple(facts))
+    facts += [("Model key", r.key), ("Tensor", f"{r.shape} · {r.dtype}"), ("Meaning", palette.look(r.kind).meaning)]
+    return Selection(r.key, r.kind, (), tuple(facts), empty_reason=_empty_reason(r.kind))
+
+
+def _short(path: str) -> str:
+    import os
+
+    parent = os.path.basename(os.path.dirname(path))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
+def _empty_reason(kind: str) -> str:
+    if kind == "missing":
+        return "not in the checkpoint: newly initialised"
+    if kind == "tied":
+        return "not stored: tied to another weight"
+    if kind == "computed":
+        return "computed at init, never saved"
+    return "no data on disk"
+
+
+def selection_for_item(report: Any, it: TreeItem) -> Selection:
+    lk = palette.look(it.kind)
+    if it.is_param:
+        facts = [("Status", it.status_text)] + ([("How", it.how)] if it.how else [])
+        facts.append(("Model key", it.path))
+        if it.ckpt_names and it.ckpt_names != (it.path,):
+            facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))
+        names = tuple(n for n in it.ckpt_names if n in report.index.tensors)
+        size = f" · {fmt_bytes(sum(report.index.tensors[n].nbytes for n in names))}" if names else ""
+        facts.append(("Tensor", f"{it.shape} · {it.dtype}{size} · {it.numel:,} elements"))
+        if names:
+            facts.append(("File", _short(report.index.tensors[names[0]].file)))
+        return Selection(it.path, it.kind, names, tuple(facts), empty_reason=_empty_reason(it.kind))
+    # a module: pool its floating-point weights from disk
+    names: list[str] = []
+    floats: list[str] = []
+    for sub in it.walk():
+        if sub.is_param:
+            for n in sub.ckpt_names:
+                info = report.index.tensors.get(n)
+                if info is not None and n not in names:
+                    names.append(n)
+                    if info.is_floating:
+                        floats.append(n)
+    pooled = tuple((floats or names)[:MAX_AGGREGATE])
+    nbytes = sum(report.index.tensors[n].nbytes for n in pooled)
+    facts = [("Status", it.status_text or lk.label), ("Module", f"{it.path or '(model)'} · {it.class_name}" if it.class_name else it.path),
+             ("Parameters", f"{fmt_count(it.numel)} ({it.numel:,})"),
+             ("Histogram", f"{len(pooled)} on-disk tensors pooled ({fmt_bytes(nbytes)})" if pooled else "no tensors on disk")]
+    return Selection(it.path or it.name, it.kind, pooled, tuple(facts), is_module=True,
+                     empty_reason="nothing from the checkpoint loads here")

@@ -1,0 +1,260 @@
+"""Qt-free display records built from a core Report (in a worker): the module tree items and the tensor rows.
+
+Everything the item models show is precomputed here, so ``data()`` is a lookup and filtering is one pass.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .palette import TROUBLE, kind_of, look
+
+LOADED_KINDS = ("matched", "renamed", "tied", "dtype")
+_HOW_TEXT = {
+    "exact": "exact name",
+    "renamed": "renamed",
+    "key_mapping": "key mapping",
+    "converted": "converted",
+    "prefix_added": "prefix added",
+    "prefix_stripped": "prefix stripped",
+    "tied": "tied",
+    "ignored_by_rule": "ignore rule",
+    "duplicate": "duplicate",
+    "dtype_differs": "cast",
+}
+
+
+def fmt_shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return ""
+    return "×".join(map(str, shape)) if shape else "scalar"
+
+
+def fmt_count(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def how_text(how: tuple[str, ...], *, sources: tuple[str, ...] = (), key: str = "", tied_to: str | None = None,
+             ck_dtype: str | None = None, model_dtype: str | None = None) -> str:
+    parts = []
+    for h in how:
+        if h == "tied" and tied_to:
+            parts.append(f"tied to {tied_to}")
+        elif h == "prefix_added" and sources and key.endswith("." + sources[0]):
+            parts.append(f"prefix '{key[: -len(sources[0])]}' added")
+        elif h == "prefix_stripped" and sources and sources[0].endswith("." + key):
+            parts.append(f"prefix '{sources[0][: -len(key)]}' stripped")
+        elif h in ("renamed", "key_mapping", "converted", "prefix_added", "prefix_stripped") and sources and sources[0] != key:
+            parts.append(f"{_HOW_TEXT[h]} from {sources[0]}" + (f" (+{len(sources) - 1})" if len(sources) > 1 else ""))
+            sources = ()  # say the source once
+        elif h == "dtype_differs" and ck_dtype and model_dtype:
+            parts.append(f"cast {ck_dtype}→{model_dtype}")
+        else:
+            parts.append(_HOW_TEXT.get(h, h))
+    return ", ".join(parts)
+
+
+@dataclass(eq=False)
+class TreeItem:
+    """A module (``is_param=False``) or a parameter/buffer/unplaced tensor in the tree."""
+
+    name: str
+    path: str  # module path, or the model key; for unplaced tensors the on-disk name
+    is_param: bool
+    parent: TreeItem | None = None
+    row: int = 0
+    children: list[TreeItem] = field(default_factory=list)
+    kind: str = "matched"
+    status_text: str = ""
+    shape: str = ""
+    dtype: str = ""
+    numel: int = 0
+    how: str = ""
+    tooltip: str = ""
+    search: str = ""
+    class_name: str = ""
+    ckpt_names: tuple[str, ...] = ()  # on-disk tensors behind this entry
+    counts: Counter = field(default_factory=Counter)  # modules: kind -> number of params below
+    visible: bool = True  # filter flag, set by apply_filter
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+@dataclass(eq=False)
+class Row:
+    """One line of the tensor table: an on-disk tensor, or a model key that the checkpoint lacks."""
+
+    name: str  # on-disk name ("" when missing)
+    key: str  # mapped model key ("" when unexpected/ignored)
+    shape: str
+    dtype: str
+    nbytes: int
+    numel: int
+    kind: str
+    how: str
+    tooltip: str
+    search: str
+    visible: bool = True
+
+
+UNPLACED = "(not in model)"
+
+
+def rollup_text(counts: Counter) -> str:
+    total = sum(v for k, v in counts.items() if k not in ("computed", "unexpected", "ignored"))
+    loaded = sum(counts.get(k, 0) for k in LOADED_KINDS)
+    parts = []
+    if total:
+        parts.append(f"{loaded}/{total} matched")
+    for k, word in (("missing", "missing"), ("mismatched", "mismatched"), ("unexpected", "unexpected")):
+        if counts.get(k):
+            parts.append(f"{counts[k]} {word}")
+    if not parts and counts.get("ignored"):
+        parts.append(f"{counts['ignored']} ignored")
+    return ", ".join(parts)
+
+
+def rollup_kind(counts: Counter) -> str:
+    for k in TROUBLE:
+        if counts.get(k):
+            return k
+    if any(counts.get(k) for k in LOADED_KINDS):
+        return "matched"
+    if counts.get("ignored"):
+        return "ignored"
+    return "computed" if counts.get("computed") else "none"
+
+
+def build_tree(report: Any) -> TreeItem:
+    """The module tree of a Report (with an extra branch for checkpoint tensors that have no place in it)."""
+    root = TreeItem("(root)", "", False)
+    mk = report.model_keys
+    if report.tree is not None:
+        top = _module_item(report.tree, mk, root)
+        top.row = 0
+        root.children.append(top)
+        root.counts.update(top.counts)
+    unplaced = [c for c in report.checkpoint_keys.values() if not c.targets]
+    if unplaced:
+        node = TreeItem(UNPLACED, UNPLACED, False, parent=root, row=len(root.children), class_name="")
+        node.tooltip = "Checkpoint tensors that load into no model key: unexpected (dropped) or ignored"
+        for c in unplaced:
+            kind = kind_of(c.status.value, [h.value for h in c.how])
+            it = TreeItem(c.name, c.name, True, parent=node, row=len(node.children), kind=kind,
+                          shape=fmt_shape(c.info.shape), dtype=c.info.dtype, numel=c.info.numel,
+                          ckpt_names=(c.name,))
+            it.status_text = look(kind).label
+            it.how = how_text(tuple(h.value for h in c.how)) or ("no model key" if kind == "unexpected" else "")
+            if c.reported_as != c.name:
+                it.how = (it.how + ", " if it.how else "") + f"reported as {c.reported_as}"
+            it.tooltip = f"{c.name}\n{look(kind).label}: {look(kind).meaning}"
+            it.search = c.name
+            it.counts[kind] += 1
+            node.children.append(it)
+            node.counts[kind] += 1
+            node.numel += c.info.numel
+        node.kind = rollup_kind(node.counts)
+        node.status_text = rollup_text(node.counts)
+        root.children.append(node)
+        root.counts.update(node.counts)
+    return root
+
+
+def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
+    it = TreeItem(node.name if node.path else node.class_name, node.path, False, parent=parent,
+                  class_name=node.class_name, numel=node.n_params)
+    for c in node.children:
+        child = _module_item(c, mk, it)
+        child.row = len(it.children)
+        it.children.append(child)
+        it.counts.update(child.counts)
+    for p in node.params:
+        k = mk.get(p.key)
+        if k is None:
+            kind, how, status = ("computed" if not p.persistent else "ignored"), "", None
+            sources: tuple[str, ...] = ()
+        else:
+            hv = tuple(h.value for h in k.how)
+            kind = kind_of(k.status.value, hv)
+            how = how_text(hv, sources=k.sources, key=p.key, tied_to=k.tied_to, ck_dtype=k.checkpoint_dtype, model_dtype=k.model_dtype)
+            sources = k.sources
+            status = k
+        pi = TreeItem(p.key.rsplit(".", 1)[-1], p.key, True, parent=it, row=len(it.children), kind=kind,
+                      shape=fmt_shape(p.shape), dtype=p.dtype, numel=p.numel, how=how, ckpt_names=sources)
+        lbl = look(kind).label
+        if status is not None and kind == "mismatched" and status.checkpoint_shape is not None:
+            lbl = f"shape mismatch: checkpoint {fmt_shape(status.checkpoint_shape)}"
+            pi.how = f"model wants {fmt_shape(p.shape)}" + (f"; {pi.how}" if pi.how else "")
+        if kind == "dtype" and status is not None:
+            pi.dtype = f"{status.checkpoint_dtype}→{p.dtype}"
+        if p.kind == "buffer":
+            pi.class_name = "buffer" if p.persistent else "buffer (non-persistent)"
+        pi.status_text = lbl
+        tip = [p.key, f"{look(kind).label}: {look(kind).meaning}"]
+        if sources and sources[0] != p.key:
+            tip.append("on disk: " + ", ".join(sources[:4]) + (" …" if len(sources) > 4 else ""))
+        pi.tooltip = "\n".join(tip)
+        pi.search = p.key if not sources else p.key + "\n" + "\n".join(sources)
+        pi.counts[kind] += 1
+        it.children.append(pi)
+        it.counts[kind] += 1
+    it.kind = rollup_kind(it.counts)
+    it.status_text = rollup_text(it.counts)
+    it.tooltip = f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{fmt_count(node.n_params)} parameters"
+    it.search = it.path
+    return it
+
+
+def build_rows(report: Any) -> list[Row]:
+    """Every on-disk tensor, then the model keys the checkpoint lacks (missing, computed excluded)."""
+    rows: list[Row] = []
+    mk = report.model_keys
+    for c in report.checkpoint_keys.values():
+        hv = tuple(h.value for h in c.how)
+        kind = kind_of(c.status.value, hv)
+        key = c.targets[0] if c.targets else ""
+        m = mk.get(key) if key else None
+        if m is not None and c.status.value == "matched":
+            mh = tuple(h.value for h in m.how)
+            kind = kind_of(m.status.value, tuple(set(hv) | set(mh)))
+            how = how_text(mh, sources=(c.name,), key=key, ck_dtype=m.checkpoint_dtype, model_dtype=m.model_dtype)
+        else:
+            how = how_text(hv, sources=(c.name,), key=key)
+        if len(c.targets) > 1:
+            key = f"{c.targets[0]} (+{len(c.targets) - 1})"
+        shape = fmt_shape(c.info.shape)
+        if kind == "mismatched" and m is not None:
+            shape += f"  (model {fmt_shape(m.model_shape)})"
+        if kind == "unexpected" and not how:
+            how = "no model key" + (f", reported as {c.reported_as}" if c.reported_as != c.name else "")
+        tip = f"{c.name}\n{look(kind).label}: {look(kind).meaning}"
+        if c.targets:
+            tip += "\nloads into: " + ", ".join(c.targets[:4])
+        rows.append(Row(c.name, key, shape, c.info.dtype, c.info.nbytes, c.info.numel, kind, how, tip,
+                        c.name + "\n" + "\n".join(c.targets)))
+    for m in mk.values():
+        if m.sources or m.status.value not in ("missing", "matched"):
+            continue  # on-disk keys are listed above; computed buffers are never in a checkpoint
+        hv = tuple(h.value for h in m.how)
+        kind = kind_of(m.status.value, hv)
+        n = math.prod(m.model_shape)
+        how = how_text(hv, key=m.key, tied_to=m.tied_to) or ("newly initialised" if kind == "missing" else "")
+        rows.append(Row("", m.key, fmt_shape(m.model_shape), m.model_dtype, 0, n, kind, how,
+                        f"{m.key}\n{look(kind).label}: {look(kind).meaning}", m.key))
+    return rows

@@ -1,0 +1,258 @@
+"""The histogram panel: one step-filled pyqtgraph curve, log-y, bin count, hover read-out, PNG/CSV export.
+
+Extension point for other panels (pretrained vs fresh init, checkpoint A vs B)::
+
+    hist.set_data(edges, counts, label="checkpoint")      # the main series
+    hist.set_overlay("fresh init", edges2, counts2)        # a second series drawn on top (outline)
+    hist.clear_overlay()
+
+``edges`` has ``len(counts) + 1`` entries (pyqtgraph ``stepMode="center"``). Items are created once and
+updated with ``setData``; nothing is recreated per selection.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import pyqtgraph as pg  # after PySide6: pyqtgraph uses the binding already imported
+
+from . import palette
+
+pg.setConfigOptions(antialias=True, background=palette.PLOT_BACKGROUND, foreground=palette.PLOT_FOREGROUND)
+
+
+class HistogramWidget(QWidget):
+    """Histogram of one tensor (or an aggregate) with an optional overlay series."""
+
+    binsChanged = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(160)
+        pi = self.plot.getPlotItem()
+        pi.showGrid(x=True, y=True, alpha=0.15)
+        pi.setMenuEnabled(False)
+        pi.hideButtons()
+        pi.setLabel("left", "count")
+        pi.setLabel("bottom", "value")
+        for ax in ("bottom", "left"):
+            pi.getAxis(ax).enableAutoSIPrefix(False)
+        self.legend = pi.addLegend(offset=(-10, 10), labelTextColor=palette.PLOT_FOREGROUND)
+        self.curve = pg.PlotDataItem(
+            [0.0, 1.0], [0.0], stepMode="center", fillLevel=0, fillOutline=True,
+            pen=pg.mkPen(palette.HIST_COLOR, width=1.2), brush=pg.mkBrush(*palette.HIST_FILL), name="checkpoint",
+        )
+        self.overlay = pg.PlotDataItem(
+            [0.0, 1.0], [0.0], stepMode="center", pen=pg.mkPen(palette.OVERLAY_COLOR, width=2), name="overlay",
+        )
+        pi.addItem(self.curve)
+        pi.addItem(self.overlay)
+        self.overlay.hide()
+        self.legend.hide()
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+        self.marker.hide()
+        pi.addItem(self.marker, ignoreBounds=True)
+        self.message = pg.TextItem("", color=palette.MUTED_TEXT, anchor=(0.5, 0.5))
+        pi.addItem(self.message, ignoreBounds=True)
+
+        self.log_y = QCheckBox("log y")
+        self.log_y.setToolTip("Logarithmic count axis: shows the tails")
+        self.log_y.toggled.connect(self._redraw)
+        self.bins = QSpinBox()
+        self.bins.setRange(8, 4096)
+        self.bins.setValue(256)
+        self.bins.setPrefix("bins ")
+        self.bins.setKeyboardTracking(False)
+        self.bins.setToolTip("Number of histogram bins (integer tensors get one bin per value when the range is small)")
+        self.bins.valueChanged.connect(self.binsChanged.emit)
+        self.readout = QLabel(" ")
+        self.readout.setObjectName("readout")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        png = QToolButton(text="PNG")
+        png.setToolTip("Export the plot as PNG")
+        png.clicked.connect(lambda: self._export_dialog("png"))
+        csv = QToolButton(text="CSV")
+        csv.setToolTip("Export bin edges and counts as CSV")
+        csv.clicked.connect(lambda: self._export_dialog("csv"))
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.readout, 1)
+        bar.addWidget(self.log_y)
+        bar.addWidget(self.bins)
+        bar.addWidget(png)
+        bar.addWidget(csv)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.plot, 1)
+        lay.addLayout(bar)
+
+        self._edges = np.array([0.0, 1.0])
+        self._counts = np.array([0.0])
+        self._label = ""
+        self._ov: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        self.set_message("select a tensor")
+
+    # ---- public API
+    @property
+    def edges(self) -> np.ndarray:
+        return self._edges
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts
+
+    def set_data(self, edges: Sequence[float], counts: Sequence[float], *, label: str = "checkpoint") -> None:
+        """Show a histogram (``len(edges) == len(counts) + 1``); empty counts show 'no finite values'."""
+        e = np.asarray(edges, dtype=np.float64)
+        c = np.asarray(counts, dtype=np.float64)
+        if c.size == 0 or e.size != c.size + 1:
+            self._edges, self._counts = np.array([0.0, 1.0]), np.array([0.0])
+            self.set_message("no finite values")
+        else:
+            self._edges, self._counts = e, c
+            self.set_message("")
+        self._label = label
+        self._redraw()
+
+    def set_overlay(self, label: str, edges: Sequence[float], counts: Sequence[float]) -> None:
+        """Draw a second series (outline) over the main one, e.g. a fresh-init or checkpoint-B distribution."""
+        e = np.asarray(edges, dtype=np.float64)
+        c = np.asarray(counts, dtype=np.float64)
+        if e.size != c.size + 1 or c.size == 0:
+            self.clear_overlay()
+            return
+        self._ov = (label, e, c)
+        self._redraw()
+
+    def clear_overlay(self) -> None:
+        self._ov = None
+        self._redraw()
+
+    def clear(self, message: str = "") -> None:
+        self._edges, self._counts = np.array([0.0, 1.0]), np.array([0.0])
+        self._ov = None
+        self.set_message(message)
+        self._redraw()
+
+    def set_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    def export_csv(self, path: str) -> None:
+        """Write ``left,right,count`` rows (atomically)."""
+        lines = ["left,right,count"]
+        lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(self._edges[:-1], self._edges[1:], self._counts)]
+        if self._ov is not None:
+            lab, e, c = self._ov
+            lines.append(f"# overlay: {lab}")
+            lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
+        _atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+    def export_png(self, path: str) -> None:
+        pix = self.plot.grab()
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
+        os.close(fd)
+        try:
+            if not pix.save(tmp, "PNG"):
+                raise OSError(f"{path}: could not write PNG")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # ---- drawing
+    def _redraw(self) -> None:
+        log = self.log_y.isChecked()
+        pi = self.plot.getPlotItem()
+        pi.setLogMode(False, log)
+        # log axis: empty bins sit on the floor (0.5 counts) instead of -inf
+        c = np.where(self._counts > 0, self._counts, 0.5) if log else self._counts
+        self.curve.setData(self._edges, c)
+        self.curve.setFillLevel(math.log10(0.5) if log else 0.0)
+        self.curve.opts["name"] = self._label
+        if self._ov is not None:
+            lab, e, oc = self._ov
+            self.overlay.setData(e, np.where(oc > 0, oc, 0.5) if log else oc)
+            self.overlay.opts["name"] = lab
+            self.overlay.show()
+            self.legend.clear()
+            self.legend.addItem(self.curve, self._label)
+            self.legend.addItem(self.overlay, lab)
+            self.legend.show()
+        else:
+            self.overlay.hide()
+            self.legend.hide()
+        pi.setLabel("left", "count (log)" if log else "count")
+        pi.enableAutoRange()
+        vb = pi.getViewBox()
+        r = vb.viewRect()
+        self.message.setPos(r.center())
+
+    def _on_mouse(self, evt: tuple) -> None:
+        pos = evt[0]
+        vb = self.plot.getPlotItem().getViewBox()
+        if not self.plot.sceneBoundingRect().contains(pos) or self._counts.size == 0:
+            return
+        x = vb.mapSceneToView(pos).x()
+        e = self._edges
+        i = int(np.searchsorted(e, x, side="right")) - 1
+        if 0 <= i < self._counts.size and not self.message.isVisible():
+            total = self._counts.sum() or 1
+            txt = f"[{e[i]:.4g}, {e[i + 1]:.4g}): {int(self._counts[i]):,}  ({100 * self._counts[i] / total:.2f}%)"
+            if self._ov is not None:
+                lab, oe, oc = self._ov
+                j = int(np.searchsorted(oe, x, side="right")) - 1
+                if 0 <= j < oc.size:
+                    txt += f"   {lab}: {int(oc[j]):,}"
+            self.readout.setText(txt)
+            self.marker.setPos(x)
+            self.marker.show()
+        else:
+            self.readout.setText(" ")
+            self.marker.hide()
+
+    def _export_dialog(self, ext: str) -> None:
+        name = (self._label or "histogram").replace("/", "_")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export histogram as {ext.upper()}", f"{name}.{ext}", f"{ext.upper()} (*.{ext})")
+        if not path:
+            return
+        try:
+            self.export_png(path) if ext == "png" else self.export_csv(path)
+        except OSError as e:
+            from PySide6.QtWidgets import QMessageBox
+
+            QMessageBox.warning(self, "Export failed", str(e))
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,752 @@
+"""The main window: module tree | tensor table over the details panel, with a summary and filter bar.
+
+Extension points for other panels:
+
+- ``MainWindow.add_panel(title, widget) -> int`` adds a tab next to "Tensors" (e.g. an A-vs-B table or a
+  plan editor) and returns its tab index; ``MainWindow.details.histogram`` is the ``HistogramWidget``
+  whose ``set_overlay(label, edges, counts)`` / ``clear_overlay()`` draw a second series.
+- ``MainWindow.session`` (``Session``) emits ``loaded(Loaded)`` for every new report; ``selectionChanged``
+  on the window carries the details ``Selection`` (title, on-disk names, is_module) the user is looking at.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QItemSelection, QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import palette
+from .details import DetailsPanel, Selection, selection_for_item, selection_for_row
+from .entries import LOADED_KINDS, TreeItem, fmt_count
+from .filtering import MODES, Filter, FilterProxy
+from .session import Loaded, Session, Source
+from .table_model import TensorTableModel
+from .tree_model import ModuleTreeModel
+
+FILTER_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored")
+MAX_RECENT = 10
+
+
+class MainWindow(QMainWindow):
+    selectionChanged = Signal(object)  # details Selection or None
+    ready = Signal()  # a report is shown and its first histogram drawn (or there is nothing to measure)
+
+    def __init__(self, *, settings: QSettings | None = None, interactive: bool = True) -> None:
+        super().__init__()
+        self.settings = settings or QSettings("ckpt-explorer", "ckpt-explorer")
+        self.interactive = interactive  # False: errors go to the message bar only (screenshots, scripts)
+        self.persist = interactive  # save geometry/splitters on close
+        self.session = Session(self)
+        self._syncing = False
+        self._t_open = 0.0
+        self.setWindowTitle("Checkpoint Explorer")
+        self.setAcceptDrops(True)
+        self.resize(1400, 860)
+
+        # models
+        self.tree_model = ModuleTreeModel(self)
+        self.tree_proxy = FilterProxy(self, tree=True)
+        self.tree_proxy.setSourceModel(self.tree_model)
+        self.table_model = TensorTableModel(self)
+        self.table_proxy = FilterProxy(self)
+        self.table_proxy.setSourceModel(self.table_model)
+
+        # views
+        self.tree = QTreeView()
+        self.tree.setModel(self.tree_proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(False)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setSortingEnabled(False)
+        self.tree.setAnimated(False)
+        self.tree.setAllColumnsShowFocus(True)
+        th = self.tree.header()
+        th.setStretchLastSection(True)
+        th.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, w in enumerate((270, 200, 78, 64, 54, 200)):
+            self.tree.setColumnWidth(col, w)
+
+        self.table = QTableView()
+        self.table.setModel(self.table_proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(TensorTableModel.STATUS, Qt.SortOrder.AscendingOrder)  # trouble first
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setShowGrid(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setHighlightSections(False)
+        for col, w in enumerate((126, 300, 300, 100, 70, 72, 200)):
+            self.table.setColumnWidth(col, w)
+
+        self.details = DetailsPanel(self.session)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.table, "Tensors")
+
+        self.right = QSplitter(Qt.Orientation.Vertical)
+        self.right.addWidget(self.tabs)
+        self.right.addWidget(self.details)
+        self.right.setStretchFactor(0, 3)
+        self.right.setStretchFactor(1, 2)
+        self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.addWidget(self.tree)
+        self.split.addWidget(self.right)
+        self.split.setStretchFactor(0, 4)
+        self.split.setStretchFactor(1, 5)
+        self.split.setSizes([660, 780])
+        self.right.setSizes([430, 330])
+
+        # bars
+        self.message_bar = self._build_message_bar()
+        self.summary = self._build_summary()
+        self.filter_bar = self._build_filter_bar()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(6, 4, 6, 2)
+        lay.setSpacing(4)
+        lay.addWidget(self.message_bar)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.filter_bar)
+        lay.addWidget(self.split, 1)
+        self.setCentralWidget(central)
+
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(160)
+        self.busy.setFixedHeight(12)
+        self.busy.hide()
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.busy)
+        self._build_actions()
+
+        # wiring
+        self.session.loadingStarted.connect(self._on_loading)
+        self.session.loaded.connect(self._on_loaded)
+        self.session.loadFailed.connect(self._on_load_failed)
+        self.session.busyChanged.connect(self.busy.setVisible)
+        self.session.jobs.result.connect(self._on_job_result)
+        self.session.jobs.error.connect(self._on_job_error)
+        self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
+        self.table.selectionModel().currentChanged.connect(self._on_table_current)
+        self.details.statsReady.connect(lambda _s: self._maybe_ready())
+        self.details.statsFailed.connect(lambda _m: self._maybe_ready())
+        self._waiting_ready = False
+        self._filter_timer = QTimer(self, singleShot=True, interval=120)
+        self._filter_timer.timeout.connect(self.apply_filter)
+        self._restore_settings()
+        self._show_welcome()
+
+    # ------------------------------------------------------------------ extension points
+    def add_panel(self, title: str, widget: QWidget) -> int:
+        """Add a tab beside "Tensors" (other features' tables/editors). Returns the tab index."""
+        return self.tabs.addTab(widget, title)
+
+    # ------------------------------------------------------------------ building
+    def _build_actions(self) -> None:
+        m = self.menuBar()
+        fm = m.addMenu("&File")
+        self.act_open = self._action("&Open checkpoint…", QKeySequence.StandardKey.Open, self.open_dialog, fm)
+        self.act_config = self._action("Open &config…", "Ctrl+Shift+O", self.open_config_dialog, fm)
+        self.act_head = self._action("Choose &head class…", "Ctrl+H", self.choose_head, fm)
+        self.act_demo = self._action("Open &demo", None, lambda: self.open_source(Source(demo=True)), fm)
+        self.recent_menu = fm.addMenu("&Recent")
+        self._fill_recent()
+        fm.addSeparator()
+        self.act_reload = self._action("&Reload", "F5", self.reload, fm)
+        fm.addSeparator()
+        self._action("&Quit", QKeySequence.StandardKey.Quit, self.close, fm)
+        vm = m.addMenu("&View")
+        self._action("&Find…", QKeySequence.StandardKey.Find, self.focus_search, vm)
+        self._action("Expand &trouble", "Ctrl+E", self.expand_trouble, vm)
+        self._action("&Collapse all", "Ctrl+Shift+E", self.tree.collapseAll, vm)
+        self._action("Clear &filter", "Esc", self.clear_filter, vm)
+        hm = m.addMenu("&Help")
+        self._action("&Legend", None, self._show_legend, hm)
+        tb = self.addToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for a in (self.act_open, self.act_config, self.act_head, self.act_reload, self.act_demo):
+            tb.addAction(a)
+
+    def _action(self, text: str, shortcut: Any, slot: Any, menu: Any) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.triggered.connect(lambda _c=False: slot())
+        menu.addAction(a)
+        return a
+
+    def _build_message_bar(self) -> QFrame:
+        bar = QFrame()
+        bar.setObjectName("messageBar")
+        lay = QHBoxLayout(bar)
+        lay.setContentsMargins(8, 4, 4, 4)
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(text="✕")
+        close.setAutoRaise(True)
+        close.clicked.connect(bar.hide)
+        lay.addWidget(self.message_label, 1)
+        lay.addWidget(close)
+        bar.hide()
+        return bar
+
+    def _build_summary(self) -> QFrame:
+        box = QFrame()
+        box.setObjectName("summary")
+        lay = QHBoxLayout(box)
+        lay.setContentsMargins(8, 4, 8, 4)
+        self.summary_label = QLabel("")
+        self.summary_label.setObjectName("summaryText")
+        self.summary_label.setTextFormat(Qt.TextFormat.RichText)
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.suggest_label = QLabel("")
+        self.suggest_label.setObjectName("suggestion")
+        self.suggest_btn = QPushButton("Apply key mapping")
+        self.suggest_btn.setToolTip("Recompute the report with the suggested key mapping")
+        self.suggest_btn.clicked.connect(self.apply_suggestion)
+        self.suggest_label.hide()
+        self.suggest_btn.hide()
+        lay.addWidget(self.summary_label, 1)
+        lay.addWidget(self.suggest_label)
+        lay.addWidget(self.suggest_btn)
+        return box
+
+    def _build_filter_bar(self) -> QWidget:
+        w = QWidget()
+        lay = QHBoxLayout(w)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter names (Ctrl+F): substring, glob (*.attention.*) or regex")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(lambda _t: self._filter_timer.start())
+        self.search.returnPressed.connect(self.apply_filter)
+        self.search.setMinimumWidth(200)
+        self.mode = QComboBox()
+        self.mode.addItems(list(MODES))
+        self.mode.setToolTip("How the filter text matches names")
+        self.mode.currentIndexChanged.connect(lambda _i: self.apply_filter())
+        lay.addWidget(self.search, 2)
+        lay.addWidget(self.mode)
+        self.kind_buttons: dict[str, QToolButton] = {}
+        for k in FILTER_KINDS:
+            lk = palette.look(k)
+            b = QToolButton()
+            b.setCheckable(True)
+            b.setIcon(palette.icon(k))
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            b.setText(lk.label)
+            b.setToolTip(f"{lk.label}: {lk.meaning}\nClick to show only this status (several can be combined)")
+            b.setObjectName("kindChip")
+            b.toggled.connect(lambda _c: self.apply_filter())
+            lay.addWidget(b)
+            self.kind_buttons[k] = b
+        self.match_label = QLabel("")
+        self.match_label.setObjectName("muted")
+        lay.addWidget(self.match_label)
+        return w
+
+    # ------------------------------------------------------------------ opening
+    def open_source(self, source: Source) -> None:
+        self._t_open = time.perf_counter()
+        self.session.open(source)
+
+    def open_path(self, path: str) -> None:
+        if os.path.basename(path) == "config.json" and self.session.source is not None:
+            self.session.reload(config=path)
+            return
+        self.open_source(Source(checkpoint=path))
+
+    def open_dialog(self) -> None:
+        start = self.settings.value("lastDir", os.getcwd())
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open checkpoint", str(start),
+            "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)",
+        )
+        if path:
+            self.settings.setValue("lastDir", os.path.dirname(path))
+            self.open_path(path)
+
+    def open_config_dialog(self) -> None:
+        if self.session.source is None:
+            self.show_error("Open a checkpoint first, then choose the config to compare it with.")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open config.json", str(self.settings.value("lastDir", "")), "config.json (*.json)")
+        if path:
+            self.session.reload(config=path)
+
+    def reload(self) -> None:
+        if self.session.source is not None:
+            self._t_open = time.perf_counter()
+            self.session.reload()
+
+    def choose_head(self) -> None:
+        src = self.session.source
+        if src is None or src.model:
+            self.show_error("Choosing a head class needs a transformers config: open a checkpoint with a config.json first.")
+            return
+        cfg = src.config or (self.session.report.index.folder if self.session.report else src.checkpoint)
+
+        def job(progress: Any, cancelled: Any) -> Any:
+            from ..core.model import head_classes, load_config
+
+            return head_classes(load_config(cfg))
+
+        self.session.jobs.start("heads", job)
+
+    def apply_suggestion(self) -> None:
+        rep = self.session.report
+        if rep is not None and rep.suggested_key_mapping:
+            self._t_open = time.perf_counter()
+            self.session.reload(key_mapping=dict(rep.suggested_key_mapping), auto_fix=False)
+
+    def _on_job_result(self, channel: str, value: object) -> None:
+        if channel == "heads":
+            self._head_dialog(list(value))  # type: ignore[arg-type]
+
+    def _on_job_error(self, channel: str, msg: str) -> None:
+        if channel == "heads":
+            self.show_error(msg)
+
+    def _head_dialog(self, names: list[str]) -> None:
+        dlg = HeadClassDialog(names, current=self.session.report.arch if self.session.report else None, parent=self)
+        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.choice:
+            self._t_open = time.perf_counter()
+            self.session.reload(arch=dlg.choice)
+
+    # ------------------------------------------------------------------ session events
+    def _on_loading(self, what: str) -> None:
+        self.summary_label.setText(f"<b>Opening</b> {_esc(what)} … <span style='color:{palette.MUTED_TEXT}'>"
+                                   "reading headers, building the model on the meta device</span>")
+        self.status_label.setText("loading…")
+
+    def _on_loaded(self, loaded: Loaded) -> None:
+        rep = loaded.report
+        self.message_bar.hide()
+        self.tree_model.set_root(loaded.tree)
+        self.table_model.set_rows(loaded.rows)
+        self._update_summary(loaded)
+        self.apply_filter()
+        self.expand_trouble()
+        if loaded.source.checkpoint and not loaded.source.demo:
+            self._add_recent(loaded.source.checkpoint)
+        dt = time.perf_counter() - self._t_open if self._t_open else 0.0
+        name = os.path.basename(os.path.normpath(rep.index.path))
+        self.setWindowTitle(f"{name} → {rep.arch or 'checkpoint only'} — Checkpoint Explorer")
+        self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
+                                  f"{rep.index.format} · report in {dt:.2f} s")
+
+    def _on_load_failed(self, msg: str) -> None:
+        self.status_label.setText("load failed")
+        if self.session.current is None:
+            self._show_welcome()
+        else:
+            self._update_summary(self.session.current)
+        self.show_error(msg)
+        self._maybe_ready(force=True)
+
+    def show_error(self, msg: str) -> None:
+        """Message bar always; a dialog too when interactive. The window stays usable."""
+        self.message_label.setText(f"⚠ {msg}")
+        self.message_bar.show()
+        if self.interactive:
+            QMessageBox.warning(self, "Checkpoint Explorer", msg)
+
+    def _show_welcome(self) -> None:
+        self.summary_label.setText(
+            "<b>Open a checkpoint</b> (Ctrl+O) or drop a file or folder here — with its config.json beside it, "
+            "every key is checked against the model class. No data? Try <b>File › Open demo</b>."
+        )
+
+    def _update_summary(self, loaded: Loaded) -> None:
+        rep = loaded.report
+        counts = loaded.tree.counts.copy()
+        for r in loaded.rows:
+            if not r.key and r.kind in ("unexpected", "ignored"):
+                pass  # already counted in the tree's "(not in model)" branch
+        for k, b in self.kind_buttons.items():
+            n = counts.get(k, 0)
+            if k == "mismatched":
+                n = len(rep.mismatched)
+            b.setText(f"{palette.look(k).label} {n:,}")
+            b.setEnabled(n > 0 or b.isChecked())
+        model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
+        parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
+        if rep.has_model:
+            loaded_n, fresh = rep.params_loaded()
+            total = loaded_n + fresh or 1
+            bad = sum(counts.get(k, 0) for k in palette.TROUBLE)
+            verdict = (f"<span style='color:{palette.look('matched').color}'><b>✓ everything loads</b></span>" if rep.is_clean
+                       else f"<span style='color:{palette.look('missing').color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
+            parts.append(verdict)
+            parts.append(f"{fmt_count(loaded_n)} params loaded · <b>{fmt_count(fresh)}</b> newly initialised "
+                         f"({100 * fresh / total:.2g}%)")
+            if rep.load_dtype:
+                parts.append(f"loads as {rep.load_dtype}")
+        else:
+            parts.append(f"{len(rep.index.tensors):,} tensors, {fmt_count(rep.index.total_params)} values")
+        text = " &nbsp;·&nbsp; ".join(parts)
+        trouble = []
+        for k, keys in (("missing", rep.missing), ("mismatched", [m[0] for m in rep.mismatched]), ("unexpected", rep.unexpected)):
+            if keys:
+                lk = palette.look(k)
+                shown = ", ".join(_esc(x) for x in list(keys)[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+                trouble.append(f"<span style='color:{lk.color}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
+        if trouble:
+            text += "<br>" + " &nbsp;&nbsp; ".join(trouble)
+        self.summary_label.setText(text)
+        sugg = rep.suggested_key_mapping
+        if sugg:
+            eff = rep.suggestion_effect or {}
+            txt = ", ".join(f"{k!s} → {v!r}" for k, v in sugg.items())
+            after = f" (then {eff.get('missing', '?')} missing, {eff.get('unexpected', '?')} unexpected)" if eff else ""
+            self.suggest_label.setText(f"Suggested key mapping: <code>{_esc(txt)}</code>{after}")
+            self.suggest_label.show()
+            self.suggest_btn.show()
+        else:
+            self.suggest_label.hide()
+            self.suggest_btn.hide()
+        km = rep.key_mapping
+        if km:
+            self.summary_label.setText(self.summary_label.text() + f" &nbsp;·&nbsp; key mapping: <code>{_esc(str(dict(km)))}</code>")
+
+    # ------------------------------------------------------------------ filtering
+    def current_filter(self) -> Filter:
+        kinds = frozenset(k for k, b in self.kind_buttons.items() if b.isChecked())
+        return Filter(self.search.text().strip(), self.mode.currentText(), kinds or None)
+
+    def apply_filter(self) -> None:
+        flt = self.current_filter()
+        try:
+            flt.matcher()
+        except Exception as e:  # a half-typed regex: say so, keep the last filter
+            self.search.setStyleSheet(f"border: 1px solid {palette.look('missing').color};")
+            self.match_label.setText(f"bad regex: {e}")
+            return
+        self.search.setStyleSheet("")
+        n_tree = flt.apply(self.tree_model.param_items())
+        n_rows = flt.apply(self.table_model.rows)
+        self.tree_proxy.set_active(flt.active)
+        self.table_proxy.set_active(flt.active)
+        if flt.active:
+            self.match_label.setText(f"{n_rows:,} of {len(self.table_model.rows):,} tensors")
+            if n_tree <= 400:
+                self.tree.expandAll()
+        else:
+            self.match_label.setText("")
+
+    def focus_search(self) -> None:
+        self.search.setFocus()
+        self.search.selectAll()
+
+    def clear_filter(self) -> None:
+        self.search.clear()
+        for b in self.kind_buttons.values():
+            b.setChecked(False)
+        self.apply_filter()
+
+    def expand_trouble(self, limit: int = 300) -> None:
+        """Expand the top of the tree and every branch that holds a missing/mismatched/unexpected entry."""
+        top = self.tree_proxy.index(0, 0)
+        if top.isValid():
+            self.tree.expand(top)
+        n = 0
+        for it in self.tree_model.param_items():
+            if it.kind in palette.TROUBLE and n < limit:
+                p = it.parent
+                while p is not None and p is not self.tree_model.root:
+                    idx = self.tree_proxy.mapFromSource(self.tree_model.createIndex(p.row, 0, p))
+                    if idx.isValid():
+                        self.tree.expand(idx)
+                    p = p.parent
+                n += 1
+        for i in range(self.tree_proxy.rowCount()):
+            idx = self.tree_proxy.index(i, 0)
+            if self.tree_proxy.mapToSource(idx).internalPointer().name == "(not in model)":
+                self.tree.expand(idx)
+
+    # ------------------------------------------------------------------ selection sync
+    def select_key(self, key: str) -> bool:
+        """Select a model key, module path or on-disk name in the tree (and so in the table). True if found."""
+        src = self.tree_model.index_for_key(key)
+        if not src.isValid():
+            r = self.table_model.row_for_name(key)
+            if r is None:
+                return False
+            idx = self.table_proxy.mapFromSource(self.table_model.index(r, 0))
+            self.table.setCurrentIndex(idx)
+            return idx.isValid()
+        idx = self.tree_proxy.mapFromSource(src)
+        if not idx.isValid():
+            return False
+        self.tree.setCurrentIndex(idx)
+        self.tree.scrollTo(idx)
+        return True
+
+    def _on_tree_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if self._syncing or not cur.isValid():
+            return
+        it: TreeItem = self.tree_proxy.mapToSource(cur).internalPointer()
+        rep = self.session.report
+        if rep is None:
+            return
+        self._syncing = True
+        try:
+            if it.is_param:
+                rows = self.table_model.rows_for_key(it.path)
+                if not rows:
+                    r = self.table_model.row_for_name(it.path)
+                    rows = [r] if r is not None else []
+            else:
+                rows = self.table_model.rows_under(it.path) if it.path != "(not in model)" else [
+                    self.table_model.row_for_name(c.path) for c in it.children]
+            self._select_table_rows([r for r in rows if r is not None])
+        finally:
+            self._syncing = False
+        self._set_selection(selection_for_item(rep, it))
+
+    def _select_table_rows(self, rows: list[int]) -> None:
+        sm = self.table.selectionModel()
+        sel = QItemSelection()
+        proxy_rows = sorted(r2 for r2 in (self.table_proxy.mapFromSource(self.table_model.index(r, 0)).row() for r in rows) if r2 >= 0)
+        last_col = self.table_proxy.columnCount() - 1
+        start = prev = None
+        for r in proxy_rows + [None]:
+            if start is not None and (r is None or r != prev + 1):
+                sel.select(self.table_proxy.index(start, 0), self.table_proxy.index(prev, last_col))
+                start = None
+            if r is not None and start is None:
+                start = r
+            prev = r
+        sm.select(sel, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        if proxy_rows:
+            first = self.table_proxy.index(proxy_rows[0], 0)
+            sm.setCurrentIndex(first, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.table.scrollTo(first, QAbstractItemView.ScrollHint.PositionAtTop if len(proxy_rows) > 1 else QAbstractItemView.ScrollHint.EnsureVisible)
+
+    def _on_table_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if self._syncing or not cur.isValid():
+            return
+        row = self.table_model.row(self.table_proxy.mapToSource(cur).row())
+        rep = self.session.report
+        if rep is None:
+            return
+        self._syncing = True
+        try:
+            key = row.key.split(" (+", 1)[0] if row.key else row.name
+            src = self.tree_model.index_for_key(key)
+            idx = self.tree_proxy.mapFromSource(src) if src.isValid() else QModelIndex()
+            if idx.isValid():
+                self.tree.selectionModel().setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                self.tree.scrollTo(idx)
+            else:
+                self.tree.selectionModel().clearSelection()
+        finally:
+            self._syncing = False
+        self._set_selection(selection_for_row(rep, row))
+
+    def _set_selection(self, sel: Selection) -> None:
+        self.details.show_selection(sel)
+        self.selectionChanged.emit(sel)
+        if not sel.names:
+            self._maybe_ready()
+
+    # ------------------------------------------------------------------ screenshots / readiness
+    def interesting_key(self) -> str | None:
+        """A tensor worth showing first: a mismatched/unexpected one with data, else the largest 2-D weight."""
+        rep = self.session.report
+        if rep is None:
+            return None
+        best = None
+        odd = [(rep.index.tensors[r.name].numel, r.name) for r in self.table_model.rows
+               if r.name and r.kind in ("mismatched", "unexpected") and rep.index.tensors[r.name].is_floating]
+        if odd and max(odd)[0] >= 256:
+            return max(odd)[1]
+        for r in self.table_model.rows:
+            info = rep.index.tensors.get(r.name) if r.name else None
+            if info is not None and info.is_floating and len(info.shape) == 2 and r.kind in LOADED_KINDS:
+                if "embed" in r.name and best is not None:
+                    continue
+                if best is None or info.numel > best[0] and "embed" not in r.name:
+                    best = (info.numel, r.key or r.name)
+        return best[1] if best else None
+
+    def when_ready(self) -> None:
+        """Emit ``ready`` once the current report is shown and its first histogram drawn."""
+        self._waiting_ready = True
+        self.session.loaded.connect(self._select_interesting)
+
+    def _select_interesting(self, _loaded: Any = None) -> None:
+        key = self.interesting_key()
+        if key is None or not self.select_key(key):
+            self._maybe_ready(force=True)
+
+    def _maybe_ready(self, force: bool = False) -> None:
+        if self._waiting_ready and (force or self.session.current is not None):
+            self._waiting_ready = False
+            QTimer.singleShot(0, self.ready.emit)
+
+    def save_screenshot(self, path: str) -> None:
+        """Render the whole window to a PNG (atomically)."""
+        import tempfile
+
+        pix = self.grab()
+        d = os.path.dirname(os.path.abspath(path)) or "."
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
+        os.close(fd)
+        try:
+            if not pix.save(tmp, "PNG"):
+                raise OSError(f"{path}: could not write the PNG")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # ------------------------------------------------------------------ recent files, settings, drops
+    def _add_recent(self, path: str) -> None:
+        path = os.path.abspath(path)
+        rec = [p for p in self._recent() if p != path]
+        rec.insert(0, path)
+        self.settings.setValue("recent", rec[:MAX_RECENT])
+        self._fill_recent()
+
+    def _recent(self) -> list[str]:
+        v = self.settings.value("recent", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(p) for p in (v or [])]
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        rec = self._recent()
+        for p in rec:
+            a = self.recent_menu.addAction(p)
+            a.triggered.connect(lambda _c=False, p=p: self.open_path(p))
+        self.recent_menu.setEnabled(bool(rec))
+
+    def _restore_settings(self) -> None:
+        g = self.settings.value("geometry")
+        if isinstance(g, (QByteArray, bytes)):
+            self.restoreGeometry(g)
+        for name, sp in (("split", self.split), ("rightSplit", self.right)):
+            s = self.settings.value(name)
+            if isinstance(s, (QByteArray, bytes)):
+                sp.restoreState(s)
+        self.details.histogram.log_y.setChecked(str(self.settings.value("logY", "false")).lower() == "true")
+        try:
+            self.details.histogram.bins.setValue(int(self.settings.value("bins", 256)))
+        except (TypeError, ValueError):
+            pass
+
+    def _save_settings(self) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("split", self.split.saveState())
+        self.settings.setValue("rightSplit", self.right.saveState())
+        self.settings.setValue("logY", self.details.histogram.log_y.isChecked())
+        self.settings.setValue("bins", self.details.histogram.bins.value())
+        self.settings.sync()
+
+    def closeEvent(self, event: Any) -> None:
+        if self.persist:
+            self._save_settings()
+        self.session.close()
+        super().closeEvent(event)
+
+    def dragEnterEvent(self, event: Any) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: Any) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_path(paths[0])
+
+    def _show_legend(self) -> None:
+        rows = "".join(
+            f"<tr><td style='color:{lk.color};font-weight:bold'>{lk.glyph}</td><td><b>{lk.label}</b></td><td>{lk.meaning}</td></tr>"
+            for lk in palette.LOOKS.values()
+        )
+        QMessageBox.information(self, "Legend", f"<table cellspacing=6>{rows}</table>")
+
+
+class HeadClassDialog(QDialog):
+    """A searchable list of transformers classes for the config's model type."""
+
+    def __init__(self, names: list[str], *, current: str | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Choose head class")
+        self.choice: str | None = None
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter classes…")
+        self.list = QListWidget()
+        self.list.addItems(names)
+        if current in names:
+            self.list.setCurrentRow(names.index(current))
+        self.filter.textChanged.connect(self._on_filter)
+        self.list.itemDoubleClicked.connect(lambda _i: self.accept())
+        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.filter)
+        lay.addWidget(self.list)
+        lay.addWidget(bb)
+        self.resize(420, 480)
+
+    def _on_filter(self, text: str) -> None:
+        t = text.lower()
+        first = None
+        for i in range(self.list.count()):
+            it = self.list.item(i)
+            hide = t not in it.text().lower()
+            it.setHidden(hide)
+            if not hide and first is None:
+                first = i
+        if first is not None:
+            self.list.setCurrentRow(first)
+
+    def accept(self) -> None:
+        it = self.list.currentItem()
+        self.choice = it.text() if it is not None and not it.isHidden() else None
+        super().accept()
+
+
+def _esc(s: Any) -> str:
+    import html
+
+    return html.escape(str(s))

@@ -1,0 +1,108 @@
+"""Status -> colour, glyph icon and label. The only place in the project with colours.
+
+Colours are the Okabe-Ito set (distinguishable with the common colour-vision deficiencies), and every status
+also carries a glyph and a word, so colour is never the only cue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+
+
+@dataclass(frozen=True)
+class Look:
+    kind: str
+    label: str
+    glyph: str
+    color: str  # strong colour: icon background, histogram pen
+    tint: str  # light background for rows
+    meaning: str  # tooltip: what loading does
+
+
+# Display kinds, in legend order. A kind is a core Status refined by its How (tied, renamed, dtype).
+LOOKS: dict[str, Look] = {
+    "matched": Look("matched", "matched", "✓", "#009E73", "#E3F4EE", "loaded from the checkpoint as is"),
+    "renamed": Look("renamed", "renamed", "↻", "#0072B2", "#E0ECF6", "loaded under another name (legacy name, prefix or key mapping)"),
+    "tied": Look("tied", "tied", "⇄", "#56B4E9", "#E6F4FC", "not stored: shares the weight it is tied to"),
+    "dtype": Look("dtype", "dtype differs", "≈", "#8A7A00", "#FBF8D9", "loaded, but cast to the model's dtype"),
+    "missing": Look("missing", "missing", "✗", "#D55E00", "#FBE5D6", "not in the checkpoint: newly initialised"),
+    "mismatched": Look("mismatched", "shape mismatch", "≠", "#CC79A7", "#F7E6F0", "in the checkpoint with another shape: newly initialised"),
+    "unexpected": Look("unexpected", "unexpected", "+", "#E69F00", "#FCF0D6", "in the checkpoint but the model has no place for it: dropped"),
+    "ignored": Look("ignored", "ignored", "∅", "#7F7F7F", "#EFEFEF", "silenced by the model's ignore rules or a duplicate: not loaded, not reported"),
+    "computed": Look("computed", "computed", "ƒ", "#A0A0A0", "#F5F5F5", "non-persistent buffer: never saved, computed at init"),
+}
+TROUBLE = ("missing", "mismatched", "unexpected")
+MODULE_COLOR = "#222222"
+MUTED_TEXT = "#666666"
+ACCENT = "#0072B2"
+OVERLAY_COLOR = "#D55E00"
+HIST_COLOR = "#0072B2"
+HIST_FILL = (0, 114, 178, 90)
+PLOT_BACKGROUND = "#FFFFFF"
+PLOT_FOREGROUND = "#333333"
+
+
+def kind_of(status: str, how: Iterable[str] = ()) -> str:
+    """The display kind for a core status value and its how values."""
+    hv = set(how)
+    if status == "matched":
+        if "tied" in hv:
+            return "tied"
+        if hv & {"renamed", "key_mapping", "converted"}:
+            return "renamed"
+        if "dtype_differs" in hv:
+            return "dtype"
+        return "matched"
+    return status if status in LOOKS else "ignored"
+
+
+def look(kind: str) -> Look:
+    return LOOKS.get(kind, LOOKS["ignored"])
+
+
+def color(kind: str) -> QColor:
+    return QColor(look(kind).color)
+
+
+def tint(kind: str) -> QColor:
+    return QColor(look(kind).tint)
+
+
+@lru_cache(maxsize=None)
+def icon(kind: str, size: int = 16) -> QIcon:
+    """A rounded square in the status colour with the status glyph in white."""
+    lk = look(kind)
+    ic = QIcon()
+    for scale in (1, 2):
+        px = QPixmap(size * scale, size * scale)
+        px.setDevicePixelRatio(scale)
+        px.fill(Qt.GlobalColor.transparent)
+        p = QPainter(px)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(lk.color))
+        r = QRectF(1, 1, size - 2, size - 2)
+        p.drawRoundedRect(r, 3, 3)
+        f = QFont()
+        f.setBold(True)
+        f.setPixelSize(int(size * 0.72))
+        p.setFont(f)
+        p.setPen(QColor("#FFFFFF"))
+        p.drawText(r, Qt.AlignmentFlag.AlignCenter, lk.glyph)
+        p.end()
+        ic.addPixmap(px)
+    return ic
+
+
+def stylesheet() -> str:
+    """The application stylesheet from resources/style.qss."""
+    from importlib.resources import files
+
+    try:
+        return (files("explorer") / "resources" / "style.qss").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return ""

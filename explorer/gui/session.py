@@ -1,0 +1,158 @@
+"""The GUI's only state: what is open (checkpoint, model spec, key mapping), its Report and display records.
+
+Loading runs in a worker (channel ``"load"``): open headers, build the model on meta, match, and build the
+tree items / table rows. Widgets listen to the signals; they never hold their own copy of the state.
+Other panels can keep per-session data in ``Session.extras`` and react to ``reportChanged``.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Signal
+
+from .workers import Jobs
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to open. ``checkpoint=None`` with ``demo=True`` opens the built-in demo."""
+
+    checkpoint: str | None = None
+    config: str | None = None
+    arch: str | None = None
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrapper: str | None = None
+    key_mapping: dict[str, str] | None = None
+    auto_fix: bool = False
+    demo: bool = False
+
+    def describe(self) -> str:
+        name = "demo" if self.demo else os.path.basename(os.path.normpath(self.checkpoint or "")) or "?"
+        return f"{name} → {self.arch or self.model or 'config architecture'}"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    source: Source
+    report: Any  # explorer.core.matching.Report
+    tree: Any  # entries.TreeItem
+    rows: list  # list[entries.Row]
+
+
+def load(source: Source, progress: Callable[[int, int], None] | None = None) -> Loaded:
+    """Open + match + build display records. Runs in a worker; imports torch/transformers on first use."""
+    from ..core.checkpoint import open_checkpoint
+    from ..core.matching import report
+    from ..core.model import ModelSpec
+    from .entries import build_rows, build_tree
+
+    if source.demo:
+        from ..core.demo import build_demo
+
+        demo = build_demo()
+        source = replace(source, checkpoint=str(demo.folder), config=str(demo.folder), arch=source.arch or demo.arch)
+    if not source.checkpoint:
+        raise ValueError("no checkpoint given")
+    if progress:
+        progress(1, 4)
+    index = open_checkpoint(source.checkpoint, wrapper=source.wrapper)
+    if progress:
+        progress(2, 4)
+    spec = None
+    if source.model:
+        spec = ModelSpec(model=source.model, model_kwargs=dict(source.model_kwargs))
+    elif source.config or source.arch:
+        spec = ModelSpec(config=source.config, arch=source.arch)
+    elif os.path.isfile(os.path.join(index.folder, "config.json")):
+        spec = ModelSpec(config=index.folder)
+    rep = report(index, spec, key_mapping=source.key_mapping, auto_fix=source.auto_fix)
+    if progress:
+        progress(3, 4)
+    return Loaded(source, rep, build_tree(rep), build_rows(rep))
+
+
+class Session(QObject):
+    """Holds the open checkpoint and its report; runs the background jobs."""
+
+    loadingStarted = Signal(str)  # what is being opened
+    loaded = Signal(object)  # Loaded
+    loadFailed = Signal(str)  # one-line message
+    busyChanged = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.jobs = Jobs(self)
+        self.source: Source | None = None
+        self.current: Loaded | None = None
+        self.reader: Any = None  # TensorReader of the current index
+        self.extras: dict[str, Any] = {}
+        self._stats_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self.jobs.result.connect(self._on_result)
+        self.jobs.error.connect(self._on_error)
+        self.jobs.finished.connect(self._on_finished)
+
+    @property
+    def report(self) -> Any:
+        return self.current.report if self.current else None
+
+    @property
+    def busy(self) -> bool:
+        return self.jobs.busy("load")
+
+    def open(self, source: Source) -> None:
+        """Start loading ``source`` (drops any load in flight)."""
+        self.source = source
+        self.loadingStarted.emit(source.describe())
+        self.jobs.start("load", lambda progress, cancelled: load(source, progress))
+        self.busyChanged.emit(True)
+
+    def reload(self, **changes: Any) -> None:
+        """Open the current source again, optionally changed (e.g. ``key_mapping=...``, ``arch=...``)."""
+        src = self.current.source if self.current else self.source
+        if src is not None:
+            self.open(replace(src, **changes))
+
+    def cached_stats(self, key: tuple) -> Any:
+        v = self._stats_cache.get(key)
+        if v is not None:
+            self._stats_cache.move_to_end(key)
+        return v
+
+    def cache_stats(self, key: tuple, value: Any) -> None:
+        self._stats_cache[key] = value
+        while len(self._stats_cache) > 256:
+            self._stats_cache.popitem(last=False)
+
+    def close(self) -> None:
+        """Cancel every job, wait for the pool, release the mmaps."""
+        self.jobs.shutdown()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def _on_result(self, channel: str, value: object) -> None:
+        if channel != "load":
+            return
+        from ..core.checkpoint import TensorReader
+
+        assert isinstance(value, Loaded)
+        self.jobs.cancel("stats")
+        if self.reader is not None:
+            self.reader.close()
+        self._stats_cache.clear()
+        self.current = value
+        self.source = value.source
+        self.reader = TensorReader(value.report.index)
+        self.loaded.emit(value)
+
+    def _on_error(self, channel: str, msg: str) -> None:
+        if channel == "load":
+            self.loadFailed.emit(msg)
+
+    def _on_finished(self, channel: str) -> None:
+        if channel == "load":
+            self.busyChanged.emit(False)

@@ -1,0 +1,143 @@
+"""QAbstractItemModel over the module tree of a Report (items from ``entries.build_tree``).
+
+Columns: name, status (roll-up for modules: "12/14 matched, 2 missing"), shape, dtype, parameters, how.
+Roles: colour (foreground of the status column, tinted background for trouble), icon, tooltip, plus
+``KIND_ROLE`` (display kind), ``KEY_ROLE`` (model key / module path) and ``SORT_ROLE``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+
+from . import palette
+from .entries import TreeItem, fmt_count
+
+KIND_ROLE = Qt.ItemDataRole.UserRole + 1
+KEY_ROLE = Qt.ItemDataRole.UserRole + 2
+SORT_ROLE = Qt.ItemDataRole.UserRole + 3
+ITEM_ROLE = Qt.ItemDataRole.UserRole + 4
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+class ModuleTreeModel(QAbstractItemModel):
+    COLUMNS = ("Module / parameter", "Status", "Shape", "dtype", "Params", "How")
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._root = TreeItem("(root)", "", False)
+        self._by_key: dict[str, TreeItem] = {}
+
+    # ---- content
+    def set_root(self, root: TreeItem | None) -> None:
+        self.beginResetModel()
+        self._root = root or TreeItem("(root)", "", False)
+        self._by_key = {it.path: it for it in self._root.walk() if it.is_param}
+        self._modules = {it.path: it for it in self._root.walk() if not it.is_param and it is not self._root}
+        self.endResetModel()
+
+    @property
+    def root(self) -> TreeItem:
+        return self._root
+
+    def item(self, index: _Index) -> TreeItem | None:
+        if not index.isValid():
+            return None
+        return index.internalPointer()
+
+    def index_for_key(self, key: str, column: int = 0) -> QModelIndex:
+        it = self._by_key.get(key) or self._modules.get(key)
+        return self._index_of(it, column) if it is not None else QModelIndex()
+
+    def _index_of(self, it: TreeItem, column: int = 0) -> QModelIndex:
+        return self.createIndex(it.row, column, it)
+
+    def param_items(self) -> list[TreeItem]:
+        return list(self._by_key.values())
+
+    # ---- QAbstractItemModel
+    def index(self, row: int, column: int, parent: _Index = QModelIndex()) -> QModelIndex:
+        p = parent.internalPointer() if parent.isValid() else self._root
+        if parent.isValid() and parent.column() != 0:
+            return QModelIndex()
+        if 0 <= row < len(p.children) and 0 <= column < len(self.COLUMNS):
+            return self.createIndex(row, column, p.children[row])
+        return QModelIndex()
+
+    def parent(self, index: _Index = QModelIndex()) -> QModelIndex:  # type: ignore[override]
+        if not index.isValid():
+            return QModelIndex()
+        it: TreeItem = index.internalPointer()
+        p = it.parent
+        if p is None or p is self._root:
+            return QModelIndex()
+        return self.createIndex(p.row, 0, p)
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+        if parent.isValid():
+            if parent.column() != 0:
+                return 0
+            return len(parent.internalPointer().children)
+        return len(self._root.children)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+        return len(self.COLUMNS)
+
+    def hasChildren(self, parent: _Index = QModelIndex()) -> bool:
+        return self.rowCount(parent) > 0
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(self.COLUMNS):
+            return self.COLUMNS[section]
+        return None
+
+    def flags(self, index: _Index) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        it: TreeItem = index.internalPointer()
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return it.name
+            if col == 1:
+                return it.status_text
+            if col == 2:
+                return it.shape
+            if col == 3:
+                return it.dtype
+            if col == 4:
+                return fmt_count(it.numel) if it.numel else ""
+            if col == 5:
+                return it.how
+            return None
+        if role == Qt.ItemDataRole.DecorationRole:
+            if col == 0 and it.kind != "none":
+                return palette.icon(it.kind)
+            return None
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == 1:
+                return palette.color(it.kind) if it.kind in palette.TROUBLE or it.is_param else None
+            if col == 2 and not it.is_param:
+                return palette.QColor(palette.MUTED_TEXT)
+            return None
+        if role == Qt.ItemDataRole.BackgroundRole:
+            if it.is_param and it.kind in palette.TROUBLE:
+                return palette.tint(it.kind)
+            return None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return it.tooltip
+        if role == KIND_ROLE:
+            return it.kind
+        if role == KEY_ROLE:
+            return it.path
+        if role == SORT_ROLE:
+            return it.numel if col == 4 else str(self.data(index))
+        if role == ITEM_ROLE:
+            return it
+        return None
