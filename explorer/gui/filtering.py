@@ -68,8 +68,13 @@ class FilterProxy(QSortFilterProxyModel):
 
     def set_active(self, active: bool) -> None:
         """Re-run filtering after the source flags changed."""
-        self._active = active
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter is deprecated there
+            self.beginFilterChange()
+            self._active = active
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._active = active
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         if not self._active:

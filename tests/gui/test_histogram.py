@@ -1,0 +1,107 @@
+"""Statistics and histograms of awkward tensors, read from mmap in a worker: constant, integer, bf16,
+NaN/Inf, empty, and a huge tensor whose data is a sparse hole (progress, cancel, stale results dropped)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.gui.conftest import LOAD_TIMEOUT, open_and_wait, select_and_measure, write_safetensors
+
+HUGE = 1 << 25  # float16 elements: 64 MB of hole
+
+
+@pytest.fixture
+def odd_file(tmp_path):
+    import torch
+
+    bf = (torch.linspace(-2, 2, 1000, dtype=torch.float32)).to(torch.bfloat16)
+    nan = np.array([1.0, 2.0, np.nan, np.inf, -np.inf, 3.0], dtype=np.float32)
+    tensors = {
+        "ln.weight": ("F32", [64], np.ones(64, dtype=np.float32).tobytes()),
+        "ids": ("I64", [1, 10], np.arange(10, dtype=np.int64).tobytes()),
+        "bf16": ("BF16", [1000], bf.view(torch.int16).numpy().tobytes()),
+        "nan": ("F32", [6], nan.tobytes()),
+        "allnan": ("F32", [3], np.full(3, np.nan, dtype=np.float32).tobytes()),
+        "empty": ("F32", [0, 4], b""),
+    }
+    p = tmp_path / "odd.safetensors"
+    write_safetensors(p, tensors, hole=("huge", "F16", [HUGE]))
+    return p
+
+
+def test_constant_integer_bf16_nan_empty(qtbot, window, odd_file):
+    open_and_wait(qtbot, window, checkpoint=str(odd_file))
+    h = window.details.histogram
+
+    st = select_and_measure(qtbot, window, "ln.weight")
+    assert st.constant and st.min == st.max == 1.0 and st.std == 0
+    assert h.counts.sum() == 64 and len(h.edges) == len(h.counts) + 1
+    assert "constant" in window.details.status.text()
+
+    st = select_and_measure(qtbot, window, "ids")
+    assert st.integer and st.min == 0 and st.max == 9
+    assert h.counts.sum() == 10
+
+    st = select_and_measure(qtbot, window, "bf16")
+    assert st.dtype == "bfloat16" and st.numel == 1000
+    assert h.counts.sum() == 1000 and abs(st.mean) < 1e-2
+
+    st = select_and_measure(qtbot, window, "nan")
+    assert (st.nan, st.inf) == (1, 2) and st.max == 3.0
+    assert h.counts.sum() == 3
+    assert window.details._stat_labels["NaN"].text() == "1"
+
+    st = select_and_measure(qtbot, window, "allnan")
+    assert st.nan == 3 and st.finite == 0
+    assert "no finite values" in h.message.textItem.toPlainText()
+
+    st = select_and_measure(qtbot, window, "empty")
+    assert st.numel == 0
+    assert "empty" in h.message.textItem.toPlainText()
+
+    # log-y and bin count controls redraw / recompute
+    h.log_y.setChecked(True)
+    with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
+        window.select_key("bf16")
+    with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
+        h.bins.setValue(32)
+    assert len(h.counts) <= 32
+
+
+def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_file, tmp_path):
+    open_and_wait(qtbot, window, checkpoint=str(odd_file))
+    jobs = window.session.jobs
+    # cancel: no result arrives, and the next selection still works
+    with qtbot.waitSignal(jobs.progress, timeout=LOAD_TIMEOUT):
+        window.select_key("huge")
+    with qtbot.waitSignal(jobs.finished, timeout=LOAD_TIMEOUT), qtbot.assertNotEmitted(window.details.statsReady):
+        window.details.cancel()
+    assert window.details.last_stats is None
+    # stale: select huge then immediately something small; only the small one is shown
+    window.select_key("huge")
+    st = select_and_measure(qtbot, window, "ln.weight")
+    assert st.name == "ln.weight" and window.details.last_stats is st
+    # and the whole huge tensor, streamed from the hole
+    st = select_and_measure(qtbot, window, "huge")
+    assert st.numel == HUGE and st.zeros == 1.0 and st.constant
+    assert window.details.histogram.counts.sum() == HUGE
+    # export
+    csv = tmp_path / "h.csv"
+    window.details.histogram.export_csv(str(csv))
+    assert csv.read_text().splitlines()[0] == "left,right,count"
+    png = tmp_path / "h.png"
+    window.details.histogram.export_png(str(png))
+    assert png.stat().st_size > 0
+
+
+def test_module_selection_pools_its_weights_and_overlay_api(qtbot, window, demo_dir):
+    open_and_wait(qtbot, window, demo=True)
+    st = select_and_measure(qtbot, window, "bert.encoder.layer.0.attention")
+    assert st.n_tensors == 10  # q/k/v and output dense weights and biases, output LayerNorm
+    sel = window.details.selection
+    assert sel.is_module and all(n.startswith("bert.encoder.layer.0.attention.") for n in sel.names)
+    h = window.details.histogram
+    h.set_overlay("fresh init", h.edges, h.counts / 2)
+    assert h.overlay.isVisible() and h.legend.isVisible()
+    h.clear_overlay()
+    assert not h.overlay.isVisible()
