@@ -1,0 +1,415 @@
+"""Fresh initialisation of one module at a time, and the "looks untrained" check.
+
+Fresh init: the model is built on the meta device (:func:`explorer.core.model.build_model`); for a key, only
+its owning module's *own* parameters and buffers are materialised on CPU (children and the rest of the model
+stay on meta, where init calls are no-ops), then the model's own initialisation runs, seeded, in the order a
+real ``Model(config)`` runs it: the torch default (``reset_parameters``) and then, for transformers models,
+``_init_weights`` of the owning module and of each ancestor (nearest first, each dispatched to its nearest
+``PreTrainedModel`` as ``initialize_weights``/``smart_apply`` does). Values that no init touches are reported
+as unknown (``None``), never as garbage: tensors are pre-filled with NaN / a sentinel. The meta model is
+restored afterwards, so one BuiltModel can serve many calls (guarded by a lock).
+
+"Looks untrained" (:func:`init_check`), per checkpoint tensor:
+
+* constant init (zeros biases, unit LayerNorm weights): ``score`` = fraction of values exactly equal to the
+  init constant; ``init_like`` iff all are.
+* random init: two-sample Kolmogorov-Smirnov between ≤ 100 000 values sampled deterministically (without
+  replacement) from the checkpoint and as many from the fresh init (cast to the checkpoint's dtype first, so
+  bf16 rounding does not count). ``ks`` = the D statistic, ``score`` = its asymptotic p-value
+  (1 = indistinguishable). ``init_like`` iff ``p >= P_MIN``.
+* buffers (position_ids, ...) are not learned: ``init_like`` is False, ``details`` says whether they equal
+  their init. Keys the model ignores or cannot place are "skipped".
+
+Calibration (all-MiniLM-L6-v2, BertModel, 104 tensors, ``seed=0``; tests/core/test_init_check.py pins it):
+
+* trained random-init tensors (40): D ≥ 0.046 (embeddings.position_embeddings, p = 4e-92); the largest
+  p-value is 3.7e-6 (embeddings.token_type_embeddings, only 768 values, D = 0.13); the rest have p ≈ 0.
+* the same 40 tensors replaced by the model's own fresh init with 6 other seeds (240 trials): smallest
+  p = 0.015, largest D = 0.060 (the 768-value token_type_embeddings; D is ≤ 0.012 at n = 1e5). p is
+  uniform under "is a fresh init", so P_MIN is also the false-alarm rate.
+* ``P_MIN = 1e-3``: 2.6 decades above the most init-like trained tensor, 1.2 below the least init-like
+  fresh one. D alone does not separate (0.046 trained vs 0.060 fresh on a tiny tensor).
+* constants: 62 trained biases / LayerNorm weights differ from their init (score 0.0); one tensor genuinely
+  sits at init: ``pooler.dense.bias`` is all zeros (the pooler is unused by sentence-transformers), so it
+  is flagged, correctly. ``embeddings.position_ids`` is ignored on load (skipped).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
+from .errors import ConfigError, ExplorerError
+from .model import BuiltModel, ModelSpec, build_model
+from .stats import Cancel, Cancelled, Progress
+
+if TYPE_CHECKING:
+    import torch
+
+P_MIN = 1e-3
+MAX_SAMPLES = 100_000
+_INT_SENTINEL = -(2**31) + 7
+
+
+# --------------------------------------------------------------------------------------------- fresh init
+
+
+def _split(key: str) -> tuple[str, str]:
+    path, _, local = key.rpartition(".")
+    return path, local
+
+
+class FreshInit:
+    """Fresh, seeded values of a model's tensors, one owning module at a time (small LRU cache)."""
+
+    def __init__(self, built: BuiltModel, *, seed: int = 0, cache_modules: int = 4) -> None:
+        self.built = built
+        self.seed = seed
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache_size = cache_modules
+        self._lock = threading.Lock()
+        self.notes: list[str] = []
+
+    def owner(self, key: str) -> tuple[Any, str]:
+        """(owning module, local name) of a model state-dict key; ConfigError if the model has no such key."""
+        path, local = _split(key)
+        try:
+            mod = self.built.module.get_submodule(path) if path else self.built.module
+        except AttributeError:
+            mod = None
+        if mod is None or (local not in mod._parameters and local not in mod._buffers):
+            raise ConfigError(f"{self.built.class_name}: no parameter or buffer named {key!r}")
+        return mod, local
+
+    def is_buffer(self, key: str) -> bool:
+        mod, local = self.owner(key)
+        return local in mod._buffers
+
+    def tensor(self, key: str) -> torch.Tensor | None:
+        """The freshly initialised tensor for ``key`` (CPU, model dtype), or None when no init sets it."""
+        self.owner(key)
+        path, local = _split(key)
+        with self._lock:
+            state = self._cache.get(path)
+            if state is None:
+                state = self._materialise(path)
+                self._cache[path] = state
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(path)
+        return state.get(local)
+
+    def _materialise(self, path: str) -> dict[str, Any]:
+        import torch
+
+        root = self.built.module
+        mod = root.get_submodule(path) if path else root
+        chain = [root]  # root .. parent of mod
+        parts = path.split(".") if path else []
+        for i in range(1, len(parts)):
+            chain.append(root.get_submodule(".".join(parts[:i])))
+        originals: dict[tuple[str, str], Any] = {}
+        sentinels: dict[str, Any] = {}
+        try:
+            for kind in ("_parameters", "_buffers"):
+                store = getattr(mod, kind)
+                for name, t in list(store.items()):
+                    if t is None:
+                        continue
+                    new = torch.empty(t.shape, dtype=t.dtype, device="cpu")
+                    if new.is_floating_point() or new.is_complex():
+                        new.fill_(math.nan)
+                    elif new.dtype == torch.bool:
+                        new.fill_(False)
+                    else:
+                        new.fill_(_INT_SENTINEL if new.element_size() >= 4 else 0)
+                    sentinels[name] = new.clone()
+                    if kind == "_parameters":
+                        new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
+                    originals[(kind, name)] = t
+                    store[name] = new
+            seed = (self.seed * 1_000_003 + zlib.crc32(path.encode())) & 0x7FFF_FFFF
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(seed)
+                self._run_init(mod, chain)
+            out: dict[str, Any] = {}
+            for (kind, name), _ in originals.items():
+                v = getattr(mod, kind)[name].detach()
+                s = sentinels[name]
+                if v.numel() and (torch.equal(v, s) or (v.is_floating_point() and bool(torch.isnan(v).all()))):
+                    out[name] = None  # no init touched it
+                else:
+                    out[name] = v.clone()
+            return out
+        finally:
+            for (kind, name), t in originals.items():
+                getattr(mod, kind)[name] = t
+
+    def _run_init(self, mod: Any, chain: list[Any]) -> None:
+        from torch import nn
+
+        # torch defaults first, as the module's constructor does
+        if hasattr(mod, "reset_parameters") and not isinstance(mod, nn.MultiheadAttention):
+            self._try(mod.reset_parameters, mod)
+        elif isinstance(mod, nn.MultiheadAttention):
+            self._try(mod._reset_parameters, mod)
+        if not self.built.is_transformers:
+            for anc in reversed(chain):  # nearest ancestor first (post-order, as construction)
+                if hasattr(anc, "reset_parameters") and anc is not mod:
+                    self._try(anc.reset_parameters, anc)
+            return
+        from transformers import PreTrainedModel
+        from transformers import initialization as hf_init
+
+        full = chain + [mod]
+        with hf_init.guard_torch_init_functions():
+            for depth in range(len(full) - 1, -1, -1):
+                target = full[depth]
+                pm = next((m for m in reversed(full[: depth + 1]) if isinstance(m, PreTrainedModel)), None)
+                if pm is None:
+                    continue
+                self._try(lambda pm=pm, target=target: pm._init_weights(target), target)
+
+    def _try(self, fn: Callable[[], Any], mod: Any) -> None:
+        try:
+            fn()
+        except Exception as e:  # an init that cannot run with meta neighbours; its own params stay unknown
+            note = f"{type(mod).__name__}: init raised {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            if note not in self.notes:
+                self.notes.append(note)
+
+
+def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None, default_config: str | None = None) -> BuiltModel:
+    if isinstance(spec_or_built, BuiltModel):
+        return spec_or_built
+    return build_model(spec_or_built, checkpoint_dtype=checkpoint_dtype, default_config=default_config)
+
+
+def fresh_tensor(spec_or_built: ModelSpec | BuiltModel | FreshInit, key: str, *, seed: int = 0) -> torch.Tensor:
+    """The model's own fresh initialisation of ``key`` (a model state-dict key), seeded, on CPU.
+
+    Only the owning module's own tensors are materialised. Pass a FreshInit to reuse its cache.
+    Raises ConfigError for an unknown key or when no initialisation sets the tensor.
+    """
+    fi = spec_or_built if isinstance(spec_or_built, FreshInit) else FreshInit(_built(spec_or_built), seed=seed)
+    t = fi.tensor(key)
+    if t is None:
+        raise ConfigError(f"{fi.built.class_name}: {key!r}: no initialisation sets this tensor (not in _init_weights/reset_parameters)")
+    return t
+
+
+# --------------------------------------------------------------------------------------------- KS test
+
+
+def sample_values(flat: Any, *, k: int = MAX_SAMPLES, seed: int = 0) -> Any:
+    """≤ k values of a flat tensor as float32 (finite only), sampled deterministically.
+
+    Without replacement up to 16M elements (duplicates would make the KS p-value anti-conservative), with
+    replacement beyond (duplicates are then < 1 %)."""
+    import torch
+
+    import numpy as np
+
+    n = flat.numel()
+    if n <= k:
+        x = flat
+    else:
+        rng = np.random.default_rng(seed)
+        # Generator.choice without replacement is O(k) for k << n (Floyd's algorithm)
+        idx = rng.choice(n, size=k, replace=False) if n <= 1 << 24 else rng.integers(0, n, size=k)
+        idx.sort()  # mmap locality
+        x = flat[torch.from_numpy(idx)]
+    x = x.to(torch.float32)
+    return x[torch.isfinite(x)]
+
+
+def ks_2samp(x: Any, y: Any) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov: (D, asymptotic p-value). Inputs are 1-D float tensors."""
+    import numpy as np
+
+    n, m = x.numel(), y.numel()
+    if n == 0 or m == 0:
+        return 1.0, 0.0
+    xs = np.sort(x.detach().cpu().numpy().astype(np.float64))
+    ys = np.sort(y.detach().cpu().numpy().astype(np.float64))
+    allv = np.concatenate([xs, ys])
+    cdf_x = np.searchsorted(xs, allv, side="right") / n
+    cdf_y = np.searchsorted(ys, allv, side="right") / m
+    d = float(np.abs(cdf_x - cdf_y).max())
+    en = math.sqrt(n * m / (n + m))
+    return d, _kolmogorov_q((en + 0.12 + 0.11 / en) * d)
+
+
+def _kolmogorov_q(lam: float) -> float:
+    """Q_KS(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²) (Numerical Recipes' probks)."""
+    if lam < 1e-3:
+        return 1.0
+    total, sign, prev = 0.0, 1.0, 0.0
+    for k in range(1, 101):
+        term = sign * 2.0 * math.exp(-2.0 * k * k * lam * lam)
+        total += term
+        if abs(term) <= 1e-10 * prev or abs(term) <= 1e-12 * total:
+            return min(max(total, 0.0), 1.0)
+        sign, prev = -sign, abs(term)
+    return 1.0
+
+
+# --------------------------------------------------------------------------------------------- init check
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """One checkpoint tensor against its fresh init.
+
+    ``kind``: "random" (KS test), "constant" (exact check), "buffer" (not learned; never init_like),
+    "skipped" (no model key, shape differs, no known init, or not a float tensor).
+    ``score`` in [0, 1]: higher = more like a fresh init (KS p-value, or fraction equal to the constant).
+    """
+
+    name: str
+    key: str | None
+    init_like: bool
+    score: float | None
+    ks: float | None
+    kind: str
+    details: str = ""
+    ckpt_std: float | None = None
+    init_std: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "init_like": self.init_like, "score": self.score, "ks": self.ks,
+                "kind": self.kind, "details": self.details, "checkpoint_std": self.ckpt_std, "init_std": self.init_std}
+
+
+def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_buffer: bool = False, seed: int = 0) -> InitResult:
+    """Decide whether checkpoint ``values`` (flat tensor, any dtype) look like the ``fresh`` init tensor."""
+    import torch
+
+    if fresh is None:
+        return InitResult(name, key, False, None, None, "skipped", "no initialisation known for this tensor")
+    fresh = fresh.reshape(-1)
+    if values.numel() != fresh.numel():
+        return InitResult(name, key, False, None, None, "skipped", f"{values.numel()} values vs {fresh.numel()} in the model")
+    if is_buffer or not (values.is_floating_point() and fresh.is_floating_point()):
+        same = torch.equal(values.to(fresh.dtype), fresh) if values.numel() else True
+        return InitResult(name, key, False, None, None, "buffer" if is_buffer else "skipped",
+                          ("buffer (not learned); " if is_buffer else "not a float tensor; ") + ("equals its init" if same else "differs from its init"))
+    f32 = fresh.to(values.dtype).to(torch.float32)  # round the init like the checkpoint's dtype
+    if values.numel() == 0:
+        return InitResult(name, key, False, None, None, "skipped", "empty tensor")
+    fmin, fmax = torch.aminmax(f32)
+    if float(fmin) == float(fmax):
+        c = float(fmin)
+        equal = 0
+        for s in range(0, values.numel(), 1 << 22):
+            equal += int((values[s : s + (1 << 22)].to(torch.float32) == c).sum())
+        frac = equal / values.numel()
+        return InitResult(name, key, frac == 1.0, frac, None, "constant",
+                          f"init is constant {c:g}; {frac:.1%} of values equal it")
+    xs = sample_values(values, seed=seed)
+    ys = sample_values(f32, seed=seed + 1)
+    d, p = ks_2samp(xs, ys)
+    cstd, istd = float(xs.std()) if xs.numel() > 1 else 0.0, float(ys.std()) if ys.numel() > 1 else 0.0
+    like = p >= P_MIN
+    return InitResult(name, key, like, p, d, "random",
+                      f"KS D={d:.4f} p={p:.2g} (n={xs.numel()}, m={ys.numel()}); std {cstd:.4g} vs init {istd:.4g}", cstd, istd)
+
+
+def iter_init_check(
+    checkpoint: str | CheckpointIndex | TensorReader,
+    spec: ModelSpec | None = None,
+    *,
+    key_mapping: dict[str, str] | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Iterator[InitResult]:
+    """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time."""
+    from .matching import Status, match
+    from .model import module_tree
+
+    if isinstance(checkpoint, TensorReader):
+        reader, owned = checkpoint, False
+    else:
+        index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint)
+        reader, owned = TensorReader(index), True
+    index = reader.index
+    try:
+        spec = spec or ModelSpec()
+        default_cfg = None
+        if not spec.model and not spec.config:
+            from pathlib import Path
+
+            if not (Path(index.folder) / "config.json").is_file():
+                raise ConfigError(f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model")
+            default_cfg = index.folder
+        built = _built(spec, index.first_float_dtype(), default_cfg)
+        rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
+        fi = FreshInit(built, seed=seed, cache_modules=1)
+        groups: dict[str, list[tuple[str, str | None]]] = {}
+        for name in index.tensors:
+            ck = rep.checkpoint_keys.get(name)
+            key = None
+            if ck is not None and ck.status is Status.MATCHED and len(ck.targets) == 1:
+                key = ck.targets[0]
+            groups.setdefault(_split(key)[0] if key else "\0", []).append((name, key))
+        total = len(index.tensors)
+        done = 0
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        for path, items in groups.items():
+            for name, key in items:
+                if key is None:
+                    ck = rep.checkpoint_keys.get(name)
+                    why = f"status {ck.status.value}" if ck is not None else "not matched"
+                    res = InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})")
+                else:
+                    res = compare_to_init(name, key, reader.flat(name), fi.tensor(key), is_buffer=fi.is_buffer(key), seed=seed)
+                done += 1
+                yield res
+                if progress is not None:
+                    progress(done, total)
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+    finally:
+        if owned:
+            reader.close()
+
+
+def init_check(
+    checkpoint: str | CheckpointIndex | TensorReader,
+    spec: ModelSpec | None = None,
+    *,
+    key_mapping: dict[str, str] | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> list[InitResult]:
+    """Which checkpoint tensors look like the model's fresh initialisation ("looks untrained").
+
+    ``spec`` defaults to the config.json beside the checkpoint. Names are on-disk names; the model key each
+    loads into comes from the match report. ``progress(done, total)`` counts tensors. Raises ExplorerError
+    subclasses for bad inputs and Cancelled on cancel. See the module docstring for the decision rule.
+    """
+    return list(iter_init_check(checkpoint, spec, key_mapping=key_mapping, seed=seed, progress=progress, cancel=cancel))
+
+
+def rollup_init(results: list[InitResult], *, depth: int | None = None) -> dict[str, tuple[int, int]]:
+    """Per module group (see stats.layer_of): (init-like tensors, tensors checked), in first-seen order."""
+    from .stats import layer_of
+
+    out: dict[str, tuple[int, int]] = {}
+    for r in results:
+        g = layer_of(r.name, depth=depth)
+        a, b = out.get(g, (0, 0))
+        out[g] = (a + int(r.init_like), b + int(r.kind in ("random", "constant")))
+    return out
+
+
+__all__ = ["FreshInit", "InitResult", "fresh_tensor", "init_check", "iter_init_check", "compare_to_init", "ks_2samp",
+           "sample_values", "rollup_init", "ExplorerError"]
