@@ -65,7 +65,8 @@ def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=1, default=_default)
+    # no indent: the C encoder is ~10x faster, which matters for 50k-tensor checkpoints (pipe through jq to read)
+    sys.stdout.write(json.dumps(obj, default=_default, ensure_ascii=False))
     sys.stdout.write("\n")
 
 

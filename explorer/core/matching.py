@@ -331,6 +331,7 @@ def _match_transformers(
     from transformers.core_model_loading import (
         WeightConverter,
         WeightRenaming,
+        apply_renamings,
         convert_and_load_state_dict_in_model,
         dot_natural_key,
         rename_source_key,
@@ -358,9 +359,11 @@ def _match_transformers(
         weight_mapping=weight_mapping,
         ignore_mismatched_sizes=True,
     )
+    recorder = _Recorder()
     with _QuietTransformers():
         try:
-            info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)
+            with recorder:
+                info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)
         except Exception as e:  # a converter failing on unexpected shapes is a finding about the checkpoint
             raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {_one(e)}") from e
         missing_before_tie = set(info.missing_keys)
@@ -374,29 +377,29 @@ def _match_transformers(
     mismatched = {k: (tuple(a), tuple(b)) for k, a, b in info.mismatched_keys}
     tied_now = missing_before_tie - missing_after_tie  # loaded by tying to a present partner
 
-    # --- 2. per-key annotation with the same renaming function transformers used
+    # --- 2. per-key annotation from the renames transformers itself computed during step 1
     sources: dict[str, list[str]] = {}
     ck_how: dict[str, list[How]] = {}
     ck_targets: dict[str, tuple[str, ...]] = {}
     ck_reported: dict[str, str] = {}
     ck_converted: dict[str, bool] = {}
     converter_by_pattern = {p: c for c in converters for p in c.source_patterns}
+    seen = recorder.seen
     for name in sorted(index.tensors, key=dot_natural_key):
-        renamed, pattern = rename_source_key(name, renamings, converters, prefix, expected)
-        if renamed not in expected and name in expected:
-            renamed, pattern = rename_source_key(name, [], [], prefix, expected)
+        rec = seen.get(name)
+        if rec is None:  # not recorded (another transformers version): recompute the same way
+            rec = _rename_record(name, renamings, converters, prefix, expected, rename_source_key)
+        after_renamings, plain, renamed, pattern = rec
         hows: list[How] = []
-        plain, _ = rename_source_key(name, renamings, converters)  # without the prefix rule
+        if after_renamings != name:
+            user_only = apply_renamings(name, user_renamings) if user_renamings else name
+            if user_only != name:
+                hows.append(How.KEY_MAPPING)
+            if after_renamings != user_only:
+                hows.append(How.RENAMED)
         if pattern is not None:
             hows.append(How.CONVERTED)
-        elif plain != name:
-            user_only, _ = rename_source_key(name, user_renamings, [])
-            hows.append(How.KEY_MAPPING if user_only != name else How.RENAMED)
-            if user_only != name and rename_source_key(user_only, renamings[len(user_renamings):], [])[0] != user_only:
-                hows.append(How.RENAMED)
-        if renamed != plain and pattern is None:
-            hows.append(How.PREFIX_ADDED if renamed.endswith(plain) and len(renamed) > len(plain) else How.PREFIX_STRIPPED)
-        elif pattern is not None and renamed != plain:
+        if renamed != plain:
             hows.append(How.PREFIX_ADDED if len(renamed) > len(plain) else How.PREFIX_STRIPPED)
         if renamed in expected:
             if pattern is not None:
@@ -511,6 +514,72 @@ def _match_transformers(
         base_model_prefix=prefix,
         notes=tuple(notes),
     )
+
+
+class _Recorder:
+    """While transformers classifies the checkpoint, record what its own renaming produced for each key, and
+    skip the deep copy of a weight converter per source key that it throws away unless the target is new.
+
+    Records ``{on-disk name: (after renamings, after the converter, final name with prefix rule, converter
+    pattern)}`` for the call whose result was used. Everything patched is restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, str, str, str | None]] = {}
+
+    def __enter__(self) -> _Recorder:
+        from transformers import core_model_loading as cml
+
+        self._cml = cml
+        self._saved = (cml.rename_source_key, cml.apply_converters, cml.deepcopy)
+        orig_rename, orig_convert, orig_deepcopy = self._saved
+        seen = self.seen
+        last: dict[str, str] = {}
+        spare: dict[int, Any] = {}
+        converter_type = cml.WeightConverter
+
+        def rename_source_key(source_key, weight_renamings, weight_converters, base_model_prefix=None, meta_state_dict=None, reverse=False):
+            last.clear()
+            out = orig_rename(source_key, weight_renamings, weight_converters, base_model_prefix, meta_state_dict, reverse)
+            if meta_state_dict is not None and not reverse:
+                seen[source_key] = (last.get("in", source_key), last.get("out", source_key), out[0], out[1])
+            return out
+
+        def apply_converters(source_key, weight_converters):
+            out = orig_convert(source_key, weight_converters)
+            last["in"], last["out"] = source_key, out[0]
+            return out
+
+        def deepcopy(obj, memo=None):
+            # transformers deep-copies the converter for every source key, then keeps the copy only for the
+            # first key of each target (setdefault); a copy that received no tensors was discarded: reuse it
+            if isinstance(obj, converter_type):
+                prev = spare.get(id(obj))
+                if prev is not None and not prev.collected_tensors:
+                    return prev
+                spare[id(obj)] = new = orig_deepcopy(obj)
+                return new
+            return orig_deepcopy(obj, memo)
+
+        cml.rename_source_key, cml.apply_converters, cml.deepcopy = rename_source_key, apply_converters, deepcopy
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cml = self._cml
+        cml.rename_source_key, cml.apply_converters, cml.deepcopy = self._saved
+
+
+def _rename_record(name, renamings, converters, prefix, expected, rename_source_key) -> tuple[str, str, str, str | None]:
+    """The same record as _Recorder, computed directly (fallback)."""
+    from transformers.core_model_loading import apply_converters, apply_renamings
+
+    renamed, pattern = rename_source_key(name, renamings, converters, prefix, expected)
+    if renamed not in expected and name in expected:
+        renamed, pattern = rename_source_key(name, [], [], prefix, expected)
+        return name, name, renamed, pattern
+    after = apply_renamings(name, renamings)
+    plain, _ = apply_converters(after, converters)
+    return after, plain, renamed, pattern
 
 
 def _tie_partner(key: str, tie_map: Mapping[str, str], reverse: Mapping[str, str]) -> str | None:

@@ -396,3 +396,31 @@ def test_real_minilm_into_heads(minilm, arch):
         assert rep.is_clean
     else:
         assert rep.model_keys["bert.encoder.layer.5.output.dense.weight"].status is Status.MATCHED
+
+
+# --------------------------------------------------------------------------------------------- instrumentation
+
+
+def test_recorded_renames_equal_direct_computation(mixtral_legacy, bert_base, monkeypatch):
+    """The annotation read from transformers' own calls equals recomputing it, and nothing stays patched."""
+    import copy
+
+    from transformers import core_model_loading as cml
+
+    from explorer.core import matching
+
+    fast = [report(d, ModelSpec(config=str(d), arch=a)) for d, a in ((mixtral_legacy, "MixtralForCausalLM"), (bert_base, "BertForMaskedLM"))]
+    assert cml.deepcopy is copy.deepcopy and cml.rename_source_key.__module__ == cml.__name__
+
+    class NoRecorder(matching._Recorder):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(matching, "_Recorder", NoRecorder)
+    slow = [report(d, ModelSpec(config=str(d), arch=a)) for d, a in ((mixtral_legacy, "MixtralForCausalLM"), (bert_base, "BertForMaskedLM"))]
+    for a, b in zip(fast, slow):
+        assert a.checkpoint_keys == b.checkpoint_keys
+        assert a.model_keys == b.model_keys
