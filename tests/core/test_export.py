@@ -342,3 +342,20 @@ def test_bad_size_and_dtype(src, tmp_path):
     with pytest.raises(ExportError, match="dtype"):
         export_checkpoint(str(src), plan, tmp_path / "x", dtype="int3")
     assert not (tmp_path / "x").exists()
+
+
+def test_torch_pickle_source_becomes_safetensors(tmp_path):
+    """A zip-pickle .bin (read with weights_only, mmap) is written out as safetensors with identical values."""
+    src = tmp_path / "bin"
+    model = save_tiny("bert", "BertModel", tmp_path / "st")
+    src.mkdir()
+    shutil.copy(tmp_path / "st" / "config.json", src / "config.json")
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, src / "pytorch_model.bin")
+    before = checksums(src)
+    plan, rep = plan_for(src, "BertModel", auto_fix=True)
+    assert rep.index.format == "torch-zip" and rep.is_clean
+    res = export_checkpoint(str(src), plan, tmp_path / "out", dtype="float16")
+    assert res.is_clean
+    loaded = load_clean(tmp_path / "out", "BertModel")
+    assert torch.equal(loaded.encoder.layer[1].output.dense.weight, model.encoder.layer[1].output.dense.weight.half())
+    assert checksums(src) == before
