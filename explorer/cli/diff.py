@@ -1,0 +1,69 @@
+"""`ckpt-explorer diff`: checkpoint A vs B, tensor by tensor (streamed)."""
+from __future__ import annotations
+
+import argparse
+
+from . import EXIT_FINDINGS, EXIT_OK
+from .common import Style, add_json_arg, key_mapping, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="compare two checkpoints: same / changed / only_a / only_b / shape_mismatch",
+        description="Per tensor: status, relative change |B-A|/|A|, cosine similarity, max abs diff (values in "
+        "float32), streamed over mmap. Different prefixes (module., bert.) are paired automatically or with "
+        "--key-mapping (applied to both sides). Exit 0 identical, 1 differences, 2 error.",
+    )
+    p.add_argument("a", help="checkpoint A (file or Hugging Face folder)")
+    p.add_argument("b", help="checkpoint B")
+    p.add_argument("--key-mapping", metavar="JSON", help='rename keys of both sides, e.g. \'{"^module\\\\.": ""}\'')
+    p.add_argument("--all", action="store_true", help="text mode: list unchanged tensors too")
+    p.add_argument("--depth", type=int, default=None, help="roll-up depth in key components (default: per layer)")
+    add_json_arg(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.checkpoint import open_checkpoint
+    from ..core.stats import SAME, diff_checkpoints, module_rollup, pair_keys
+    from .stats import stderr_progress
+
+    ia, ib = open_checkpoint(args.a), open_checkpoint(args.b)
+    km = key_mapping(args)
+    pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
+    entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))
+    roll = module_rollup(entries, depth=args.depth)
+    differ = [e for e in entries if e.status != SAME]
+    if args.json:
+        print_json({
+            "a": ia.path, "b": ib.path,
+            "key_mapping": {"a": dict(pairing.mapping_a), "b": dict(pairing.mapping_b)},
+            "tensors": [e.to_json() for e in entries],
+            "modules": [m.to_json() for m in roll],
+        })
+        return EXIT_FINDINGS if differ else EXIT_OK
+    s = Style()
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    print(s(f"A: {ia.path}\nB: {ib.path}", "1"))
+    if pairing.mapping_a or pairing.mapping_b:
+        print(f"  keys paired through: A {dict(pairing.mapping_a) or '{}'}, B {dict(pairing.mapping_b) or '{}'}")
+    print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    rows = entries if args.all else differ
+    if rows:
+        print(s(f"\n  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
+    for e in rows:
+        print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_f(e.cosine, 6):>9} {_f(e.max_abs_diff):>10}"
+              + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status == "shape_mismatch" else ""))
+    moved = [m for m in roll if m.n_changed]
+    if moved:
+        print(s("\n  per module (relative change, most moved first):", "2"))
+        for m in sorted(moved, key=lambda m: -(m.rel_change or 0.0)):
+            print(f"  {m.prefix:<40} {_f(m.rel_change):>10}  {m.n_changed}/{m.n_tensors} tensors differ")
+    return EXIT_FINDINGS if differ else EXIT_OK
+
+
+def _f(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"

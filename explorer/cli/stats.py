@@ -1,0 +1,78 @@
+"""`ckpt-explorer stats`: streamed per-tensor statistics and histograms."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from . import EXIT_OK
+from .common import Style, add_json_arg, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="per-tensor statistics and histograms (streamed over mmap)",
+        description="Mean, std, min/max, zeros, NaN/Inf, L2 norm and a histogram for each tensor (default: all), "
+        "streamed chunk by chunk. Exit 0 ok, 2 error.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="tensor names as on disk (default: every tensor)")
+    p.add_argument("--bins", type=int, default=64, metavar="N", help="histogram bins (default 64)")
+    p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
+    add_json_arg(p)
+    p.set_defaults(run=run)
+
+
+def stderr_progress(label: str) -> Callable[[int, int], None] | None:
+    """A throttled one-line progress printer on stderr, or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    last = [-1]
+
+    def cb(done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if pct != last[0]:
+            last[0] = pct
+            sys.stderr.write(f"\r{label}: {pct:3d}%")
+            if done >= total:
+                sys.stderr.write("\r" + " " * (len(label) + 6) + "\r")
+            sys.stderr.flush()
+
+    return cb
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.checkpoint import TensorReader, open_checkpoint
+    from ..core.errors import ExplorerError
+    from ..core.stats import stats_many
+
+    if args.bins < 1:
+        raise ExplorerError(f"--bins must be at least 1, found {args.bins}")
+    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
+    with TensorReader(index) as reader:
+        for k in args.keys:
+            reader._info(k)  # unknown names fail before any work
+        results = list(stats_many(reader, args.keys or None, bins=args.bins, progress=stderr_progress("stats")))
+    if args.json:
+        print_json({"checkpoint": index.path, "tensors": [s.to_json() for s in results]})
+        return EXIT_OK
+    s = Style()
+    print(s(index.path, "1"))
+    head = f"{'name':<52} {'dtype':<9} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} {'nan/inf':>8}"
+    print(s(head, "2"))
+    for st in results:
+        flags = " constant" if st.constant else ""
+        print(
+            f"{_short(st.name, 52):<52} {st.dtype:<9} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
+            f"{_g(st.max):>10} {st.zeros:>6.1%} {f'{st.nan}/{st.inf}':>8}{flags}"
+        )
+    return EXIT_OK
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _short(name: str, width: int) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
