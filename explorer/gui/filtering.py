@@ -6,7 +6,6 @@ parameter below it matches).
 """
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -37,9 +36,9 @@ class Filter:
             rx = re.compile(t, re.IGNORECASE | re.MULTILINE)
             return lambda s: rx.search(s) is not None
         if self.mode == "glob":
-            # a glob matches a whole line (one name), like a shell pattern; * crosses dots
-            rx = re.compile(fnmatch.translate(t).replace(r"\Z", "$"), re.IGNORECASE | re.MULTILINE)
-            return lambda s: rx.match(s) is not None or any(rx.match(x) for x in s.split("\n")[1:])
+            # a glob matches one whole name (one line of the search text), like a shell pattern; * crosses dots
+            rx = re.compile("^" + _glob_to_regex(t) + "$", re.IGNORECASE | re.MULTILINE)
+            return lambda s: rx.search(s) is not None
         low = t.lower()
         return lambda s: low in s.lower()
 
@@ -53,6 +52,29 @@ class Filter:
             e.visible = v
             n += v
         return n
+
+
+def _glob_to_regex(pattern: str) -> str:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^\n]*")
+        elif c == "?":
+            out.append("[^\n]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
 
 
 class FilterProxy(QSortFilterProxyModel):
@@ -85,6 +107,13 @@ class FilterProxy(QSortFilterProxyModel):
             it = p.children[source_row]
             return it.is_param and it.visible
         return src.rows[source_row].visible
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        src = self.sourceModel()
+        if getattr(src, "sorts_itself", False):
+            src.sort(column, order)  # the proxy keeps source order (column -1)
+            return
+        super().sort(column, order)
 
     def lessThan(self, left: QModelIndex | QPersistentModelIndex, right: QModelIndex | QPersistentModelIndex) -> bool:
         a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)

@@ -232,9 +232,11 @@ class MainWindow(QMainWindow):
         self.summary_label = QLabel("")
         self.summary_label.setObjectName("summaryText")
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
+        self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.suggest_label = QLabel("")
         self.suggest_label.setObjectName("suggestion")
+        self.suggest_label.setWordWrap(True)
         self.suggest_btn = QPushButton("Apply key mapping")
         self.suggest_btn.setToolTip("Recompute the report with the suggested key mapping")
         self.suggest_btn.clicked.connect(self.apply_suggestion)
@@ -464,10 +466,30 @@ class MainWindow(QMainWindow):
         self.table_proxy.set_active(flt.active)
         if flt.active:
             self.match_label.setText(f"{n_rows:,} of {len(self.table_model.rows):,} tensors")
-            if n_tree <= 400:
-                self.tree.expandAll()
+            self._expand_matches()
         else:
             self.match_label.setText("")
+
+    def _expand_matches(self, limit: int = 200) -> None:
+        """Expand the branches that lead to the first ``limit`` matching parameters."""
+        seen: set[int] = set()
+        n = 0
+        for it in self.tree_model.param_items():
+            if not it.visible:
+                continue
+            n += 1
+            if n > limit:
+                break
+            p = it.parent
+            chain = []
+            while p is not None and p is not self.tree_model.root and id(p) not in seen:
+                seen.add(id(p))
+                chain.append(p)
+                p = p.parent
+            for q in reversed(chain):
+                idx = self.tree_proxy.mapFromSource(self.tree_model.createIndex(q.row, 0, q))
+                if idx.isValid():
+                    self.tree.expand(idx)
 
     def focus_search(self) -> None:
         self.search.setFocus()

@@ -19,6 +19,7 @@ NOT_ON_DISK = "(not in checkpoint)"
 
 
 class TensorTableModel(QAbstractTableModel):
+    sorts_itself = True  # FilterProxy forwards sort() here
     COLUMNS = ("Status", "On-disk name", "Model key", "Shape", "dtype", "Size", "How")
     STATUS, NAME, KEY, SHAPE, DTYPE, SIZE, HOW = range(7)
 
@@ -27,16 +28,57 @@ class TensorTableModel(QAbstractTableModel):
         self._rows: list[Row] = []
         self._by_key: dict[str, list[int]] = {}
         self._by_name: dict[str, int] = {}
+        self._sort: tuple[int, Qt.SortOrder] | None = None
 
     def set_rows(self, rows: list[Row]) -> None:
         self.beginResetModel()
-        self._rows = rows
+        self._rows = list(rows)
+        if self._sort is not None:
+            self._rows.sort(key=self._sort_key(self._sort[0]), reverse=self._sort[1] == Qt.SortOrder.DescendingOrder)
+        self._reindex()
+        self.endResetModel()
+
+    def _reindex(self) -> None:
+        rows = self._rows
         self._by_name = {r.name: i for i, r in enumerate(rows) if r.name}
         self._by_key = {}
         for i, r in enumerate(rows):
             if r.key:
                 self._by_key.setdefault(r.key.split(" (+", 1)[0], []).append(i)
-        self.endResetModel()
+
+    def _sort_key(self, column: int) -> Any:
+        c = self
+        if column == c.STATUS:
+            return lambda r: (_KIND_ORDER.get(r.kind, 99), r.name or r.key)
+        if column == c.NAME:
+            return lambda r: (not r.name, r.name)
+        if column == c.KEY:
+            return lambda r: (not r.key, r.key)
+        if column == c.SHAPE:
+            return lambda r: (r.numel, r.shape)
+        if column == c.DTYPE:
+            return lambda r: r.dtype
+        if column == c.SIZE:
+            return lambda r: r.nbytes
+        return lambda r: r.how
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the rows in Python (one key per row): a C++ proxy calling back into Python per comparison
+        is far too slow for 50k rows."""
+        if not (0 <= column < len(self.COLUMNS)):
+            return
+        self._sort = (column, order)
+        self.layoutAboutToBeChanged.emit()
+        old = self.persistentIndexList()
+        perm = sorted(range(len(self._rows)), key=lambda i, k=self._sort_key(column): k(self._rows[i]),
+                      reverse=order == Qt.SortOrder.DescendingOrder)
+        where = [0] * len(perm)
+        for new, i in enumerate(perm):
+            where[i] = new
+        self._rows = [self._rows[i] for i in perm]
+        self._reindex()
+        self.changePersistentIndexList(old, [self.index(where[i.row()], i.column()) if i.isValid() else QModelIndex() for i in old])
+        self.layoutChanged.emit()
 
     @property
     def rows(self) -> list[Row]:
