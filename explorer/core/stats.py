@@ -190,6 +190,7 @@ def tensor_stats(
     name: str | None = None,
     *,
     bins: int = 256,
+    hist_range: tuple[float, float] | None = None,
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -198,13 +199,15 @@ def tensor_stats(
 
     ``source`` is a TensorReader (preferred: reuse one per checkpoint), a CheckpointIndex or path plus the
     tensor ``name``; or a torch tensor / numpy array (``name`` is then only a label). Peak memory is about
-    one chunk of ``chunk_elems`` elements. Raises CheckpointError for unknown names, Cancelled on cancel.
+    one chunk of ``chunk_elems`` elements. ``hist_range=(lo, hi)`` fixes the histogram range (values outside
+    are not binned), so two histograms can be overlaid bin for bin. Raises CheckpointError for unknown
+    names, Cancelled on cancel.
     """
     t = _as_tensor(source)
     if t is None and name is None:
         raise CheckpointError("tensor_stats: a tensor name is needed when reading from a checkpoint")
-    return aggregate_stats(source, [name or "tensor"], label=name or "tensor", bins=bins, chunk_elems=chunk_elems,
-                           progress=progress, cancel=cancel)
+    return aggregate_stats(source, [name or "tensor"], label=name or "tensor", bins=bins, hist_range=hist_range,
+                           chunk_elems=chunk_elems, progress=progress, cancel=cancel)
 
 
 def aggregate_stats(
@@ -213,6 +216,7 @@ def aggregate_stats(
     *,
     label: str | None = None,
     bins: int = 256,
+    hist_range: tuple[float, float] | None = None,
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -226,7 +230,8 @@ def aggregate_stats(
         raise ExplorerError(f"bins must be at least 1, found {bins}")
     srcs, close = _sources(source, names)
     try:
-        return _stats(srcs, label if label is not None else _common_prefix(names), bins, chunk_elems, progress, cancel)
+        return _stats(srcs, label if label is not None else _common_prefix(names), bins, chunk_elems, progress, cancel,
+                      hist_range)
     finally:
         close()
 
@@ -244,7 +249,8 @@ def _common_prefix(names: Sequence[str]) -> str:
     return ".".join(out)
 
 
-def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: Progress | None, cancel: Cancel | None) -> TensorStats:
+def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: Progress | None, cancel: Cancel | None,
+           hist_range: tuple[float, float] | None = None) -> TensorStats:
     import torch
 
     dtypes = {s.dtype for s in srcs}
@@ -308,7 +314,11 @@ def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: 
     var = max(m2 / n, 0.0)
     l2 = math.sqrt(max(m2 + n * mean * mean, 0.0))
     constant = lo == hi
-    edges, counts = _histogram(srcs, integer, lo, hi, bins, chunk_elems, tick, n, bool(nan or inf))
+    if hist_range is not None and hist_range[1] > hist_range[0]:
+        edges, counts = _histogram(srcs, False, float(hist_range[0]), float(hist_range[1]), bins, chunk_elems, tick, n,
+                                   bool(nan or inf), as_float=integer)
+    else:
+        edges, counts = _histogram(srcs, integer, lo, hi, bins, chunk_elems, tick, n, bool(nan or inf))
     if progress is not None:
         progress(2 * numel, 2 * numel)
     return TensorStats(
@@ -318,7 +328,7 @@ def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: 
 
 
 def _histogram(srcs: list[_Src], integer: bool, lo: float, hi: float, bins: int, chunk_elems: int, tick: _Ticker,
-               n_finite: int, has_nonfinite: bool) -> tuple[tuple[float, ...], tuple[int, ...]]:
+               n_finite: int, has_nonfinite: bool, *, as_float: bool = False) -> tuple[tuple[float, ...], tuple[int, ...]]:
     import torch
 
     if lo == hi:  # constant: one bin around the value, no second pass needed
@@ -340,8 +350,8 @@ def _histogram(srcs: list[_Src], integer: bool, lo: float, hi: float, bins: int,
     counts64 = torch.zeros(bins, dtype=torch.float64)
     for s in srcs:
         for raw in s.chunks(chunk_elems):
-            x = _prep(raw, integer)
-            if integer:
+            x = _prep(raw, integer or as_float)
+            if integer or as_float:
                 x = x.to(torch.float64)
             elif has_nonfinite:
                 x = x[torch.isfinite(x)]

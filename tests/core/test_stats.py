@@ -131,3 +131,13 @@ def test_huge_sparse_tensor_streams_with_progress_and_cancel(tmp_path: Path) -> 
         with pytest.raises(Cancelled):
             tensor_stats(r, "big", chunk_elems=1 << 22, cancel=cancel)
         assert len(polls) == 4  # stopped after 3 chunks, not at the end
+
+
+def test_fixed_histogram_range_for_overlays() -> None:
+    t = torch.linspace(-2, 2, 401)
+    s = tensor_stats(t, "x", bins=4, hist_range=(-1.0, 1.0))
+    assert s.edges == (-1.0, -0.5, 0.0, 0.5, 1.0)
+    assert list(s.counts) == [int(c) for c in torch.histc(t, bins=4, min=-1, max=1)]
+    assert s.min == -2.0  # moments still cover every value
+    c = tensor_stats(torch.ones(10), "ln", bins=4, hist_range=(0.0, 2.0))
+    assert c.counts == (0, 0, 10, 0)
