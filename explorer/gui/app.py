@@ -70,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
     from .main_window import MainWindow
 
     win = MainWindow(interactive=not shot)
+    from .plan_editor import install_plan_editor
+
+    install_plan_editor(win)  # "Plan" tab + menu, context menus and badges on the tree/table
     if getattr(args, "compare", None):
         win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
     if shot:
