@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from . import palette
-from .entries import Row, TreeItem, fmt_bytes, fmt_count
+from .entries import UNPLACED, Row, TreeItem, fmt_bytes, fmt_count
 from .histogram import HistogramWidget
 from .session import Session
 
@@ -196,7 +196,9 @@ class DetailsPanel(QWidget):
         reader = self.session.reader
         if reader is None:
             return
-        bins = self.histogram.bins.value()
+        # small tensors get fewer bins (about sqrt(n)) so the shape is not noise; the spin box is the maximum
+        numel = sum(reader.index.tensors[n].numel for n in sel.names if n in reader.index.tensors)
+        bins = max(8, min(self.histogram.bins.value(), int(numel ** 0.5) or 8))
         key = (sel.names, bins)
         hit = self.session.cached_stats(key)
         if hit is not None:
@@ -220,7 +222,7 @@ class DetailsPanel(QWidget):
             return
         key, st = value  # type: ignore[misc]
         self.session.cache_stats(key, st)
-        if self.selection is not None and key == (self.selection.names, self.histogram.bins.value()):
+        if self.selection is not None and key[0] == self.selection.names:
             self._show(st)
 
     def _on_error(self, channel: str, msg: str) -> None:
@@ -320,7 +322,8 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
     lk = palette.look(it.kind)
     if it.is_param:
         facts = [("Status", it.status_text)] + ([("How", it.how)] if it.how else [])
-        facts.append(("Model key", it.path))
+        unplaced = it.parent is not None and it.parent.name == UNPLACED
+        facts.append(("On disk" if unplaced else "Model key", it.path if not unplaced else f"{it.path} (no model key)"))
         if it.ckpt_names and it.ckpt_names != (it.path,):
             facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))
         names = tuple(n for n in it.ckpt_names if n in report.index.tensors)

@@ -105,7 +105,7 @@ class MainWindow(QMainWindow):
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setHighlightSections(False)
-        for col, w in enumerate((126, 300, 300, 100, 70, 72, 200)):
+        for col, w in enumerate((150, 290, 290, 100, 70, 72, 200)):
             self.table.setColumnWidth(col, w)
 
         self.details = DetailsPanel(self.session)
