@@ -385,7 +385,9 @@ def _match_transformers(
     ck_converted: dict[str, bool] = {}
     converter_by_pattern = {p: c for c in converters for p in c.source_patterns}
     seen = recorder.seen
-    for name in sorted(index.tensors, key=dot_natural_key):
+    # transformers visited the keys in natural order: reuse its order instead of sorting 50k keys again
+    order = list(seen) if len(seen) == len(index.tensors) else sorted(index.tensors, key=dot_natural_key)
+    for name in order:
         rec = seen.get(name)
         if rec is None:  # not recorded (another transformers version): recompute the same way
             rec = _rename_record(name, renamings, converters, prefix, expected, rename_source_key)
