@@ -148,9 +148,9 @@ class Plan:
         spec = report.spec
         reinit = [k for k, m in report.model_keys.items() if m.status in (Status.MISSING, Status.MISMATCHED)]
         drop = [c.name for c in report.checkpoint_keys.values() if c.status is Status.UNEXPECTED]
-        return cls(
-            checkpoint=report.index.path,
-            config=spec.config if spec else None,
+        return cls(  # absolute paths: a plan file is used from other working directories
+            checkpoint=os.path.abspath(report.index.path),
+            config=os.path.abspath(spec.config) if spec and spec.config else None,
             arch=report.arch if spec and spec.is_transformers else None,
             model=spec.model if spec else None,
             model_kwargs=dict(spec.model_kwargs) if spec else {},
