@@ -73,6 +73,11 @@ def main(args: argparse.Namespace) -> int:
     from .plan_editor import install_plan_editor
 
     install_plan_editor(win)  # "Plan" tab + menu, context menus and badges on the tree/table
+    from .compare_panel import install_compare_panel
+    from .init_panel import install_init_panel
+
+    install_init_panel(win)  # "Looks untrained" tab + fresh-init overlay in the details histogram
+    install_compare_panel(win)  # "Compare A/B" tab + menu (--compare OTHER)
     if getattr(args, "compare", None):
         win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
     if shot:

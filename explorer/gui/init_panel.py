@@ -1,0 +1,293 @@
+"""The "Looks untrained" tab and the fresh-init overlay in the details histogram.
+
+Install with ``install_init_panel(window)``.
+
+- Overlay: when the details panel has drawn a single tensor's histogram, the tensor's owning module is
+  materialised with the model's own init (``explorer.core.fresh.FreshInit``, one module, seeded) in a worker on
+  the ``"fresh"`` channel; its histogram over the same range is drawn as an overlay ("fresh init"), and the
+  two distributions' figures and the KS verdict are shown side by side under the stats.
+- Init check: the whole checkpoint against fresh inits (``iter_init_check``), in a worker on the
+  ``"init_check"`` channel with progress and cancel; a sortable table with a "looks untrained" column, a
+  filter, and a per-layer roll-up. Double-click selects the tensor in the tree.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QColor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import palette
+from .compare_panel import RecordTableModel, _num, _Proxy, _sortable, make_table
+
+UNTRAINED = "✗ looks untrained"
+
+
+class InitPanel(QWidget):
+    """Init-check results for the open checkpoint, and the fresh-init overlay of the details histogram."""
+
+    checkReady = Signal(object)  # list[InitResult]
+    overlayReady = Signal(object)  # (names, fresh TensorStats, InitResult)
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window = window
+        self.session = window.session
+        self.details = window.details
+        self.results: list[Any] = []
+        self._fresh: Any = None  # (report id, FreshInit)
+
+        self.btn_run = QPushButton("Check for untrained tensors")
+        self.btn_run.setToolTip("Compare every tensor with the model's own fresh initialisation (one module at a time)")
+        self.btn_run.clicked.connect(self.run)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)
+        self.progress.setMaximumWidth(180)
+        self.cancel_btn = QToolButton(text="Cancel")
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.only_flagged = QCheckBox("only “looks untrained”")
+        self.only_flagged.toggled.connect(self._refilter)
+        self.summary = QLabel("not run yet")
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        top = QHBoxLayout()
+        top.addWidget(self.btn_run)
+        top.addWidget(self.summary, 1)
+        top.addWidget(self.progress)
+        top.addWidget(self.cancel_btn)
+        top.addWidget(self.only_flagged)
+
+        def bg(rec: Any, col: int) -> QColor | None:
+            return palette.tint("missing") if col == 1 and rec.init_like else None
+
+        self.model = RecordTableModel([
+            ("tensor", lambda r: r.name, lambda r: r.name),
+            ("looks untrained", lambda r: UNTRAINED if r.init_like else ("✓ trained" if r.kind in ("random", "constant") else "—"),
+             lambda r: (0 if r.init_like else 1 if r.kind in ("random", "constant") else 2)),
+            ("score", lambda r: _score(r.score), lambda r: _sortable(r.score)),
+            ("KS D", lambda r: _num(r.ks), lambda r: _sortable(r.ks)),
+            ("kind", lambda r: r.kind, lambda r: r.kind),
+            ("details", lambda r: r.details, lambda r: r.details),
+        ], self, background=bg)
+        self.proxy = _Proxy(self)
+        self.table = make_table(self.model, self.proxy)
+        for col, w in enumerate((320, 140, 80, 70, 80)):
+            self.table.setColumnWidth(col, w)
+        self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+        self.table.doubleClicked.connect(self._on_double)
+
+        self.roll_model = RecordTableModel([
+            ("module / layer", lambda m: m[0], lambda m: m[0]),
+            ("look untrained", lambda m: f"{m[1]}/{m[2]}", lambda m: m[1]),
+        ], self, background=lambda m, c: palette.tint("missing") if m[1] else None)
+        self.roll_table = make_table(self.roll_model, _Proxy(self))
+        self.roll_table.setColumnWidth(0, 220)
+        self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.table)
+        split.addWidget(self.roll_table)
+        split.setSizes([760, 300])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        self._set_busy(False)
+
+        # the overlay line under the details stats
+        self.overlay_label = QLabel("")
+        self.overlay_label.setObjectName("muted")
+        self.overlay_label.setWordWrap(True)
+        self.overlay_label.setTextFormat(Qt.TextFormat.RichText)
+        info = self.details.findChild(QWidget, "detailsInfo")
+        if info is not None and info.layout() is not None:
+            info.layout().insertWidget(info.layout().count() - 1, self.overlay_label)
+
+        jobs = self.session.jobs
+        jobs.result.connect(self._on_result)
+        jobs.error.connect(self._on_error)
+        jobs.progress.connect(self._on_progress)
+        jobs.finished.connect(self._on_finished)
+        self.session.loaded.connect(self._on_loaded)
+        self.details.statsReady.connect(self._on_stats)
+
+    # ------------------------------------------------------------------ init check
+    def run(self) -> None:
+        rep = self.session.report
+        if rep is None:
+            return
+        if rep.spec is None:
+            self.summary.setText("needs a model: open a checkpoint with a config.json (or choose one)")
+            return
+        index, spec, km = rep.index, rep.spec, rep.key_mapping
+        self.results = []
+        self.model.set_records([])
+        self.roll_model.set_records([])
+        self.summary.setText("checking…")
+        self._set_busy(True)
+
+        def job(progress: Any, cancelled: Any) -> Any:
+            from ..core.fresh import init_check, rollup_init
+
+            res = init_check(index, spec, key_mapping=dict(km) if km else None, progress=progress, cancel=cancelled)
+            return res, rollup_init(res)
+
+        self.session.jobs.start("init_check", job)
+
+    def cancel(self) -> None:
+        self.session.jobs.cancel("init_check")
+        self._set_busy(False)
+        self.summary.setText("cancelled")
+
+    def flagged(self) -> list[str]:
+        return [r.name for r in self.results if r.init_like]
+
+    # ------------------------------------------------------------------ overlay
+    def _fresh_init(self, rep: Any) -> Any:
+        """One FreshInit per report (built lazily in the worker; the meta model is cheap)."""
+        from ..core.fresh import FreshInit
+        from ..core.model import build_model
+
+        cached = self._fresh
+        if cached is not None and cached[0] is rep:
+            return cached[1]
+        default = rep.index.folder if not (rep.spec.config or rep.spec.model) else None
+        fi = FreshInit(build_model(rep.spec, checkpoint_dtype=rep.index.first_float_dtype(), default_config=default), seed=0)
+        self._fresh = (rep, fi)
+        return fi
+
+    def _on_stats(self, st: Any) -> None:
+        self.overlay_label.setText("")
+        sel = self.details.selection
+        rep = self.session.report
+        if sel is None or rep is None or rep.spec is None or sel.is_module or len(sel.names) != 1 or not st.counts:
+            return
+        name = sel.names[0]
+        ck = rep.checkpoint_keys.get(name)
+        if ck is None or ck.status.value != "matched" or len(ck.targets) != 1:
+            return
+        key = ck.targets[0]
+        reader = self.session.reader
+        names, edges, bins = sel.names, (st.edges[0], st.edges[-1]), len(st.counts)
+
+        def job(progress: Any, cancelled: Any) -> Any:
+            from ..core.fresh import compare_to_init
+            from ..core.stats import tensor_stats
+
+            fi = self._fresh_init(rep)
+            fresh = fi.tensor(key)
+            if fresh is None:
+                return names, None, None
+            fst = tensor_stats(fresh, key, bins=bins, hist_range=edges if edges[1] > edges[0] else None)
+            res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key))
+            return names, fst, res
+
+        self.session.jobs.start("fresh", job)
+
+    def _show_overlay(self, names: Any, fst: Any, res: Any) -> None:
+        sel = self.details.selection
+        if sel is None or sel.names != names:
+            return
+        if fst is None:
+            self.overlay_label.setText("fresh init: no initialisation known for this tensor")
+            return
+        if fst.counts:
+            self.details.histogram.set_overlay("fresh init", fst.edges, fst.counts)
+        st = self.details.last_stats
+        verdict = (f"<b style='color:{palette.look('missing').color}'>{UNTRAINED}</b>" if res.init_like
+                   else "✓ differs from a fresh init" if res.kind in ("random", "constant") else res.details)
+        self.overlay_label.setText(
+            f"<table><tr><td></td><td><b>checkpoint</b></td><td><b>fresh init</b></td></tr>"
+            f"<tr><td>mean</td><td>{_num(st.mean) if st else '—'}</td><td>{_num(fst.mean)}</td></tr>"
+            f"<tr><td>std</td><td>{_num(st.std) if st else '—'}</td><td>{_num(fst.std)}</td></tr>"
+            f"<tr><td>min</td><td>{_num(st.min) if st else '—'}</td><td>{_num(fst.min)}</td></tr>"
+            f"<tr><td>max</td><td>{_num(st.max) if st else '—'}</td><td>{_num(fst.max)}</td></tr></table>"
+            f"{verdict} <span style='color:{palette.MUTED_TEXT}'>({_short_details(res)})</span>")
+        self.overlayReady.emit((names, fst, res))
+
+    # ------------------------------------------------------------------ slots
+    def _on_loaded(self, _loaded: Any) -> None:
+        self.session.jobs.cancel("init_check")
+        self.results = []
+        self.model.set_records([])
+        self.roll_model.set_records([])
+        self._fresh = None
+        self.summary.setText("not run yet" if self.session.report.spec is not None else "needs a model (config.json)")
+
+    def _on_result(self, channel: str, value: object) -> None:
+        if channel == "init_check":
+            self.results, roll = value  # type: ignore[misc]
+            self.model.set_records(self.results)
+            self.roll_model.set_records([(k, a, b) for k, (a, b) in roll.items() if b])
+            n = len(self.flagged())
+            checked = sum(r.kind in ("random", "constant") for r in self.results)
+            col = palette.look("missing").color if n else palette.look("matched").color
+            self.summary.setText(f"{checked} tensors checked · <b style='color:{col}'>{n} look untrained</b>")
+            self._refilter()
+            self.checkReady.emit(self.results)
+        elif channel == "fresh":
+            self._show_overlay(*value)  # type: ignore[misc]
+
+    def _on_error(self, channel: str, msg: str) -> None:
+        if channel == "init_check":
+            self.summary.setText(f"⚠ {msg}")
+        elif channel == "fresh":
+            self.overlay_label.setText(f"fresh init: {msg}")
+
+    def _on_progress(self, channel: str, done: int, total: int) -> None:
+        if channel == "init_check" and total:
+            self.progress.setValue(int(1000 * done / total))
+
+    def _on_finished(self, channel: str) -> None:
+        if channel == "init_check":
+            self._set_busy(False)
+
+    def _on_double(self, idx: QModelIndex) -> None:
+        r = self.model.records[self.proxy.mapToSource(idx).row()]
+        self.window.select_key(r.key or r.name)
+
+    def _refilter(self) -> None:
+        self.proxy.accept = (lambda r: r.init_like) if self.only_flagged.isChecked() else None
+        self.proxy.invalidate()
+
+    def _set_busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_btn.setVisible(busy)
+        self.btn_run.setEnabled(not busy)
+        if busy:
+            self.progress.setValue(0)
+
+
+def _score(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.3g}" if v >= 1e-3 or v == 0 else f"{v:.1e}"
+
+
+def _short_details(res: Any) -> str:
+    if res.kind == "random" and res.ks is not None:
+        return f"KS D={res.ks:.3f}, p={res.score:.2g}"
+    return res.details
+
+
+def install_init_panel(window: Any) -> InitPanel:
+    """Add the "Looks untrained" tab, its menu action and the fresh-init overlay to a MainWindow."""
+    panel = InitPanel(window)
+    window.add_panel("Looks untrained", panel)
+    window.init_panel = panel
+    menu = window.menuBar().addMenu("&Init")
+    a = QAction("Check for &untrained tensors", window)
+    a.triggered.connect(lambda _c=False: (window.tabs.setCurrentWidget(panel), panel.run()))
+    menu.addAction(a)
+    return panel
