@@ -1,13 +1,17 @@
 """Qt-free display records built from a core Report (in a worker): the module tree items and the tensor rows.
 
-Everything the item models show is precomputed here, so ``data()`` is a lookup and filtering is one pass.
+Everything the item models show is precomputed here, so ``data()`` is a lookup, filtering is a vectorised
+pass over a ``SearchIndex`` and sorting picks a precomputed permutation (``TableIndex``/``TreeIndex``, built
+in the worker by ``index_rows``/``index_tree``).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from .palette import TROUBLE, kind_of, look
 
@@ -88,7 +92,7 @@ class TreeItem:
     class_name: str = ""
     ckpt_names: tuple[str, ...] = ()  # on-disk tensors behind this entry
     counts: Counter = field(default_factory=Counter)  # modules: kind -> number of params below
-    visible: bool = True  # filter flag, set by apply_filter
+    uid: int = -1  # pre-order number, set by index_tree
 
     def walk(self):
         yield self
@@ -110,7 +114,6 @@ class Row:
     how: str
     tooltip: str
     search: str
-    visible: bool = True
 
 
 UNPLACED = "(not in model)"
@@ -258,3 +261,126 @@ def build_rows(report: Any) -> list[Row]:
         rows.append(Row("", m.key, fmt_shape(m.model_shape), m.model_dtype, 0, n, kind, how,
                         f"{m.key}\n{look(kind).label}: {look(kind).meaning}", m.key))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- indexes
+KIND_CODES = {k: i for i, k in enumerate(("matched", "renamed", "tied", "dtype", "missing", "mismatched",
+                                          "unexpected", "ignored", "computed", "none"))}
+KIND_ORDER = {k: i for i, k in enumerate(("missing", "mismatched", "unexpected", "dtype", "renamed", "tied", "matched",
+                                          "ignored", "computed"))}
+
+
+@dataclass(frozen=True, eq=False)
+class SearchIndex:
+    """Columnar search data for a list of entries: lower-cased search texts and a kind code per entry."""
+
+    texts: list[str]
+    kinds: np.ndarray  # int8 KIND_CODES
+
+    @classmethod
+    def build(cls, searches: Sequence[str], kinds: Sequence[str]) -> SearchIndex:
+        return cls([s.lower() for s in searches], np.fromiter((KIND_CODES.get(k, 99) for k in kinds), np.int16, len(kinds)))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(eq=False)
+class TableIndex:
+    """The table's rows plus their search index and one sort permutation per column (computed on demand)."""
+
+    rows: list[Row]
+    search: SearchIndex
+    by_name: dict[str, int] = field(default_factory=dict)  # on-disk name -> row number
+    by_key: dict[str, list[int]] = field(default_factory=dict)  # model key -> row numbers
+    keys_sorted: list[str] = field(default_factory=list)  # by_key's keys, sorted (prefix look-ups)
+    orders: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def order(self, column: int) -> np.ndarray:
+        """Row numbers in ascending order of ``column`` (0 status … 6 how); stable."""
+        o = self.orders.get(column)
+        if o is None:
+            o = self.orders[column] = _table_order(self.rows, column)
+        return o
+
+    def warm(self) -> TableIndex:
+        for c in range(7):
+            self.order(c)
+        return self
+
+
+def _strs(xs: Any) -> np.ndarray:
+    a = np.array(list(xs), dtype=str)
+    return a if a.size else np.zeros(0, dtype="<U1")
+
+
+def _table_order(rows: list[Row], column: int) -> np.ndarray:
+    if not rows:
+        return np.zeros(0, np.int64)
+    if column == 0:
+        return np.lexsort((_strs(r.name or r.key for r in rows), np.array([KIND_ORDER.get(r.kind, 99) for r in rows])))
+    if column == 1:
+        return np.lexsort((_strs(r.name for r in rows), np.array([not r.name for r in rows])))
+    if column == 2:
+        return np.lexsort((_strs(r.key for r in rows), np.array([not r.key for r in rows])))
+    if column == 3:
+        return np.lexsort((_strs(r.shape for r in rows), np.array([r.numel for r in rows], dtype=np.float64)))
+    if column == 4:
+        return np.argsort(_strs(r.dtype for r in rows), kind="stable")
+    if column == 5:
+        return np.argsort(np.array([r.nbytes for r in rows], dtype=np.int64), kind="stable")
+    return np.argsort(_strs(r.how for r in rows), kind="stable")
+
+
+def index_rows(rows: list[Row], *, warm: bool = True) -> TableIndex:
+    """The table index of ``rows`` (every sort order precomputed when ``warm``: do it in the worker)."""
+    by_key: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.key:
+            by_key.setdefault(r.key.split(" (+", 1)[0], []).append(i)
+    t = TableIndex(rows, SearchIndex.build([r.search for r in rows], [r.kind for r in rows]),
+                   {r.name: i for i, r in enumerate(rows) if r.name}, by_key, sorted(by_key))
+    return t.warm() if warm else t
+
+
+@dataclass(eq=False)
+class TreeIndex:
+    """Pre-order numbering of a tree: ``parent[uid]`` (-1 for the root), the parameter uids and their search index."""
+
+    items: list[TreeItem]  # by uid
+    parent: np.ndarray
+    params: np.ndarray  # uids of the parameter/tensor items, in pre-order
+    search: SearchIndex
+    by_key: dict[str, TreeItem] = field(default_factory=dict)  # model key (or unplaced on-disk name) -> item
+    modules: dict[str, TreeItem] = field(default_factory=dict)  # module path -> item
+
+    def visible(self, param_mask: np.ndarray | None) -> np.ndarray | None:
+        """Per uid: the item is a matching parameter or an ancestor of one (None: everything is visible)."""
+        if param_mask is None:
+            return None
+        vis = np.zeros(len(self.items), dtype=bool)
+        cur = self.params[param_mask]
+        while cur.size:
+            vis[cur] = True
+            cur = self.parent[cur]
+            cur = cur[cur >= 0]
+            cur = np.unique(cur[~vis[cur]])
+        return vis
+
+
+def index_tree(root: TreeItem) -> TreeIndex:
+    """Number the items of ``root`` (sets ``uid``) and index its parameters for searching."""
+    items: list[TreeItem] = []
+    parent: list[int] = []
+    stack: list[tuple[TreeItem, int]] = [(root, -1)]
+    while stack:
+        it, p = stack.pop()
+        it.uid = len(items)
+        items.append(it)
+        parent.append(p)
+        stack.extend((c, it.uid) for c in reversed(it.children))
+    params = [it for it in items if it.is_param]
+    return TreeIndex(items, np.array(parent, dtype=np.int64), np.array([it.uid for it in params], dtype=np.int64),
+                     SearchIndex.build([it.search for it in params], [it.kind for it in params]),
+                     {it.path: it for it in params},
+                     {it.path: it for it in items if not it.is_param and it is not root})

@@ -1,20 +1,25 @@
 """Search and status filtering: substring, glob or regex over names, plus a set of shown statuses.
 
-The match is computed in one pass over the precomputed records (``Filter.apply``), so the proxy's
-``filterAcceptsRow`` is a flag lookup; the tree proxy filters recursively (a module is shown when any
-parameter below it matches).
+``Filter.mask(search_index)`` is one vectorised pass over precomputed lower-case search texts (a list
+comprehension for substrings, a literal pre-filter for globs, a numpy mask for statuses), never a Python
+callback per row from C++. The table filters inside its model (a row-number array; see ``TableProxy``);
+the tree proxy's ``filterAcceptsRow`` is a list lookup in the visible-uid flags computed from that mask
+(matching parameters and their ancestors), so only rows under expanded branches are ever asked.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+import numpy as np
+from PySide6.QtCore import QIdentityProxyModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
+from .entries import KIND_CODES, SearchIndex, TreeItem
 from .tree_model import SORT_ROLE
 
 MODES = ("substring", "glob", "regex")
+_GLOB_SPECIAL = re.compile(r"[*?\[\]]")
 
 
 @dataclass(frozen=True)
@@ -27,31 +32,72 @@ class Filter:
     def active(self) -> bool:
         return bool(self.text) or self.kinds is not None
 
-    def matcher(self) -> Callable[[str], bool]:
-        """A predicate over an entry's search text. Raises re.error for a bad regex."""
-        t = self.text
-        if not t:
-            return lambda s: True
+    def regex(self) -> re.Pattern[str] | None:
+        """The compiled pattern for glob/regex modes (None for substring). Raises re.error for a bad regex."""
+        if not self.text or self.mode == "substring":
+            return None
         if self.mode == "regex":
-            rx = re.compile(t, re.IGNORECASE | re.MULTILINE)
+            return re.compile(self.text, re.IGNORECASE | re.MULTILINE)
+        # a glob matches one whole name (one line of the search text), like a shell pattern; * crosses dots
+        return re.compile("^" + _glob_to_regex(self.text) + "$", re.IGNORECASE | re.MULTILINE)
+
+    def matcher(self) -> Callable[[str], bool]:
+        """A predicate over one entry's search text. Raises re.error for a bad regex."""
+        if not self.text:
+            return lambda s: True
+        rx = self.regex()
+        if rx is not None:
             return lambda s: rx.search(s) is not None
-        if self.mode == "glob":
-            # a glob matches one whole name (one line of the search text), like a shell pattern; * crosses dots
-            rx = re.compile("^" + _glob_to_regex(t) + "$", re.IGNORECASE | re.MULTILINE)
-            return lambda s: rx.search(s) is not None
-        low = t.lower()
+        low = self.text.lower()
         return lambda s: low in s.lower()
 
-    def apply(self, entries: Iterable[Any]) -> int:
-        """Set ``visible`` on every entry (objects with ``search`` and ``kind``); returns how many are visible."""
-        match = self.matcher()
-        kinds = self.kinds
-        n = 0
-        for e in entries:
-            v = (kinds is None or e.kind in kinds) and match(e.search)
-            e.visible = v
-            n += v
-        return n
+    def mask(self, index: SearchIndex) -> np.ndarray | None:
+        """Which entries of ``index`` match (a bool array), or None when the filter is inactive."""
+        if not self.active:
+            return None
+        n = len(index)
+        texts = index.texts
+        cand: np.ndarray | None = None
+        if self.kinds is not None:
+            codes = [KIND_CODES[k] for k in self.kinds if k in KIND_CODES]
+            keep = np.isin(index.kinds, codes)
+            if not self.text:
+                return keep
+            cand = np.flatnonzero(keep)
+        if cand is not None:
+            sub = [texts[i] for i in cand.tolist()]
+        else:
+            sub = texts
+        hit = _match_texts(self, sub)
+        if cand is None:
+            return hit
+        out = np.zeros(n, dtype=bool)
+        out[cand[hit]] = True
+        return out
+
+
+def _match_texts(flt: Filter, texts: list[str]) -> np.ndarray:
+    n = len(texts)
+    if flt.mode == "substring":
+        low = flt.text.lower()
+        return np.fromiter((low in s for s in texts), dtype=bool, count=n)
+    rx = flt.regex()
+    assert rx is not None
+    search = rx.search
+    if flt.mode == "glob":
+        lit = max(_GLOB_SPECIAL.split(_drop_classes(flt.text.lower())), key=len)
+        if len(lit) >= 2:  # cheap literal pre-filter, then the regex on the few survivors
+            pre = np.fromiter((lit in s for s in texts), dtype=bool, count=n)
+            idx = np.flatnonzero(pre)
+            out = np.zeros(n, dtype=bool)
+            out[idx] = np.fromiter((search(texts[i]) is not None for i in idx.tolist()), dtype=bool, count=len(idx))
+            return out
+    return np.fromiter((search(s) is not None for s in texts), dtype=bool, count=n)
+
+
+def _drop_classes(glob: str) -> str:
+    """A glob with its [...] classes replaced by '*', so what is left between wildcards is literal."""
+    return re.sub(r"\[[^\]]*\]", "*", glob)
 
 
 def _glob_to_regex(pattern: str) -> str:
@@ -77,43 +123,57 @@ def _glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-class FilterProxy(QSortFilterProxyModel):
-    """Sort by ``SORT_ROLE``; filter by the ``visible`` flags that ``Filter.apply`` set on the source records."""
+class TreeFilterProxy(QSortFilterProxyModel):
+    """The module tree, filtered by ``set_filter``: matching parameters and their ancestors stay visible."""
 
-    def __init__(self, parent: Any = None, *, tree: bool = False) -> None:
+    def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._tree = tree
-        self._active = False
+        self._vis: list[bool] | None = None  # by TreeItem.uid; None: show everything
+        self._mask: np.ndarray | None = None  # by parameter (TreeIndex.params order)
+        self._key: tuple[Any, Filter] | None = None
+        self._count = 0
         self.setSortRole(SORT_ROLE)
-        self.setRecursiveFilteringEnabled(tree)
+        self.setRecursiveFilteringEnabled(False)  # ancestors are precomputed; no recursive Python walk
         self.setDynamicSortFilter(False)
 
-    def set_active(self, active: bool) -> None:
-        """Re-run filtering after the source flags changed."""
-        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter is deprecated there
-            self.beginFilterChange()
-            self._active = active
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self._active = active
-            self.invalidateFilter()
+    def setSourceModel(self, model: Any) -> None:  # type: ignore[override]
+        super().setSourceModel(model)
+        model.modelAboutToBeReset.connect(self._forget)
+
+    def _forget(self) -> None:
+        self._vis = self._mask = self._key = None
+
+    def set_filter(self, flt: Filter) -> int:
+        """Show the parameters matching ``flt`` (with their ancestors). Returns how many parameters match."""
+        index = self.sourceModel().tree_index
+        if self._key is not None and self._key[0] is index and self._key[1] == flt:
+            return self._count
+        mask = flt.mask(index.search)
+        vis = index.visible(mask)
+        # invalidate() drops every mapping at once (layout change) and re-maps only the persistent indexes
+        # (expanded branches, selection); a filter change would diff every mapped branch, calling parent()
+        # back into Python hundreds of thousands of times on a big MoE.
+        self._vis = vis.tolist() if vis is not None else None
+        self._mask = mask
+        self.invalidate()
+        self._key = (index, flt)
+        self._count = int(mask.sum()) if mask is not None else len(index.params)
+        return self._count
+
+    def first_matches(self, limit: int) -> list[TreeItem]:
+        """The first ``limit`` matching parameters, in tree order (none when no filter is set)."""
+        if self._mask is None:
+            return []
+        index = self.sourceModel().tree_index
+        return [index.items[u] for u in index.params[np.flatnonzero(self._mask)[:limit]].tolist()]
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
-        if not self._active:
+        vis = self._vis
+        if vis is None:
             return True
-        src = self.sourceModel()
-        if self._tree:
-            p = source_parent.internalPointer() if source_parent.isValid() else src.root
-            it = p.children[source_row]
-            return it.is_param and it.visible
-        return src.rows[source_row].visible
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        src = self.sourceModel()
-        if getattr(src, "sorts_itself", False):
-            src.sort(column, order)  # the proxy keeps source order (column -1)
-            return
-        super().sort(column, order)
+        p = source_parent.internalPointer() if source_parent.isValid() else self.sourceModel().root
+        uid = p.children[source_row].uid
+        return 0 <= uid < len(vis) and vis[uid]
 
     def lessThan(self, left: QModelIndex | QPersistentModelIndex, right: QModelIndex | QPersistentModelIndex) -> bool:
         a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
@@ -121,3 +181,19 @@ class FilterProxy(QSortFilterProxyModel):
             return a < b
         except TypeError:
             return str(a) < str(b)
+
+
+class TableProxy(QIdentityProxyModel):
+    """A pass-through for the tensor table: the model filters and sorts itself (``set_filter``, ``sort``)."""
+
+    def set_filter(self, flt: Filter) -> int:
+        """Show only the rows matching ``flt``; returns how many are shown."""
+        return self.sourceModel().set_filter(flt)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.sourceModel().sort(column, order)
+
+
+def FilterProxy(parent: Any = None, *, tree: bool = False) -> TreeFilterProxy | TableProxy:  # noqa: N802
+    """The proxy for the module tree (``tree=True``) or the tensor table."""
+    return TreeFilterProxy(parent) if tree else TableProxy(parent)

@@ -359,8 +359,8 @@ class MainWindow(QMainWindow):
     def _on_loaded(self, loaded: Loaded) -> None:
         rep = loaded.report
         self.message_bar.hide()
-        self.tree_model.set_root(loaded.tree)
-        self.table_model.set_rows(loaded.rows)
+        self.tree_model.set_root(loaded.tree, loaded.tree_index)
+        self.table_model.set_rows(loaded.rows, loaded.table_index)
         self._update_summary(loaded)
         self.apply_filter()
         self.expand_trouble()
@@ -370,7 +370,7 @@ class MainWindow(QMainWindow):
         name = os.path.basename(os.path.normpath(rep.index.path))
         self.setWindowTitle(f"{name} → {rep.arch or 'checkpoint only'} — Checkpoint Explorer")
         self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
-                                  f"{rep.index.format} · report in {dt:.2f} s")
+                                  f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}")
 
     def _on_load_failed(self, msg: str) -> None:
         self.status_label.setText("load failed")
@@ -460,10 +460,8 @@ class MainWindow(QMainWindow):
             self.match_label.setText(f"bad regex: {e}")
             return
         self.search.setStyleSheet("")
-        n_tree = flt.apply(self.tree_model.param_items())
-        n_rows = flt.apply(self.table_model.rows)
-        self.tree_proxy.set_active(flt.active)
-        self.table_proxy.set_active(flt.active)
+        self.tree_proxy.set_filter(flt)  # vectorised masks; see filtering.py
+        n_rows = self.table_proxy.set_filter(flt)
         if flt.active:
             self.match_label.setText(f"{n_rows:,} of {len(self.table_model.rows):,} tensors")
             self._expand_matches()
@@ -473,13 +471,7 @@ class MainWindow(QMainWindow):
     def _expand_matches(self, limit: int = 200) -> None:
         """Expand the branches that lead to the first ``limit`` matching parameters."""
         seen: set[int] = set()
-        n = 0
-        for it in self.tree_model.param_items():
-            if not it.visible:
-                continue
-            n += 1
-            if n > limit:
-                break
+        for it in self.tree_proxy.first_matches(limit):
             p = it.parent
             chain = []
             while p is not None and p is not self.tree_model.root and id(p) not in seen:

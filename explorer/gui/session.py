@@ -7,13 +7,15 @@ Other panels can keep per-session data in ``Session.extras`` and react to ``repo
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from .workers import Jobs
+from .workers import Jobs, quiet_gc
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,36 @@ class Loaded:
     report: Any  # explorer.core.matching.Report
     tree: Any  # entries.TreeItem
     rows: list  # list[entries.Row]
+    tree_index: Any = None  # entries.TreeIndex (search, visibility, look-ups), built in the worker
+    table_index: Any = None  # entries.TableIndex (search, sort orders, look-ups), built in the worker
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: imports, open, match, display, total
+
+    def timing_text(self) -> str:
+        """E.g. "loaded in 0.41 s (+2.9 s first-time import of torch/transformers)"."""
+        t = self.timings
+        if not t:
+            return ""
+        text = f"loaded in {t.get('total', 0.0) - t.get('imports', 0.0):.2f} s"
+        if t.get("imports", 0.0) >= 0.05:
+            text += f" (+{t['imports']:.1f} s first-time import of torch/transformers)"
+        return text
 
 
 def load(source: Source, progress: Callable[[int, int], None] | None = None) -> Loaded:
-    """Open + match + build display records. Runs in a worker; imports torch/transformers on first use."""
+    """Open + match + build display records and their indexes. Runs in a worker; imports torch/transformers
+    on first use (timed apart, so the status bar can say what the report itself cost). The cyclic GC is held
+    off meanwhile (``workers.quiet_gc``): its full collections would stall the GUI thread for ~0.3 s each."""
+    with quiet_gc():
+        return _load(source, progress)
+
+
+def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded:
+    t0 = time.perf_counter()
+    imports = _import_heavy(source)
     from ..core.checkpoint import open_checkpoint
     from ..core.matching import report
     from ..core.model import ModelSpec
-    from .entries import build_rows, build_tree
+    from .entries import build_rows, build_tree, index_rows, index_tree
 
     if source.demo:
         from ..core.demo import build_demo
@@ -72,7 +96,31 @@ def load(source: Source, progress: Callable[[int, int], None] | None = None) -> 
     rep = report(index, spec, key_mapping=source.key_mapping, auto_fix=source.auto_fix)
     if progress:
         progress(3, 4)
-    return Loaded(source, rep, build_tree(rep), build_rows(rep))
+    t1 = time.perf_counter()
+    tree, rows = build_tree(rep), build_rows(rep)
+    tree_index, table_index = index_tree(tree), index_rows(rows)
+    t2 = time.perf_counter()
+    return Loaded(source, rep, tree, rows, tree_index, table_index,
+                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0})
+
+
+def _import_heavy(source: Source) -> float:
+    """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent."""
+    names = ["torch"] + ([] if source.checkpoint and not (source.config or source.arch or source.model or source.demo)
+                         and not os.path.isfile(os.path.join(_folder(source.checkpoint), "config.json")) else ["transformers"])
+    todo = [n for n in names if n not in sys.modules]
+    if not todo:
+        return 0.0
+    t = time.perf_counter()
+    for n in todo:
+        __import__(n)
+    if "transformers" in todo:
+        import transformers.modeling_utils  # noqa: F401  (the lazy module behind every model class)
+    return time.perf_counter() - t
+
+
+def _folder(path: str) -> str:
+    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
 class Session(QObject):

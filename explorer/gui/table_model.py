@@ -1,17 +1,19 @@
 """QAbstractTableModel over every on-disk tensor plus the model keys the checkpoint lacks.
 
 Columns: status, on-disk name, mapped model key, shape, dtype, size, how. ``SORT_ROLE`` gives numbers for
-the size column so sorting is numeric.
+the size column so sorting is numeric. Filtering and sorting happen here, on precomputed arrays (``TableIndex``).
 """
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
 from . import palette
-from .entries import Row, fmt_bytes
+from .entries import KIND_ORDER, Row, TableIndex, fmt_bytes, index_rows
 from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -19,89 +21,125 @@ NOT_ON_DISK = "(not in checkpoint)"
 
 
 class TensorTableModel(QAbstractTableModel):
-    sorts_itself = True  # FilterProxy forwards sort() here
+    """Filters and sorts itself: ``_vis`` holds the shown row numbers (into ``rows``) in display order, so a
+    filter or sort is a numpy pass plus one cheap reset/layout change, and ``data()`` is two list look-ups."""
+
+    sorts_itself = True  # the proxy forwards sort() here
     COLUMNS = ("Status", "On-disk name", "Model key", "Shape", "dtype", "Size", "How")
     STATUS, NAME, KEY, SHAPE, DTYPE, SIZE, HOW = range(7)
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
+        self._index: TableIndex = index_rows([])
         self._rows: list[Row] = []
-        self._by_key: dict[str, list[int]] = {}
-        self._by_name: dict[str, int] = {}
+        self._mask: np.ndarray | None = None
+        self._vis: list[int] = []
+        self._where = np.zeros(0, dtype=np.int64)
         self._sort: tuple[int, Qt.SortOrder] | None = None
+        self._filter: Any = None  # the filtering.Filter last applied
 
-    def set_rows(self, rows: list[Row]) -> None:
+    def set_rows(self, rows: list[Row], index: TableIndex | None = None) -> None:
+        """Show ``rows`` (unfiltered). Pass the ``TableIndex`` built in the worker to keep this cheap."""
+        if index is None or index.rows is not rows:
+            index = index_rows(list(rows), warm=False)
         self.beginResetModel()
-        self._rows = list(rows)
-        if self._sort is not None:
-            self._rows.sort(key=self._sort_key(self._sort[0]), reverse=self._sort[1] == Qt.SortOrder.DescendingOrder)
-        self._reindex()
+        self._index = index
+        self._rows = index.rows
+        self._mask = None
+        self._filter = None
+        self._refresh()
         self.endResetModel()
 
-    def _reindex(self) -> None:
-        rows = self._rows
-        self._by_name = {r.name: i for i, r in enumerate(rows) if r.name}
-        self._by_key = {}
-        for i, r in enumerate(rows):
-            if r.key:
-                self._by_key.setdefault(r.key.split(" (+", 1)[0], []).append(i)
+    def set_filter(self, flt: Any) -> int:
+        """Show only the rows matching the ``filtering.Filter``; returns how many are shown."""
+        if flt == self._filter:
+            return len(self._vis)
+        mask = flt.mask(self._index.search)
+        self.beginResetModel()
+        self._mask = mask
+        self._filter = flt
+        self._refresh()
+        self.endResetModel()
+        return len(self._vis)
 
-    def _sort_key(self, column: int) -> Any:
-        c = self
-        if column == c.STATUS:
-            return lambda r: (_KIND_ORDER.get(r.kind, 99), r.name or r.key)
-        if column == c.NAME:
-            return lambda r: (not r.name, r.name)
-        if column == c.KEY:
-            return lambda r: (not r.key, r.key)
-        if column == c.SHAPE:
-            return lambda r: (r.numel, r.shape)
-        if column == c.DTYPE:
-            return lambda r: r.dtype
-        if column == c.SIZE:
-            return lambda r: r.nbytes
-        return lambda r: r.how
+    def _order(self) -> np.ndarray:
+        if self._sort is None:
+            return np.arange(len(self._rows))
+        o = self._index.order(self._sort[0])
+        return o[::-1] if self._sort[1] == Qt.SortOrder.DescendingOrder else o
+
+    def _refresh(self) -> None:
+        order = self._order()
+        vis = order if self._mask is None else order[self._mask[order]]
+        self._vis = vis.tolist()
+        where = np.full(len(self._rows), -1, dtype=np.int64)
+        where[vis] = np.arange(len(vis))
+        self._where = where
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        """Sort the rows in Python (one key per row): a C++ proxy calling back into Python per comparison
-        is far too slow for 50k rows."""
+        """Pick the precomputed permutation of ``column`` (no per-comparison callbacks into Python)."""
         if not (0 <= column < len(self.COLUMNS)):
             return
         self._sort = (column, order)
         self.layoutAboutToBeChanged.emit()
         old = self.persistentIndexList()
-        perm = sorted(range(len(self._rows)), key=lambda i, k=self._sort_key(column): k(self._rows[i]),
-                      reverse=order == Qt.SortOrder.DescendingOrder)
-        where = [0] * len(perm)
-        for new, i in enumerate(perm):
-            where[i] = new
-        self._rows = [self._rows[i] for i in perm]
-        self._reindex()
-        self.changePersistentIndexList(old, [self.index(where[i.row()], i.column()) if i.isValid() else QModelIndex() for i in old])
+        old_ids = [self._vis[i.row()] if i.isValid() and i.row() < len(self._vis) else -1 for i in old]
+        self._refresh()
+        where = self._where
+        self.changePersistentIndexList(
+            old, [self.index(int(where[r]), i.column()) if r >= 0 else QModelIndex() for i, r in zip(old, old_ids)])
         self.layoutChanged.emit()
 
     @property
     def rows(self) -> list[Row]:
+        """Every row, shown or not, in load order."""
         return self._rows
 
+    @property
+    def tensor_count(self) -> int:
+        return len(self._rows)
+
     def row(self, i: int) -> Row:
-        return self._rows[i]
+        """The row shown at display position ``i``."""
+        return self._rows[self._vis[i]]
+
+    def _shown(self, ids: Any) -> list[int]:
+        where = self._where
+        return [int(where[i]) for i in ids if where[i] >= 0]
 
     def rows_for_key(self, key: str) -> list[int]:
-        return self._by_key.get(key, [])
+        """Display positions of the rows that load into ``key`` (hidden rows left out)."""
+        return self._shown(self._index.by_key.get(key, ()))
 
     def rows_under(self, module_path: str) -> list[int]:
-        """Rows whose model key is in the module (prefix-safe)."""
+        """Display positions of the rows whose model key is in the module (prefix-safe)."""
+        idx = self._index
         if not module_path:
-            return [i for i, r in enumerate(self._rows) if r.key]
-        pre = module_path + "."
-        return [i for k, rows in self._by_key.items() if k == module_path or k.startswith(pre) for i in rows]
+            ids = [i for k in idx.keys_sorted for i in idx.by_key[k]]
+        else:
+            keys = idx.keys_sorted
+            ids = []
+            j = bisect.bisect_left(keys, module_path)
+            n = len(module_path)
+            while j < len(keys) and keys[j].startswith(module_path):
+                k = keys[j]
+                if len(k) == n or k[n] == ".":
+                    ids.extend(idx.by_key[k])
+                j += 1
+        if not ids:
+            return []
+        w = self._where[np.asarray(ids, dtype=np.int64)]
+        return w[w >= 0].tolist()
 
     def row_for_name(self, name: str) -> int | None:
-        return self._by_name.get(name)
+        """Display position of the on-disk tensor ``name`` (None if absent or filtered out)."""
+        i = self._index.by_name.get(name)
+        if i is None or self._where[i] < 0:
+            return None
+        return int(self._where[i])
 
     def rowCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
+        return 0 if parent.isValid() else len(self._vis)
 
     def columnCount(self, parent: _Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.COLUMNS)
@@ -120,9 +158,9 @@ class TensorTableModel(QAbstractTableModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not (0 <= index.row() < len(self._rows)):
+        if not index.isValid() or not (0 <= index.row() < len(self._vis)):
             return None
-        r = self._rows[index.row()]
+        r = self._rows[self._vis[index.row()]]
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if c == 0:
@@ -162,11 +200,9 @@ class TensorTableModel(QAbstractTableModel):
             if c == 5:
                 return r.nbytes
             if c == 0:
-                return _KIND_ORDER.get(r.kind, 99)
+                return KIND_ORDER.get(r.kind, 99)
             return self.data(index)
         if role == ITEM_ROLE:
             return r
         return None
 
-
-_KIND_ORDER = {k: i for i, k in enumerate(("missing", "mismatched", "unexpected", "dtype", "renamed", "tied", "matched", "ignored", "computed"))}

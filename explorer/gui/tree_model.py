@@ -11,7 +11,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 
 from . import palette
-from .entries import TreeItem, fmt_count
+from .entries import TreeIndex, TreeItem, fmt_count, index_tree
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -27,15 +27,22 @@ class ModuleTreeModel(QAbstractItemModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._root = TreeItem("(root)", "", False)
-        self._by_key: dict[str, TreeItem] = {}
+        self._index: TreeIndex = index_tree(self._root)
 
     # ---- content
-    def set_root(self, root: TreeItem | None) -> None:
+    def set_root(self, root: TreeItem | None, index: TreeIndex | None = None) -> None:
+        """Show ``root``. Pass the ``TreeIndex`` built in the worker (``index_tree``) to keep this cheap."""
+        root = root or TreeItem("(root)", "", False)
+        if index is None or not index.items or index.items[0] is not root:
+            index = index_tree(root)
         self.beginResetModel()
-        self._root = root or TreeItem("(root)", "", False)
-        self._by_key = {it.path: it for it in self._root.walk() if it.is_param}
-        self._modules = {it.path: it for it in self._root.walk() if not it.is_param and it is not self._root}
+        self._root = root
+        self._index = index
         self.endResetModel()
+
+    @property
+    def tree_index(self) -> TreeIndex:
+        return self._index
 
     @property
     def root(self) -> TreeItem:
@@ -47,14 +54,14 @@ class ModuleTreeModel(QAbstractItemModel):
         return index.internalPointer()
 
     def index_for_key(self, key: str, column: int = 0) -> QModelIndex:
-        it = self._by_key.get(key) or self._modules.get(key)
+        it = self._index.by_key.get(key) or self._index.modules.get(key)
         return self._index_of(it, column) if it is not None else QModelIndex()
 
     def _index_of(self, it: TreeItem, column: int = 0) -> QModelIndex:
         return self.createIndex(it.row, column, it)
 
     def param_items(self) -> list[TreeItem]:
-        return list(self._by_key.values())
+        return list(self._index.by_key.values())
 
     # ---- QAbstractItemModel
     def index(self, row: int, column: int, parent: _Index = QModelIndex()) -> QModelIndex:

@@ -12,6 +12,8 @@ MINILM_HEAD = "BertForSequenceClassification"
 
 
 def test_item_models_pass_qtmodeltester(qapp, qtmodeltester, minilm):
+    from PySide6.QtCore import Qt
+
     from explorer.gui.filtering import Filter, FilterProxy
     from explorer.gui.session import Source, load
     from explorer.gui.table_model import TensorTableModel
@@ -27,11 +29,14 @@ def test_item_models_pass_qtmodeltester(qapp, qtmodeltester, minilm):
     tp.setSourceModel(tree)
     rp.setSourceModel(table)
     flt = Filter("attention", "substring")
-    flt.apply(tree.param_items())
-    flt.apply(table.rows)
-    tp.set_active(True)
-    rp.set_active(True)
+    assert tp.set_filter(flt) > 0
+    assert 0 < rp.set_filter(flt) < len(table.rows)
     rp.sort(0)
+    qtmodeltester.check(tp)
+    qtmodeltester.check(rp)
+    rp.sort(5, Qt.SortOrder.DescendingOrder)
+    tp.set_filter(Filter("", "substring", frozenset({"missing"})))
+    rp.set_filter(Filter("", "substring", frozenset({"missing"})))
     qtmodeltester.check(tp)
     qtmodeltester.check(rp)
 
