@@ -60,10 +60,28 @@ def make_app() -> Any:
     return app
 
 
+NO_DISPLAY = "no display found; run under a desktop session, xvfb-run, or set QT_QPA_PLATFORM=offscreen with --screenshot"
+
+
+def ensure_display(*, screenshot: bool) -> bool:
+    """False when Qt would abort for want of a display (Linux/BSD with neither X11 nor Wayland and no
+    QT_QPA_PLATFORM). With ``--screenshot`` the offscreen platform is chosen instead."""
+    env = os.environ
+    if env.get("QT_QPA_PLATFORM") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32"):
+        return True
+    if screenshot:
+        env["QT_QPA_PLATFORM"] = "offscreen"
+        return True
+    return False
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the window until it is closed (or, with ``--screenshot``, until the PNG is written)."""
     source = source_from_args(args)  # bad --key-mapping etc. fail here, as a one-line CLI error
     shot = getattr(args, "screenshot", None)
+    if not ensure_display(screenshot=bool(shot)):
+        print(f"ckpt-explorer: error: {NO_DISPLAY}", file=sys.stderr)
+        return 2
     app = make_app()
     from PySide6.QtCore import QTimer
 
