@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="See what a checkpoint will load into a model before you train: header-only, exactly as "
         "from_pretrained / load_state_dict would do it.",
     )
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"ckpt-explorer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
         try:
@@ -48,9 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
     known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
-    if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help") and not argv[0].startswith("-")):
-        argv = ["open", *argv]
-    elif argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in known and not argv[0].startswith("-") and not os.path.exists(argv[0]):
+        # a mistyped command must not open a window on a path that does not exist
+        print(f"ckpt-explorer: error: {argv[0]}: neither a command ({', '.join(sorted(known))}) nor an existing "
+              "checkpoint path", file=sys.stderr)
+        return EXIT_ERROR
+    if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help", "--version")):
         argv = ["open", *argv]
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -32,16 +33,23 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
 
 
 def parse_json_arg(text: str | None, what: str) -> Any:
+    """``text`` is inline JSON or the path of a JSON file. Raises ConfigError naming the option (and file)."""
     if text is None:
         return None
-    src = text
+    src, where = text, what
     if os.path.isfile(text):
-        with open(text) as f:
-            src = f.read()
+        where = f"{what} {text}"
+        try:
+            with open(text, encoding="utf-8") as f:
+                src = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}: cannot read: {getattr(e, 'strerror', None) or e}") from e
+    elif text.lstrip()[:1] not in ("{", "[", '"') and text.endswith(".json"):
+        raise ConfigError(f"{what} {text}: no such file (expected a JSON file or inline JSON)")
     try:
         return json.loads(src)
     except ValueError as e:
-        raise ConfigError(f"{what}: invalid JSON ({e})") from e
+        raise ConfigError(f"{where}: invalid JSON ({e})") from e
 
 
 def model_spec(args: argparse.Namespace, *, required: bool = False):  # -> ModelSpec | None
@@ -65,9 +73,24 @@ def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def print_json(obj: Any) -> None:
+    """One JSON object on stdout. NaN/Infinity (not JSON) become null."""
     # no indent: the C encoder is ~10x faster, which matters for 50k-tensor checkpoints (pipe through jq to read)
-    sys.stdout.write(json.dumps(obj, default=_default, ensure_ascii=False))
+    try:
+        text = json.dumps(obj, default=_default, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # rare: a non-finite float somewhere; clean it and encode again
+        text = json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False, allow_nan=False)
+    sys.stdout.write(text)
     sys.stdout.write("\n")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:

@@ -402,7 +402,9 @@ class DiffEntry:
     """One tensor compared between checkpoints A and B (values cast to float32, or float64 if either is).
 
     ``rel_change`` = ‖B−A‖/‖A‖ (None when ‖A‖ = 0 and B ≠ A), ``cosine`` = A·B/(‖A‖‖B‖) (None when a norm
-    is 0). Norms are kept so entries can be rolled up per module.
+    is 0). Norms are kept so entries can be rolled up per module. Norms, cosine and sums cover the positions
+    finite in both; ``nonfinite`` counts positions that differ where either side is NaN/Inf, and makes
+    ``rel_change``, ``max_abs_diff`` and ``diff_norm`` infinite (a tensor that turned NaN has not "moved 0").
     """
 
     name: str  # common key (after key mapping)
@@ -419,6 +421,7 @@ class DiffEntry:
     norm_a: float | None = None
     norm_b: float | None = None
     diff_norm: float | None = None
+    nonfinite: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -435,6 +438,7 @@ class DiffEntry:
             "max_abs_diff": _fin(self.max_abs_diff),
             "norm_a": _fin(self.norm_a),
             "norm_b": _fin(self.norm_b),
+            "nonfinite": self.nonfinite,
         }
 
 
@@ -587,7 +591,7 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
     aa = bb = ab = dd = 0.0
     mx = 0.0
     equal = True
-    nan_mismatch = False
+    nonfinite = 0
     for ca, cb in zip(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
         x = ca.to(target) if ca.dtype != target else ca
         y = cb.to(target) if cb.dtype != target else cb
@@ -599,7 +603,8 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
         d = y - x
         if not bool(torch.isfinite(d).all()):
             keep = torch.isfinite(x) & torch.isfinite(y)
-            nan_mismatch = nan_mismatch or bool((torch.isnan(x) != torch.isnan(y)).any())
+            same = (x == y) | (torch.isnan(x) & torch.isnan(y))
+            nonfinite += int((~keep & ~same).sum())
             x, y, d = x[keep], y[keep], d[keep]
         if d.numel():
             aa += float(torch.dot(x, x))
@@ -616,9 +621,9 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
     cos = ab / (na_ * nb_) if na_ > 0 and nb_ > 0 else None
     if cos is not None:
         cos = max(-1.0, min(1.0, cos))
-    if nan_mismatch and mx == 0.0:
-        mx = math.nan
-    return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd)
+    if nonfinite:
+        rel = mx = nd = math.inf
+    return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd, nonfinite)
 
 
 # --------------------------------------------------------------------------------------------- roll-up

@@ -1,0 +1,94 @@
+"""Regressions found by exercising the CLI as a user: --version, typos, JSON-file options, NaN/Inf in diff and stats."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from explorer import __version__
+from explorer.cli import main
+from explorer.cli.common import print_json
+from tests.helpers import save_tiny
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bert")
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ckpt-explorer {__version__}"
+
+
+def test_mistyped_command_is_an_error_not_a_window(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "reprot", "model")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [err.strip()]
+    assert "reprot: neither a command" in err and "report" in err
+
+
+def test_key_mapping_file_errors_name_the_file(capsys, bert: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "km.json"
+    bad.write_text("{oops")
+    code, out, err = _run(capsys, "report", str(bert), "--key-mapping", str(bad))
+    assert code == 2 and out == ""
+    assert err.startswith(f"ckpt-explorer: error: --key-mapping {bad}: invalid JSON")
+    code, _, err = _run(capsys, "report", str(bert), "--key-mapping", str(tmp_path / "missing.json"))
+    assert code == 2
+    assert f"--key-mapping {tmp_path / 'missing.json'}: no such file" in err
+
+
+def test_print_json_never_emits_nan(capsys) -> None:
+    print_json({"a": math.nan, "b": [1.0, math.inf], "c": {"d": -math.inf}, "e": 2.5})
+    text = capsys.readouterr().out
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2.5}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_diff_reports_tensors_turned_nan_or_inf_as_changed_not_zero(capsys, bert: Path, tmp_path: Path) -> None:
+    sd = load_file(bert / "model.safetensors")
+    w = "embeddings.LayerNorm.weight"
+    b = "encoder.layer.0.output.dense.bias"
+    sd[w] = sd[w].clone()
+    sd[w][0] = math.nan
+    sd[b] = torch.full_like(sd[b], math.inf)
+    save_file(sd, str(tmp_path / "b.safetensors"))
+    code, out, err = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"), "--json")
+    assert code == 1, err
+    assert "NaN" not in out and "Infinity" not in out
+    rows = {t["name"]: t for t in json.loads(out)["tensors"]}
+    assert rows[w]["status"] == "changed" and rows[w]["nonfinite"] == 1
+    assert rows[b]["status"] == "changed" and rows[b]["nonfinite"] == sd[b].numel()
+    # not finite, so not representable in JSON: null rather than a misleading 0
+    assert rows[b]["rel_change"] is None and rows[b]["max_abs_diff"] is None
+    assert rows["embeddings.word_embeddings.weight"]["nonfinite"] == 0
+    code, out, _ = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"))
+    line = next(l for l in out.splitlines() if l.strip().startswith(b))
+    assert "inf" in line and f"{sd[b].numel()} value(s) differ as NaN/Inf" in line
+
+
+def test_stats_json_is_valid_with_nan_and_inf_tensors(capsys, tmp_path: Path) -> None:
+    f = tmp_path / "odd.safetensors"
+    save_file({"nan": torch.full((4,), math.nan), "inf": torch.tensor([math.inf, -math.inf]), "ok": torch.ones(3)}, str(f))
+    code, out, err = _run(capsys, "stats", str(f), "--json")
+    assert code == 0, err
+    rows = {t["name"]: t for t in json.loads(out)["tensors"]}
+    assert rows["nan"]["nan"] == 4 and rows["nan"]["mean"] is None
+    assert rows["inf"]["inf"] == 2 and rows["ok"]["mean"] == 1.0
