@@ -11,7 +11,8 @@ The public Python API (imports are lazy so ``import explorer`` stays cheap)::
 """
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -21,22 +22,41 @@ _EXPORTS = {
     "CheckpointIndex": ("explorer.core.checkpoint", "CheckpointIndex"),
     "ModelSpec": ("explorer.core.model", "ModelSpec"),
     "build_model": ("explorer.core.model", "build_model"),
+    "module_tree": ("explorer.core.model", "module_tree"),
     "report": ("explorer.core.matching", "report"),
     "Report": ("explorer.core.matching", "Report"),
     "Status": ("explorer.core.matching", "Status"),
+    # errors
     "ExplorerError": ("explorer.core.errors", "ExplorerError"),
+    "CheckpointError": ("explorer.core.errors", "CheckpointError"),
+    "ConfigError": ("explorer.core.errors", "ConfigError"),
+    "PlanError": ("explorer.core.errors", "PlanError"),
+    "ExportError": ("explorer.core.errors", "ExportError"),
     # stats / init / diff
     "tensor_stats": ("explorer.core.stats", "tensor_stats"),
-    "init_check": ("explorer.core.stats", "init_check"),
+    "stats_many": ("explorer.core.stats", "stats_many"),
+    "init_check": ("explorer.core.fresh", "init_check"),
+    "fresh_tensor": ("explorer.core.fresh", "fresh_tensor"),
     "diff_checkpoints": ("explorer.core.stats", "diff_checkpoints"),
     # plans / export
     "Plan": ("explorer.core.plan", "Plan"),
     "load_plan": ("explorer.core.plan", "load_plan"),
+    "save_plan": ("explorer.core.plan", "save_plan"),
     "apply_plan": ("explorer.core.plan", "apply_plan"),
     "export_checkpoint": ("explorer.core.export", "export_checkpoint"),
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names resolve lazily below
+    from .core.checkpoint import CheckpointIndex, TensorReader, open_checkpoint
+    from .core.errors import CheckpointError, ConfigError, ExplorerError, ExportError, PlanError
+    from .core.export import export_checkpoint
+    from .core.fresh import fresh_tensor, init_check
+    from .core.matching import Report, Status, report
+    from .core.model import ModelSpec, build_model, module_tree
+    from .core.plan import Plan, apply_plan, load_plan, save_plan
+    from .core.stats import diff_checkpoints, stats_many, tensor_stats
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +64,10 @@ def __getattr__(name: str) -> Any:
         mod, attr = _EXPORTS[name]
     except KeyError:
         raise AttributeError(f"module 'explorer' has no attribute {name!r}") from None
-    import importlib
+    value = getattr(importlib.import_module(mod), attr)
+    globals()[name] = value  # resolve once
+    return value
 
-    return getattr(importlib.import_module(mod), attr)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
