@@ -323,7 +323,7 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
     if it.is_param:
         facts = [("Status", it.status_text)] + ([("How", it.how)] if it.how else [])
         unplaced = it.parent is not None and it.parent.name == UNPLACED
-        facts.append(("On disk" if unplaced else "Model key", it.path if not unplaced else f"{it.path} (no model key)"))
+        facts.append(("On disk" if unplaced else "Model key", it.path))  # "How" already says "no model key"
         if it.ckpt_names and it.ckpt_names != (it.path,):
             facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))
         names = tuple(n for n in it.ckpt_names if n in report.index.tensors)

@@ -353,6 +353,7 @@ class TreeIndex:
     search: SearchIndex
     by_key: dict[str, TreeItem] = field(default_factory=dict)  # model key (or unplaced on-disk name) -> item
     modules: dict[str, TreeItem] = field(default_factory=dict)  # module path -> item
+    widest_status: str = ""  # the longest module roll-up ("44/48 matched, 2 missing, 2 mismatched"), for sizing
 
     def visible(self, param_mask: np.ndarray | None) -> np.ndarray | None:
         """Per uid: the item is a matching parameter or an ancestor of one (None: everything is visible)."""
@@ -383,4 +384,5 @@ def index_tree(root: TreeItem) -> TreeIndex:
     return TreeIndex(items, np.array(parent, dtype=np.int64), np.array([it.uid for it in params], dtype=np.int64),
                      SearchIndex.build([it.search for it in params], [it.kind for it in params]),
                      {it.path: it for it in params},
-                     {it.path: it for it in items if not it.is_param and it is not root})
+                     {it.path: it for it in items if not it.is_param and it is not root},
+                     max((it.status_text for it in items if not it.is_param), key=len, default=""))

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -47,7 +46,7 @@ from .entries import LOADED_KINDS, TreeItem, fmt_count
 from .filtering import MODES, Filter, FilterProxy
 from .session import Loaded, Session, Source
 from .table_model import TensorTableModel
-from .tree_model import ModuleTreeModel
+from .tree_model import ModuleTreeModel, size_tree_columns
 
 FILTER_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored")
 MAX_RECENT = 10
@@ -86,11 +85,7 @@ class MainWindow(QMainWindow):
         self.tree.setSortingEnabled(False)
         self.tree.setAnimated(False)
         self.tree.setAllColumnsShowFocus(True)
-        th = self.tree.header()
-        th.setStretchLastSection(True)
-        th.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, w in enumerate((270, 200, 78, 64, 54, 200)):
-            self.tree.setColumnWidth(col, w)
+        size_tree_columns(self.tree, first=True)  # name stretches, status fits the roll-ups, dtype/how on demand
 
         self.table = QTableView()
         self.table.setModel(self.table_proxy)
@@ -121,9 +116,9 @@ class MainWindow(QMainWindow):
         self.split = QSplitter(Qt.Orientation.Horizontal)
         self.split.addWidget(self.tree)
         self.split.addWidget(self.right)
-        self.split.setStretchFactor(0, 4)
-        self.split.setStretchFactor(1, 5)
-        self.split.setSizes([660, 780])
+        self.split.setStretchFactor(0, 1)
+        self.split.setStretchFactor(1, 1)
+        self.split.setSizes([700, 740])  # the tree carries the roll-ups: about half the width
         self.right.setSizes([430, 330])
 
         # bars
@@ -360,6 +355,7 @@ class MainWindow(QMainWindow):
         rep = loaded.report
         self.message_bar.hide()
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
+        size_tree_columns(self.tree)
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         self._update_summary(loaded)
         self.apply_filter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QHeaderView, QMenu, QTreeView
 
 from . import palette
 from .entries import TreeIndex, TreeItem, fmt_count, index_tree
@@ -148,3 +149,50 @@ class ModuleTreeModel(QAbstractItemModel):
         if role == ITEM_ROLE:
             return it
         return None
+
+
+# ---------------------------------------------------------------------------------------------- view helpers
+TREE_HIDDEN = (3, 5)  # dtype and how: in the table and the details panel; the header menu shows them
+
+
+def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
+    """Name column stretches; the status column is as wide as the widest module roll-up of the current tree
+    (measured once from ``TreeIndex.widest_status``, never per row); shape/params fixed. ``first=True`` also
+    hides dtype/how and installs the show/hide-columns menu on the header."""
+    h = view.header()
+    fm = view.fontMetrics()
+    model = view.model()
+    src = model.sourceModel() if hasattr(model, "sourceModel") else model
+    widest = getattr(getattr(src, "tree_index", None), "widest_status", "") or "103/105 matched, 2 missing"
+    if first:
+        h.setStretchLastSection(False)
+        h.setMinimumSectionSize(40)
+        view.setIndentation(max(12, fm.horizontalAdvance("M") + 4))
+        for col in TREE_HIDDEN:
+            view.setColumnHidden(col, True)
+        install_column_menu(h)
+    h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    for col in range(1, h.count()):
+        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+    view.setColumnWidth(1, min(max(fm.horizontalAdvance(widest) + 24, fm.horizontalAdvance("shape mismatch") + 24), 340))
+    view.setColumnWidth(2, fm.horizontalAdvance("30522×1024") + 16)
+    view.setColumnWidth(3, fm.horizontalAdvance("bfloat16→float32") + 16)
+    view.setColumnWidth(4, fm.horizontalAdvance("146.0M") + 20)
+    view.setColumnWidth(5, 220)
+
+
+def install_column_menu(header: QHeaderView) -> None:
+    """A right-click menu on ``header`` that shows or hides columns (the first column always stays)."""
+    header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+
+    def menu(pos: object) -> None:
+        m = QMenu(header)
+        model = header.model()
+        for col in range(1, header.count()):
+            a = m.addAction(str(model.headerData(col, Qt.Orientation.Horizontal)))
+            a.setCheckable(True)
+            a.setChecked(not header.isSectionHidden(col))
+            a.toggled.connect(lambda on, c=col: header.setSectionHidden(c, not on))
+        m.exec(header.mapToGlobal(pos))
+
+    header.customContextMenuRequested.connect(menu)
