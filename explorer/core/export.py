@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import ExplorerError, ExportError
-from .plan import Action, Entry, Plan, init_module, key_seed
+from .fresh import FreshInit
+from .plan import Action, Entry, Plan
 
 if TYPE_CHECKING:
     import torch
@@ -262,7 +263,7 @@ def export_checkpoint(
     try:
         state = _WriteState(total, progress, cancel)
         with TensorReader(index) as reader:
-            fresh = _FreshInit(model, seed)
+            fresh = FreshInit(built, seed=seed, cache_modules=1)
             names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
             if len(shards) == 1:
                 names = ["model.safetensors"]
@@ -468,35 +469,13 @@ class _WriteState:
             raise ExportCancelled("export cancelled; nothing was written")
 
 
-class _FreshInit:
-    """Fresh tensors from the model's own init, materialising one module at a time (seeded per module)."""
-
-    def __init__(self, model: Any, seed: int) -> None:
-        self.model, self.seed = model, seed
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def tensor(self, key: str) -> torch.Tensor:
-        import torch
-
-        t = self._cache.pop(key, None)
-        if t is not None:
-            return t
-        path = key.rsplit(".", 1)[0] if "." in key else ""
-        mod = self.model.get_submodule(path)
-        mod.to_empty(device="cpu", recurse=False)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key_seed(self.seed, path))
-                init_module(self.model, path, mod)
-            pre = f"{path}." if path else ""
-            own = {pre + n: p.detach() for n, p in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))}
-        finally:
-            mod.to_empty(device="meta", recurse=False)
-        if key not in own:
-            raise ExportError(f"{key}: no such parameter or buffer in {type(mod).__name__}")
-        t = own.pop(key)
-        self._cache.update(own)  # a module's other fresh tensors (bias after weight) come next; RNG order is per module
-        return t
+def _fresh(fi: FreshInit, key: str) -> torch.Tensor:
+    """The model's own seeded fresh init of ``key`` (the same values init_check and the GUI overlay use)."""
+    t = fi.tensor(key)
+    if t is None:
+        why = f" ({'; '.join(fi.notes)})" if fi.notes else ""
+        raise ExportError(f"{key}: the model's initialisation does not set this tensor{why}; keep it from the checkpoint or drop it")
+    return t
 
 
 def _header(shard: list[_Out], metadata: Mapping[str, str]) -> bytes:
@@ -557,7 +536,7 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _Write
 
 
 def _write_safetensors(
-    path: Path, shard: list[_Out], metadata: Mapping[str, str], reader: TensorReader, fresh: _FreshInit, state: _WriteState
+    path: Path, shard: list[_Out], metadata: Mapping[str, str], reader: TensorReader, fresh: FreshInit, state: _WriteState
 ) -> None:
     import torch
 
@@ -579,10 +558,10 @@ def _write_safetensors(
                 else:
                     _write_tensor(fd, reader.tensor(o.source.name).to(getattr(torch, o.dtype)), state, o.name)
             elif o.kind == "init":
-                _write_tensor(fd, fresh.tensor(o.model_key or o.name).to(getattr(torch, o.dtype)), state, o.name)
+                _write_tensor(fd, _fresh(fresh, o.model_key or o.name).to(getattr(torch, o.dtype)), state, o.name)
             elif o.kind == "resize":
                 assert o.source is not None
-                t = fresh.tensor(o.model_key or o.name).to(getattr(torch, o.dtype))
+                t = _fresh(fresh, o.model_key or o.name).to(getattr(torch, o.dtype), copy=True)  # the cache stays clean
                 src = reader.tensor(o.source.name)
                 sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
                 t[sl] = src[sl].to(t.dtype)

@@ -456,22 +456,12 @@ class KeyPairing:
     mapping_b: Mapping[str, str] = field(default_factory=dict)
 
 
-def _apply(name: str, mapping: Mapping[str, str] | None) -> str:
-    if mapping:
-        for pat, rep in mapping.items():
-            name = re.sub(pat, rep, name)
-    return name
-
-
 def _leading_prefixes(keys: Iterable[str], depth: int = 2) -> list[str]:
+    """Leading module paths (with their trailing dot) shared by at least half of ``keys``."""
+    from .matching import _prefixes
+
     keys = list(keys)
-    counts: dict[str, int] = {}
-    for k in keys:
-        parts = k.split(".")
-        for d in range(1, min(depth, len(parts) - 1) + 1):
-            p = ".".join(parts[:d]) + "."
-            counts[p] = counts.get(p, 0) + 1
-    return [p for p, c in counts.items() if c * 2 >= len(keys)]
+    return [p + "." for p, c in _prefixes(keys, depth).items() if c * 2 >= len(keys)]
 
 
 def pair_keys(
@@ -483,6 +473,8 @@ def pair_keys(
     when few names match exactly, a common leading prefix on either or both sides (``module.``, ``bert.``,
     ``model.encoder.``) is stripped if that pairs more names; the chosen regexes are in the result.
     """
+    from .matching import apply_key_mapping
+
     if key_mapping:
         for pat in key_mapping:
             try:
@@ -491,7 +483,7 @@ def pair_keys(
                 raise ExplorerError(f"key mapping: invalid regex {pat!r}: {e}") from e
     la, lb = list(names_a), list(names_b)
     if key_mapping:
-        return KeyPairing({n: _apply(n, key_mapping) for n in la}, {n: _apply(n, key_mapping) for n in lb},
+        return KeyPairing({n: apply_key_mapping(n, key_mapping) for n in la}, {n: apply_key_mapping(n, key_mapping) for n in lb},
                           dict(key_mapping), dict(key_mapping))
     ident_a, ident_b = {n: n for n in la}, {n: n for n in lb}
     best = (len(set(la) & set(lb)), {}, {})
@@ -511,7 +503,7 @@ def pair_keys(
                 mb = {"^" + re.escape(pb): ""} if pb else {}
                 best = (score, ma, mb)
     _, ma, mb = best
-    return KeyPairing({n: _apply(n, ma) for n in la}, {n: _apply(n, mb) for n in lb}, ma, mb)
+    return KeyPairing({n: apply_key_mapping(n, ma) for n in la}, {n: apply_key_mapping(n, mb) for n in lb}, ma, mb)
 
 
 def diff_checkpoints(
