@@ -129,9 +129,21 @@ class CheckpointIndex:
         return str(p if p.is_dir() else p.parent)
 
     def first_float_dtype(self) -> str | None:
-        """The first floating dtype in file order, which is what ``dtype="auto"`` picks without a config dtype."""
-        for t in self.tensors.values():
-            if t.dtype.startswith(("float", "bfloat")):
+        """What ``from_pretrained(dtype="auto")`` picks without a config dtype: a sharded index's ``metadata.dtype``,
+        else the first floating dtype (fp8/fp4 skipped) of the first file, in the order transformers reads its keys
+        (sorted names for safetensors, dict order for pickles). None without a floating tensor (transformers would then
+        try the first tensor's integer dtype and fail; the default dtype is more useful here)."""
+        meta = self.metadata.get("index.dtype")
+        if meta:
+            return str(meta).removeprefix("torch.")
+        if not self.tensors:
+            return None
+        first_file = self.files[0] if self.files else None
+        tensors = [t for t in self.tensors.values() if first_file is None or t.file == first_file] or list(self.tensors.values())
+        if self.format.startswith("safetensors"):
+            tensors.sort(key=lambda t: t.name)
+        for t in tensors:
+            if t.dtype.startswith(("float", "bfloat")) and not t.dtype.startswith(("float8", "float4")):
                 return t.dtype
         return None
 

@@ -212,6 +212,24 @@ def report(
     path, the checkpoint's folder is used as config when it holds a config.json. ``auto_fix`` applies the
     suggested key mapping when one is found. Raises ExplorerError subclasses with one-line messages.
     """
+    try:
+        return _report(checkpoint, spec, key_mapping=key_mapping, auto_fix=auto_fix, wrapper=wrapper, suggest=suggest)
+    except ExplorerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a weird model or file never ends in a traceback
+        what = checkpoint.path if isinstance(checkpoint, CheckpointIndex) else os.fspath(checkpoint)
+        raise ExplorerError(f"{what}: cannot report on this checkpoint: {type(e).__name__}: {_one(e)}") from e
+
+
+def _report(
+    checkpoint: str | os.PathLike[str] | CheckpointIndex,
+    spec: ModelSpec | None,
+    *,
+    key_mapping: Mapping[str, str] | None,
+    auto_fix: bool,
+    wrapper: str | None,
+    suggest: bool,
+) -> Report:
     index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
     if spec is None:
         return checkpoint_only(index)
@@ -278,12 +296,22 @@ def match(
     key_mapping: Mapping[str, str] | None = None,
     tree: ModuleNode | None = None,
 ) -> Report:
-    """Classify every key. Consumes ``built`` (loading mutates the meta model): build a fresh one per call."""
-    if tree is None:
-        tree = module_tree(built.module)
-    if built.is_transformers:
-        return _match_transformers(built, index, key_mapping, tree)
-    return _match_plain(built, index, key_mapping, tree)
+    """Classify every key. Consumes ``built`` (loading mutates the meta model): build a fresh one per call.
+
+    Whatever an unusual model raises on the way comes out as a one-line ExplorerError naming the checkpoint and class.
+    """
+    try:
+        if tree is None:
+            tree = module_tree(built.module)
+        if built.is_transformers:
+            return _match_transformers(built, index, key_mapping, tree)
+        return _match_plain(built, index, key_mapping, tree)
+    except ExplorerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - never a traceback for a weird model
+        raise ExplorerError(
+            f"{index.path}: cannot match this checkpoint against {built.class_name or 'the model'}: {type(e).__name__}: {_one(e)}"
+        ) from e
 
 
 # --------------------------------------------------------------------------------------------- transformers

@@ -123,13 +123,13 @@ def load_config(config: str | os.PathLike[str]) -> Any:
     model_type = raw.get("model_type")
     if not model_type:
         raise ConfigError(f"{p}: config.json has no \"model_type\"; cannot tell which transformers model it is")
-    from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    if model_type not in CONFIG_MAPPING:
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         raise ConfigError(f"{p}: unknown model_type {model_type!r} (not in this transformers version)")
     try:
-        return AutoConfig.for_model(**raw)
+        # the same reader as from_pretrained / AutoConfig.from_pretrained (from_dict), not the bare constructor
+        return CONFIG_MAPPING[model_type].from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # config classes raise many types on bad values
         raise ConfigError(f"{p}: invalid config for model_type {model_type!r}: {_one_line(e)}") from e
 
@@ -209,10 +209,36 @@ def build_model(spec: ModelSpec, *, checkpoint_dtype: str | None = None, default
     config = load_config(cfg_src)
     source = str(config_path(cfg_src))
     cls = resolve_class(config, spec.arch, source=source)
+    config = config_for_class(cls, config, source)
     dtype = load_dtype(config, checkpoint_dtype)
+    set_config_dtype(config, dtype)
     module = instantiate_meta(cls, config, dtype, source=source)
     spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
     return BuiltModel(module, spec, dtype, config, cls.__name__)
+
+
+def config_for_class(cls: type, config: Any, source: str) -> Any:
+    """The config ``cls.from_pretrained`` would build: read by the class's own ``config_class``, which for a
+    sub-model (CLIPVisionModel from a CLIP config.json) picks its sub-config out by ``base_config_key``."""
+    config_class = getattr(cls, "config_class", None)
+    if config_class is None or type(config) is config_class:
+        return config
+    try:
+        return config_class.from_pretrained(source, local_files_only=True)
+    except Exception as e:  # config classes raise many types on bad values
+        raise ConfigError(f"{source}: cannot read this config as {config_class.__name__} for {cls.__name__}: {_one_line(e)}") from e
+
+
+def set_config_dtype(config: Any, dtype: torch.dtype) -> None:
+    """As from_pretrained does before building: the load dtype goes on the config and its sub-configs."""
+    try:
+        config.dtype = dtype
+        for key in getattr(config, "sub_configs", None) or {}:
+            sub = getattr(config, key, None)
+            if sub is not None:
+                sub.dtype = dtype
+    except Exception:  # a config that refuses the attribute builds as it is  # noqa: BLE001
+        pass
 
 
 def instantiate_meta(cls: type, config: Any, dtype: torch.dtype, *, source: str = "config") -> nn.Module:
