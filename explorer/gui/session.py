@@ -114,6 +114,12 @@ def _import_heavy(source: Source) -> float:
     t = time.perf_counter()
     for n in todo:
         __import__(n)
+    if "torch" in todo:
+        # leave a core for the GUI thread: statistics run in workers, and torch's intra-op pool would
+        # otherwise take every core and starve the event loop (stalls while browsing huge tensors)
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     if "transformers" in todo:
         import transformers.modeling_utils  # noqa: F401  (the lazy module behind every model class)
     return time.perf_counter() - t
