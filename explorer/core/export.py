@@ -9,6 +9,7 @@ error or a cancel removes the staging folder, so there is never a half checkpoin
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -176,10 +177,6 @@ def _cancelled(cancel: Any) -> bool:
     return bool(cancel())
 
 
-def _same_or_inside(p: Path, folder: Path) -> bool:
-    return p == folder or folder in p.parents
-
-
 # --------------------------------------------------------------------------------------------- export
 
 
@@ -296,7 +293,8 @@ def export_checkpoint(
         if isinstance(e, ExplorerError):
             raise
         if isinstance(e, OSError):
-            raise ExportError(f"{out}: write failed: {e.strerror or e}; nothing was written") from e
+            hint = " (is it a mount point?)" if e.errno == errno.EBUSY else ""
+            raise ExportError(f"{out}: write failed: {e.strerror or e}{hint}; nothing was written") from e
         raise
 
     out_spec = ModelSpec(config=str(out), arch=built.class_name) if spec.is_transformers else spec
@@ -330,6 +328,8 @@ def _check_target(out: Path, source_folder: Path, inputs: list[Path]) -> None:
             raise ExportError(f"{out}: exists and is not a folder")
         if any(out.iterdir()):
             raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
+        if not os.access(out, os.W_OK):  # renaming over it would succeed and silently replace a read-only folder
+            raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
 
 
 # --------------------------------------------------------------------------------------------- layout

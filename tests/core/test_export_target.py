@@ -1,0 +1,55 @@
+"""Export targets: an existing empty folder that is read-only is refused (renaming over it would silently replace
+it), and the CLI says so in one line."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from explorer.cli import main
+from explorer.core import export as export_mod
+from explorer.core.errors import ExportError
+from explorer.core.export import export_checkpoint
+from explorer.core.plan import Plan, save_plan
+from tests.helpers import save_tiny
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("src")
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+def _deny_write(monkeypatch, target: Path) -> None:
+    real = os.access  # root ignores permission bits, so the check is simulated
+
+    def access(path, mode, *a, **kw):
+        if Path(path) == target and mode & os.W_OK:
+            return False
+        return real(path, mode, *a, **kw)
+
+    monkeypatch.setattr(export_mod.os, "access", access)
+
+
+def test_read_only_empty_folder_is_refused(src: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "ro"
+    out.mkdir()
+    _deny_write(monkeypatch, out)
+    with pytest.raises(ExportError, match=r"ro: the folder is read-only; choose a writable folder$"):
+        export_checkpoint(str(src), Plan(), out)
+    assert out.is_dir() and not any(out.iterdir()) and not list(tmp_path.glob(".ro.partial-*"))
+
+
+def test_cli_read_only_target_one_line_exit_2(src: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    plan = tmp_path / "plan.json"
+    save_plan(Plan(), plan)
+    out = tmp_path / "ro"
+    out.mkdir()
+    _deny_write(monkeypatch, out)
+    capsys.readouterr()
+    code = main(["export", str(src), "--plan", str(plan), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err == f"ckpt-explorer: error: {out}: the folder is read-only; choose a writable folder\n"
