@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Callable
 
 from . import EXIT_OK
 from .common import Style, add_json_arg, print_json
+
+MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,15 +47,18 @@ def stderr_progress(label: str) -> Callable[[int, int], None] | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import TensorReader, open_checkpoint
-    from ..core.errors import ExplorerError
+    from ..core.errors import CheckpointError, ExplorerError
     from ..core.stats import stats_many
 
-    if args.bins < 1:
-        raise ExplorerError(f"--bins must be at least 1, found {args.bins}")
+    if not 1 <= args.bins <= MAX_BINS:
+        raise ExplorerError(f"--bins must be between 1 and {MAX_BINS}, found {args.bins}")
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
+    for k in args.keys:  # unknown names fail before any work
+        if k not in index.tensors:
+            close = difflib.get_close_matches(k, list(index.tensors), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CheckpointError(f"{index.path}: no tensor named {k!r}{hint}")
     with TensorReader(index) as reader:
-        for k in args.keys:
-            reader._info(k)  # unknown names fail before any work
         results = list(stats_many(reader, args.keys or None, bins=args.bins, progress=stderr_progress("stats")))
     if args.json:
         print_json({"checkpoint": index.path, "tensors": [s.to_json() for s in results]})

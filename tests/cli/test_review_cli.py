@@ -92,3 +92,28 @@ def test_stats_json_is_valid_with_nan_and_inf_tensors(capsys, tmp_path: Path) ->
     rows = {t["name"]: t for t in json.loads(out)["tensors"]}
     assert rows["nan"]["nan"] == 4 and rows["nan"]["mean"] is None
     assert rows["inf"]["inf"] == 2 and rows["ok"]["mean"] == 1.0
+
+
+def test_stats_unknown_key_suggests_the_close_one(capsys, bert: Path) -> None:
+    code, out, err = _run(capsys, "stats", str(bert), "embeddings.LayerNorm.weigth")
+    assert code == 2 and out == ""
+    assert err == (f"ckpt-explorer: error: {bert}: no tensor named 'embeddings.LayerNorm.weigth'; "
+                   "did you mean 'embeddings.LayerNorm.weight'?\n")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["stats", "{ckpt}", "--bins", "1000000000"], "--bins must be between 1 and 1000000, found 1000000000"),
+    (["stats", "{ckpt}", "--bins", "0"], "--bins must be between 1 and 1000000, found 0"),
+    (["diff", "{ckpt}", "{ckpt}", "--depth", "0"], "--depth must be at least 1"),
+])
+def test_option_ranges(capsys, bert: Path, argv: list[str], says: str) -> None:
+    code, out, err = _run(capsys, *[a.format(ckpt=bert) for a in argv])
+    assert code == 2 and out == "" and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_sizes_are_labelled_in_binary_units() -> None:
+    from explorer.cli.common import human_bytes
+
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(90868376) == "86.7 MiB"
+    assert human_bytes(3 * 2**40) == "3.0 TiB"
