@@ -44,15 +44,29 @@ def build_demo(*, cache: Path | None = None, force: bool = False) -> Demo:
     notes = {e["key"] if e["op"] != "rename" else e["to"]: e["why"] for e in recipe["edits"]}
     if not force and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
         return Demo(folder, recipe["target_arch"], notes)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+    from .export import fsync_path
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+    except OSError as e:
+        raise ExplorerError(f"{folder.parent}: cannot build the demo checkpoint: {e.strerror or e}") from e
     try:
         _write(recipe, tmp)
+        for f in tmp.iterdir():
+            fsync_path(f)
+        fsync_path(tmp)
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not ((folder / "model.safetensors").is_file() and (folder / "config.json").is_file()):
+                raise
+            # another process built the same demo meanwhile: use theirs
+        fsync_path(folder.parent)
     except OSError as e:
-        raise ExplorerError(f"{folder}: cannot build the demo checkpoint: {e}") from e
+        raise ExplorerError(f"{folder}: cannot build the demo checkpoint: {e.strerror or e}") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -153,10 +153,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(p.parent)
+    fsync_path(p.parent)
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_path(d: str | os.PathLike[str]) -> None:
+    """fsync a file or folder by path (a folder's fsync makes renames inside it durable); best effort."""
     try:
         fd = os.open(d, os.O_RDONLY)
     except OSError:
@@ -284,10 +285,10 @@ def export_checkpoint(
             written.append("config.json")
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
-        _fsync_dir(staging)
+        fsync_path(staging)
         os.chmod(staging, 0o755 & ~_umask())
         os.rename(staging, out)  # an existing empty folder is replaced atomically
-        _fsync_dir(parent)
+        fsync_path(parent)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, ExplorerError):
