@@ -426,12 +426,31 @@ def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
     from .export import atomic_write_bytes
 
     p = Path(path)
+    if p.is_dir():
+        raise PlanError(f"{p}: is a folder; give a file name such as {p / 'plan.json'}")
+    if p.exists() and not _is_plan_file(p):  # e.g. -o config.json or the checkpoint itself
+        raise PlanError(f"{p}: exists and is not a plan file; refusing to overwrite it")
     data = json.dumps(plan.to_json(), indent=1).encode() + b"\n"
     try:
         atomic_write_bytes(p, data)
     except OSError as e:
         raise PlanError(f"{p}: cannot write plan: {e.strerror or e}") from e
     return p
+
+
+def _is_plan_file(p: Path) -> bool:
+    """An empty file or a JSON object with this tool's plan ``version`` (read only if it starts like JSON)."""
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            return True
+        with open(p, "rb") as f:
+            if f.read(1) != b"{" or size > 256 << 20:
+                return False
+        data = json.loads(p.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "version" in data and set(data) <= {"version", "tool", "source", "key_mapping", "defaults", "rules"}
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
