@@ -58,6 +58,9 @@ def print_text(rep) -> None:  # rep: Report
     idx = rep.index
     print(s(f"{idx.path}", "1"))
     wrap = f", sub-dict {idx.wrapper_key!r}" if idx.wrapper_key else ""
+    others = [c for c in idx.wrapper_candidates if c != idx.wrapper_key]
+    if others:
+        wrap += f" (also holds {', '.join(map(repr, others))}: choose with --wrapper)"
     print(f"  {idx.format}, {len(idx.files)} file(s), {len(idx.tensors)} tensors, "
           f"{human_count(idx.total_params)} params, {human_bytes(idx.total_bytes)}{wrap}")
     for n in rep.notes:

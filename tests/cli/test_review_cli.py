@@ -117,3 +117,11 @@ def test_sizes_are_labelled_in_binary_units() -> None:
     assert human_bytes(512) == "512 B"
     assert human_bytes(90868376) == "86.7 MiB"
     assert human_bytes(3 * 2**40) == "3.0 TiB"
+
+
+def test_report_text_names_the_other_sub_dicts(capsys, tmp_path: Path) -> None:
+    f = tmp_path / "w.pt"
+    torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "ema": {"a.weight": torch.ones(2, 2)}, "epoch": 3}, f)
+    code, out, err = _run(capsys, "report", str(f))
+    assert code == 0, err
+    assert "sub-dict 'state_dict' (also holds 'ema': choose with --wrapper)" in out
