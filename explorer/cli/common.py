@@ -101,6 +101,43 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+class StderrProgress:
+    """A throttled one-line progress indicator on stderr; the line is cleared when done (or on close())."""
+
+    def __init__(self, label: str, *, show_bytes: bool = False) -> None:
+        self.label, self.show_bytes = label, show_bytes
+        self._last, self._width = -1, 0
+
+    def __call__(self, done: int, total: int, name: str = "") -> None:
+        if not total:
+            return
+        pct = int(100 * done / total)
+        if pct == self._last:
+            return
+        self._last = pct
+        text = f"{self.label}: {pct:3d}%"
+        if self.show_bytes:
+            text += f"  {human_bytes(done)} / {human_bytes(total)}"
+        if name:
+            text += f"  {name[:50]}"
+        sys.stderr.write("\r" + text.ljust(self._width))
+        self._width = len(text)
+        if done >= total:
+            self.close()
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+def stderr_progress(label: str, *, show_bytes: bool = False) -> StderrProgress | None:
+    """Progress on stderr when it is a terminal, else None (pipes and CI logs stay clean)."""
+    return StderrProgress(label, show_bytes=show_bytes) if sys.stderr.isatty() else None
+
+
 class Style:
     """ANSI colours only when stdout is a terminal (and NO_COLOR is unset)."""
 

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import open_checkpoint
     from ..core.errors import ExplorerError
     from ..core.stats import SAME, diff_checkpoints, module_rollup, pair_keys
-    from .stats import stderr_progress
+    from .common import stderr_progress
 
     if args.depth is not None and args.depth < 1:
         raise ExplorerError(f"--depth must be at least 1 (key components per roll-up group), found {args.depth}")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, human_bytes, print_json
+from .common import Style, add_json_arg, human_bytes, print_json, stderr_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,34 +40,12 @@ def _spec(args: argparse.Namespace, plan):  # -> ModelSpec | None
     return None
 
 
-class _Bar:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.on = sys.stderr.isatty()
-        self._last = -1
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        if not self.on or not total:
-            return
-        pct = int(100 * done / total)
-        if pct == self._last:
-            return
-        self._last = pct
-        sys.stderr.write(f"\r  {pct:3d}% {human_bytes(done)} / {human_bytes(total)}  {name[:50]:50s}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on and self._last >= 0:
-            sys.stderr.write("\n")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..core.export import export_checkpoint
     from ..core.plan import load_plan
 
     plan = load_plan(args.plan)
-    bar = _Bar()
+    bar = stderr_progress("export", show_bytes=True)
     try:
         res = export_checkpoint(
             args.checkpoint,
@@ -82,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             progress=bar,
         )
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if args.json:
         print_json(res.to_json())
     else:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import open_checkpoint
     from ..core.fresh import init_check
     from ..core.model import ModelSpec
-    from .stats import stderr_progress
+    from .common import stderr_progress
 
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
     spec = model_spec(args) or ModelSpec()

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
-from typing import Callable
 
 from . import EXIT_OK
-from .common import Style, add_json_arg, print_json
+from .common import Style, add_json_arg, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 
@@ -25,24 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
     add_json_arg(p)
     p.set_defaults(run=run)
-
-
-def stderr_progress(label: str) -> Callable[[int, int], None] | None:
-    """A throttled one-line progress printer on stderr, or None when stderr is not a terminal."""
-    if not sys.stderr.isatty():
-        return None
-    last = [-1]
-
-    def cb(done: int, total: int) -> None:
-        pct = int(100 * done / total) if total else 100
-        if pct != last[0]:
-            last[0] = pct
-            sys.stderr.write(f"\r{label}: {pct:3d}%")
-            if done >= total:
-                sys.stderr.write("\r" + " " * (len(label) + 6) + "\r")
-            sys.stderr.flush()
-
-    return cb
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ import shutil
 import struct
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import ExplorerError, ExportError
@@ -201,7 +201,7 @@ def export_checkpoint(
     is a callable or an Event checked between chunks. Raises ExportError (ExportCancelled when cancelled);
     on any failure nothing is left in ``out_dir``.
     """
-    from .matching import Status, apply_key_mapping, report
+    from .matching import apply_key_mapping, report
     from .model import ModelSpec, build_model, config_path
 
     t0 = time.perf_counter()

@@ -22,8 +22,6 @@ from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import CheckpointError, ExplorerError
 
 if TYPE_CHECKING:
-    import os
-
     import torch
 
 Progress = Callable[[int, int], None]

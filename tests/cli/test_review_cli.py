@@ -125,3 +125,36 @@ def test_report_text_names_the_other_sub_dicts(capsys, tmp_path: Path) -> None:
     code, out, err = _run(capsys, "report", str(f))
     assert code == 0, err
     assert "sub-dict 'state_dict' (also holds 'ema': choose with --wrapper)" in out
+
+
+class _Tty:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_one_progress_helper_on_a_terminal_only(capsys, bert: Path, monkeypatch, tmp_path: Path) -> None:
+    from explorer.cli.common import StderrProgress, stderr_progress
+
+    assert stderr_progress("x") is None  # pytest's stderr is not a terminal: pipes and CI logs stay clean
+    tty = _Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    bar = stderr_progress("export", show_bytes=True)
+    assert isinstance(bar, StderrProgress)
+    bar(512, 2048, "a.weight")
+    assert tty.text == "\rexport:  25%  512 B / 2.0 KiB  a.weight"
+    bar(2048, 2048, "b.weight")
+    assert tty.text.endswith("\r" + " " * len("export: 100%  2.0 KiB / 2.0 KiB  b.weight") + "\r")
+    tty.text = ""
+    assert main(["stats", str(bert), "--json"]) == 0
+    assert "stats:" in tty.text and "100%" in tty.text and tty.text.endswith("\r")
+    json.loads(capsys.readouterr().out)
