@@ -45,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     s = Style()
     print(s(index.path, "1"))
-    head = f"{'name':<52} {'dtype':<9} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} {'nan/inf':>8}"
+    head = f"{'name':<52} {'dtype':<13} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} {'nan/inf':>8}"
     print(s(head, "2"))
     for st in results:
         flags = " constant" if st.constant else ""
         print(
-            f"{_short(st.name, 52):<52} {st.dtype:<9} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
+            f"{_short(st.name, 52):<52} {st.dtype:<13} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
             f"{_g(st.max):>10} {st.zeros:>6.1%} {f'{st.nan}/{st.inf}':>8}{flags}"
         )
     return EXIT_OK
