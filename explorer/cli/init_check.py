@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, add_model_args, key_mapping, model_spec, print_json
+from .common import Style, add_json_arg, add_mapping_args, add_model_args, key_mapping, model_spec, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
     add_model_args(p)
-    p.add_argument("--key-mapping", metavar="JSON", help="rename checkpoint keys first (a JSON object or a file)")
+    add_mapping_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation (default 0)")
     p.add_argument("--all", action="store_true", help="text mode: list every tensor, not only init-like ones")
     add_json_arg(p)
@@ -32,14 +32,29 @@ def run(args: argparse.Namespace) -> int:
 
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
     spec = model_spec(args) or ModelSpec()
-    results = init_check(index, spec, key_mapping=key_mapping(args), seed=args.seed, progress=stderr_progress("init-check"))
+    km = key_mapping(args)
+    if args.auto_fix:
+        from ..core.matching import report
+
+        km = report(index, spec, auto_fix=True).key_mapping
+    results = init_check(index, spec, key_mapping=km, seed=args.seed, progress=stderr_progress("init-check"))
     flagged = [r for r in results if r.init_like]
+    notes = []
+    if km:
+        notes.append(f"key mapping applied: {dict(km)}")
+    unplaced = sum(1 for r in results if r.details.endswith("(status unexpected)"))
+    if not km and unplaced >= max(2, len(results) // 4):
+        # a DDP/compile prefix leaves nothing to check; "0 look untrained" would be a false all-clear
+        notes.append(f"{unplaced} of {len(results)} tensors do not load into the model and were not checked "
+                     "(prefix trouble?); re-run with --auto-fix or --key-mapping")
     if args.json:
-        print_json({"checkpoint": index.path, "tensors": [r.to_json() for r in results],
-                    "init_like": [r.name for r in flagged]})
+        print_json({"checkpoint": index.path, "key_mapping": dict(km) if km else None, "notes": notes,
+                    "tensors": [r.to_json() for r in results], "init_like": [r.name for r in flagged]})
         return EXIT_FINDINGS if flagged else EXIT_OK
     s = Style()
     print(s(index.path, "1"))
+    for n in notes:
+        print(s(f"  note: {n}", "33"))
     checked = sum(r.kind in ("random", "constant") for r in results)
     print(f"  {checked} tensors checked against a fresh init, "
           + s(f"{len(flagged)} look untrained", "31" if flagged else "32"))

@@ -158,3 +158,24 @@ def test_one_progress_helper_on_a_terminal_only(capsys, bert: Path, monkeypatch,
     assert main(["stats", str(bert), "--json"]) == 0
     assert "stats:" in tty.text and "100%" in tty.text and tty.text.endswith("\r")
     json.loads(capsys.readouterr().out)
+
+
+def test_init_check_on_a_prefixed_checkpoint_warns_and_auto_fix_checks(capsys, bert: Path, tmp_path: Path) -> None:
+    import shutil
+
+    sd = load_file(bert / "model.safetensors")
+    ddp = tmp_path / "ddp"
+    ddp.mkdir()
+    save_file({"module." + k: v for k, v in sd.items()}, str(ddp / "model.safetensors"))
+    shutil.copy(bert / "config.json", ddp / "config.json")
+    code, out, err = _run(capsys, "init-check", str(ddp), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["key_mapping"] is None
+    assert any("do not load into the model and were not checked" in n and "--auto-fix" in n for n in d["notes"])
+    code, out, err = _run(capsys, "init-check", str(ddp), "--auto-fix", "--json")
+    d = json.loads(out)
+    assert d["key_mapping"] == {r"^module\.": ""} and d["notes"] == [r"key mapping applied: {'^module\\.': ''}"]
+    checked = [t for t in d["tensors"] if t["kind"] in ("random", "constant")]
+    assert len(checked) > len(sd) // 2
+    assert code == 1  # save_tiny writes an untrained model: its tensors look like a fresh init
