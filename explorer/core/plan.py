@@ -310,6 +310,12 @@ def _action(value: Any, where: str) -> Action:
 
 def glob_to_regex(glob: str) -> str:
     """Glob -> regex matching a whole run of dot-separated components (``*`` crosses dots)."""
+    return r"(?:^|\.)" + translate_glob(glob) + r"(?:\.|$)"
+
+
+def translate_glob(glob: str, *, any_char: str = ".") -> str:
+    """The unanchored regex body of a glob: ``*`` -> ``{any_char}*``, ``?`` -> ``any_char``, ``[0-5]``/``[!0-5]``
+    classes, everything else literal. ``any_char="[^\\n]"`` keeps matches within one line. Raises PlanError."""
     if not glob:
         raise PlanError("empty glob")
     out = []
@@ -319,9 +325,9 @@ def glob_to_regex(glob: str) -> str:
         if c == "*":
             while i + 1 < n and glob[i + 1] == "*":
                 i += 1
-            out.append(".*")
+            out.append(any_char + "*")
         elif c == "?":
-            out.append(".")
+            out.append(any_char)
         elif c == "[":
             j = glob.find("]", i + 2 if i + 1 < n and glob[i + 1] in "!^" else i + 1)
             if j < 0:
@@ -339,7 +345,7 @@ def glob_to_regex(glob: str) -> str:
         else:
             out.append(re.escape(c))
         i += 1
-    return r"(?:^|\.)" + "".join(out) + r"(?:\.|$)"
+    return "".join(out)
 
 
 @lru_cache(maxsize=512)
