@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CKPT_EXPLORER_DEBUG"):
             raise
         msg = str(e).strip().splitlines()
-        print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''}", file=sys.stderr)
+        print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''} "
+              "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -179,3 +179,19 @@ def test_init_check_on_a_prefixed_checkpoint_warns_and_auto_fix_checks(capsys, b
     checked = [t for t in d["tensors"] if t["kind"] in ("random", "constant")]
     assert len(checked) > len(sd) // 2
     assert code == 1  # save_tiny writes an untrained model: its tensors look like a fresh init
+
+
+def test_an_unexpected_exception_is_one_line_with_the_debug_hint(capsys, bert: Path, monkeypatch) -> None:
+    import explorer.cli.stats as stats_cli
+
+    def boom(args):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(stats_cli, "run", boom)
+    code, out, err = _run(capsys, "stats", str(bert))
+    assert code == 2 and out == ""
+    assert err == ("ckpt-explorer: error: RuntimeError: something broke "
+                   "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)\n")
+    monkeypatch.setenv("CKPT_EXPLORER_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something broke"):
+        main(["stats", str(bert)])
