@@ -234,6 +234,9 @@ def export_checkpoint(
                                   rename=lambda n: apply_key_mapping(n, plan.key_mapping))
     if not outs:
         raise ExportError(f"{index.path}: the plan leaves no tensor to write")
+    if plan.checkpoint and Path(plan.checkpoint).resolve() != Path(index.path).resolve():
+        # allowed (rules are patterns; defaults come from this checkpoint's report), but worth saying
+        notes.insert(0, f"the plan was made for {plan.checkpoint}, applied to {Path(index.path).absolute()}")
     shards = _shard(outs, shard_limit)
     plan_hash = plan.sha256()
     from .. import __version__

@@ -53,3 +53,18 @@ def test_cli_read_only_target_one_line_exit_2(src: Path, tmp_path: Path, monkeyp
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     assert captured.err == f"ckpt-explorer: error: {out}: the folder is read-only; choose a writable folder\n"
+
+
+def test_a_plan_made_for_another_checkpoint_is_noted(src: Path, tmp_path: Path) -> None:
+    from explorer.core.matching import report
+    from explorer.core.model import ModelSpec
+
+    plan = Plan.from_report(report(str(src), ModelSpec(config=str(src))))
+    res = export_checkpoint(str(src), plan, tmp_path / "same")
+    assert not any("the plan was made for" in n for n in res.notes)
+    other = tmp_path / "other"
+    other.mkdir()
+    save_tiny("bert", "BertModel", other)
+    res = export_checkpoint(str(other), plan, tmp_path / "out")
+    assert res.is_clean
+    assert res.notes[0] == f"the plan was made for {plan.checkpoint}, applied to {other}"
