@@ -577,18 +577,56 @@ def key_seed(seed: int, name: str) -> int:
 
 
 def reinit_keys(model: nn.Module, keys: Sequence[str], *, seed: int | None = None) -> None:
-    """Re-initialise the modules owning ``keys`` in place (each module once)."""
+    """Re-initialise ``keys`` of a live model in place with the model's own init.
+
+    Transformers models get exactly the values that export, init-check and the GUI overlay use for the same
+    seed (:class:`explorer.core.fresh.FreshInit` on a meta twin built from ``model.config``, one module at a time);
+    plain modules run ``reset_parameters`` of each owning module. Raises PlanError for a tensor no init sets.
+    """
     import torch
 
-    done: set[str] = set()
-    for k in keys:
-        path, mod = owning_module(model, k)
-        if path in done:
-            continue
-        done.add(path)
-        if seed is None:
-            init_module(model, path, mod)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key_seed(seed, path))
+    twin = _meta_twin(model)
+    if twin is None:
+        done: set[str] = set()
+        for k in keys:
+            path, mod = owning_module(model, k)
+            if path in done:
+                continue
+            done.add(path)
+            if seed is None:
                 init_module(model, path, mod)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(key_seed(seed, path))
+                    init_module(model, path, mod)
+        return
+    from .fresh import FreshInit
+
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    fresh = FreshInit(twin, seed=seed, cache_modules=1)
+    live = dict(model.named_parameters(remove_duplicate=False))
+    live.update(model.named_buffers(remove_duplicate=False))
+    with torch.no_grad():
+        for k in sorted(keys, key=lambda k: k.rpartition(".")[0]):  # one materialisation per module
+            t = fresh.tensor(k)
+            if t is None:
+                raise PlanError(f"{k}: the model's initialisation does not set this tensor; it cannot be re-initialised")
+            live[k].copy_(t)
+
+
+def _meta_twin(model: nn.Module):  # -> BuiltModel | None
+    """The same transformers class and config on the meta device (None for plain modules)."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return None
+    if not isinstance(model, PreTrainedModel):
+        return None
+    import torch
+
+    from .model import BuiltModel, ModelSpec, instantiate_meta
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    meta = instantiate_meta(type(model), model.config, dtype, source=type(model).__name__)
+    return BuiltModel(meta, ModelSpec(), dtype, meta.config, type(model).__name__)
