@@ -40,10 +40,34 @@ def source_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+_QUIET = ("This plugin does not support propagateSizeHints()",)  # offscreen/xvfb noise, nothing a user can act on
+_previous_handler: Any = None
+
+
+def _message_handler(mode: Any, context: Any, message: str) -> None:
+    if any(q in message for q in _QUIET):
+        return
+    if _previous_handler is not None:
+        _previous_handler(mode, context, message)
+    else:
+        print(message, file=sys.stderr)
+
+
+def install_message_filter() -> None:
+    """Drop Qt's known-harmless platform warnings; everything else goes where it went before."""
+    global _previous_handler
+    from PySide6.QtCore import qInstallMessageHandler
+
+    if _previous_handler is None:
+        prev = qInstallMessageHandler(_message_handler)
+        _previous_handler = prev if prev is not None and prev is not _message_handler else None
+
+
 def make_app() -> Any:
     from PySide6.QtGui import QFont
     from PySide6.QtWidgets import QApplication
 
+    install_message_filter()
     app = QApplication.instance()
     if app is None:
         app = QApplication([sys.argv[0] if sys.argv else "ckpt-explorer"])
@@ -94,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     from .compare_panel import install_compare_panel
     from .init_panel import install_init_panel
 
-    install_init_panel(win)  # "Looks untrained" tab + fresh-init overlay in the details histogram
+    init_panel = install_init_panel(win)  # "Looks untrained" tab + fresh-init overlay in the details histogram
     install_compare_panel(win)  # "Compare A/B" tab + menu (--compare OTHER)
     if getattr(args, "compare", None):
         win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
@@ -124,6 +148,7 @@ def main(args: argparse.Namespace) -> int:
         win.ready.connect(done)
         QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, timeout)
         win.when_ready()
+        init_panel.run_before_ready()  # small checkpoints with a model: badges + overlay verdict in the shot
         if source is None:
             QTimer.singleShot(0, win.ready.emit)
     if source is not None:

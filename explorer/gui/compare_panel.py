@@ -198,7 +198,7 @@ class ComparePanel(QWidget):
         self.table.model().setHeaderData(2, Qt.Orientation.Horizontal, "‖B−A‖/‖A‖", Qt.ItemDataRole.ToolTipRole)
 
         self.bars_plot = pg.PlotWidget()
-        self.bars_plot.setMinimumHeight(120)
+        self.bars_plot.setMinimumHeight(50)  # the tab must not force the tensor table taller than it needs
         pi = self.bars_plot.getPlotItem()
         pi.setMenuEnabled(False)
         pi.hideButtons()
@@ -209,6 +209,7 @@ class ComparePanel(QWidget):
         pi.addItem(self.bars)
 
         self.hist = HistogramWidget()
+        self.hist.plot.setMinimumHeight(80)
         self.hist.bins.setValue(128)
         self.hist.binsChanged.connect(lambda _b: self._measure_current())
         self.hist_label = QLabel("select a tensor to see A and B")
@@ -438,7 +439,7 @@ def install_compare_panel(window: Any) -> ComparePanel:
     panel = ComparePanel(window)
     window.add_panel("Compare A/B", panel)
     window.compare_panel = panel
-    menu = window.menuBar().addMenu("&Compare")
+    menu = window.add_menu("&Compare")
     a = QAction("Compare &with…", window)
     a.setShortcut("Ctrl+Shift+C")
     a.triggered.connect(lambda _c=False: (window.tabs.setCurrentWidget(panel), panel.open_dialog()))

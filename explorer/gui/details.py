@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QScrollArea,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
@@ -66,8 +67,7 @@ class DetailsPanel(QWidget):
 
         self.title = QLabel("Nothing selected")
         self.title.setObjectName("detailsTitle")
-        self.title.setWordWrap(True)
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title.setWordWrap(True)  # dotted names break after their dots (zero-width spaces; see show_selection)
         self.badge = QLabel("")
         self.badge.setObjectName("badge")
         head = QHBoxLayout()
@@ -122,8 +122,8 @@ class DetailsPanel(QWidget):
 
         info = QWidget()
         info.setObjectName("detailsInfo")
-        info.setMinimumWidth(330)
-        info.setMaximumWidth(460)
+        info.setMinimumWidth(290)
+        info.setMaximumWidth(470)
         left = QVBoxLayout(info)
         left.setContentsMargins(0, 0, 0, 0)
         left.setSpacing(6)
@@ -132,11 +132,29 @@ class DetailsPanel(QWidget):
         left.addWidget(stats_w)
         left.addLayout(prow)
         left.addStretch(1)
+        # the facts scroll when the panel is short, instead of forcing the window taller
+        scroll = QScrollArea()
+        scroll.setWidget(info)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(310)
+        scroll.setMaximumWidth(490)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.setSpacing(10)
-        lay.addWidget(info, 0)
-        lay.addWidget(self.histogram, 1)
+        lay.addWidget(scroll, 0)
+        # a line under the histogram for what an overlay means (the fresh-init verdict, set by the init panel)
+        self.histogram_note = QLabel("")
+        self.histogram_note.setObjectName("histNote")
+        self.histogram_note.setWordWrap(True)
+        self.histogram_note.setTextFormat(Qt.TextFormat.RichText)
+        self.histogram_note.hide()
+        right = QVBoxLayout()
+        right.setSpacing(2)
+        right.addWidget(self.histogram, 1)
+        right.addWidget(self.histogram_note)
+        lay.addLayout(right, 1)
         facts_w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
         session.jobs.result.connect(self._on_result)
@@ -163,7 +181,8 @@ class DetailsPanel(QWidget):
             self.histogram.clear("select a tensor")
             return
         lk = palette.look(sel.kind)
-        self.title.setText(sel.title)
+        self.title.setText(sel.title.replace(".", ".\u200b"))
+        self.title.setToolTip(sel.title)
         self.badge.setPixmap(palette.icon(sel.kind, 18).pixmap(18, 18))
         self.badge.setToolTip(f"{lk.label}: {lk.meaning}")
         for i, (k, v) in enumerate(sel.facts):
@@ -171,6 +190,8 @@ class DetailsPanel(QWidget):
             kl.setObjectName("factKey")
             vl = QLabel(v)
             vl.setWordWrap(True)
+            vl.setToolTip(v)
+            vl.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long keys clip, never widen
             vl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             if k == "Status":
                 vl.setStyleSheet(f"color: {lk.color}; font-weight: 600;")
@@ -249,7 +270,7 @@ class DetailsPanel(QWidget):
         elif not st.counts or st.finite == 0:
             self.histogram.clear("no finite values (all NaN/Inf)")
         else:
-            self.histogram.set_data(st.edges, st.counts, label=self.selection.title.rsplit(".", 1)[-1] if self.selection else "checkpoint")
+            self.histogram.set_data(st.edges, st.counts, label="checkpoint")
             notes = []
             if st.constant:
                 notes.append(f"constant tensor: every finite value is {_fmt(st.min)}")

@@ -386,3 +386,25 @@ def index_tree(root: TreeItem) -> TreeIndex:
                      {it.path: it for it in params},
                      {it.path: it for it in items if not it.is_param and it is not root},
                      max((it.status_text for it in items if not it.is_param), key=len, default=""))
+
+
+# ---------------------------------------------------------------------------------------------- init check
+def untrained_rows(rows: Sequence[Row], flagged: frozenset[str] | set[str]) -> np.ndarray:
+    """Per table row: its on-disk tensor looks untrained (``flagged`` holds on-disk names)."""
+    return np.fromiter((bool(r.name) and r.name in flagged for r in rows), dtype=bool, count=len(rows))
+
+
+def untrained_tree(index: TreeIndex, flagged: frozenset[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(per parameter in index.params order: looks untrained, per uid: how many parameters at or below it
+    look untrained)`` — the roll-up that lets a collapsed module say "3 look untrained"."""
+    items = index.items
+    params = index.params.tolist()
+    pmask = np.fromiter((any(n in flagged for n in (items[u].ckpt_names or (items[u].path,))) for u in params),
+                        dtype=bool, count=len(params))
+    counts = np.zeros(len(items), dtype=np.int64)
+    cur = index.params[pmask]
+    while cur.size:
+        np.add.at(counts, cur, 1)
+        cur = index.parent[cur]
+        cur = cur[cur >= 0]
+    return pmask, counts

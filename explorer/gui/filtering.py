@@ -27,10 +27,11 @@ class Filter:
     text: str = ""
     mode: str = "substring"
     kinds: frozenset[str] | None = None  # None: every status
+    untrained: bool = False  # only entries the last init check flagged as "looks untrained"
 
     @property
     def active(self) -> bool:
-        return bool(self.text) or self.kinds is not None
+        return bool(self.text) or self.kinds is not None or self.untrained
 
     def regex(self) -> re.Pattern[str] | None:
         """The compiled pattern for glob/regex modes (None for substring). Raises re.error for a bad regex."""
@@ -51,10 +52,18 @@ class Filter:
         low = self.text.lower()
         return lambda s: low in s.lower()
 
-    def mask(self, index: SearchIndex) -> np.ndarray | None:
-        """Which entries of ``index`` match (a bool array), or None when the filter is inactive."""
+    def mask(self, index: SearchIndex, *, untrained: np.ndarray | None = None) -> np.ndarray | None:
+        """Which entries of ``index`` match (a bool array), or None when the filter is inactive. ``untrained``
+        flags the entries that look untrained (None: no init check yet, so nothing passes that toggle)."""
         if not self.active:
             return None
+        base = self._mask(index) if (self.text or self.kinds is not None) else None
+        if not self.untrained:
+            return base
+        flags = untrained if untrained is not None and len(untrained) == len(index) else np.zeros(len(index), dtype=bool)
+        return flags.copy() if base is None else base & flags
+
+    def _mask(self, index: SearchIndex) -> np.ndarray:
         n = len(index)
         texts = index.texts
         cand: np.ndarray | None = None
@@ -130,7 +139,7 @@ class TreeFilterProxy(QSortFilterProxyModel):
         super().__init__(parent)
         self._vis: list[bool] | None = None  # by TreeItem.uid; None: show everything
         self._mask: np.ndarray | None = None  # by parameter (TreeIndex.params order)
-        self._key: tuple[Any, Filter] | None = None
+        self._key: tuple[Any, Filter, int] | None = None
         self._count = 0
         self.setSortRole(SORT_ROLE)
         self.setRecursiveFilteringEnabled(False)  # ancestors are precomputed; no recursive Python walk
@@ -146,9 +155,10 @@ class TreeFilterProxy(QSortFilterProxyModel):
     def set_filter(self, flt: Filter) -> int:
         """Show the parameters matching ``flt`` (with their ancestors). Returns how many parameters match."""
         index = self.sourceModel().tree_index
-        if self._key is not None and self._key[0] is index and self._key[1] == flt:
+        if self._key is not None and self._key[0] is index and self._key[1] == flt and self._key[2] == self.sourceModel().untrained_gen:
             return self._count
-        mask = flt.mask(index.search)
+        model = self.sourceModel()
+        mask = flt.mask(index.search, untrained=model.untrained_params)
         vis = index.visible(mask)
         # invalidate() drops every mapping at once (layout change) and re-maps only the persistent indexes
         # (expanded branches, selection); a filter change would diff every mapped branch, calling parent()
@@ -156,7 +166,7 @@ class TreeFilterProxy(QSortFilterProxyModel):
         self._vis = vis.tolist() if vis is not None else None
         self._mask = mask
         self.invalidate()
-        self._key = (index, flt)
+        self._key = (index, flt, self.sourceModel().untrained_gen)
         self._count = int(mask.sum()) if mask is not None else len(index.params)
         return self._count
 

@@ -105,14 +105,8 @@ class InitPanel(QWidget):
         lay.addWidget(split, 1)
         self._set_busy(False)
 
-        # the overlay line under the details stats
-        self.overlay_label = QLabel("")
-        self.overlay_label.setObjectName("muted")
-        self.overlay_label.setWordWrap(True)
-        self.overlay_label.setTextFormat(Qt.TextFormat.RichText)
-        info = self.details.findChild(QWidget, "detailsInfo")
-        if info is not None and info.layout() is not None:
-            info.layout().insertWidget(info.layout().count() - 1, self.overlay_label)
+        # the fresh-init figures and verdict, under the details histogram
+        self.overlay_label = self.details.histogram_note
 
         jobs = self.session.jobs
         jobs.result.connect(self._on_result)
@@ -145,6 +139,17 @@ class InitPanel(QWidget):
 
         self.session.jobs.start("init_check", job)
 
+    def run_before_ready(self, *, max_values: int = 200_000_000) -> None:
+        """For screenshots: run the init check on a newly loaded report (when a model is known and the checkpoint
+        is small enough to check in seconds) before the window reports ready, so badges and chip are in the shot."""
+        def prepare() -> None:
+            rep = self.session.report
+            if rep is not None and rep.spec is not None and rep.index.total_params <= max_values:
+                self.window.hold_ready("prepare")
+                self.run()
+
+        self.window.readyLoaded.connect(prepare)
+
     def cancel(self) -> None:
         self.session.jobs.cancel("init_check")
         self._set_busy(False)
@@ -167,8 +172,12 @@ class InitPanel(QWidget):
         self._fresh = (rep, fi)
         return fi
 
+    def _set_note(self, html: str) -> None:
+        self.overlay_label.setText(html)
+        self.overlay_label.setVisible(bool(html))
+
     def _on_stats(self, st: Any) -> None:
-        self.overlay_label.setText("")
+        self._set_note("")
         sel = self.details.selection
         rep = self.session.report
         if sel is None or rep is None or rep.spec is None or sel.is_module or len(sel.names) != 1 or not st.counts:
@@ -193,6 +202,7 @@ class InitPanel(QWidget):
             res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key))
             return names, fst, res
 
+        self.window.hold_ready("overlay")  # a screenshot waits for the overlay too
         self.session.jobs.start("fresh", job)
 
     def _show_overlay(self, names: Any, fst: Any, res: Any) -> None:
@@ -200,20 +210,18 @@ class InitPanel(QWidget):
         if sel is None or sel.names != names:
             return
         if fst is None:
-            self.overlay_label.setText("fresh init: no initialisation known for this tensor")
+            self._set_note("fresh init: no initialisation known for this tensor")
             return
         if fst.counts:
             self.details.histogram.set_overlay("fresh init", fst.edges, fst.counts)
         st = self.details.last_stats
         verdict = (f"<b style='color:{palette.look('missing').color}'>{UNTRAINED}</b>" if res.init_like
                    else "✓ differs from a fresh init" if res.kind in ("random", "constant") else res.details)
-        self.overlay_label.setText(
-            f"<table><tr><td></td><td><b>checkpoint</b></td><td><b>fresh init</b></td></tr>"
-            f"<tr><td>mean</td><td>{_num(st.mean) if st else '—'}</td><td>{_num(fst.mean)}</td></tr>"
-            f"<tr><td>std</td><td>{_num(st.std) if st else '—'}</td><td>{_num(fst.std)}</td></tr>"
-            f"<tr><td>min</td><td>{_num(st.min) if st else '—'}</td><td>{_num(fst.min)}</td></tr>"
-            f"<tr><td>max</td><td>{_num(st.max) if st else '—'}</td><td>{_num(fst.max)}</td></tr></table>"
-            f"{verdict} <span style='color:{palette.MUTED_TEXT}'>({_short_details(res)})</span>")
+        del st  # the checkpoint's own figures are in the stats box beside the histogram
+        self._set_note(
+            f"{verdict} <span style='color:{palette.MUTED_TEXT}'>({_short_details(res)})</span><br>"
+            f"<span style='color:{palette.OVERLAY_COLOR}'><b>fresh init</b></span> mean {_num(fst.mean)} · "
+            f"std {_num(fst.std)} · min {_num(fst.min)} · max {_num(fst.max)}")
         self.overlayReady.emit((names, fst, res))
 
     # ------------------------------------------------------------------ slots
@@ -235,15 +243,20 @@ class InitPanel(QWidget):
             col = palette.look("missing").color if n else palette.look("matched").color
             self.summary.setText(f"{checked} tensors checked · <b style='color:{col}'>{n} look untrained</b>")
             self._refilter()
+            self.session.set_init_results(self.results)  # badges, column and filter chip in the main views
             self.checkReady.emit(self.results)
         elif channel == "fresh":
-            self._show_overlay(*value)  # type: ignore[misc]
+            try:
+                self._show_overlay(*value)  # type: ignore[misc]
+            finally:
+                self.window.release_ready("overlay")
 
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "init_check":
             self.summary.setText(f"⚠ {msg}")
         elif channel == "fresh":
-            self.overlay_label.setText(f"fresh init: {msg}")
+            self._set_note(f"fresh init: {msg}")
+            self.window.release_ready("overlay")
 
     def _on_progress(self, channel: str, done: int, total: int) -> None:
         if channel == "init_check" and total:
@@ -252,6 +265,9 @@ class InitPanel(QWidget):
     def _on_finished(self, channel: str) -> None:
         if channel == "init_check":
             self._set_busy(False)
+            self.window.release_ready("prepare")
+        elif channel == "fresh":
+            self.window.release_ready("overlay")
 
     def _on_double(self, idx: QModelIndex) -> None:
         r = self.model.records[self.proxy.mapToSource(idx).row()]
@@ -286,8 +302,9 @@ def install_init_panel(window: Any) -> InitPanel:
     panel = InitPanel(window)
     window.add_panel("Looks untrained", panel)
     window.init_panel = panel
-    menu = window.menuBar().addMenu("&Init")
+    menu = window.add_menu("&Init")
     a = QAction("Check for &untrained tensors", window)
+    a.setShortcut("Ctrl+Shift+U")
     a.triggered.connect(lambda _c=False: (window.tabs.setCurrentWidget(panel), panel.run()))
     menu.addAction(a)
     return panel

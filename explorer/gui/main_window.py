@@ -24,13 +24,16 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QTabWidget,
@@ -46,15 +49,17 @@ from .entries import LOADED_KINDS, TreeItem, fmt_count
 from .filtering import MODES, Filter, FilterProxy
 from .session import Loaded, Session, Source
 from .table_model import TensorTableModel
-from .tree_model import ModuleTreeModel, size_tree_columns
+from .tree_model import ModuleTreeModel, install_column_menu, size_tree_columns
 
 FILTER_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored")
 MAX_RECENT = 10
+CHIP_LABELS = {"dtype": "dtype", "mismatched": "mismatch", "untrained": "untrained?"}  # short: the bar fits 1280 px
 
 
 class MainWindow(QMainWindow):
     selectionChanged = Signal(object)  # details Selection or None
     ready = Signal()  # a report is shown and its first histogram drawn (or there is nothing to measure)
+    readyLoaded = Signal()  # (when_ready) a report arrived, before the interesting tensor is selected
 
     def __init__(self, *, settings: QSettings | None = None, interactive: bool = True) -> None:
         super().__init__()
@@ -94,14 +99,20 @@ class MainWindow(QMainWindow):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # names differ in their tails (layer numbers, weight/bias): elide the start, the tooltip has it all
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.table.setShowGrid(False)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setHighlightSections(False)
-        for col, w in enumerate((150, 290, 290, 100, 70, 72, 200)):
-            self.table.setColumnWidth(col, w)
+        size_table_columns(self.table)
+        from .badges import KeyDelegate, badge_delegate
+
+        self._key_delegate = KeyDelegate(self.table)
+        for col in (TensorTableModel.NAME, TensorTableModel.KEY):
+            self.table.setItemDelegateForColumn(col, self._key_delegate)
+        badge_delegate(self.tree, 0).providers.append(self._untrained_badge)
+        badge_delegate(self.table, TensorTableModel.STATUS).providers.append(self._untrained_badge)
 
         self.details = DetailsPanel(self.session)
         self.tabs = QTabWidget()
@@ -111,15 +122,15 @@ class MainWindow(QMainWindow):
         self.right = QSplitter(Qt.Orientation.Vertical)
         self.right.addWidget(self.tabs)
         self.right.addWidget(self.details)
-        self.right.setStretchFactor(0, 3)
-        self.right.setStretchFactor(1, 2)
+        self.right.setStretchFactor(0, 1)
+        self.right.setStretchFactor(1, 1)
         self.split = QSplitter(Qt.Orientation.Horizontal)
         self.split.addWidget(self.tree)
         self.split.addWidget(self.right)
         self.split.setStretchFactor(0, 1)
         self.split.setStretchFactor(1, 1)
-        self.split.setSizes([700, 740])  # the tree carries the roll-ups: about half the width
-        self.right.setSizes([430, 330])
+        self.split.setSizes([690, 750])  # the tree carries the roll-ups; the table's two names need the rest
+        self.right.setSizes([400, 380])
 
         # bars
         self.message_bar = self._build_message_bar()
@@ -150,6 +161,7 @@ class MainWindow(QMainWindow):
         self.session.loaded.connect(self._on_loaded)
         self.session.loadFailed.connect(self._on_load_failed)
         self.session.busyChanged.connect(self.busy.setVisible)
+        self.session.initChanged.connect(self._on_init_changed)
         self.session.jobs.result.connect(self._on_job_result)
         self.session.jobs.error.connect(self._on_job_error)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
@@ -157,6 +169,7 @@ class MainWindow(QMainWindow):
         self.details.statsReady.connect(lambda _s: self._maybe_ready())
         self.details.statsFailed.connect(lambda _m: self._maybe_ready())
         self._waiting_ready = False
+        self._ready_holds: set[str] = set()  # panels still drawing something the screenshot should show
         self._filter_timer = QTimer(self, singleShot=True, interval=120)
         self._filter_timer.timeout.connect(self.apply_filter)
         self._restore_settings()
@@ -180,20 +193,80 @@ class MainWindow(QMainWindow):
         fm.addSeparator()
         self.act_reload = self._action("&Reload", "F5", self.reload, fm)
         fm.addSeparator()
-        self._action("&Quit", QKeySequence.StandardKey.Quit, self.close, fm)
+        self.act_quit = self._action("&Quit", "Ctrl+Q", self.close, fm)
         vm = m.addMenu("&View")
         self._action("&Find…", QKeySequence.StandardKey.Find, self.focus_search, vm)
-        self._action("Expand &trouble", "Ctrl+E", self.expand_trouble, vm)
-        self._action("&Collapse all", "Ctrl+Shift+E", self.tree.collapseAll, vm)
         self._action("Clear &filter", "Esc", self.clear_filter, vm)
-        hm = m.addMenu("&Help")
+        self._action("Expand &trouble", "Ctrl+T", self.expand_trouble, vm)
+        self._action("&Collapse all", "Ctrl+Shift+T", self.tree.collapseAll, vm)
+        self.help_menu = hm = m.addMenu("&Help")
+        self._action("&Keyboard shortcuts", "F1", self.show_shortcuts, hm)
         self._action("&Legend", None, self._show_legend, hm)
+        self._action("&About Checkpoint Explorer", None, self.show_about, hm)
         tb = self.addToolBar("Main")
         tb.setObjectName("mainToolbar")
         tb.setMovable(False)
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         for a in (self.act_open, self.act_config, self.act_head, self.act_reload, self.act_demo):
             tb.addAction(a)
+            if not a.shortcut().isEmpty():
+                a.setToolTip(f"{a.text().replace('&', '').rstrip('…')} ({a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
+
+    def add_menu(self, title: str) -> Any:
+        """A top-level menu for a panel, placed before Help."""
+        menu = QMenu(title, self)
+        self.menuBar().insertMenu(self.help_menu.menuAction(), menu)
+        return menu
+
+    def shortcuts(self) -> list[tuple[str, str, str]]:
+        """(menu, action, shortcut) for every menu action that has a shortcut, in menu order."""
+        out = []
+
+        def walk(menu: Any, where: str) -> None:
+            for a in menu.actions():
+                if a.menu() is not None:
+                    walk(a.menu(), where)
+                elif not a.isSeparator() and a.shortcuts():
+                    keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts())
+                    out.append((where, a.text().replace("&", "").split("\t")[0], keys))
+
+        for top in self.menuBar().actions():
+            if top.menu() is not None:
+                walk(top.menu(), top.text().replace("&", ""))
+        return out
+
+    def shortcuts_html(self) -> str:
+        rows, last = [], None
+        for where, text, keys in self.shortcuts():
+            if where != last:
+                rows.append(f"<tr><td colspan=2 style='padding-top:6px'><b>{_esc(where)}</b></td></tr>")
+                last = where
+            rows.append(f"<tr><td style='padding-right:18px'><code>{_esc(keys)}</code></td><td>{_esc(text)}</td></tr>")
+        extra = ("<tr><td colspan=2 style='padding-top:6px'><b>Elsewhere</b></td></tr>"
+                 "<tr><td><code>right-click</code></td><td>plan menu on a module or tensor; column menu on a header</td></tr>"
+                 "<tr><td><code>drop a file</code></td><td>open it, compare with it, use it as the config, or load a plan</td></tr>")
+        return f"<table cellspacing=2>{''.join(rows)}{extra}</table>"
+
+    def show_shortcuts(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", self.shortcuts_html(), parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        if self.interactive:
+            box.exec()
+        return box
+
+    def show_about(self) -> QMessageBox:
+        from .. import __version__ as ver
+        text = (f"<h3>Checkpoint Explorer {ver}</h3>"
+                "<p>Does this checkpoint load into this model, and is what loads actually trained?<br>"
+                "Module tree and tensors colour-coded by how they load, histograms beside a fresh initialisation, "
+                "checkpoint A vs B, and a plan to export a patched checkpoint.</p>"
+                "<p>The same answers from the command line: <code>ckpt-explorer report | init-check | diff | stats | plan | export</code>.</p>"
+                f"<p><b>Shortcuts</b></p>{self.shortcuts_html()}")
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "About Checkpoint Explorer", text, parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        if self.interactive:
+            box.exec()
+        return box
 
     def _action(self, text: str, shortcut: Any, slot: Any, menu: Any) -> QAction:
         a = QAction(text, self)
@@ -252,7 +325,7 @@ class MainWindow(QMainWindow):
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(lambda _t: self._filter_timer.start())
         self.search.returnPressed.connect(self.apply_filter)
-        self.search.setMinimumWidth(200)
+        self.search.setMinimumWidth(150)
         self.mode = QComboBox()
         self.mode.addItems(list(MODES))
         self.mode.setToolTip("How the filter text matches names")
@@ -266,15 +339,28 @@ class MainWindow(QMainWindow):
             b.setCheckable(True)
             b.setIcon(palette.icon(k))
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            b.setText(lk.label)
+            b.setText(CHIP_LABELS.get(k, lk.label))
             b.setToolTip(f"{lk.label}: {lk.meaning}\nClick to show only this status (several can be combined)")
             b.setObjectName("kindChip")
             b.toggled.connect(lambda _c: self.apply_filter())
             lay.addWidget(b)
             self.kind_buttons[k] = b
+        ul = palette.look("untrained")
+        self.untrained_button = b = QToolButton()
+        b.setCheckable(True)
+        b.setIcon(palette.icon("untrained"))
+        b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        b.setText(CHIP_LABELS["untrained"])
+        b.setObjectName("kindChip")
+        b.setToolTip(f"{ul.label}: {ul.meaning}\nClick to show only these (runs the init check first if needed)")
+        b.setEnabled(False)
+        b.toggled.connect(self._on_untrained_toggled)
+        lay.addWidget(b)
         self.match_label = QLabel("")
         self.match_label.setObjectName("muted")
         lay.addWidget(self.match_label)
+        # never force the window wider than the screen: on a narrow window the last chips are clipped
+        w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         return w
 
     # ------------------------------------------------------------------ opening
@@ -282,8 +368,8 @@ class MainWindow(QMainWindow):
         self._t_open = time.perf_counter()
         self.session.open(source)
 
-    def open_path(self, path: str) -> None:
-        if os.path.basename(path) == "config.json" and self.session.source is not None:
+    def open_path(self, path: str, *, as_checkpoint: bool = False) -> None:
+        if not as_checkpoint and os.path.basename(path) == "config.json" and self.session.source is not None:
             self.session.reload(config=path)
             return
         self.open_source(Source(checkpoint=path))
@@ -400,8 +486,8 @@ class MainWindow(QMainWindow):
             n = counts.get(k, 0)
             if k == "mismatched":
                 n = len(rep.mismatched)
-            b.setText(f"{palette.look(k).label} {n:,}")
-            b.setEnabled(n > 0 or b.isChecked())
+            b.setText(f"{CHIP_LABELS.get(k, palette.look(k).label)} {n:,}")
+            b.setVisible(n > 0 or b.isChecked())  # only the statuses present: a legend of this report
         model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
         parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
         if rep.has_model:
@@ -442,10 +528,51 @@ class MainWindow(QMainWindow):
         if km:
             self.summary_label.setText(self.summary_label.text() + f" &nbsp;·&nbsp; key mapping: <code>{_esc(str(dict(km)))}</code>")
 
+    # ------------------------------------------------------------------ init check (published by the session)
+    def _on_init_changed(self) -> None:
+        """Badges, column and filter chip from ``session.init_results`` (one place for every view)."""
+        from .entries import untrained_rows, untrained_tree
+
+        res = self.session.init_results
+        b = self.untrained_button
+        if not res:
+            self.tree_model.set_untrained(None, None)
+            self.table_model.set_untrained(None)
+            rep = self.session.report
+            b.setText(CHIP_LABELS["untrained"])
+            b.setEnabled(rep is not None and rep.spec is not None and hasattr(self, "init_panel"))
+        else:
+            flagged = self.session.untrained
+            self.tree_model.set_untrained(*untrained_tree(self.tree_model.tree_index, flagged))
+            self.table_model.set_untrained(untrained_rows(self.table_model.rows, flagged))
+            self.tree.viewport().update()
+            self.table.viewport().update()
+            b.setText(f"{CHIP_LABELS['untrained']} {len(flagged):,}")
+            b.setEnabled(bool(flagged) or b.isChecked())
+        self.apply_filter()
+
+    def _untrained_badge(self, index: QModelIndex) -> list[tuple[str, str]]:
+        """The "looks untrained" badge of a tree item (rolled up: "3 untrained") or table row."""
+        if not self.session.init_results or not index.isValid():
+            return []
+        col = palette.look("untrained").color
+        if index.model() is self.tree_proxy:
+            it = self.tree_proxy.mapToSource(index).internalPointer()
+            n = self.tree_model.untrained_count(it)
+            return [("?" if it.is_param else f"? {n}", col)] if n else []
+        row = self.table_proxy.mapToSource(index).row()
+        return [("?", col)] if self.table_model.untrained_text(self.table_model._vis[row]) else []
+
+    def _on_untrained_toggled(self, on: bool) -> None:
+        if on and not self.session.init_results and hasattr(self, "init_panel"):
+            self.init_panel.run()  # the filter applies when its results arrive (initChanged)
+        self.apply_filter()
+
     # ------------------------------------------------------------------ filtering
     def current_filter(self) -> Filter:
         kinds = frozenset(k for k, b in self.kind_buttons.items() if b.isChecked())
-        return Filter(self.search.text().strip(), self.mode.currentText(), kinds or None)
+        return Filter(self.search.text().strip(), self.mode.currentText(), kinds or None,
+                      untrained=self.untrained_button.isChecked())
 
     def apply_filter(self) -> None:
         flt = self.current_filter()
@@ -485,8 +612,10 @@ class MainWindow(QMainWindow):
 
     def clear_filter(self) -> None:
         self.search.clear()
-        for b in self.kind_buttons.values():
+        for b in (*self.kind_buttons.values(), self.untrained_button):
+            b.blockSignals(True)
             b.setChecked(False)
+            b.blockSignals(False)
         self.apply_filter()
 
     def expand_trouble(self, limit: int = 300) -> None:
@@ -597,14 +726,21 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ screenshots / readiness
     def interesting_key(self) -> str | None:
-        """A tensor worth showing first: a mismatched/unexpected one with data, else the largest 2-D weight."""
+        """A tensor worth showing first. With a model: one the init check flagged, else the largest loaded 2-D
+        weight (its fresh-init overlay shows pretrained vs fresh). Without: a mismatched/unexpected one."""
         rep = self.session.report
         if rep is None:
             return None
+        flagged = self.session.untrained
+        if rep.spec is not None and flagged:
+            rows = [r for r in self.table_model.rows if r.name in flagged and r.kind in LOADED_KINDS]
+            if rows:
+                r = max(rows, key=lambda r: (rep.index.tensors[r.name].numel, r.name))
+                return r.key.split(" (+", 1)[0] or r.name
         best = None
         odd = [(rep.index.tensors[r.name].numel, r.name) for r in self.table_model.rows
                if r.name and r.kind in ("mismatched", "unexpected") and rep.index.tensors[r.name].is_floating]
-        if odd and max(odd)[0] >= 256:
+        if rep.spec is None and odd and max(odd)[0] >= 256:
             return max(odd)[1]
         for r in self.table_model.rows:
             info = rep.index.tensors.get(r.name) if r.name else None
@@ -613,22 +749,53 @@ class MainWindow(QMainWindow):
                     continue
                 if best is None or info.numel > best[0] and "embed" not in r.name:
                     best = (info.numel, r.key or r.name)
+        if best is None and odd:
+            return max(odd)[1]
         return best[1] if best else None
 
     def when_ready(self) -> None:
-        """Emit ``ready`` once the current report is shown and its first histogram drawn."""
+        """Emit ``ready`` once the current report is shown, its first histogram drawn, and every panel holding
+        the ready state (``hold_ready``: the fresh-init overlay, a screenshot's init check) has released it."""
         self._waiting_ready = True
-        self.session.loaded.connect(self._select_interesting)
+        self.session.loaded.connect(self._on_loaded_for_ready)
+
+    def _on_loaded_for_ready(self, _loaded: Any = None) -> None:
+        if not self._waiting_ready:
+            return
+        self.readyLoaded.emit()  # panels may hold the ready state here (e.g. run the init check first)
+        if "prepare" not in self._ready_holds:
+            self._select_interesting()
 
     def _select_interesting(self, _loaded: Any = None) -> None:
         key = self.interesting_key()
         if key is None or not self.select_key(key):
             self._maybe_ready(force=True)
 
+    def hold_ready(self, name: str) -> None:
+        """Keep ``ready`` from firing until ``release_ready(name)`` (only while waiting for it)."""
+        if self._waiting_ready:
+            self._ready_holds.add(name)
+
+    def release_ready(self, name: str) -> None:
+        if name not in self._ready_holds:
+            return
+        self._ready_holds.discard(name)
+        if name == "prepare":
+            self._select_interesting()
+        else:
+            self._maybe_ready()
+
     def _maybe_ready(self, force: bool = False) -> None:
         if self._waiting_ready and (force or self.session.current is not None):
+            if force:
+                self._ready_holds.clear()
+            # checked on the next turn: slots connected after ours (the overlay) may still take a hold
+            QTimer.singleShot(0, self._emit_ready)
+
+    def _emit_ready(self) -> None:
+        if self._waiting_ready and not self._ready_holds:
             self._waiting_ready = False
-            QTimer.singleShot(0, self.ready.emit)
+            self.ready.emit()
 
     def save_screenshot(self, path: str) -> None:
         """Render the whole window to a PNG (atomically)."""
@@ -700,11 +867,74 @@ class MainWindow(QMainWindow):
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
+    def dragMoveEvent(self, event: Any) -> None:
+        self.dragEnterEvent(event)
+
     def dropEvent(self, event: Any) -> None:
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if paths:
+        if self.handle_drop(event.mimeData(), event.position().toPoint()) is not False:
             event.acceptProposedAction()
-            self.open_path(paths[0])
+
+    def drop_choices(self, path: str) -> list[tuple[str, Any]]:
+        """What a file dropped on the window can be, as (menu text, action) — first is the default."""
+        from .plan_editor import looks_like_plan
+
+        ed = getattr(self, "plan_editor", None)
+        cmp = getattr(self, "compare_panel", None)
+        is_json = path.lower().endswith(".json") and os.path.isfile(path)
+        name = os.path.basename(path)
+        if is_json and ed is not None and ed.plan is not None and looks_like_plan(path):
+            return [("Load as plan", lambda: self._load_dropped_plan(path))]
+        out: list[tuple[str, Any]] = []
+        if not (is_json and name != "model.safetensors.index.json" and not name.endswith(".index.json")):
+            out.append(("Open as checkpoint", lambda: self.open_path(path, as_checkpoint=True)))
+            if cmp is not None:
+                out.append(("Compare with current", lambda: self._compare_dropped(path)))
+        if is_json or os.path.isfile(os.path.join(path, "config.json")):
+            out.append(("Open as config", lambda: self._config_dropped(path)))
+        return out
+
+    def handle_drop(self, mime: Any, pos: Any = None) -> Any:
+        """Act on dropped files. Nothing open yet: open it. Otherwise a menu at the drop position offers
+        open / compare / use as config (a dropped plan JSON goes to the plan editor). Returns the menu (it is
+        only shown when interactive), None when acted at once, False when there was nothing to drop."""
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+        if not paths:
+            return False
+        path = paths[0]
+        if self.session.current is None and not (path.lower().endswith(".json") and os.path.basename(path) == "config.json"):
+            self.open_path(path)
+            return None
+        choices = self.drop_choices(path)
+        if len(choices) == 1 and choices[0][0] == "Load as plan":
+            choices[0][1]()
+            return None
+        menu = QMenu(self)
+        title = menu.addAction(os.path.basename(os.path.normpath(path)) or path)
+        title.setEnabled(False)
+        menu.addSeparator()
+        for text, fn in choices:
+            menu.addAction(text).triggered.connect(lambda _c=False, f=fn: f())
+        if self.interactive:
+            from PySide6.QtCore import QPoint
+
+            menu.exec(self.mapToGlobal(pos if pos is not None else QPoint(self.width() // 2, self.height() // 2)))
+        return menu
+
+    def _load_dropped_plan(self, path: str) -> None:
+        ed = self.plan_editor
+        self.tabs.setCurrentWidget(ed)
+        ed._guard(ed.load_plan, path)
+
+    def _compare_dropped(self, path: str) -> None:
+        self.tabs.setCurrentWidget(self.compare_panel)
+        self.compare_panel.compare_with(path)
+
+    def _config_dropped(self, path: str) -> None:
+        if self.session.source is None:
+            self.show_error("Open a checkpoint first, then drop the config to check it against.")
+            return
+        self._t_open = time.perf_counter()
+        self.session.reload(config=path)
 
     def _show_legend(self) -> None:
         rows = "".join(
@@ -712,6 +942,36 @@ class MainWindow(QMainWindow):
             for lk in palette.LOOKS.values()
         )
         QMessageBox.information(self, "Legend", f"<table cellspacing=6>{rows}</table>")
+
+
+TABLE_HIDDEN = (TensorTableModel.DTYPE, TensorTableModel.SIZE, TensorTableModel.HOW, TensorTableModel.PLAN,
+                TensorTableModel.UNTRAINED)
+
+
+def size_table_columns(view: QTableView) -> None:
+    """The tensor table's columns: the two names share the free width (they are what a user reads); status,
+    plan, init check and shape are as wide as their longest usual text and resizable; dtype, size and how
+    (all in the details panel and the row tooltip) wait behind the header's right-click menu. The plan and
+    init-check columns sit beside the key and appear when their panels have something to show."""
+    T = TensorTableModel
+    h = view.horizontalHeader()
+    fm = view.fontMetrics()
+    h.setStretchLastSection(False)
+    h.setMinimumSectionSize(36)
+    for col, visual in ((T.PLAN, 3), (T.UNTRAINED, 4)):
+        h.moveSection(h.visualIndex(col), visual)
+    for col in range(h.count()):
+        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+    for col in (T.NAME, T.KEY):
+        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+    widths = {T.STATUS: fm.horizontalAdvance("shape mismatch") + 58, T.PLAN: fm.horizontalAdvance("↻ reinit") + 16,
+              T.UNTRAINED: fm.horizontalAdvance("⚠ untrained?") + 14, T.SHAPE: fm.horizontalAdvance("1536×384") + 18,
+              T.DTYPE: fm.horizontalAdvance("bfloat16") + 16, T.SIZE: fm.horizontalAdvance("88.0 MB") + 18, T.HOW: 240}
+    for col, w in widths.items():
+        view.setColumnWidth(col, w)
+    for col in TABLE_HIDDEN:
+        view.setColumnHidden(col, True)
+    install_column_menu(h)
 
 
 class HeadClassDialog(QDialog):

@@ -34,6 +34,9 @@ LOOKS: dict[str, Look] = {
     "unexpected": Look("unexpected", "unexpected", "+", "#E69F00", "#FCF0D6", "in the checkpoint but the model has no place for it: dropped"),
     "ignored": Look("ignored", "ignored", "∅", "#7F7F7F", "#EFEFEF", "silenced by the model's ignore rules or a duplicate: not loaded, not reported"),
     "computed": Look("computed", "computed", "ƒ", "#A0A0A0", "#F5F5F5", "non-persistent buffer: never saved, computed at init"),
+    # not a loading status: the init check's verdict, shown beside the status (Tol's wine: apart from the above)
+    "untrained": Look("untrained", "looks untrained", "?", "#882255", "#F3E1EA",
+                      "statistically indistinguishable from the model's fresh initialisation: probably never trained"),
 }
 TROUBLE = ("missing", "mismatched", "unexpected")
 MODULE_COLOR = "#222222"

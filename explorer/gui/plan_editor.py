@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtGui import QAction, QKeySequence, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QStyledItemDelegate,
     QVBoxLayout,
     QWidget,
 )
@@ -53,28 +52,6 @@ class _PlanCommand(QUndoCommand):
 
     def undo(self) -> None:
         self.editor._show_plan(self.before)
-
-
-class _BadgeDelegate(QStyledItemDelegate):
-    """Draws the plan badge (❄ frozen, ↻ reinit, ✕ drop, ×LR) right-aligned in the name cell."""
-
-    def __init__(self, editor: PlanEditor, parent: QWidget) -> None:
-        super().__init__(parent)
-        self.editor = editor
-
-    def paint(self, painter: Any, option: Any, index: QModelIndex) -> None:
-        super().paint(painter, option, index)
-        text = self.editor.badge_for_index(index)
-        if not text:
-            return
-        painter.save()
-        f = QFont(option.font)
-        f.setPointSizeF(max(6.0, f.pointSizeF() * 0.85))
-        painter.setFont(f)
-        painter.setPen(QColor(palette.ACCENT))
-        r = option.rect.adjusted(0, 0, -4, 0)
-        painter.drawText(r, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), text)
-        painter.restore()
 
 
 class PlanEditor(QWidget):
@@ -158,8 +135,8 @@ class PlanEditor(QWidget):
             for r, n in zip(plan.rules, hits):
                 self.rules.addItem(f"{r.describe()}  —  {n} key(s)")
         self.summary.setText(self.summary_text())
-        for view in (self.window.tree, self.window.table):
-            view.viewport().update()
+        self.window.table_model.plan_changed()
+        self.window.tree.viewport().update()
         self.planChanged.emit(plan)
 
     def set_plan(self, plan: Any, text: str) -> None:
@@ -609,6 +586,20 @@ class ExportDialog(QDialog):
             self.close()
 
 
+def looks_like_plan(path: str) -> bool:
+    """A JSON file with a plan's shape (rules + source), as opposed to a config.json or a shard index."""
+    import json
+
+    try:
+        if os.path.getsize(path) > 20_000_000:
+            return False
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "rules" in data and ("source" in data or "defaults" in data)
+
+
 def _short(paths: list[str]) -> str:
     if len(paths) == 1:
         return paths[0] or "(model)"
@@ -620,21 +611,27 @@ def install_plan_editor(window: Any) -> PlanEditor:
     editor = PlanEditor(window)
     window.add_panel("Plan", editor)
     window.plan_editor = editor
-    for view, col in ((window.tree, 0), (window.table, 2)):
+    for view in (window.tree, window.table):
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         view.customContextMenuRequested.connect(lambda pos, v=view: editor._on_context_menu(v, pos))
-        view.setItemDelegateForColumn(col, _BadgeDelegate(editor, view))
-    menu = window.menuBar().addMenu("&Plan")
+    from .badges import badge_delegate
+
+    badge_delegate(window.tree, 0).providers.insert(0, lambda i: [(editor.badge_for_index(i), palette.ACCENT)])
+    window.table_model.plan_badge = editor.badge  # the table has its own narrow "Plan" column
+    window.table.setColumnHidden(window.table_model.PLAN, False)
+    menu = window.add_menu("&Plan")
     undo = editor.undo_stack.createUndoAction(window, "&Undo")
     undo.setShortcut(QKeySequence(QKeySequence.StandardKey.Undo))
     redo = editor.undo_stack.createRedoAction(window, "&Redo")
-    redo.setShortcut(QKeySequence(QKeySequence.StandardKey.Redo))
+    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
     menu.addAction(undo)
     menu.addAction(redo)
     menu.addSeparator()
-    for text, slot in (("Add &rule…", editor.rule_dialog), ("&Save plan…", editor.save_dialog),
-                       ("&Load plan…", editor.load_dialog), ("&Export patched checkpoint…", editor.export_dialog)):
+    for text, slot, key in (("Add &rule…", editor.rule_dialog, "Ctrl+R"), ("&Save plan…", editor.save_dialog, "Ctrl+S"),
+                            ("&Load plan…", editor.load_dialog, "Ctrl+L"),
+                            ("&Export patched checkpoint…", editor.export_dialog, "Ctrl+E")):
         a = QAction(text, window)
+        a.setShortcut(QKeySequence(key))
         a.triggered.connect(lambda _c=False, s=slot: s())
         menu.addAction(a)
     return editor

@@ -136,6 +136,7 @@ class Session(QObject):
     loaded = Signal(object)  # Loaded
     loadFailed = Signal(str)  # one-line message
     busyChanged = Signal(bool)
+    initChanged = Signal()  # init_results replaced (a check finished, or a new report cleared them)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -144,6 +145,7 @@ class Session(QObject):
         self.current: Loaded | None = None
         self.reader: Any = None  # TensorReader of the current index
         self.extras: dict[str, Any] = {}
+        self.init_results: dict[str, Any] = {}  # on-disk name -> core.fresh.InitResult of the last init check
         self._stats_cache: OrderedDict[tuple, Any] = OrderedDict()
         self.jobs.result.connect(self._on_result)
         self.jobs.error.connect(self._on_error)
@@ -169,6 +171,17 @@ class Session(QObject):
         src = self.current.source if self.current else self.source
         if src is not None:
             self.open(replace(src, **changes))
+
+    def set_init_results(self, results: Any) -> None:
+        """Publish an init check of the current report (a list of InitResult); the tree, table, filter bar and
+        the "Looks untrained" tab all read it from here."""
+        self.init_results = {r.name: r for r in results}
+        self.initChanged.emit()
+
+    @property
+    def untrained(self) -> frozenset[str]:
+        """On-disk names the last init check flagged as looking untrained."""
+        return frozenset(n for n, r in self.init_results.items() if r.init_like)
 
     def cached_stats(self, key: tuple) -> Any:
         v = self._stats_cache.get(key)
@@ -201,7 +214,9 @@ class Session(QObject):
         self.current = value
         self.source = value.source
         self.reader = TensorReader(value.report.index)
+        self.init_results = {}
         self.loaded.emit(value)
+        self.initChanged.emit()
 
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "load":

@@ -25,8 +25,10 @@ class TensorTableModel(QAbstractTableModel):
     filter or sort is a numpy pass plus one cheap reset/layout change, and ``data()`` is two list look-ups."""
 
     sorts_itself = True  # the proxy forwards sort() here
-    COLUMNS = ("Status", "On-disk name", "Model key", "Shape", "dtype", "Size", "How")
-    STATUS, NAME, KEY, SHAPE, DTYPE, SIZE, HOW = range(7)
+    # Plan and Init check are appended (the view moves them beside the key) so the base columns keep the
+    # numbers of TableIndex's precomputed sort orders
+    COLUMNS = ("Status", "On-disk name", "Model key", "Shape", "dtype", "Size", "How", "Plan", "Init check")
+    STATUS, NAME, KEY, SHAPE, DTYPE, SIZE, HOW, PLAN, UNTRAINED = range(9)
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -37,6 +39,34 @@ class TensorTableModel(QAbstractTableModel):
         self._where = np.zeros(0, dtype=np.int64)
         self._sort: tuple[int, Qt.SortOrder] | None = None
         self._filter: Any = None  # the filtering.Filter last applied
+        self.plan_badge: Any = None  # key -> badge text ("↻ reinit"), set by the plan editor
+        self.untrained: np.ndarray | None = None  # per row: looks untrained (None: no init check yet)
+
+    def set_untrained(self, flags: np.ndarray | None) -> None:
+        """Per-row "looks untrained" flags (``entries.untrained_rows``); the filter is re-applied by the caller."""
+        self.untrained = flags
+        self._filter = None  # same Filter, other result
+        self._emit_column(self.UNTRAINED)
+
+    def plan_changed(self) -> None:
+        """The plan badges changed: repaint the Plan column (and re-sort if sorted by it)."""
+        self._emit_column(self.PLAN)
+        if self._sort is not None and self._sort[0] == self.PLAN:
+            self.sort(*self._sort)
+
+    def _emit_column(self, col: int) -> None:
+        if self._vis:
+            self.dataChanged.emit(self.index(0, col), self.index(len(self._vis) - 1, col), [Qt.ItemDataRole.DisplayRole])
+
+    def plan_text(self, r: Row) -> str:
+        f = self.plan_badge
+        if f is None:
+            return ""
+        return f(r.key.split(" (+", 1)[0] if r.key else r.name)
+
+    def untrained_text(self, i: int) -> str:
+        u = self.untrained
+        return "⚠ untrained?" if u is not None and i < len(u) and u[i] else ""
 
     def set_rows(self, rows: list[Row], index: TableIndex | None = None) -> None:
         """Show ``rows`` (unfiltered). Pass the ``TableIndex`` built in the worker to keep this cheap."""
@@ -54,7 +84,7 @@ class TensorTableModel(QAbstractTableModel):
         """Show only the rows matching the ``filtering.Filter``; returns how many are shown."""
         if flt == self._filter:
             return len(self._vis)
-        mask = flt.mask(self._index.search)
+        mask = flt.mask(self._index.search, untrained=self.untrained)
         self.beginResetModel()
         self._mask = mask
         self._filter = flt
@@ -65,7 +95,15 @@ class TensorTableModel(QAbstractTableModel):
     def _order(self) -> np.ndarray:
         if self._sort is None:
             return np.arange(len(self._rows))
-        o = self._index.order(self._sort[0])
+        col = self._sort[0]
+        if col == self.PLAN:  # plan badges change with every edit: sorted on demand, rows with a badge first
+            texts = [self.plan_text(r) for r in self._rows]
+            o = np.lexsort((np.array([t or "~" for t in texts], dtype=str) if texts else np.zeros(0, "<U1"),))
+        elif col == self.UNTRAINED:
+            u = self.untrained if self.untrained is not None else np.zeros(len(self._rows), dtype=bool)
+            o = np.argsort(~u, kind="stable")
+        else:
+            o = self._index.order(col)
         return o[::-1] if self._sort[1] == Qt.SortOrder.DescendingOrder else o
 
     def _refresh(self) -> None:
@@ -177,6 +215,10 @@ class TensorTableModel(QAbstractTableModel):
                 return fmt_bytes(r.nbytes) if r.name else ""
             if c == 6:
                 return r.how
+            if c == 7:
+                return self.plan_text(r)
+            if c == 8:
+                return self.untrained_text(self._vis[index.row()])
             return None
         if role == Qt.ItemDataRole.DecorationRole and c == 0:
             return palette.icon(r.kind)
@@ -185,13 +227,19 @@ class TensorTableModel(QAbstractTableModel):
                 return palette.color(r.kind)
             if (c == 1 and not r.name) or (c == 2 and not r.key):
                 return QColor(palette.MUTED_TEXT)
+            if c == 7:
+                return QColor(palette.ACCENT)
+            if c == 8:
+                return palette.color("untrained")
             return None
         if role == Qt.ItemDataRole.BackgroundRole and r.kind in palette.TROUBLE:
             return palette.tint(r.kind)
         if role == Qt.ItemDataRole.TextAlignmentRole and c == 5:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return r.tooltip
+            if c == 8 and self.untrained_text(self._vis[index.row()]):
+                return palette.look("untrained").meaning
+            return r.tooltip + (f"\nhow: {r.how}" if r.how else "")
         if role == KIND_ROLE:
             return r.kind
         if role == KEY_ROLE:
@@ -201,7 +249,7 @@ class TensorTableModel(QAbstractTableModel):
                 return r.nbytes
             if c == 0:
                 return KIND_ORDER.get(r.kind, 99)
-            return self.data(index)
+            return self.data(index) or ""
         if role == ITEM_ROLE:
             return r
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import QHeaderView, QMenu, QTreeView
 
@@ -23,12 +24,41 @@ _Index = QModelIndex | QPersistentModelIndex
 
 
 class ModuleTreeModel(QAbstractItemModel):
-    COLUMNS = ("Module / parameter", "Status", "Shape", "dtype", "Params", "How")
+    COLUMNS = ("Module / parameter", "Status", "Shape", "dtype", "Params", "How", "Init check")
+    UNTRAINED = 6
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._root = TreeItem("(root)", "", False)
         self._index: TreeIndex = index_tree(self._root)
+        self.untrained_params: np.ndarray | None = None  # per TreeIndex.params: looks untrained (None: not checked)
+        self._untrained_counts: np.ndarray | None = None  # per uid: parameters at or below that look untrained
+        self.untrained_gen = 0  # bumped on every change (filter caches compare it)
+
+    def set_untrained(self, params: np.ndarray | None, counts: np.ndarray | None) -> None:
+        """Show an init check's verdicts (``entries.untrained_tree``); None clears them."""
+        old = self._untrained_counts
+        self.untrained_params, self._untrained_counts = params, counts
+        self.untrained_gen += 1
+        changed = set()
+        for arr in (old, counts):
+            if arr is not None and len(arr) == len(self._index.items):
+                changed.update(np.flatnonzero(arr).tolist())
+        for uid in sorted(changed):
+            it = self._index.items[uid]
+            if it is not self._root:
+                i = self.createIndex(it.row, self.UNTRAINED, it)
+                self.dataChanged.emit(i, i, [Qt.ItemDataRole.DisplayRole])
+
+    def untrained_count(self, it: TreeItem) -> int:
+        c = self._untrained_counts
+        return int(c[it.uid]) if c is not None and 0 <= it.uid < len(c) else 0
+
+    def untrained_text(self, it: TreeItem) -> str:
+        n = self.untrained_count(it)
+        if not n:
+            return ""
+        return "⚠ untrained?" if it.is_param else f"⚠ {n} look{'s' if n == 1 else ''} untrained"
 
     # ---- content
     def set_root(self, root: TreeItem | None, index: TreeIndex | None = None) -> None:
@@ -39,6 +69,8 @@ class ModuleTreeModel(QAbstractItemModel):
         self.beginResetModel()
         self._root = root
         self._index = index
+        self.untrained_params = self._untrained_counts = None
+        self.untrained_gen += 1
         self.endResetModel()
 
     @property
@@ -123,6 +155,8 @@ class ModuleTreeModel(QAbstractItemModel):
                 return fmt_count(it.numel) if it.numel else ""
             if col == 5:
                 return it.how
+            if col == 6:
+                return self.untrained_text(it)
             return None
         if role == Qt.ItemDataRole.DecorationRole:
             if col == 0 and it.kind != "none":
@@ -133,18 +167,24 @@ class ModuleTreeModel(QAbstractItemModel):
                 return palette.color(it.kind) if it.kind in palette.TROUBLE or it.is_param else None
             if col == 2 and not it.is_param:
                 return palette.QColor(palette.MUTED_TEXT)
+            if col == 6:
+                return palette.color("untrained")
             return None
         if role == Qt.ItemDataRole.BackgroundRole:
             if it.is_param and it.kind in palette.TROUBLE:
                 return palette.tint(it.kind)
             return None
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == 6 and self.untrained_count(it):
+                return palette.look("untrained").meaning
             return it.tooltip
         if role == KIND_ROLE:
             return it.kind
         if role == KEY_ROLE:
             return it.path
         if role == SORT_ROLE:
+            if col == 6:
+                return self.untrained_count(it)
             return it.numel if col == 4 else str(self.data(index))
         if role == ITEM_ROLE:
             return it
@@ -152,7 +192,8 @@ class ModuleTreeModel(QAbstractItemModel):
 
 
 # ---------------------------------------------------------------------------------------------- view helpers
-TREE_HIDDEN = (3, 5)  # dtype and how: in the table and the details panel; the header menu shows them
+TREE_HIDDEN = (3, 5, 6)  # dtype and how: in the table and the details panel; the header menu shows them;
+# the init-check column repeats the name column's "? untrained" badge in a sortable form
 
 
 def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
@@ -170,6 +211,7 @@ def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
         view.setIndentation(max(12, fm.horizontalAdvance("M") + 4))
         for col in TREE_HIDDEN:
             view.setColumnHidden(col, True)
+        h.moveSection(h.visualIndex(ModuleTreeModel.UNTRAINED), 2)  # beside the status it qualifies
         install_column_menu(h)
     h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     for col in range(1, h.count()):
@@ -179,6 +221,7 @@ def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
     view.setColumnWidth(3, fm.horizontalAdvance("bfloat16→float32") + 16)
     view.setColumnWidth(4, fm.horizontalAdvance("146.0M") + 20)
     view.setColumnWidth(5, 220)
+    view.setColumnWidth(6, fm.horizontalAdvance("⚠ 12 look untrained") + 16)
 
 
 def install_column_menu(header: QHeaderView) -> None:
