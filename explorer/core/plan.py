@@ -122,7 +122,7 @@ class Entry:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     """A versioned, immutable plan. Build with :meth:`from_report`, refine with :meth:`with_rule`."""
 
