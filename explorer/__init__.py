@@ -32,6 +32,7 @@ _EXPORTS = {
     "ConfigError": ("explorer.core.errors", "ConfigError"),
     "PlanError": ("explorer.core.errors", "PlanError"),
     "ExportError": ("explorer.core.errors", "ExportError"),
+    "Cancelled": ("explorer.core.errors", "Cancelled"),
     # stats / init / diff
     "tensor_stats": ("explorer.core.stats", "tensor_stats"),
     "stats_many": ("explorer.core.stats", "stats_many"),
@@ -50,7 +51,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names resolve lazily below
     from .core.checkpoint import CheckpointIndex, TensorReader, open_checkpoint
-    from .core.errors import CheckpointError, ConfigError, ExplorerError, ExportError, PlanError
+    from .core.errors import Cancelled, CheckpointError, ConfigError, ExplorerError, ExportError, PlanError
     from .core.export import export_checkpoint
     from .core.fresh import fresh_tensor, init_check
     from .core.matching import Report, Status, report

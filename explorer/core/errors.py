@@ -20,3 +20,7 @@ class PlanError(ExplorerError):
 
 class ExportError(ExplorerError):
     """A patched checkpoint cannot be written."""
+
+
+class Cancelled(ExplorerError):
+    """A long job (statistics, init check, diff, export) was stopped by its ``cancel`` callback."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
-from .errors import ExplorerError, ExportError
+from .errors import Cancelled, ExplorerError, ExportError
 from .fresh import FreshInit
 from .plan import Action, Entry, Plan
 
@@ -42,7 +42,7 @@ _DTYPE_ALIASES = {
 }
 
 
-class ExportCancelled(ExportError):
+class ExportCancelled(ExportError, Cancelled):
     """The export was cancelled; nothing was left behind."""
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
-from .errors import CheckpointError, ExplorerError
+from .errors import Cancelled, CheckpointError, ExplorerError
 
 if TYPE_CHECKING:
     import torch
@@ -28,10 +28,6 @@ Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 
 DEFAULT_CHUNK = 1 << 22  # 4M elements: 16 MB as float32, big enough that per-chunk overhead is noise
-
-
-class Cancelled(ExplorerError):
-    """A long computation was stopped by its ``cancel()`` callback."""
 
 
 # --------------------------------------------------------------------------------------------- records

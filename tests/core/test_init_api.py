@@ -57,3 +57,10 @@ def test_readme_python_snippet(tmp_path: Path, monkeypatch) -> None:
     optimizer = torch.optim.AdamW(groups)
     assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([3e-6, 3e-5])
     assert not model.bert.embeddings.word_embeddings.weight.requires_grad
+
+
+def test_one_cancelled_class_for_every_long_job() -> None:
+    from explorer.core import errors, export, fresh, stats
+
+    assert stats.Cancelled is errors.Cancelled is fresh.Cancelled is explorer.Cancelled
+    assert issubclass(export.ExportCancelled, errors.Cancelled) and issubclass(export.ExportCancelled, errors.ExportError)
