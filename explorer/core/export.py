@@ -9,6 +9,7 @@ error or a cancel removes the staging folder, so there is never a half checkpoin
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
@@ -138,14 +139,25 @@ def parse_dtype(dtype: str | None) -> str | None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename. Raises OSError."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temp path beside ``path`` for any writer (bytes, ``QPixmap.save``, ...); on success it is fsynced
+    and renamed over ``path`` (normal permissions), on any error removed. Raises OSError."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # errors here (a full disk on NFS, EIO) must fail the write
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -68,3 +68,26 @@ def test_a_plan_made_for_another_checkpoint_is_noted(src: Path, tmp_path: Path) 
     res = export_checkpoint(str(other), plan, tmp_path / "out")
     assert res.is_clean
     assert res.notes[0] == f"the plan was made for {plan.checkpoint}, applied to {other}"
+
+
+def test_atomic_output_replaces_only_on_success(tmp_path: Path) -> None:
+    from explorer.core.export import atomic_output, atomic_write_bytes
+
+    f = tmp_path / "shot.png"
+    atomic_write_bytes(f, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(f, suffix=".png") as tmp:
+            Path(tmp).write_bytes(b"half")
+            raise RuntimeError("writer failed")
+    assert f.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["shot.png"]
+    with atomic_output(f, suffix=".png") as tmp:
+        assert tmp.endswith(".png") and Path(tmp).parent == tmp_path
+        Path(tmp).write_bytes(b"new")
+    assert f.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["shot.png"]
+    assert (f.stat().st_mode & 0o777) == (0o666 & ~_umask())
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
