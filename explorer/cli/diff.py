@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     for e in rows:
         print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_f(e.cosine, 6):>9} {_f(e.max_abs_diff):>10}"
               + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status == "shape_mismatch" else "")
-              + (f"  {e.nonfinite} value(s) differ as NaN/Inf" if e.nonfinite else ""))
+              + (f"  {e.nonfinite} value(s) differ as NaN/Inf" if e.nonfinite else "")
+              + (f"  {e.dtype_a} vs {e.dtype_b}" if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b else ""))
     moved = [m for m in roll if m.n_changed]
     if moved:
         print(s("\n  per module (relative change, most moved first):", "2"))

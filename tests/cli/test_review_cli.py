@@ -195,3 +195,12 @@ def test_an_unexpected_exception_is_one_line_with_the_debug_hint(capsys, bert: P
     monkeypatch.setenv("CKPT_EXPLORER_DEBUG", "1")
     with pytest.raises(RuntimeError, match="something broke"):
         main(["stats", str(bert)])
+
+
+def test_diff_text_shows_dtype_differences(capsys, bert: Path, tmp_path: Path) -> None:
+    sd = load_file(bert / "model.safetensors")
+    save_file({k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}, str(tmp_path / "h.safetensors"))
+    code, out, _ = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "h.safetensors"))
+    assert code == 1
+    line = next(l for l in out.splitlines() if l.strip().startswith("embeddings.word_embeddings.weight"))
+    assert line.endswith("float32 vs float16")
