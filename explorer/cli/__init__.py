@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
-    known = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
+    known = {name.replace("_", "-") for name in _COMMANDS}
     if argv and argv[0] not in known and not argv[0].startswith("-") and not os.path.exists(argv[0]):
         # a mistyped command must not open a window on a path that does not exist
         print(f"ckpt-explorer: error: {argv[0]}: neither a command ({', '.join(sorted(known))}) nor an existing "
