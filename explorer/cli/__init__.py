@@ -18,9 +18,8 @@ _COMMANDS = ("report", "open", "stats", "init_check", "diff", "plan", "export")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default is also 2)
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"ckpt-explorer: error: {message}\n")
+    def error(self, message: str) -> None:  # one line (no usage block), exit 2 as argparse does
+        self.exit(EXIT_ERROR, f"ckpt-explorer: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

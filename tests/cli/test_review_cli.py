@@ -204,3 +204,16 @@ def test_diff_text_shows_dtype_differences(capsys, bert: Path, tmp_path: Path) -
     assert code == 1
     line = next(l for l in out.splitlines() if l.strip().startswith("embeddings.word_embeddings.weight"))
     assert line.endswith("float32 vs float16")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["report", "{ckpt}", "--arch", "A", "--model", "x:y"],
+     "argument --model: not allowed with argument --arch (see ckpt-explorer report --help)"),
+    (["plan", "{ckpt}"], "the following arguments are required: -o/--output (see ckpt-explorer plan --help)"),
+    (["stats", "{ckpt}", "--bins", "x"], "argument --bins: invalid int value: 'x' (see ckpt-explorer stats --help)"),
+])
+def test_usage_errors_are_one_line(capsys, bert: Path, argv: list[str], says: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([a.format(ckpt=bert) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == f"ckpt-explorer: error: {says}\n"
