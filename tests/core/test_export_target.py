@@ -91,3 +91,23 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_ctrl_c_during_export_leaves_nothing_and_exits_130(src: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import explorer.cli.export as export_cli
+
+    plan = tmp_path / "plan.json"
+    save_plan(Plan(), plan)
+
+    class Interrupt:  # stands in for the terminal progress bar; Ctrl-C lands in the middle of the write
+        def __call__(self, done, total, name=""):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(export_cli, "stderr_progress", lambda *a, **k: Interrupt())
+    capsys.readouterr()
+    code = main(["export", str(src), "--plan", str(plan), "-o", str(tmp_path / "out")])
+    assert code == 130 and capsys.readouterr().err == "ckpt-explorer: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
