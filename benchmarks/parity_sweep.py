@@ -20,6 +20,7 @@ the case passes only if report() raises an ExplorerError too. Each model type ru
 a per-type time limit; a hung or crashed worker is replaced. Writes benchmarks/results/parity.md.
 
     python benchmarks/parity_sweep.py [--budget 900] [--workers 2] [--per-type 40] [--types llama,t5] [--limit N]
+                                      [--resume benchmarks/results/parity.json]
 """
 from __future__ import annotations
 
@@ -155,15 +156,36 @@ def pick_classes(config) -> tuple[str | None, str | None, str | None]:
     from explorer.core.model import head_classes
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
-    names = head_classes(config)
+    names = head_classes(config) or classes_for_config(type(config))
     base = MODEL_MAPPING_NAMES.get(config.model_type)
-    base = base if isinstance(base, str) and base in names else None
+    base = base if isinstance(base, str) and base in names else (names[0] if names and names[0].endswith("Model") else None)
     heads = [n for n in names if n != base]
     main = next((n for suf in PREFERRED for n in heads if n.endswith(suf)), heads[0] if heads else None)
     other = next((n for suf in OTHER for n in heads if n.endswith(suf) and n != main), None)
     if other is None:
         other = next((n for n in heads if n != main), None)
     return base, main, other
+
+
+def classes_for_config(config_cls: type) -> list[str]:
+    """Public model classes whose config_class is ``config_cls`` (for sub-configs without an auto mapping, e.g.
+    bridgetower_text_model), found in the config's sibling modeling module."""
+    import importlib
+
+    import transformers
+
+    mod = config_cls.__module__.replace(".configuration_", ".modeling_")
+    try:
+        m = importlib.import_module(mod)
+    except Exception:  # noqa: BLE001
+        return []
+    out = []
+    for name, obj in vars(m).items():
+        if (isinstance(obj, type) and getattr(obj, "config_class", None) is config_cls and hasattr(transformers, name)
+                and issubclass(obj, transformers.PreTrainedModel) and not name.endswith("PreTrainedModel")):
+            out.append(name)
+    out.sort(key=lambda n: (not n.endswith("Model"), len(n)))  # a bare "...Model" first: the base
+    return out
 
 
 def sub_model_classes(config) -> list[str]:
@@ -187,7 +209,10 @@ def _oracle(folder: str, arch: str):
     import transformers
 
     cls = getattr(transformers, arch)
-    _, info = cls.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True)
+    # a few classes override from_pretrained and break output_loading_info (JevForDecision returns into a
+    # tuple): their key report is the base implementation's
+    fp = transformers.PreTrainedModel.from_pretrained.__func__.__get__(cls)
+    _, info = fp(folder, output_loading_info=True, ignore_mismatched_sizes=True)
     return (set(info["missing_keys"]), set(info["unexpected_keys"]),
             {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
 
@@ -349,7 +374,7 @@ def run_type(model_type: str, tmp: Path) -> dict:
     return res
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: must get through the per-scenario handlers
     pass
 
 
@@ -522,6 +547,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--per-type", type=int, default=40)
     ap.add_argument("--budget", type=float, default=900)
+    ap.add_argument("--resume", help="an earlier --json output: run only the types it did not reach, merge")
     ap.add_argument("--json", default=str(HERE / "results" / "parity.json"))
     ap.add_argument("--out", default=str(HERE / "results" / "parity.md"))
     a = ap.parse_args()
@@ -537,10 +563,21 @@ def main() -> None:
         types = [t for t in FIRST if t in CONFIG_MAPPING_NAMES] + rest
     if a.limit:
         types = types[: a.limit]
+    previous: dict[str, dict] = {}
+    prev_secs = 0.0
+    if a.resume:  # continue an earlier sweep: run what it did not reach (or --types), keep the rest
+        old = json.loads(Path(a.resume).read_text())
+        prev_secs = old.get("seconds", 0.0)
+        previous = {r["type"]: r for r in old["results"]}
+        if not a.types:
+            types = [t for t in types if previous.get(t, {}).get("status", "not run") == "not run"]
     t0 = time.time()
     results = drive(types, a.workers, a.per_type, a.budget)
-    secs = time.time() - t0
-    Path(a.json).write_text(json.dumps(results, indent=1, default=str))
+    secs = time.time() - t0 + prev_secs
+    if previous:
+        previous.update({r["type"]: r for r in results})
+        results = list(previous.values())
+    Path(a.json).write_text(json.dumps({"seconds": secs, "results": results}, indent=1, default=str))
     write_md(results, secs, Path(a.out))
     from collections import Counter
 

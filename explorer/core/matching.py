@@ -527,6 +527,13 @@ def _match_transformers(
         checkpoint_keys[name] = CheckpointKey(name, status, tuple(hows), targets, reported, t)
 
     notes = list(index.notes)
+    qc = getattr(built.config, "quantization_config", None)
+    if qc:
+        method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+        notes.append(
+            f"config has a quantization_config ({getattr(method, 'value', method) or 'unknown method'}): matched against "
+            "the unquantized model; from_pretrained would swap in quantized layers (scales and packed weights)"
+        )
     if getattr(info, "conversion_errors", None):
         notes += [f"conversion error: {k}: {v}" for k, v in list(info.conversion_errors.items())[:20]]
     return Report(

@@ -59,7 +59,9 @@ def test_parity_with_from_pretrained(model_type, tmp_path):
     bad = [s for s in res["scenarios"] if not s["ok"]]
     assert not bad, json.dumps(bad, indent=1, default=str)[:3000]
     names = {s["scenario"] for s in res["scenarios"]}
-    assert {"same", "module", "resized"} <= names
+    assert {"same", "module"} <= names
+    if model_type != "vit":  # every other type here has a vocabulary to grow
+        assert "resized" in names
     if model_type in ("mixtral", "qwen2_moe", "deepseek_v3"):
         assert res.get("legacy_layout") and "fused" in names  # converters really ran
     if model_type in ("clip", "siglip"):
