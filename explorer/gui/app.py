@@ -1,7 +1,8 @@
 """``ckpt-explorer open``: create the QApplication, paint the window, then load in the background.
 
 torch/transformers are imported by the first load job (a worker), after the window is on screen.
-``--screenshot PNG`` waits until the report and the first histogram are shown, saves the window, exits.
+``--screenshot PNG`` waits until the report and the first histogram are shown, saves the window, exits; with
+``--compare OTHER`` it waits for the diff and shows the Compare tab with the most-changed tensor selected.
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
     from .init_panel import install_init_panel
 
     init_panel = install_init_panel(win)  # "Looks untrained" tab + fresh-init overlay in the details histogram
-    install_compare_panel(win)  # "Compare A/B" tab + menu (--compare OTHER)
+    compare_panel = install_compare_panel(win)  # "Compare A/B" tab + menu (--compare OTHER)
     if getattr(args, "compare", None):
         win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
     if shot:
@@ -149,6 +150,8 @@ def main(args: argparse.Namespace) -> int:
         QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, timeout)
         win.when_ready()
         init_panel.run_before_ready()  # small checkpoints with a model: badges + overlay verdict in the shot
+        if getattr(args, "compare", None):
+            compare_panel.show_before_ready()  # the Compare tab, most-changed tensor, A/B overlay in the shot
         if source is None:
             QTimer.singleShot(0, win.ready.emit)
     if source is not None:

@@ -3,8 +3,12 @@
 Install with ``install_compare_panel(window)``: adds a "Compare" tab and menu. B comes from ``--compare OTHER``
 (``session.extras["compare"]``), the menu, or the tab's button. The diff runs in a worker on the ``"diff"``
 channel (``explorer.core.stats.iter_diff``, streamed, progress + cancel). Shown: a sortable table (status,
-relative change, cosine, max abs diff), a per-layer roll-up, a bar chart of relative change by layer, and the
-A/B histograms of the selected tensor over one shared range (channel ``"diff_hist"``).
+relative change, cosine, max abs diff) | a bar chart of relative change by layer (hover: the layer's name and
+figures; click: select the layer) over a per-layer roll-up, in splitters.
+
+Selecting a row selects that tensor in the session (tree, tensor table, details panel). While this tab is open,
+the details histogram shows A and B overlaid over one shared range (channel ``"diff_hist"``) with the A-vs-B
+figures under it; on the other tabs it shows the fresh-init overlay as usual.
 """
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ import os
 from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtGui import QAction, QColor
+from PySide6.QtGui import QAction, QColor, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -32,7 +37,7 @@ from PySide6.QtWidgets import (
 import pyqtgraph as pg  # after PySide6
 
 from . import palette
-from .histogram import HistogramWidget
+from .badges import KeyDelegate
 
 # status -> palette kind (colour + glyph live in the palette)
 STATUS_KIND = {"same": "matched", "changed": "dtype", "only_a": "missing", "only_b": "unexpected",
@@ -128,10 +133,10 @@ def make_table(model: QAbstractTableModel, proxy: QSortFilterProxyModel) -> QTab
 
 
 class ComparePanel(QWidget):
-    """A-vs-B table, roll-up, bar chart and histograms. All state comes from the window's session."""
+    """A-vs-B table, roll-up and bar chart; the A/B histogram goes to the details panel. State: the session."""
 
     diffReady = Signal(object)  # list[DiffEntry]
-    histReady = Signal(object)  # (name, stats A, stats B)
+    histReady = Signal(object)  # (name, stats A, stats B) drawn in the details histogram
 
     def __init__(self, window: Any) -> None:
         super().__init__(window)
@@ -140,7 +145,10 @@ class ComparePanel(QWidget):
         self.other: str | None = None
         self.entries: list[Any] = []
         self.rollup: list[Any] = []
-        self._pending: list[Any] = []
+        self.index_b: Any = None  # CheckpointIndex of B (from the diff job)
+        self._by_a: dict[str, Any] = {}  # A's on-disk name -> DiffEntry
+        self._layers: list[Any] = []  # roll-up records drawn as bars
+        self._following = False  # selecting our row because the session's selection changed
 
         self.btn_open = QPushButton("Compare with…")
         self.btn_open.setToolTip("Choose checkpoint B to compare with the open checkpoint A")
@@ -180,57 +188,75 @@ class ComparePanel(QWidget):
         ], self, background=bg)
         self.proxy = _Proxy(self)
         self.table = make_table(self.model, self.proxy)
-        for col, w in enumerate((300, 120, 140, 90, 90, 140)):
-            self.table.setColumnWidth(col, w)
+        # the figures fit without scrolling in the tab's first ~560 px; shapes (A, B) are further right
+        for col, text in enumerate(("e.l.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "[1536, 384] float32")):
+            self.table.setColumnWidth(col, _col_width(self.table, col, text))
         self.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
         self.table.selectionModel().currentChanged.connect(self._on_current)
 
         self.roll_model = RecordTableModel([
-            ("module / layer", lambda m: m.prefix, lambda m: m.prefix),
+            ("layer", lambda m: m.prefix, lambda m: m.prefix),
             ("rel. change", lambda m: _num(m.rel_change), lambda m: _sortable(m.rel_change)),
             ("differ", lambda m: f"{m.n_changed}/{m.n_tensors}", lambda m: m.n_changed),
-            ("max |B−A|", lambda m: _num(m.max_abs_diff), lambda m: _sortable(m.max_abs_diff)),
-        ], self)
+        ], self)  # max |B−A| per layer: in the bar chart's hover read-out
         self.roll_proxy = _Proxy(self)
         self.roll_table = make_table(self.roll_model, self.roll_proxy)
-        self.roll_table.setColumnWidth(0, 200)
+        # the layer name takes what is left (its tail tells layers apart); the figures keep their width
+        self.roll_table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        rh = self.roll_table.horizontalHeader()
+        rh.setStretchLastSection(False)
+        rh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in (1, 2):
+            self.roll_table.setColumnWidth(col, _col_width(self.roll_table, col, "0.04347"))
+        # dotted names shrink component-wise (e.l.5.attention.self.query.weight), layer numbers kept
+        self._key_delegate = KeyDelegate(self)
+        self.table.setItemDelegateForColumn(0, self._key_delegate)
+        self.roll_table.setItemDelegateForColumn(0, self._key_delegate)
         self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        self.roll_table.selectionModel().currentChanged.connect(self._on_roll_current)
         self.table.model().setHeaderData(2, Qt.Orientation.Horizontal, "‖B−A‖/‖A‖", Qt.ItemDataRole.ToolTipRole)
 
-        self.bars_plot = pg.PlotWidget()
+        self.axis = LayerAxis()
+        self.bars_plot = pg.PlotWidget(axisItems={"bottom": self.axis})
         self.bars_plot.setMinimumHeight(50)  # the tab must not force the tensor table taller than it needs
         pi = self.bars_plot.getPlotItem()
         pi.setMenuEnabled(False)
         pi.hideButtons()
-        pi.setLabel("left", "rel. change")
+        pi.setMouseEnabled(x=False, y=False)
+        pi.setLabel("left", "‖B−A‖/‖A‖")
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.showGrid(y=True, alpha=0.15)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(palette.ACCENT), pen=pg.mkPen(None))
         pi.addItem(self.bars)
+        self.bars_plot.setToolTip("relative change ‖B−A‖/‖A‖ per layer (pooled over its tensors); click a bar to select the layer")
+        self._hover = pg.SignalProxy(self.bars_plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_bar_hover)
+        self.bars_plot.scene().sigMouseClicked.connect(self._on_bar_click)
+        self.bar_readout = QLabel(BAR_HINT)
+        self.bar_readout.setObjectName("muted")
+        self.bar_readout.setTextFormat(Qt.TextFormat.RichText)
+        bars_box = QWidget()
+        bl = QVBoxLayout(bars_box)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.setSpacing(0)
+        bl.addWidget(self.bar_readout)
+        bl.addWidget(self.bars_plot, 1)
 
-        self.hist = HistogramWidget()
-        self.hist.plot.setMinimumHeight(80)
-        self.hist.bins.setValue(128)
-        self.hist.binsChanged.connect(lambda _b: self._measure_current())
-        self.hist_label = QLabel("select a tensor to see A and B")
-        self.hist_label.setObjectName("muted")
-        self.hist_label.setWordWrap(True)
-
-        right = QSplitter(Qt.Orientation.Vertical)
-        self.bars_plot.setToolTip("relative change ‖B−A‖/‖A‖ per layer (pooled over its tensors)")
-        right.addWidget(self.bars_plot)
-        right.addWidget(self.roll_table)
-        hw = QWidget()
-        hl = QVBoxLayout(hw)
-        hl.setContentsMargins(0, 0, 0, 0)
-        hl.addWidget(self.hist_label)
-        hl.addWidget(self.hist, 1)
-        right.addWidget(hw)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.table)
-        split.addWidget(right)
-        right.setSizes([170, 140, 260])
-        split.setSizes([560, 480])
+        # the chart spans the tab's width (one readable label per layer); under it the diff table | roll-up
+        self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.table)
+        self.split.addWidget(self.roll_table)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 2)
+        self.split.setSizes([600, 330])
+        self.outer = QSplitter(Qt.Orientation.Vertical)
+        self.outer.setChildrenCollapsible(False)
+        self.outer.addWidget(bars_box)
+        self.outer.addWidget(self.split)
+        self.outer.setStretchFactor(0, 2)
+        self.outer.setStretchFactor(1, 3)
+        self.outer.setSizes([135, 200])
+        split = self.outer
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
@@ -245,6 +271,8 @@ class ComparePanel(QWidget):
         jobs.progress.connect(self._on_progress)
         jobs.finished.connect(self._on_finished)
         self.session.loaded.connect(self._on_loaded)
+        self.window.details.statsReady.connect(self._on_stats)
+        self.window.selectionChanged.connect(self._on_selection_changed)
 
     # ------------------------------------------------------------------ public
     def open_dialog(self) -> None:
@@ -259,6 +287,7 @@ class ComparePanel(QWidget):
         self.other = os.path.abspath(path)
         self.session.extras["compare"] = self.other
         self.path_label.setText(f"A: {self._a_name()}   vs   B: {self.other}")
+        self.path_label.setToolTip(f"A: {self.session.report.index.path if self.session.report else '?'}\nB: {self.other}")
         self.run()
 
     def run(self) -> None:
@@ -266,11 +295,7 @@ class ComparePanel(QWidget):
         if rep is None or self.other is None:
             return
         index_a, other = rep.index, self.other
-        self._pending = []
-        self.entries, self.rollup = [], []
-        self.model.set_records([])
-        self.roll_model.set_records([])
-        self._draw_bars()
+        self._set_entries([], [], None)
         self.summary.setText("comparing…")
         self._set_busy(True)
 
@@ -278,8 +303,9 @@ class ComparePanel(QWidget):
             from ..core.checkpoint import open_checkpoint
             from ..core.stats import diff_checkpoints, module_rollup
 
-            entries = diff_checkpoints(index_a, open_checkpoint(other), progress=progress, cancel=cancelled)
-            return entries, module_rollup(entries)
+            index_b = open_checkpoint(other)
+            entries = diff_checkpoints(index_a, index_b, progress=progress, cancel=cancelled)
+            return entries, module_rollup(entries), index_b
 
         self.session.jobs.start("diff", job)
 
@@ -290,40 +316,81 @@ class ComparePanel(QWidget):
         self.summary.setText("cancelled")
 
     def select_name(self, name: str) -> bool:
+        """Select the row of ``name`` (common key or either side's on-disk name), and so the tensor."""
         for r, e in enumerate(self.model.records):
-            if e.name == name:
+            if name in (e.name, e.name_a, e.name_b):
                 idx = self.proxy.mapFromSource(self.model.index(r, 0))
                 if not idx.isValid():
                     self.only_diff.setChecked(False)
                     idx = self.proxy.mapFromSource(self.model.index(r, 0))
-                self.table.setCurrentIndex(idx)
+                if idx == self.table.currentIndex():
+                    self._select_entry(e)
+                else:
+                    self.table.setCurrentIndex(idx)
+                self.table.scrollTo(idx)
                 return True
         return False
+
+    def most_changed(self) -> Any:
+        """The entry present on both sides that moved most (largest finite relative change), or None."""
+        moved = [e for e in self.entries if e.status == "changed" and e.name_a and e.name_b
+                 and e.rel_change is not None and math.isfinite(e.rel_change)]
+        return max(moved, key=lambda e: (e.rel_change, e.name)) if moved else None
+
+    def entry_for(self, sel: Any) -> Any:
+        """The diff entry whose A/B overlay the details histogram should show for ``sel``: only while this tab
+        is open, for a single tensor present in both checkpoints with the same shape. Else None."""
+        if sel is None or sel.is_module or len(sel.names) != 1 or self.window.tabs.currentWidget() is not self:
+            return None
+        e = self._by_a.get(sel.names[0])
+        return e if e is not None and e.name_b is not None and e.status in ("same", "changed") else None
+
+    def show_before_ready(self) -> None:
+        """For screenshots with ``--compare``: wait for the diff, then show this tab with the most-changed tensor
+        selected and its A/B overlay drawn before the window reports ready."""
+        def prepare() -> None:
+            if self.other is not None and self.session.jobs.busy("diff"):
+                self.window.hold_ready("prepare:diff")
+
+        def pick() -> bool:
+            e = self.most_changed()
+            if e is None:
+                return False
+            self.window.tabs.setCurrentWidget(self)
+            return self.select_name(e.name)
+
+        self.window.readyLoaded.connect(prepare)
+        self.window.interesting_hooks.insert(0, pick)
 
     # ------------------------------------------------------------------ slots
     def _on_loaded(self, _loaded: Any) -> None:
         other = self.session.extras.get("compare")
         if other:
             self.compare_with(other)
+        else:
+            self._set_entries([], [], None)
 
     def _on_result(self, channel: str, value: object) -> None:
         if channel == "diff":
-            self.entries, self.rollup = value  # type: ignore[misc]
-            self.model.set_records(self.entries)
-            self.roll_model.set_records(self.rollup)
-            self._draw_bars()
+            entries, rollup, index_b = value  # type: ignore[misc]
+            self._set_entries(entries, rollup, index_b)
             self._summarise()
             self.diffReady.emit(self.entries)
+            sel = self.window.details.selection
+            if self.entry_for(sel) is not None:
+                self.window.details.redraw()  # the diff arrived while a tensor was shown: overlay B now
         elif channel == "diff_hist":
-            name, sa, sb = value  # type: ignore[misc]
-            self._show_hist(name, sa, sb)
+            try:
+                self._show_hist(*value)  # type: ignore[misc]
+            finally:
+                self.window.release_ready("ab_overlay")
 
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "diff":
             self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {msg}</span>")
         elif channel == "diff_hist":
-            self.hist.clear("cannot read this tensor")
-            self.hist_label.setText(msg)
+            self._set_note(f"checkpoint B: {_esc(msg)}")
+            self.window.release_ready("ab_overlay")
 
     def _on_progress(self, channel: str, done: int, total: int) -> None:
         if channel == "diff" and total:
@@ -332,15 +399,120 @@ class ComparePanel(QWidget):
     def _on_finished(self, channel: str) -> None:
         if channel == "diff":
             self._set_busy(False)
+            self.window.release_ready("prepare:diff")
+        elif channel == "diff_hist":
+            self.window.release_ready("ab_overlay")
 
     def _on_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if cur.isValid() and not self._following:
+            self._select_entry(self.model.records[self.proxy.mapToSource(cur).row()])
+
+    def _on_roll_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
         if cur.isValid():
-            self._measure(self.proxy.mapToSource(cur).row())
+            m = self.roll_model.records[self.roll_proxy.mapToSource(cur).row()]
+            self._draw_bars(highlight=m.prefix)
+            self.window.select_key(m.prefix)  # the module: its pooled histogram in the details panel
+
+    def _on_selection_changed(self, sel: Any) -> None:
+        """Follow a selection made elsewhere (tree, tensor table): highlight its row and layer, if shown."""
+        if sel is None or len(sel.names) != 1 or not self.entries:
+            return
+        e = self._by_a.get(sel.names[0])
+        if e is None:
+            return
+        from ..core.stats import layer_of
+
+        self._draw_bars(highlight=layer_of(e.name))
+        r = self.model.records.index(e)
+        idx = self.proxy.mapFromSource(self.model.index(r, 0))
+        if idx.isValid() and idx != self.table.currentIndex():
+            self._following = True
+            try:
+                self.table.setCurrentIndex(idx)
+                self.table.scrollTo(idx)
+            finally:
+                self._following = False
+
+    def _on_stats(self, st: Any) -> None:
+        """The details panel drew A's histogram: measure B over a range shared with A, then overlay it."""
+        sel = self.window.details.selection
+        e = self.entry_for(sel)
+        if e is None or self.index_b is None or not st.counts:
+            return
+        self._set_note(f"<span style='color:{palette.MUTED_TEXT}'>reading checkpoint B…</span>")
+        reader_a, index_b, names, bins = self.session.reader, self.index_b, sel.names, len(st.counts)
+        edges = (float(st.edges[0]), float(st.edges[-1]))
+        na, nb = e.name_a, e.name_b
+
+        def job(progress: Any, cancelled: Any) -> Any:
+            from ..core.checkpoint import TensorReader
+            from ..core.stats import tensor_stats
+
+            with TensorReader(index_b) as rb:
+                sb = tensor_stats(rb, nb, bins=bins, hist_range=edges, cancel=cancelled)
+                lo, hi = edges
+                if sb.min is not None and sb.max is not None:
+                    lo, hi = min(lo, sb.min), max(hi, sb.max)
+                sa = tensor_stats(reader_a, na, bins=bins, hist_range=(lo, hi), cancel=cancelled)
+                if (lo, hi) != edges:
+                    sb = tensor_stats(rb, nb, bins=bins, hist_range=(lo, hi), cancel=cancelled)
+            return names, e, sa, sb
+
+        self.window.hold_ready("ab_overlay")  # a screenshot waits for the overlay too
+        self.session.jobs.start("diff_hist", job)
+
+    def _on_bar_hover(self, evt: tuple) -> None:
+        i = self._bar_at(evt[0])
+        if i is None:
+            self.bar_readout.setText(BAR_HINT)
+            return
+        m = self._layers[i]
+        self.bar_readout.setText(
+            f"<b>{_esc(m.prefix)}</b> · rel. change {_num(m.rel_change, 3)} · {m.n_changed}/{m.n_tensors} tensors differ"
+            f" · max |B−A| {_num(m.max_abs_diff, 3)}")
+
+    def _on_bar_click(self, evt: Any) -> None:
+        i = self._bar_at(evt.scenePos())
+        if i is None:
+            return
+        prefix = self._layers[i].prefix
+        for r, m in enumerate(self.roll_model.records):
+            if m.prefix == prefix:
+                self.roll_table.setCurrentIndex(self.roll_proxy.mapFromSource(self.roll_model.index(r, 0)))
+                return
 
     # ------------------------------------------------------------------ helpers
     def _a_name(self) -> str:
         rep = self.session.report
         return os.path.basename(os.path.normpath(rep.index.path)) if rep is not None else "?"
+
+    def _set_entries(self, entries: list[Any], rollup: list[Any], index_b: Any) -> None:
+        self.entries, self.rollup, self.index_b = list(entries), list(rollup), index_b
+        self._by_a = {e.name_a: e for e in self.entries if e.name_a}
+        self.model.set_records(self.entries)
+        self.roll_model.set_records(self.rollup)
+        self._draw_bars()
+
+    def _select_entry(self, e: Any) -> None:
+        """Select ``e``'s tensor in the session (A's on-disk name); a B-only tensor is described on its own."""
+        from ..core.stats import layer_of
+
+        self._draw_bars(highlight=layer_of(e.name))
+        if e.name_a is not None and self.window.select_tensor(e.name_a):
+            return
+        from .details import Selection
+
+        side = "B" if e.name_a is None else "A"
+        facts = [("Status", STATUS_LABEL.get(e.status, e.status)), ("In A", e.name_a or "—"), ("In B", e.name_b or "—"),
+                 ("A", _shape(e.shape_a, e.dtype_a)), ("B", _shape(e.shape_b, e.dtype_b))]
+        self.window.show_selection(Selection(e.name, STATUS_KIND.get(e.status, "ignored"), (), tuple(facts),
+                                             empty_reason=f"only in checkpoint {side}" if e.status.startswith("only")
+                                             else STATUS_LABEL.get(e.status, e.status)))
+
+    def _set_note(self, html: str) -> None:
+        note = self.window.details.histogram_note
+        note.setText(html)
+        note.setVisible(bool(html))
 
     def _refilter(self) -> None:
         only = self.only_diff.isChecked()
@@ -360,62 +532,48 @@ class ComparePanel(QWidget):
         most = ", ".join(f"{m.prefix} ({_num(m.rel_change, 3)})" for m in moved)
         self.summary.setText(" · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else ""))
 
-    def _draw_bars(self) -> None:
-        layers = [m for m in self.rollup if m.rel_change is not None]
-        xs = list(range(len(layers)))
-        hs = [m.rel_change for m in layers]
-        self.bars.setOpts(x=xs, height=hs, width=0.8)
-        ax = self.bars_plot.getPlotItem().getAxis("bottom")
-        step = max(1, math.ceil(len(layers) / 8))
-        ax.setTicks([[(i, _tick(m.prefix)) for i, m in enumerate(layers) if i % step == 0], []])
-        self.bars_plot.getPlotItem().enableAutoRange()
-
-    def _measure_current(self) -> None:
-        cur = self.table.currentIndex()
-        if cur.isValid():
-            self._measure(self.proxy.mapToSource(cur).row())
-
-    def _measure(self, row: int) -> None:
-        e = self.model.records[row]
-        rep = self.session.report
-        if rep is None or self.other is None:
-            return
-        if e.name_a is None or e.name_b is None:
-            self.hist.clear("only in " + ("A" if e.name_a else "B"))
-            self.hist_label.setText(f"{e.name}: {STATUS_LABEL[e.status]}")
-            return
-        index_a, other, bins = rep.index, self.other, self.hist.bins.value()
-        na, nb = e.name_a, e.name_b
-
-        def job(progress: Any, cancelled: Any) -> Any:
-            from ..core.checkpoint import TensorReader, open_checkpoint
-            from ..core.stats import tensor_stats
-
-            with TensorReader(index_a) as ra, TensorReader(open_checkpoint(other)) as rb:
-                sa = tensor_stats(ra, na, bins=bins, cancel=cancelled)
-                sb = tensor_stats(rb, nb, bins=bins, cancel=cancelled)
-                if sa.min is None or sb.min is None:
-                    return e.name, sa, sb
-                lo, hi = min(sa.min, sb.min), max(sa.max, sb.max)
-                if hi > lo:
-                    sa = tensor_stats(ra, na, bins=bins, hist_range=(lo, hi), cancel=cancelled)
-                    sb = tensor_stats(rb, nb, bins=bins, hist_range=(lo, hi), cancel=cancelled)
-                return e.name, sa, sb
-
-        self.hist.set_message("computing…")
-        self.session.jobs.start("diff_hist", job)
-
-    def _show_hist(self, name: str, sa: Any, sb: Any) -> None:
-        if not sa.counts:
-            self.hist.clear("no finite values in A")
+    def _draw_bars(self, *, highlight: str | None = None) -> None:
+        self._layers = [m for m in self.rollup if m.rel_change is not None]
+        xs = list(range(len(self._layers)))
+        hs = [m.rel_change for m in self._layers]
+        base, hi = pg.mkBrush(palette.ACCENT), pg.mkBrush(palette.OVERLAY_COLOR)
+        brushes = [hi if m.prefix == highlight else base for m in self._layers]
+        self.bars.setOpts(x=xs, height=hs, width=0.8, brushes=brushes or None, brush=base)
+        self.axis.set_labels([_tick(m.prefix) for m in self._layers])
+        pi = self.bars_plot.getPlotItem()
+        if self._layers:
+            pi.setXRange(-0.6, len(self._layers) - 0.4, padding=0)
+            pi.enableAutoRange(axis="y")
         else:
-            self.hist.set_data(sa.edges, sa.counts, label="A")
-            if sb.counts:
-                self.hist.set_overlay("B", sb.edges, sb.counts)
-        self.hist_label.setText(
-            f"<b>{name}</b><br>A: mean {_num(sa.mean)}, std {_num(sa.std)}, min {_num(sa.min)}, max {_num(sa.max)}"
-            f"<br>B: mean {_num(sb.mean)}, std {_num(sb.std)}, min {_num(sb.min)}, max {_num(sb.max)}")
-        self.histReady.emit((name, sa, sb))
+            pi.enableAutoRange()
+
+    def _bar_at(self, scene_pos: Any) -> int | None:
+        if not self._layers or not self.bars_plot.sceneBoundingRect().contains(scene_pos):
+            return None
+        x = self.bars_plot.getPlotItem().getViewBox().mapSceneToView(scene_pos).x()
+        i = int(round(x))
+        return i if 0 <= i < len(self._layers) and abs(x - i) <= 0.45 else None
+
+    def _show_hist(self, names: Any, e: Any, sa: Any, sb: Any) -> None:
+        details = self.window.details
+        if details.selection is None or details.selection.names != names or self.entry_for(details.selection) is not e:
+            return
+        hist = details.histogram
+        if sa.counts:
+            hist.set_data(sa.edges, sa.counts, label="A")
+        if sb.counts:
+            hist.set_overlay("B", sb.edges, sb.counts)
+        else:
+            hist.clear_overlay()
+        lk = palette.look(STATUS_KIND.get(e.status, "ignored"))
+        self._set_note(
+            f"<span style='color:{lk.color}'><b>{STATUS_LABEL.get(e.status, e.status)}</b></span> · "
+            f"rel. change <b>{_num(e.rel_change)}</b> · cosine <b>{_num(e.cosine, 6)}</b> · "
+            f"max |B−A| <b>{_num(e.max_abs_diff)}</b><br>"
+            f"<span style='color:{palette.OVERLAY_COLOR}'><b>B</b></span> mean {_num(sb.mean)} · std {_num(sb.std)} · "
+            f"min {_num(sb.min)} · max {_num(sb.max)}"
+            f"{'' if e.dtype_a == e.dtype_b else f' · {_esc(e.dtype_b)} (A: {_esc(e.dtype_a)})'}")
+        self.histReady.emit((e.name, sa, sb))
 
     def _set_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
@@ -424,14 +582,78 @@ class ComparePanel(QWidget):
             self.progress.setValue(0)
 
 
+class LayerAxis(pg.AxisItem):
+    """A bottom axis with one label per bar; labels that would overlap their left neighbour are left out (the
+    hover read-out names every bar)."""
+
+    def __init__(self) -> None:
+        super().__init__("bottom")
+        self.labels: list[str] = []
+        self.enableAutoSIPrefix(False)
+
+    def set_labels(self, labels: list[str]) -> None:
+        self.labels = list(labels)
+        self.picture = None
+        self.update()
+
+    def placed(self, minVal: float, maxVal: float, size: float) -> list[int]:  # noqa: N803
+        """Indices whose labels are drawn: left to right, each one that does not overlap the last one drawn."""
+        n = len(self.labels)
+        lo, hi = max(0, math.ceil(minVal)), min(n - 1, math.floor(maxVal))
+        if n == 0 or hi < lo or size <= 0 or maxVal <= minVal:
+            return []
+        fm = QFontMetrics(self.style.get("tickFont") or self.font())
+        px = size / (maxVal - minVal)
+        out, right = [], -math.inf
+        for i in range(lo, hi + 1):
+            half = fm.horizontalAdvance(self.labels[i]) / 2
+            x = (i - minVal) * px
+            if x - half >= right + 6 and x - half >= -2 and x + half <= size + 2:
+                out.append(i)
+                right = x + half
+        return out
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802, N803 (pyqtgraph API)
+        return [(1.0, [float(i) for i in self.placed(minVal, maxVal, size)])]
+
+    def tickStrings(self, values: list, scale: float, spacing: float) -> list[str]:  # noqa: N802
+        out = []
+        for v in values:
+            i = int(round(v))
+            out.append(self.labels[i] if 0 <= i < len(self.labels) else "")
+        return out
+
+
+BAR_HINT = "relative change by layer · hover a bar for its name, click to select it"
+
+
+def _esc(s: Any) -> str:
+    import html
+
+    return html.escape(str(s))
+
+
+def _col_width(view: QTableView, col: int, sample: str) -> int:
+    """Wide enough for the header (with its sort arrow) and a typical value."""
+    head = view.model().headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or ""
+    return max(view.horizontalHeader().fontMetrics().horizontalAdvance(str(head)) + 26,
+               view.fontMetrics().horizontalAdvance(sample) + 14)
+
+
 def _shape(shape: Any, dtype: Any) -> str:
     return "—" if shape is None else f"{list(shape)} {dtype or ''}".strip()
 
 
 def _tick(prefix: str) -> str:
-    """A short axis label: the layer index (``3``) or the last component (``word_embeddings``)."""
+    """A short axis label (the hover read-out has the full name): the layer index (``3``), the capitals of a
+    CamelCase name (``LN``), else the first word, cut to 5 characters (``word``, ``posit``, ``embed``)."""
     last = prefix.rsplit(".", 1)[-1]
-    return last if last.isdigit() else last[:10]
+    if last.isdigit():
+        return last
+    caps = "".join(c for c in last if c.isupper())
+    if len(caps) >= 2 and last[0].isupper():
+        return caps
+    return last.split("_", 1)[0][:5] or last[:5]
 
 
 def install_compare_panel(window: Any) -> ComparePanel:

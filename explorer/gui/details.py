@@ -200,6 +200,15 @@ class DetailsPanel(QWidget):
         self.histogram.clear_overlay()
         self._measure()
 
+    def redraw(self) -> None:
+        """Draw the current selection again (from the stats cache): its overlay and note are redone by whoever
+        listens to ``statsReady`` (e.g. after the open tab changed what the overlay should be)."""
+        if self.selection is None:
+            return
+        self.histogram.clear_overlay()
+        self.histogram_note.hide()
+        self._measure()
+
     def cancel(self) -> None:
         self.session.jobs.cancel("stats")
         self._set_busy(False)

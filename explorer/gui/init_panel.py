@@ -8,7 +8,9 @@ Install with ``install_init_panel(window)``.
   two distributions' figures and the KS verdict are shown side by side under the stats.
 - Init check: the whole checkpoint against fresh inits (``iter_init_check``), in a worker on the
   ``"init_check"`` channel with progress and cancel; a sortable table with a "looks untrained" column, a
-  filter, and a per-layer roll-up. Double-click selects the tensor in the tree.
+  filter, and a per-layer roll-up. Selecting a row selects the tensor in the session (tree, table and details
+  panel, with its fresh-init overlay); selecting a tensor elsewhere selects its row here.
+- On the "Compare A/B" tab the details histogram overlays checkpoint B instead (``ComparePanel.entry_for``).
 """
 from __future__ import annotations
 
@@ -86,13 +88,16 @@ class InitPanel(QWidget):
         for col, w in enumerate((320, 140, 80, 70, 80)):
             self.table.setColumnWidth(col, w)
         self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+        self.table.selectionModel().currentChanged.connect(self._on_current)
         self.table.doubleClicked.connect(self._on_double)
+        self._following = False  # selecting our row because the session's selection changed
 
         self.roll_model = RecordTableModel([
             ("module / layer", lambda m: m[0], lambda m: m[0]),
             ("look untrained", lambda m: f"{m[1]}/{m[2]}", lambda m: m[1]),
         ], self, background=lambda m, c: palette.tint("missing") if m[1] else None)
         self.roll_table = make_table(self.roll_model, _Proxy(self))
+        self.roll_table.selectionModel().currentChanged.connect(self._on_roll_current)
         self.roll_table.setColumnWidth(0, 220)
         self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -115,6 +120,7 @@ class InitPanel(QWidget):
         jobs.finished.connect(self._on_finished)
         self.session.loaded.connect(self._on_loaded)
         self.details.statsReady.connect(self._on_stats)
+        window.selectionChanged.connect(self._on_selection_changed)
 
     # ------------------------------------------------------------------ init check
     def run(self) -> None:
@@ -176,9 +182,15 @@ class InitPanel(QWidget):
         self.overlay_label.setText(html)
         self.overlay_label.setVisible(bool(html))
 
+    def _compare_owns(self, sel: Any) -> bool:
+        cmp = getattr(self.window, "compare_panel", None)
+        return cmp is not None and cmp.entry_for(sel) is not None
+
     def _on_stats(self, st: Any) -> None:
-        self._set_note("")
         sel = self.details.selection
+        if self._compare_owns(sel):
+            return  # the A/B overlay is drawn instead
+        self._set_note("")
         rep = self.session.report
         if sel is None or rep is None or rep.spec is None or sel.is_module or len(sel.names) != 1 or not st.counts:
             return
@@ -207,7 +219,7 @@ class InitPanel(QWidget):
 
     def _show_overlay(self, names: Any, fst: Any, res: Any) -> None:
         sel = self.details.selection
-        if sel is None or sel.names != names:
+        if sel is None or sel.names != names or self._compare_owns(sel):
             return
         if fst is None:
             self._set_note("fresh init: no initialisation known for this tensor")
@@ -269,9 +281,36 @@ class InitPanel(QWidget):
         elif channel == "fresh":
             self.window.release_ready("overlay")
 
+    def _on_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if cur.isValid() and not self._following:
+            r = self.model.records[self.proxy.mapToSource(cur).row()]
+            self.window.select_tensor(r.name)  # on-disk name: the table row, the tree item, the details panel
+
     def _on_double(self, idx: QModelIndex) -> None:
         r = self.model.records[self.proxy.mapToSource(idx).row()]
-        self.window.select_key(r.key or r.name)
+        self.window.select_tensor(r.name)
+
+    def _on_roll_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if cur.isValid():
+            proxy = self.roll_table.model()
+            m = self.roll_model.records[proxy.mapToSource(cur).row()]
+            self.window.select_key(m[0])  # the module: its pooled histogram in the details panel
+
+    def _on_selection_changed(self, sel: Any) -> None:
+        """Follow a selection made elsewhere (tree, table, compare tab): highlight its row, if shown."""
+        if sel is None or len(sel.names) != 1 or not self.results:
+            return
+        for i, r in enumerate(self.model.records):
+            if r.name == sel.names[0]:
+                idx = self.proxy.mapFromSource(self.model.index(i, 0))
+                if idx.isValid() and idx != self.table.currentIndex():
+                    self._following = True
+                    try:
+                        self.table.setCurrentIndex(idx)
+                        self.table.scrollTo(idx)
+                    finally:
+                        self._following = False
+                return
 
     def _refilter(self) -> None:
         self.proxy.accept = (lambda r: r.init_like) if self.only_flagged.isChecked() else None

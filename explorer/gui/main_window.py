@@ -170,6 +170,9 @@ class MainWindow(QMainWindow):
         self.details.statsFailed.connect(lambda _m: self._maybe_ready())
         self._waiting_ready = False
         self._ready_holds: set[str] = set()  # panels still drawing something the screenshot should show
+        # (screenshots) callables tried in order before interesting_key(): each may select something and return True
+        self.interesting_hooks: list[Any] = []
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         self._filter_timer = QTimer(self, singleShot=True, interval=120)
         self._filter_timer.timeout.connect(self.apply_filter)
         self._restore_settings()
@@ -724,6 +727,39 @@ class MainWindow(QMainWindow):
         if not sel.names:
             self._maybe_ready()
 
+    def show_selection(self, sel: Selection) -> None:
+        """Show a selection that has no row in the tree or table (e.g. a tensor only in checkpoint B)."""
+        self._syncing = True
+        try:
+            self.tree.selectionModel().clearSelection()
+            self.table.selectionModel().clearSelection()
+        finally:
+            self._syncing = False
+        self._set_selection(sel)
+
+    def select_tensor(self, name: str) -> bool:
+        """Select an on-disk tensor (or model key / module path) as if clicked in the tree or table, so the
+        details panel shows it — what the Compare and Looks-untrained tabs call for their rows. A tensor a
+        filter hides is still shown in the details panel. Reselecting what is shown redraws it (a tab may
+        have changed what the histogram overlays). True if found."""
+        sel = self.details.selection
+        if sel is not None and (sel.title == name or sel.names == (name,)):
+            self.details.redraw()
+            return True
+        if self.select_key(name):
+            return True
+        rep = self.session.report
+        r = self.table_model.row_for_name(name)
+        if rep is None or r is None:
+            return False
+        self.show_selection(selection_for_row(rep, self.table_model.row(r)))
+        return True
+
+    def _on_tab_changed(self, _i: int) -> None:
+        # the open tab decides the histogram's overlay (fresh init, or checkpoint B on the Compare tab)
+        if self.details.selection is not None:
+            self.details.redraw()
+
     # ------------------------------------------------------------------ screenshots / readiness
     def interesting_key(self) -> str | None:
         """A tensor worth showing first. With a model: one the init check flagged, else the largest loaded 2-D
@@ -763,16 +799,23 @@ class MainWindow(QMainWindow):
         if not self._waiting_ready:
             return
         self.readyLoaded.emit()  # panels may hold the ready state here (e.g. run the init check first)
-        if "prepare" not in self._ready_holds:
+        if not self._preparing():
             self._select_interesting()
 
+    def _preparing(self) -> bool:
+        return any(h.startswith("prepare") for h in self._ready_holds)
+
     def _select_interesting(self, _loaded: Any = None) -> None:
+        for hook in self.interesting_hooks:
+            if hook():
+                return
         key = self.interesting_key()
         if key is None or not self.select_key(key):
             self._maybe_ready(force=True)
 
     def hold_ready(self, name: str) -> None:
-        """Keep ``ready`` from firing until ``release_ready(name)`` (only while waiting for it)."""
+        """Keep ``ready`` from firing until ``release_ready(name)`` (only while waiting for it). Holds named
+        ``prepare…`` (an init check, a diff) also delay choosing the tensor to show until all are released."""
         if self._waiting_ready:
             self._ready_holds.add(name)
 
@@ -780,8 +823,9 @@ class MainWindow(QMainWindow):
         if name not in self._ready_holds:
             return
         self._ready_holds.discard(name)
-        if name == "prepare":
-            self._select_interesting()
+        if name.startswith("prepare"):
+            if not self._preparing():
+                self._select_interesting()
         else:
             self._maybe_ready()
 
