@@ -185,6 +185,8 @@ def open_checkpoint(path: str | os.PathLike[str], *, wrapper: str | None = None)
     if zipfile.is_zipfile(p):
         return _open_torch(p, wrapper=wrapper, legacy=False)
     if name.endswith(".safetensors") or _looks_like_safetensors(p, head):
+        if wrapper is not None:
+            raise CheckpointError(f"{p}: --wrapper {wrapper!r} given, but a safetensors file is a flat state dict with no sub-dicts")
         tensors, meta = read_safetensors_header(p)
         return CheckpointIndex(str(path), "safetensors", (str(p),), tensors, meta)
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80":

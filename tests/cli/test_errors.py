@@ -217,3 +217,16 @@ def test_bad_key_mapping(capsys, tiny_bert):
     assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", '{"(": ""}'], names="(", says="invalid regex")
     assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", "[1]"], names="--key-mapping", says="JSON object")
     assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", "{bad"], names="--key-mapping", says="invalid JSON")
+
+
+def test_wrapper_on_a_safetensors_file_is_an_error(tmp_path, capsys):
+    from safetensors.torch import save_file
+    import torch
+
+    from explorer.cli import main
+
+    f = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, str(f))
+    assert main(["report", str(f), "--wrapper", "state_dict", "--no-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(f) in err[0] and "no sub-dicts" in err[0]
