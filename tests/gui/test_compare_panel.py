@@ -54,12 +54,79 @@ def test_compare_table_rollup_bars_and_ab_histogram(qtbot, window, panels, pair,
     assert roll["encoder.layer.0"].rel_change > 0 and roll["encoder.layer.1"].rel_change == 0
     assert len(cmp.bars.opts["height"]) == len([m for m in cmp.rollup if m.rel_change is not None])
     assert "moved most: encoder.layer.0" in cmp.summary.text()
+    # the tab's own histogram is gone: selecting a row selects the tensor in the session, and the details
+    # histogram shows A and B over one shared range with the A-vs-B figures under it
+    window.tabs.setCurrentWidget(cmp)
     with qtbot.waitSignal(cmp.histReady, timeout=LOAD_TIMEOUT) as hb:
         assert cmp.select_name(Q)
     name, sa, sb = hb.args[0]
     assert name == Q and sa.edges == sb.edges and sum(sa.counts) == sum(sb.counts) == 32 * 32
     assert sb.std == pytest.approx(sa.std * 1.1, rel=1e-5)
-    assert cmp.hist.overlay.isVisible()
+    details = window.details
+    assert details.selection.names == (Q,)
+    assert window.table_model.row(window.table_proxy.mapToSource(window.table.currentIndex()).row()).name == Q
+    hist = details.histogram
+    assert hist.overlay.isVisible() and hist._label == "A" and hist._ov[0] == "B"
+    assert list(hist.edges) == list(sa.edges) and list(hist._ov[1]) == list(sb.edges)
+    note = details.histogram_note.text()
+    assert details.histogram_note.isVisibleTo(window) and "rel. change" in note and "cosine" in note and "max |B−A|" in note
+    assert "0.1" in note  # the relative change of the query weight
+    assert cmp.bars.opts["brushes"] is not None  # the selected tensor's layer is highlighted
+
+
+def test_compare_overlay_belongs_to_the_compare_tab(qtbot, window, panels, pair) -> None:
+    init, cmp = panels
+    a, b = pair
+    open_and_wait(qtbot, window, checkpoint=str(a))
+    with qtbot.waitSignal(cmp.diffReady, timeout=LOAD_TIMEOUT):
+        cmp.compare_with(str(b / "model.safetensors"))
+    # a tensor selected in the tree while the Compare tab is open gets the A/B overlay, and its row follows
+    window.tabs.setCurrentWidget(cmp)
+    with qtbot.waitSignal(cmp.histReady, timeout=LOAD_TIMEOUT):
+        select_and_measure(qtbot, window, Q)
+    assert cmp.model.records[cmp.proxy.mapToSource(cmp.table.currentIndex()).row()].name == Q
+    # back on the Tensors tab the same tensor is overlaid with its fresh init again
+    with qtbot.waitSignal(init.overlayReady, timeout=LOAD_TIMEOUT):
+        window.tabs.setCurrentIndex(0)
+    assert window.details.histogram._ov[0] == "fresh init" and window.details.histogram._label == "checkpoint"
+    # a tensor only in A: shown in the details panel, no B to overlay
+    window.tabs.setCurrentWidget(cmp)
+    with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
+        assert cmp.select_name("pooler.dense.bias")
+    assert window.details.selection.names == ("pooler.dense.bias",)
+    assert cmp.entry_for(window.details.selection) is None and window.details.histogram._ov is None
+
+
+def test_bar_labels_never_overlap_and_hover_names_the_layer(qtbot, window, panels, pair) -> None:
+    from PySide6.QtGui import QFontMetrics
+
+    _init, cmp = panels
+    a, b = pair
+    open_and_wait(qtbot, window, checkpoint=str(a))
+    window.tabs.setCurrentWidget(cmp)
+    with qtbot.waitSignal(cmp.diffReady, timeout=LOAD_TIMEOUT):
+        cmp.compare_with(str(b / "model.safetensors"))
+    ax = cmp.axis
+    ax.set_labels(["embed", "LN", "posit", "token", "word"] + [str(i) for i in range(24)] + ["dense"])
+    fm = QFontMetrics(ax.style.get("tickFont") or ax.font())
+    n = len(ax.labels)
+    for width in (120, 300, 900, 3000):
+        shown = ax.placed(-0.6, n - 0.4, width)
+        assert shown and shown == sorted(shown)
+        px = width / n
+        spans = [((i + 0.6) * px - fm.horizontalAdvance(ax.labels[i]) / 2,
+                  (i + 0.6) * px + fm.horizontalAdvance(ax.labels[i]) / 2) for i in shown]
+        assert all(r1 < l2 for (_l1, r1), (l2, _r2) in zip(spans, spans[1:]))
+    assert len(ax.placed(-0.6, n - 0.4, 3000)) == n  # room for all: all shown
+    cmp._draw_bars()
+    # hovering the middle of a bar names its layer in full
+    i = next(k for k, m in enumerate(cmp._layers) if m.prefix == "encoder.layer.0")
+    vb = cmp.bars_plot.getPlotItem().getViewBox()
+    cmp.bars_plot.resize(600, 200)
+    qtbot.waitUntil(lambda: vb.width() > 100)
+    pos = vb.mapViewToScene(__import__("PySide6.QtCore", fromlist=["QPointF"]).QPointF(i, 0.0))
+    cmp._on_bar_hover((pos,))
+    assert "encoder.layer.0" in cmp.bar_readout.text() and "tensors differ" in cmp.bar_readout.text()
 
 
 def test_compare_from_command_line_extra(qtbot, window, panels, pair) -> None:
@@ -89,6 +156,17 @@ def test_init_check_flags_a_fresh_model_and_overlays_its_init(qtbot, window, pan
     assert names == (Q,) and verdict.init_like and fst.std == pytest.approx(0.02, rel=0.1)
     assert window.details.histogram.overlay.isVisible()
     assert "fresh init" in init.overlay_label.text() and "looks untrained" in init.overlay_label.text()
+    # a row of the "Looks untrained" table selects its tensor in the session, and back
+    window.tabs.setCurrentWidget(init)
+    other = "encoder.layer.1.attention.self.key.weight"
+    row = next(i for i, r in enumerate(init.model.records) if r.name == other)
+    with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
+        init.table.setCurrentIndex(init.proxy.mapFromSource(init.model.index(row, 0)))
+    assert window.details.selection.names == (other,)
+    assert window.table_model.row(window.table_proxy.mapToSource(window.table.currentIndex()).row()).name == other
+    with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
+        assert window.select_key(Q)
+    assert init.model.records[init.proxy.mapToSource(init.table.currentIndex()).row()].name == Q
     window.tabs.setCurrentWidget(init)
     window.grab().save(str(tmp_path / "init.png"))
     assert (tmp_path / "init.png").stat().st_size > 0
