@@ -21,6 +21,7 @@ from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -31,7 +32,8 @@ from PySide6.QtWidgets import (
 )
 
 from . import palette
-from .compare_panel import RecordTableModel, _num, _Proxy, _sortable, make_table
+from .badges import KeyDelegate
+from .compare_panel import RecordTableModel, _col_width, _num, _Proxy, _sortable, make_table
 
 UNTRAINED = "✗ looks untrained"
 
@@ -85,8 +87,10 @@ class InitPanel(QWidget):
         ], self, background=bg)
         self.proxy = _Proxy(self)
         self.table = make_table(self.model, self.proxy)
-        for col, w in enumerate((320, 140, 80, 70, 80)):
-            self.table.setColumnWidth(col, w)
+        for col, sample in enumerate(("e.l.0.attention.self.query.weight", UNTRAINED, "1.5e-85", "0.04425", "constant",
+                                         "init is constant 0; 100.0% of values equal it")):
+            self.table.setColumnWidth(col, _col_width(self.table, col, sample))
+        self._key_delegate = KeyDelegate(self)  # dotted names shrink component-wise, layer numbers kept
         self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
         self.table.selectionModel().currentChanged.connect(self._on_current)
         self.table.doubleClicked.connect(self._on_double)
@@ -98,12 +102,17 @@ class InitPanel(QWidget):
         ], self, background=lambda m, c: palette.tint("missing") if m[1] else None)
         self.roll_table = make_table(self.roll_model, _Proxy(self))
         self.roll_table.selectionModel().currentChanged.connect(self._on_roll_current)
-        self.roll_table.setColumnWidth(0, 220)
+        rh = self.roll_table.horizontalHeader()
+        rh.setStretchLastSection(False)
+        rh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.roll_table.setColumnWidth(1, _col_width(self.roll_table, 1, "16/16"))
+        for view in (self.table, self.roll_table):
+            view.setItemDelegateForColumn(0, self._key_delegate)
         self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.roll_table)
-        split.setSizes([760, 300])
+        split.setSizes([640, 280])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
