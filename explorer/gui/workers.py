@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import threading
 import traceback
 from typing import Any, Callable, Iterator
@@ -46,8 +47,16 @@ def quiet_gc() -> Iterator[None]:
                     gc.enable()
 
 
-class Cancelled(Exception):
-    """Raised inside a job when it sees its cancel flag."""
+from ..core.errors import Cancelled  # noqa: E402  (one cancel exception for core and GUI)
+
+
+def _yield_cpu_to_gui() -> None:
+    """Run this worker thread at a lower priority (Linux: per-thread nice), so on a busy machine the GUI
+    thread gets a core first and never waits behind a worker streaming a multi-GB tensor."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: only a scheduling hint
+        pass
 
 
 class _Signals(QObject):
@@ -65,6 +74,7 @@ class _Job(QRunnable):
 
     def run(self) -> None:
         ch, gen, s = self.channel, self.gen, self.signals
+        _yield_cpu_to_gui()
 
         def progress(done: int, total: int) -> None:
             if self.flag.is_set():
@@ -83,7 +93,7 @@ class _Job(QRunnable):
             else:
                 lines = str(e).strip().splitlines()
                 msg = f"{type(e).__name__}: {lines[0] if lines else ''}"
-                if __import__("os").environ.get("CKPT_EXPLORER_DEBUG"):
+                if os.environ.get("CKPT_EXPLORER_DEBUG"):
                     traceback.print_exc()
             if not self.flag.is_set():
                 s.error.emit(ch, gen, msg)
