@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.fmt import human_bytes, human_count  # noqa: F401  (re-exported for the subcommands)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -147,22 +148,6 @@ class Style:
 
     def __call__(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.on else text
-
-
-def human_bytes(n: float) -> str:
-    """Binary units, labelled as such (``du -h``/``ls -lh`` agree): 90868376 -> '86.7 MiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def human_count(n: float) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 _NUM = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")

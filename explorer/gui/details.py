@@ -24,8 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.fmt import human_bytes, human_count
 from . import palette
-from .entries import UNPLACED, Row, TreeItem, fmt_bytes, fmt_count
+from .entries import UNPLACED, Row, TreeItem
 from .histogram import HistogramWidget
 from .session import Session
 
@@ -325,7 +326,7 @@ def selection_for_row(report: Any, r: Row) -> Selection:
         facts += [("On disk", r.name)]
         if r.key != r.name:
             facts.append(("Model key", r.key or "— (no place in the model)"))
-        facts += [("Tensor", f"{r.shape} · {r.dtype} · {fmt_bytes(info.nbytes)}"), ("File", _short(info.file))]
+        facts += [("Tensor", f"{r.shape} · {r.dtype} · {human_bytes(info.nbytes)}"), ("File", _short(info.file))]
         return Selection(r.name, r.kind, (r.name,), tuple(facts))
     facts += [("Model key", r.key), ("Tensor", f"{r.shape} · {r.dtype}"), ("Meaning", palette.look(r.kind).meaning)]
     return Selection(r.key, r.kind, (), tuple(facts), empty_reason=_empty_reason(r.kind))
@@ -357,7 +358,7 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
         if it.ckpt_names and it.ckpt_names != (it.path,):
             facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))
         names = tuple(n for n in it.ckpt_names if n in report.index.tensors)
-        size = f" · {fmt_bytes(sum(report.index.tensors[n].nbytes for n in names))}" if names else ""
+        size = f" · {human_bytes(sum(report.index.tensors[n].nbytes for n in names))}" if names else ""
         facts.append(("Tensor", f"{it.shape} · {it.dtype}{size} · {it.numel:,} elements"))
         if names:
             facts.append(("File", _short(report.index.tensors[names[0]].file)))
@@ -376,7 +377,7 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
     pooled = tuple((floats or names)[:MAX_AGGREGATE])
     nbytes = sum(report.index.tensors[n].nbytes for n in pooled)
     facts = [("Status", it.status_text or lk.label), ("Module", f"{it.path or '(model)'} · {it.class_name}" if it.class_name else it.path),
-             ("Parameters", f"{fmt_count(it.numel)} ({it.numel:,})"),
-             ("Histogram", f"{len(pooled)} on-disk tensors pooled ({fmt_bytes(nbytes)})" if pooled else "no tensors on disk")]
+             ("Parameters", f"{human_count(it.numel, digits=1)} ({it.numel:,})"),
+             ("Histogram", f"{len(pooled)} on-disk tensors pooled ({human_bytes(nbytes)})" if pooled else "no tensors on disk")]
     return Selection(it.path or it.name, it.kind, pooled, tuple(facts), is_module=True,
                      empty_reason="nothing from the checkpoint loads here")

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.fmt import human_count
 from .palette import TROUBLE, kind_of, look
 
 LOADED_KINDS = ("matched", "renamed", "tied", "dtype")
@@ -34,21 +35,6 @@ def fmt_shape(shape: tuple[int, ...] | None) -> str:
     if shape is None:
         return ""
     return "×".join(map(str, shape)) if shape else "scalar"
-
-
-def fmt_count(n: float) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(int(n))
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def how_text(how: tuple[str, ...], *, sources: tuple[str, ...] = (), key: str = "", tied_to: str | None = None,
@@ -219,7 +205,7 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
         it.counts[kind] += 1
     it.kind = rollup_kind(it.counts)
     it.status_text = rollup_text(it.counts)
-    it.tooltip = f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{fmt_count(node.n_params)} parameters"
+    it.tooltip = f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{human_count(node.n_params, digits=1)} parameters"
     it.search = it.path
     return it
 

@@ -15,11 +15,14 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QIdentityProxyModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
+from ..core.errors import PlanError
 from .entries import KIND_CODES, SearchIndex, TreeItem
 from .tree_model import SORT_ROLE
 
 MODES = ("substring", "glob", "regex")
 _GLOB_SPECIAL = re.compile(r"[*?\[\]]")
+_BRACKETS = re.compile(r"([\[\]])")
+_ANY = "[^\n]"  # the search text holds one name per line; a glob stays within one
 
 
 @dataclass(frozen=True)
@@ -110,26 +113,14 @@ def _drop_classes(glob: str) -> str:
 
 
 def _glob_to_regex(pattern: str) -> str:
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out.append("[^\n]*")
-        elif c == "?":
-            out.append("[^\n]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+    """core's glob translation, one name per line. A pattern core rejects (an unclosed ``[`` while typing, a stray
+    ``]``, ``[]``) is not an error here: its brackets match literally and its wildcards still work."""
+    from ..core.plan import translate_glob
+
+    try:
+        return translate_glob(pattern, any_char=_ANY)
+    except PlanError:
+        return "".join(re.escape(p) if p in "[]" else translate_glob(p, any_char=_ANY) for p in _BRACKETS.split(pattern) if p)
 
 
 class TreeFilterProxy(QSortFilterProxyModel):

@@ -12,9 +12,7 @@ updated with ``setData``; nothing is recreated per selection.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -164,20 +162,13 @@ class HistogramWidget(QWidget):
             lab, e, c = self._ov
             lines.append(f"# overlay: {lab}")
             lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
-        _atomic_write(path, ("\n".join(lines) + "\n").encode())
+        from ..core.export import atomic_write_bytes  # on demand: keeps core.export off the start-up path
+
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
     def export_png(self, path: str) -> None:
-        pix = self.plot.grab()
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-        os.close(fd)
-        try:
-            if not pix.save(tmp, "PNG"):
-                raise OSError(f"{path}: could not write PNG")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Save the plot as a PNG (atomically). Raises OSError."""
+        save_png(self.plot.grab(), path)
 
     # ---- drawing
     def _redraw(self) -> None:
@@ -243,16 +234,10 @@ class HistogramWidget(QWidget):
             QMessageBox.warning(self, "Export failed", str(e))
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def save_png(pix: Any, path: str) -> None:
+    """Write a QPixmap/QImage to ``path`` as PNG via core's atomic temp + fsync + rename. Raises OSError."""
+    from ..core.export import atomic_output
+
+    with atomic_output(path, suffix=".png") as tmp:
+        if not pix.save(tmp, "PNG"):
+            raise OSError(f"{path}: could not write the PNG")

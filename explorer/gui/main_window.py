@@ -43,10 +43,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.fmt import human_count
 from . import palette
 from .details import DetailsPanel, Selection, selection_for_item, selection_for_row
-from .entries import LOADED_KINDS, TreeItem, fmt_count
+from .entries import LOADED_KINDS, TreeItem
 from .filtering import MODES, Filter, FilterProxy
+from .histogram import save_png
 from .session import Loaded, Session, Source
 from .table_model import TensorTableModel
 from .tree_model import ModuleTreeModel, install_column_menu, size_tree_columns
@@ -500,12 +502,12 @@ class MainWindow(QMainWindow):
             verdict = (f"<span style='color:{palette.look('matched').color}'><b>✓ everything loads</b></span>" if rep.is_clean
                        else f"<span style='color:{palette.look('missing').color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
             parts.append(verdict)
-            parts.append(f"{fmt_count(loaded_n)} params loaded · <b>{fmt_count(fresh)}</b> newly initialised "
+            parts.append(f"{human_count(loaded_n, digits=1)} params loaded · <b>{human_count(fresh, digits=1)}</b> newly initialised "
                          f"({100 * fresh / total:.2g}%)")
             if rep.load_dtype:
                 parts.append(f"loads as {rep.load_dtype}")
         else:
-            parts.append(f"{len(rep.index.tensors):,} tensors, {fmt_count(rep.index.total_params)} values")
+            parts.append(f"{len(rep.index.tensors):,} tensors, {human_count(rep.index.total_params, digits=1)} values")
         text = " &nbsp;·&nbsp; ".join(parts)
         trouble = []
         for k, keys in (("missing", rep.missing), ("mismatched", [m[0] for m in rep.mismatched]), ("unexpected", rep.unexpected)):
@@ -842,20 +844,8 @@ class MainWindow(QMainWindow):
             self.ready.emit()
 
     def save_screenshot(self, path: str) -> None:
-        """Render the whole window to a PNG (atomically)."""
-        import tempfile
-
-        pix = self.grab()
-        d = os.path.dirname(os.path.abspath(path)) or "."
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-        os.close(fd)
-        try:
-            if not pix.save(tmp, "PNG"):
-                raise OSError(f"{path}: could not write the PNG")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Render the whole window to a PNG (atomically). Raises OSError."""
+        save_png(self.grab(), path)
 
     # ------------------------------------------------------------------ recent files, settings, drops
     def _add_recent(self, path: str) -> None:
@@ -1010,7 +1000,7 @@ def size_table_columns(view: QTableView) -> None:
         h.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
     widths = {T.STATUS: fm.horizontalAdvance("shape mismatch") + 58, T.PLAN: fm.horizontalAdvance("↻ reinit") + 16,
               T.UNTRAINED: fm.horizontalAdvance("⚠ untrained?") + 14, T.SHAPE: fm.horizontalAdvance("1536×384") + 18,
-              T.DTYPE: fm.horizontalAdvance("bfloat16") + 16, T.SIZE: fm.horizontalAdvance("88.0 MB") + 18, T.HOW: 240}
+              T.DTYPE: fm.horizontalAdvance("bfloat16") + 16, T.SIZE: fm.horizontalAdvance("88.0 MiB") + 18, T.HOW: 240}
     for col, w in widths.items():
         view.setColumnWidth(col, w)
     for col in TABLE_HIDDEN:

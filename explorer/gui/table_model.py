@@ -12,8 +12,9 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
+from ..core.fmt import human_bytes
 from . import palette
-from .entries import KIND_ORDER, Row, TableIndex, fmt_bytes, index_rows
+from .entries import KIND_ORDER, Row, TableIndex, index_rows
 from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -212,7 +213,7 @@ class TensorTableModel(QAbstractTableModel):
             if c == 4:
                 return r.dtype
             if c == 5:
-                return fmt_bytes(r.nbytes) if r.name else ""
+                return human_bytes(r.nbytes) if r.name else ""
             if c == 6:
                 return r.how
             if c == 7:

@@ -12,8 +12,9 @@ import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import QHeaderView, QMenu, QTreeView
 
+from ..core.fmt import human_count
 from . import palette
-from .entries import TreeIndex, TreeItem, fmt_count, index_tree
+from .entries import TreeIndex, TreeItem, index_tree
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -152,7 +153,7 @@ class ModuleTreeModel(QAbstractItemModel):
             if col == 3:
                 return it.dtype
             if col == 4:
-                return fmt_count(it.numel) if it.numel else ""
+                return human_count(it.numel, digits=1) if it.numel else ""
             if col == 5:
                 return it.how
             if col == 6:

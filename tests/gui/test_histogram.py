@@ -2,6 +2,8 @@
 NaN/Inf, empty, and a huge tensor whose data is a sparse hole (progress, cancel, stale results dropped)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -91,7 +93,12 @@ def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_
     assert csv.read_text().splitlines()[0] == "left,right,count"
     png = tmp_path / "h.png"
     window.details.histogram.export_png(str(png))
-    assert png.stat().st_size > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # written through core's atomic_output: normal permissions (not mkstemp's 0600), no temp files left over
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (csv.stat().st_mode & 0o777) == (png.stat().st_mode & 0o777) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_module_selection_pools_its_weights_and_overlay_api(qtbot, window, demo_dir):

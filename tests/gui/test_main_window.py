@@ -137,6 +137,37 @@ def test_filter_substring_glob_regex_and_status(qtbot, window, demo_dir):
     assert window.table_proxy.rowCount() == total
 
 
+def test_glob_uses_core_translation_and_forgives_half_typed_brackets(qapp):
+    from explorer.gui.entries import SearchIndex
+    from explorer.gui.filtering import Filter
+
+    names = ["layer.0.weight", "layer.1.weight", "layer.10.weight", "layer.[1.weight", "layer.1].weight", "head.weight"]
+    index = SearchIndex.build(names, ["matched"] * len(names))
+
+    def hits(glob: str) -> list[str]:
+        mask = Filter(glob, "glob").mask(index)
+        return [n for n, m in zip(names, mask) if m]
+
+    # the same glob language as plan rules (explorer.core.plan.translate_glob): classes, negation, * crosses dots
+    assert hits("layer.[0-1].weight") == ["layer.0.weight", "layer.1.weight"]
+    assert hits("layer.[!0].weight") == ["layer.1.weight"]
+    assert hits("LAYER.1*") == ["layer.1.weight", "layer.10.weight", "layer.1].weight"]
+    # what core rejects (an unclosed '[' while typing, a stray ']') matches its brackets literally, wildcards still work
+    assert hits("layer.[1*") == ["layer.[1.weight"]
+    assert hits("*1].w?ight") == ["layer.1].weight"]
+
+
+def test_sizes_use_binary_units_like_the_cli(qtbot, window):
+    from explorer.core.fmt import human_bytes
+
+    open_and_wait(qtbot, window, demo=True)
+    model = window.table_model
+    sizes = {model.index(i, model.SIZE).data() for i in range(model.rowCount())} - {""}
+    assert sizes and all(s.endswith((" B", " KiB", " MiB")) for s in sizes)
+    row = next(r for r in model.rows if r.name)
+    assert human_bytes(row.nbytes) in sizes
+
+
 def test_apply_suggested_key_mapping_recolours(qtbot, window, tmp_path):
     from safetensors.torch import load_file, save_file
 
