@@ -205,15 +205,21 @@ def report(
     auto_fix: bool = False,
     wrapper: str | None = None,
     suggest: bool = True,
+    quantization: str = "auto",
 ) -> Report:
     """Open a checkpoint (headers only), build the model on meta, and classify every key.
 
     ``spec=None`` gives a checkpoint-only report (the tensor list). If ``spec`` has neither a config nor a class
     path, the checkpoint's folder is used as config when it holds a config.json. ``auto_fix`` applies the
-    suggested key mapping when one is found. Raises ExplorerError subclasses with one-line messages.
+    suggested key mapping when one is found. A config with a ``quantization_config`` is matched against the model
+    with transformers' quantized layers (``quantization``: "auto" as from_pretrained decides on this machine,
+    "quantized" the pre-quantized layout whatever this machine supports, "off" the unquantized model; see
+    :func:`explorer.core.model.prepare_quantizer`). Raises ExplorerError subclasses with one-line messages.
     """
     try:
-        return _report(checkpoint, spec, key_mapping=key_mapping, auto_fix=auto_fix, wrapper=wrapper, suggest=suggest)
+        return _report(
+            checkpoint, spec, key_mapping=key_mapping, auto_fix=auto_fix, wrapper=wrapper, suggest=suggest, quantization=quantization
+        )
     except ExplorerError:
         raise
     except Exception as e:  # noqa: BLE001 - a weird model or file never ends in a traceback
@@ -229,6 +235,7 @@ def _report(
     auto_fix: bool,
     wrapper: str | None,
     suggest: bool,
+    quantization: str = "auto",
 ) -> Report:
     index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
     if spec is None:
@@ -243,7 +250,13 @@ def _report(
         default_cfg = str(cand.parent)
 
     def factory() -> BuiltModel:
-        return build_model(spec, checkpoint_dtype=index.first_float_dtype(), default_config=default_cfg)
+        return build_model(
+            spec,
+            checkpoint_dtype=index.first_float_dtype(),
+            default_config=default_cfg,
+            checkpoint_files=index.files,
+            quantization=quantization,
+        )
 
     _validate_mapping(key_mapping)
     built = factory()
@@ -370,10 +383,12 @@ def _match_transformers(
     dtype = built.dtype
     expected = model.state_dict()
     prefix = model.base_model_prefix
-    weight_mapping = get_model_conversion_mapping(model, dict(key_mapping) if key_mapping else None)
+    quantizer = built.hf_quantizer
+    weight_mapping = get_model_conversion_mapping(model, dict(key_mapping) if key_mapping else None, quantizer)
     renamings = [e for e in weight_mapping if isinstance(e, WeightRenaming)]
     converters = [e for e in weight_mapping if isinstance(e, WeightConverter)]
-    user_renamings = renamings[: len(key_mapping)] if key_mapping else []
+    # the user's own renamings, to tell KEY_MAPPING from RENAMED (a quantizer may put its renames before them)
+    user_renamings = [WeightRenaming(source_patterns=k, target_patterns=v) for k, v in key_mapping.items()] if key_mapping else []
     tie_map = dict(getattr(model, "all_tied_weights_keys", {}) or {})
     tie_reverse: dict[str, str] = {}
     for t, src in tie_map.items():
@@ -386,6 +401,7 @@ def _match_transformers(
         dtype_plan=model._get_dtype_plan(dtype),
         weight_mapping=weight_mapping,
         ignore_mismatched_sizes=True,
+        hf_quantizer=quantizer,
     )
     recorder = _Recorder()
     with _QuietTransformers():
@@ -526,16 +542,13 @@ def _match_transformers(
             hows.append(How.EXACT)
         checkpoint_keys[name] = CheckpointKey(name, status, tuple(hows), targets, reported, t)
 
-    notes = list(index.notes)
-    qc = getattr(built.config, "quantization_config", None)
-    if qc:
-        method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
-        notes.append(
-            f"config has a quantization_config ({getattr(method, 'value', method) or 'unknown method'}): matched against "
-            "the unquantized model; from_pretrained would swap in quantized layers (scales and packed weights)"
-        )
+    notes = list(index.notes) + list(built.notes)
     if getattr(info, "conversion_errors", None):
-        notes += [f"conversion error: {k}: {v}" for k, v in list(info.conversion_errors.items())[:20]]
+        notes.append(
+            f"from_pretrained raises a RuntimeError after loading: {len(info.conversion_errors)} weight conversion(s) "
+            "failed (their targets are reported missing)"
+        )
+        notes += [f"conversion error: {k}: {_error_line(v)}" for k, v in list(info.conversion_errors.items())[:20]]
     return Report(
         index=index,
         spec=built.spec,
@@ -622,6 +635,13 @@ def _rename_record(name, renamings, converters, prefix, expected, rename_source_
 def _tie_partner(key: str, tie_map: Mapping[str, str], reverse: Mapping[str, str]) -> str | None:
     """The other key of ``key``'s tie: its source if it is a tie target, else the first target tied to it."""
     return tie_map.get(key) or reverse.get(key)
+
+
+def _error_line(text: Any) -> str:
+    """The message line of a traceback transformers stored as text (one line for a note)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    msgs = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "~")) and ": " in ln and ln.split(":", 1)[0].isidentifier()]
+    return (msgs[0] if msgs else (lines[-1] if lines else ""))[:300]
 
 
 def _one(e: BaseException) -> str:

@@ -93,6 +93,8 @@ class BuiltModel:
     dtype: torch.dtype
     config: Any = None  # transformers config or None
     class_name: str = ""
+    hf_quantizer: Any = None  # transformers HfQuantizer whose layers were swapped in (pre-quantized checkpoint)
+    notes: tuple[str, ...] = ()  # how quantization was handled
 
     @property
     def is_transformers(self) -> bool:
@@ -199,10 +201,27 @@ def load_dtype(config: Any, checkpoint_dtype: str | None) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def build_model(spec: ModelSpec, *, checkpoint_dtype: str | None = None, default_config: str | None = None) -> BuiltModel:
-    """Instantiate the model on the meta device (no memory, milliseconds even for 70B)."""
+QUANTIZATION_MODES = ("auto", "quantized", "off")
+
+
+def build_model(
+    spec: ModelSpec,
+    *,
+    checkpoint_dtype: str | None = None,
+    default_config: str | None = None,
+    checkpoint_files: tuple[str, ...] | list[str] | None = None,
+    quantization: str = "auto",
+) -> BuiltModel:
+    """Instantiate the model on the meta device (no memory, milliseconds even for 70B).
+
+    A config with a ``quantization_config`` gets transformers' own HfQuantizer, as from_pretrained builds it
+    (see :func:`prepare_quantizer`): ``quantization="auto"`` decides as from_pretrained would on this machine,
+    ``"quantized"`` keeps the pre-quantized layout whatever this machine supports, ``"off"`` ignores it.
+    """
     if spec.model:
         return _build_custom(spec)
+    if quantization not in QUANTIZATION_MODES:
+        raise ConfigError(f"quantization: expected one of {', '.join(QUANTIZATION_MODES)}, found {quantization!r}")
     cfg_src = spec.config or default_config
     if cfg_src is None:
         raise ConfigError("no model given: pass --config (a folder with config.json) or --model pkg.module:Class")
@@ -210,11 +229,127 @@ def build_model(spec: ModelSpec, *, checkpoint_dtype: str | None = None, default
     source = str(config_path(cfg_src))
     cls = resolve_class(config, spec.arch, source=source)
     config = config_for_class(cls, config, source)
+    out_spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
+    quantizer, notes = prepare_quantizer(config, mode=quantization)
+    if quantizer is not None:
+        try:
+            dtype = quantizer.update_dtype(load_dtype(config, checkpoint_dtype))
+            set_config_dtype(config, dtype)
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # e.g. "we will dequantize": the notes say it
+            try:
+                module = instantiate_meta(
+                    cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files
+                )
+            finally:
+                hf_logging.set_verbosity(verbosity)
+            return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes)
+        except Exception as e:  # noqa: BLE001 - a quantizer needing a missing package: fall back, say so
+            notes = (_fallback_note(_quant_method(config), e),)
+            config = config_for_class(cls, load_config(cfg_src), source)
     dtype = load_dtype(config, checkpoint_dtype)
     set_config_dtype(config, dtype)
     module = instantiate_meta(cls, config, dtype, source=source)
-    spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
-    return BuiltModel(module, spec, dtype, config, cls.__name__)
+    return BuiltModel(module, out_spec, dtype, config, cls.__name__, None, notes)
+
+
+def _quant_method(config: Any) -> str:
+    qc = _quantization_config(config)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if isinstance(qc, dict) and (qc.get("load_in_4bit") or qc.get("load_in_8bit")):
+        method = f"bitsandbytes {'4' if qc.get('load_in_4bit') else '8'}-bit"
+    return str(getattr(method, "value", method) or "unknown method")
+
+
+def _quantization_config(config: Any) -> Any:
+    """The config's quantization_config, or its text config's, where from_pretrained looks (get_hf_quantizer)."""
+    qc = getattr(config, "quantization_config", None)
+    if qc is None:
+        try:
+            qc = getattr(config.get_text_config(decoder=True), "quantization_config", None)
+        except Exception:  # noqa: BLE001 - configs without a text config
+            qc = None
+    return qc
+
+
+def prepare_quantizer(config: Any, *, mode: str = "auto") -> tuple[Any, tuple[str, ...]]:
+    """The HfQuantizer ``from_pretrained`` makes for this config (``get_hf_quantizer``), or None, and notes.
+
+    Same sequence as transformers: ``supports_quant_method`` -> ``merge_quantization_configs`` ->
+    ``AutoHfQuantizer.from_config(pre_quantized=True)`` -> ``validate_environment`` -> ``update_attn_implementation``.
+    ``validate_environment`` only checks this machine (GPU, packages) and may switch to dequantizing on load (FP8
+    without a GPU); in ``"auto"`` mode it runs and a failure is noted instead of stopping the report (the layout is
+    then the one on a machine where loading works); in ``"quantized"`` mode it is skipped. ``"off"``: no quantizer.
+    A quantizer transformers cannot even create here (a package it needs is missing) gives None and a note.
+    """
+    qc = _quantization_config(config)
+    if qc is None:
+        return None, ()
+    method = _quant_method(config)
+    if mode == "off":
+        return None, (f"quantization_config ({method}) ignored on request: matched against the unquantized model",)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' warnings become notes
+    try:
+        return _prepare_quantizer(config, qc, method, mode)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _fallback_note(method: str, e: BaseException) -> str:
+    hint = " (a package it needs is not installed here)" if isinstance(e, (ImportError, NameError)) else ""
+    return (
+        f"quantization_config ({method}): transformers cannot set up its quantizer here{hint}: {type(e).__name__}: "
+        f"{_one_line(e)}; matched against the unquantized model, so quantization tensors (scales, zero points, packed "
+        "weights) show as unexpected"
+    )
+
+
+def _prepare_quantizer(config: Any, qc: Any, method: str, mode: str) -> tuple[Any, tuple[str, ...]]:
+    from transformers.quantizers.auto import AutoHfQuantizer
+
+    try:
+        raw = qc if isinstance(qc, dict) else qc.to_dict()
+        supported = AutoHfQuantizer.supports_quant_method(raw)
+    except Exception as e:  # noqa: BLE001 - e.g. no quant_method: from_pretrained fails, the report goes on
+        return None, (f"quantization_config ({method}): from_pretrained would fail on it ({_one_line(e)}); matched against the unquantized model",)
+    if not supported:
+        # from_pretrained warns and loads as if unquantized: that is also what we match against
+        return None, (f"quantization_config ({method}) unknown to this transformers version: from_pretrained skips it",)
+    try:
+        merged = AutoHfQuantizer.merge_quantization_configs(qc, None)
+        quantizer = AutoHfQuantizer.from_config(merged, pre_quantized=True)
+    except Exception as e:  # noqa: BLE001 - a package the config class or quantizer imports is missing
+        return None, (_fallback_note(method, e),)
+    config.quantization_config = merged
+    notes = [f"quantization_config ({method}): matched as from_pretrained loads it, through transformers' {type(quantizer).__name__}"]
+    if getattr(quantizer.quantization_config, "dequantize", False):
+        notes.append("dequantize=True: quantized tensors are converted into the plain model's weights on load")
+    if mode == "auto":
+        before = getattr(quantizer.quantization_config, "dequantize", None)
+        try:
+            quantizer.validate_environment(device_map=None, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - GPU / package checks must not block a header-only report
+            notes.append(
+                f"from_pretrained would refuse on this machine ({type(e).__name__}: {_one_line(e)}); "
+                "matched as on a machine where it loads"
+            )
+        if getattr(quantizer.quantization_config, "dequantize", None) and not before:
+            notes.append(
+                "this machine cannot run the quantized layers, so from_pretrained dequantizes on load (weights and "
+                "scales folded into plain weights); pass quantization='quantized' for the layout on a supported GPU"
+            )
+    else:
+        notes.append("environment checks skipped: the pre-quantized layout, as on a machine that supports it")
+    try:
+        quantizer.update_attn_implementation(config)
+    except Exception:  # noqa: BLE001 - only the attention default; irrelevant to keys
+        pass
+    return quantizer, tuple(notes)
 
 
 def config_for_class(cls: type, config: Any, source: str) -> Any:
@@ -241,17 +376,38 @@ def set_config_dtype(config: Any, dtype: torch.dtype) -> None:
         pass
 
 
-def instantiate_meta(cls: type, config: Any, dtype: torch.dtype, *, source: str = "config") -> nn.Module:
-    """``cls(config)`` under the class's own init context, exactly as from_pretrained builds it (meta device)."""
+def instantiate_meta(
+    cls: type,
+    config: Any,
+    dtype: torch.dtype,
+    *,
+    source: str = "config",
+    hf_quantizer: Any = None,
+    checkpoint_files: tuple[str, ...] | list[str] | None = None,
+) -> nn.Module:
+    """``cls(config)`` under the class's own init context, exactly as from_pretrained builds it (meta device);
+    with a quantizer, its ``preprocess_model`` swaps in the quantized layers inside that context, as there."""
     import copy
 
     from transformers.utils.generic import ContextManagers
 
     config = copy.deepcopy(config)
+    quantized = hf_quantizer is not None
     try:
-        with ContextManagers(cls.get_init_context(dtype, False, False, False)):
-            return cls(config)
+        with ContextManagers(cls.get_init_context(dtype, quantized, False, False)):
+            model = cls(config)
+            if quantized:
+                hf_quantizer.preprocess_model(
+                    model=model,
+                    dtype=dtype,
+                    device_map=None,
+                    checkpoint_files=list(checkpoint_files) if checkpoint_files else None,
+                    use_kernels=False,
+                )
+            return model
     except Exception as e:
+        if quantized:
+            raise
         raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: {_one_line(e)}") from e
 
 
