@@ -1,6 +1,8 @@
 """Human-readable numbers shared by the CLI and the GUI (one place, so both say the same thing)."""
 from __future__ import annotations
 
+import math
+
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -19,3 +21,15 @@ def human_count(n: float, *, digits: int = 2) -> str:
         if abs(n) >= div:
             return f"{n / div:.{digits}f}{unit}"
     return str(int(n))
+
+
+def short_float(v: float | None, *, digits: int = 4) -> str:
+    """A figure for a narrow column: '—' for None, 'nan'/'inf' as such, ``digits`` significant digits in
+    [1e-3, 1e5), scientific notation outside."""
+    if v is None:
+        return "—"
+    if not math.isfinite(v):
+        return str(v)
+    if v == 0:
+        return "0"
+    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"

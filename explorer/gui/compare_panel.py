@@ -14,122 +14,33 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QFontMetrics
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSplitter,
-    QTableView,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 import pyqtgraph as pg  # after PySide6
 
+from ..core.fmt import short_float as _num
 from . import palette
 from .badges import KeyDelegate
+from .records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
 
 # status -> palette kind (colour + glyph live in the palette)
 STATUS_KIND = {"same": "matched", "changed": "dtype", "only_a": "missing", "only_b": "unexpected",
                "shape_mismatch": "mismatched"}
 STATUS_LABEL = {"same": "= same", "changed": "≈ changed", "only_a": "✗ only in A", "only_b": "+ only in B",
                 "shape_mismatch": "≠ shape mismatch"}
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-def _num(v: float | None, digits: int = 4) -> str:
-    if v is None:
-        return "—"
-    if not math.isfinite(v):
-        return str(v)
-    if v == 0:
-        return "0"
-    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
-
-
-class RecordTableModel(QAbstractTableModel):
-    """A read-only table over a list of records; columns are (header, display fn, sort-key fn)."""
-
-    def __init__(self, columns: Sequence[tuple[str, Callable[[Any], str], Callable[[Any], Any]]],
-                 parent: Any = None, *, background: Callable[[Any, int], QColor | None] | None = None) -> None:
-        super().__init__(parent)
-        self.columns = list(columns)
-        self.records: list[Any] = []
-        self._background = background
-
-    def set_records(self, records: list[Any]) -> None:
-        self.beginResetModel()
-        self.records = list(records)
-        self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.records)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(self.columns):
-            return self.columns[section][0]
-        return None
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not (0 <= index.row() < len(self.records)):
-            return None
-        rec = self.records[index.row()]
-        _h, disp, key = self.columns[index.column()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return disp(rec)
-        if role == SORT_ROLE:
-            return key(rec)
-        if role == Qt.ItemDataRole.BackgroundRole and self._background is not None:
-            return self._background(rec, index.column())
-        if role == Qt.ItemDataRole.UserRole:
-            return rec
-        return None
-
-
-def _sortable(v: float | None) -> float:
-    return -1.0 if v is None or not math.isfinite(v) else float(v)
-
-
-class _Proxy(QSortFilterProxyModel):
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self.setSortRole(SORT_ROLE)
-        self.accept: Callable[[Any], bool] | None = None
-
-    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
-        if self.accept is None:
-            return True
-        m = self.sourceModel()
-        return self.accept(m.records[row])  # type: ignore[attr-defined]
-
-
-def make_table(model: QAbstractTableModel, proxy: QSortFilterProxyModel) -> QTableView:
-    proxy.setSourceModel(model)
-    t = QTableView()
-    t.setModel(proxy)
-    t.setSortingEnabled(True)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    t.setWordWrap(False)
-    t.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-    t.setShowGrid(False)
-    t.verticalHeader().setVisible(False)
-    t.verticalHeader().setDefaultSectionSize(22)
-    t.horizontalHeader().setStretchLastSection(True)
-    return t
 
 
 class ComparePanel(QWidget):
@@ -148,28 +59,20 @@ class ComparePanel(QWidget):
         self.index_b: Any = None  # CheckpointIndex of B (from the diff job)
         self._by_a: dict[str, Any] = {}  # A's on-disk name -> DiffEntry
         self._layers: list[Any] = []  # roll-up records drawn as bars
-        self._following = False  # selecting our row because the session's selection changed
 
         self.btn_open = QPushButton("Compare with…")
         self.btn_open.setToolTip("Choose checkpoint B to compare with the open checkpoint A")
         self.btn_open.clicked.connect(self.open_dialog)
         self.path_label = QLabel("no checkpoint B: use “Compare with…” or --compare OTHER")
         self.path_label.setObjectName("muted")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.setFixedHeight(8)
-        self.progress.setMaximumWidth(180)
-        self.cancel_btn = QToolButton(text="Cancel")
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.job_progress = JobProgress(self.session.jobs, "diff", on_cancel=self.cancel)
         self.only_diff = QCheckBox("only differences")
         self.only_diff.setChecked(True)
         self.only_diff.toggled.connect(self._refilter)
         top = QHBoxLayout()
         top.addWidget(self.btn_open)
         top.addWidget(self.path_label, 1)
-        top.addWidget(self.progress)
-        top.addWidget(self.cancel_btn)
+        top.addWidget(self.job_progress)
         top.addWidget(self.only_diff)
         self.summary = QLabel("")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -180,40 +83,35 @@ class ComparePanel(QWidget):
         self.model = RecordTableModel([
             ("tensor", lambda e: e.name, lambda e: e.name),
             ("status", lambda e: STATUS_LABEL.get(e.status, e.status), lambda e: e.status),
-            ("rel. change", lambda e: _num(e.rel_change), lambda e: _sortable(e.rel_change)),
-            ("cosine", lambda e: _num(e.cosine, 6), lambda e: _sortable(e.cosine)),
-            ("max |B−A|", lambda e: _num(e.max_abs_diff), lambda e: _sortable(e.max_abs_diff)),
+            ("rel. change", lambda e: _num(e.rel_change), lambda e: sortable(e.rel_change)),
+            ("cosine", lambda e: _num(e.cosine, digits=6), lambda e: sortable(e.cosine)),
+            ("max |B−A|", lambda e: _num(e.max_abs_diff), lambda e: sortable(e.max_abs_diff)),
             ("A", lambda e: _shape(e.shape_a, e.dtype_a), lambda e: str(e.shape_a)),
             ("B", lambda e: _shape(e.shape_b, e.dtype_b), lambda e: str(e.shape_b)),
         ], self, background=bg)
-        self.proxy = _Proxy(self)
-        self.table = make_table(self.model, self.proxy)
+        self.table = RecordTable(self.model, RecordProxy(self))
+        self.proxy = self.table.proxy
         # the figures fit without scrolling in the tab's first ~560 px; shapes (A, B) are further right
-        for col, text in enumerate(("e.l.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "[1536, 384] float32")):
-            self.table.setColumnWidth(col, _col_width(self.table, col, text))
+        self.table.fit_columns(("e.l.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "[1536, 384] float32"))
         self.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
-        self.table.selectionModel().currentChanged.connect(self._on_current)
+        self.table.recordChosen.connect(self._select_entry)
 
         self.roll_model = RecordTableModel([
             ("layer", lambda m: m.prefix, lambda m: m.prefix),
-            ("rel. change", lambda m: _num(m.rel_change), lambda m: _sortable(m.rel_change)),
+            ("rel. change", lambda m: _num(m.rel_change), lambda m: sortable(m.rel_change)),
             ("differ", lambda m: f"{m.n_changed}/{m.n_tensors}", lambda m: m.n_changed),
         ], self)  # max |B−A| per layer: in the bar chart's hover read-out
-        self.roll_proxy = _Proxy(self)
-        self.roll_table = make_table(self.roll_model, self.roll_proxy)
+        self.roll_table = RecordTable(self.roll_model, RecordProxy(self))
+        self.roll_proxy = self.roll_table.proxy
         # the layer name takes what is left (its tail tells layers apart); the figures keep their width
         self.roll_table.setTextElideMode(Qt.TextElideMode.ElideLeft)
-        rh = self.roll_table.horizontalHeader()
-        rh.setStretchLastSection(False)
-        rh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in (1, 2):
-            self.roll_table.setColumnWidth(col, _col_width(self.roll_table, col, "0.04347"))
+        self.roll_table.fit_columns(("", "0.04347", "0.04347"), stretch_first=True)
         # dotted names shrink component-wise (e.l.5.attention.self.query.weight), layer numbers kept
         self._key_delegate = KeyDelegate(self)
         self.table.setItemDelegateForColumn(0, self._key_delegate)
         self.roll_table.setItemDelegateForColumn(0, self._key_delegate)
         self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
-        self.roll_table.selectionModel().currentChanged.connect(self._on_roll_current)
+        self.roll_table.recordChosen.connect(self._on_roll_chosen)
         self.table.model().setHeaderData(2, Qt.Orientation.Horizontal, "‖B−A‖/‖A‖", Qt.ItemDataRole.ToolTipRole)
 
         self.axis = LayerAxis()
@@ -262,13 +160,11 @@ class ComparePanel(QWidget):
         lay.addLayout(top)
         lay.addWidget(self.summary)
         lay.addWidget(split, 1)
-        self._set_busy(False)
         self._refilter()
 
         jobs = self.session.jobs
         jobs.result.connect(self._on_result)
         jobs.error.connect(self._on_error)
-        jobs.progress.connect(self._on_progress)
         jobs.finished.connect(self._on_finished)
         self.session.loaded.connect(self._on_loaded)
         self.window.details.statsReady.connect(self._on_stats)
@@ -297,7 +193,7 @@ class ComparePanel(QWidget):
         index_a, other = rep.index, self.other
         self._set_entries([], [], None)
         self.summary.setText("comparing…")
-        self._set_busy(True)
+        self.job_progress.set_busy(True)
 
         def job(progress: Any, cancelled: Any) -> Any:
             from ..core.checkpoint import open_checkpoint
@@ -312,7 +208,7 @@ class ComparePanel(QWidget):
     def cancel(self) -> None:
         self.session.jobs.cancel("diff")
         self.session.jobs.cancel("diff_hist")
-        self._set_busy(False)
+        self.job_progress.set_busy(False)
         self.summary.setText("cancelled")
 
     def select_name(self, name: str) -> bool:
@@ -389,29 +285,19 @@ class ComparePanel(QWidget):
         if channel == "diff":
             self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {msg}</span>")
         elif channel == "diff_hist":
-            self._set_note(f"checkpoint B: {_esc(msg)}")
+            self.window.details.set_note(f"checkpoint B: {_esc(msg)}")
             self.window.release_ready("ab_overlay")
-
-    def _on_progress(self, channel: str, done: int, total: int) -> None:
-        if channel == "diff" and total:
-            self.progress.setValue(int(1000 * done / total))
 
     def _on_finished(self, channel: str) -> None:
         if channel == "diff":
-            self._set_busy(False)
+            self.job_progress.set_busy(False)
             self.window.release_ready("prepare:diff")
         elif channel == "diff_hist":
             self.window.release_ready("ab_overlay")
 
-    def _on_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if cur.isValid() and not self._following:
-            self._select_entry(self.model.records[self.proxy.mapToSource(cur).row()])
-
-    def _on_roll_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if cur.isValid():
-            m = self.roll_model.records[self.roll_proxy.mapToSource(cur).row()]
-            self._draw_bars(highlight=m.prefix)
-            self.window.select_key(m.prefix)  # the module: its pooled histogram in the details panel
+    def _on_roll_chosen(self, m: Any) -> None:
+        self._draw_bars(highlight=m.prefix)
+        self.window.select_key(m.prefix)  # the module: its pooled histogram in the details panel
 
     def _on_selection_changed(self, sel: Any) -> None:
         """Follow a selection made elsewhere (tree, tensor table): highlight its row and layer, if shown."""
@@ -423,15 +309,7 @@ class ComparePanel(QWidget):
         from ..core.stats import layer_of
 
         self._draw_bars(highlight=layer_of(e.name))
-        r = self.model.records.index(e)
-        idx = self.proxy.mapFromSource(self.model.index(r, 0))
-        if idx.isValid() and idx != self.table.currentIndex():
-            self._following = True
-            try:
-                self.table.setCurrentIndex(idx)
-                self.table.scrollTo(idx)
-            finally:
-                self._following = False
+        self.table.follow(lambda r: r is e)
 
     def _on_stats(self, st: Any) -> None:
         """The details panel drew A's histogram: measure B over a range shared with A, then overlay it."""
@@ -439,7 +317,7 @@ class ComparePanel(QWidget):
         e = self.entry_for(sel)
         if e is None or self.index_b is None or not st.counts:
             return
-        self._set_note(f"<span style='color:{palette.MUTED_TEXT}'>reading checkpoint B…</span>")
+        self.window.details.set_note(f"<span style='color:{palette.MUTED_TEXT}'>reading checkpoint B…</span>")
         reader_a, index_b, names, bins = self.session.reader, self.index_b, sel.names, len(st.counts)
         edges = (float(st.edges[0]), float(st.edges[-1]))
         na, nb = e.name_a, e.name_b
@@ -468,8 +346,8 @@ class ComparePanel(QWidget):
             return
         m = self._layers[i]
         self.bar_readout.setText(
-            f"<b>{_esc(m.prefix)}</b> · rel. change {_num(m.rel_change, 3)} · {m.n_changed}/{m.n_tensors} tensors differ"
-            f" · max |B−A| {_num(m.max_abs_diff, 3)}")
+            f"<b>{_esc(m.prefix)}</b> · rel. change {_num(m.rel_change, digits=3)} · {m.n_changed}/{m.n_tensors} tensors differ"
+            f" · max |B−A| {_num(m.max_abs_diff, digits=3)}")
 
     def _on_bar_click(self, evt: Any) -> None:
         i = self._bar_at(evt.scenePos())
@@ -509,11 +387,6 @@ class ComparePanel(QWidget):
                                              empty_reason=f"only in checkpoint {side}" if e.status.startswith("only")
                                              else STATUS_LABEL.get(e.status, e.status)))
 
-    def _set_note(self, html: str) -> None:
-        note = self.window.details.histogram_note
-        note.setText(html)
-        note.setVisible(bool(html))
-
     def _refilter(self) -> None:
         only = self.only_diff.isChecked()
         self.proxy.accept = (lambda e: e.status != "same") if only else None
@@ -529,7 +402,7 @@ class ComparePanel(QWidget):
             lk = palette.look(STATUS_KIND[st])
             parts.append(f"<span style='color:{lk.color if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
         moved = sorted((m for m in self.rollup if m.rel_change), key=lambda m: -m.rel_change)[:3]
-        most = ", ".join(f"{m.prefix} ({_num(m.rel_change, 3)})" for m in moved)
+        most = ", ".join(f"{m.prefix} ({_num(m.rel_change, digits=3)})" for m in moved)
         self.summary.setText(" · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else ""))
 
     def _draw_bars(self, *, highlight: str | None = None) -> None:
@@ -566,20 +439,14 @@ class ComparePanel(QWidget):
         else:
             hist.clear_overlay()
         lk = palette.look(STATUS_KIND.get(e.status, "ignored"))
-        self._set_note(
+        self.window.details.set_note(
             f"<span style='color:{lk.color}'><b>{STATUS_LABEL.get(e.status, e.status)}</b></span> · "
-            f"rel. change <b>{_num(e.rel_change)}</b> · cosine <b>{_num(e.cosine, 6)}</b> · "
+            f"rel. change <b>{_num(e.rel_change)}</b> · cosine <b>{_num(e.cosine, digits=6)}</b> · "
             f"max |B−A| <b>{_num(e.max_abs_diff)}</b><br>"
             f"<span style='color:{palette.OVERLAY_COLOR}'><b>B</b></span> mean {_num(sb.mean)} · std {_num(sb.std)} · "
             f"min {_num(sb.min)} · max {_num(sb.max)}"
             f"{'' if e.dtype_a == e.dtype_b else f' · {_esc(e.dtype_b)} (A: {_esc(e.dtype_a)})'}")
         self.histReady.emit((e.name, sa, sb))
-
-    def _set_busy(self, busy: bool) -> None:
-        self.progress.setVisible(busy)
-        self.cancel_btn.setVisible(busy)
-        if busy:
-            self.progress.setValue(0)
 
 
 class LayerAxis(pg.AxisItem):
@@ -631,13 +498,6 @@ def _esc(s: Any) -> str:
     import html
 
     return html.escape(str(s))
-
-
-def _col_width(view: QTableView, col: int, sample: str) -> int:
-    """Wide enough for the header (with its sort arrow) and a typical value."""
-    head = view.model().headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or ""
-    return max(view.horizontalHeader().fontMetrics().horizontalAdvance(str(head)) + 26,
-               view.fontMetrics().horizontalAdvance(sample) + 14)
 
 
 def _shape(shape: Any, dtype: Any) -> str:

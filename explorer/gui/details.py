@@ -6,7 +6,6 @@ per (tensors, bins) in the session. ``statsReady`` is emitted after the histogra
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,18 +15,18 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QScrollArea,
     QSizePolicy,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.fmt import human_bytes, human_count
+from ..core.fmt import short_float as _fmt
 from . import palette
 from .entries import UNPLACED, Row, TreeItem
 from .histogram import HistogramWidget
+from .records import JobProgress
 from .session import Session
 
 MAX_AGGREGATE = 4096  # tensors pooled for a module histogram
@@ -43,17 +42,6 @@ class Selection:
     facts: tuple[tuple[str, str], ...]
     is_module: bool = False
     empty_reason: str = ""
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if v == 0:
-        return "0"
-    a = abs(v)
-    return f"{v:.4g}" if 1e-3 <= a < 1e5 else f"{v:.3e}"
 
 
 class DetailsPanel(QWidget):
@@ -103,20 +91,13 @@ class DetailsPanel(QWidget):
         stats_w.setObjectName("statsBox")
         stats_w.setLayout(self.stats_grid)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.setFixedHeight(6)
-        self.cancel_btn = QToolButton(text="Cancel")
-        self.cancel_btn.setToolTip("Stop computing statistics")
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.job_progress = JobProgress(session.jobs, "stats", on_cancel=self.cancel, tooltip="Stop computing statistics",
+                                        height=6, max_width=None)
         self.status = QLabel("")
         self.status.setObjectName("muted")
         prow = QHBoxLayout()
         prow.addWidget(self.status, 1)
-        prow.addWidget(self.progress, 2)
-        prow.addWidget(self.cancel_btn)
-        self._set_busy(False)
+        prow.addWidget(self.job_progress, 2)
 
         self.histogram = HistogramWidget()
         self.histogram.binsChanged.connect(lambda _b: self._measure())
@@ -160,7 +141,6 @@ class DetailsPanel(QWidget):
 
         session.jobs.result.connect(self._on_result)
         session.jobs.error.connect(self._on_error)
-        session.jobs.progress.connect(self._on_progress)
         session.jobs.finished.connect(self._on_finished)
         session.loaded.connect(lambda _l: self.show_selection(None))
 
@@ -169,7 +149,7 @@ class DetailsPanel(QWidget):
         """Describe ``sel`` and start measuring its tensors (cancels the previous measurement)."""
         self.selection = sel
         self.session.jobs.cancel("stats")
-        self._set_busy(False)
+        self.job_progress.set_busy(False)
         self.last_stats = None
         self._fill_stats(None)
         while self.facts.count():
@@ -210,9 +190,14 @@ class DetailsPanel(QWidget):
         self.histogram_note.hide()
         self._measure()
 
+    def set_note(self, html: str) -> None:
+        """The line under the histogram saying what its overlay is (fresh init, checkpoint B); "" hides it."""
+        self.histogram_note.setText(html)
+        self.histogram_note.setVisible(bool(html))
+
     def cancel(self) -> None:
         self.session.jobs.cancel("stats")
-        self._set_busy(False)
+        self.job_progress.set_busy(False)
         self.status.setText("cancelled")
 
     # ---- measuring
@@ -245,7 +230,7 @@ class DetailsPanel(QWidget):
 
         self.histogram.set_message("computing…")
         self.status.setText(f"reading {len(names)} tensor{'s' if len(names) > 1 else ''}…")
-        self._set_busy(True)
+        self.job_progress.set_busy(True)
         self.session.jobs.start("stats", job)
 
     def _on_result(self, channel: str, value: object) -> None:
@@ -262,17 +247,13 @@ class DetailsPanel(QWidget):
             self.status.setText(msg)
             self.statsFailed.emit(msg)
 
-    def _on_progress(self, channel: str, done: int, total: int) -> None:
-        if channel == "stats" and total:
-            self.progress.setValue(int(1000 * done / total))
-
     def _on_finished(self, channel: str) -> None:
         if channel == "stats":
-            self._set_busy(False)
+            self.job_progress.set_busy(False)
 
     def _show(self, st: Any) -> None:
         self.last_stats = st
-        self._set_busy(False)
+        self.job_progress.set_busy(False)
         self._fill_stats(st)
         if st.numel == 0:
             self.histogram.clear("empty tensor (0 elements)")
@@ -309,11 +290,6 @@ class DetailsPanel(QWidget):
         L["L2 norm"].setText(_fmt(st.l2))
         L["elements"].setText(f"{st.numel:,}")
 
-    def _set_busy(self, busy: bool) -> None:
-        self.progress.setVisible(busy)
-        self.cancel_btn.setVisible(busy)
-        if busy:
-            self.progress.setValue(0)
 
 
 # --------------------------------------------------------------------------------------------- selections

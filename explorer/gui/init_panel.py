@@ -16,24 +16,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from ..core.fmt import short_float as _num
 from . import palette
 from .badges import KeyDelegate
-from .compare_panel import RecordTableModel, _col_width, _num, _Proxy, _sortable, make_table
+from .records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
 
 UNTRAINED = "✗ looks untrained"
 
@@ -55,13 +53,7 @@ class InitPanel(QWidget):
         self.btn_run = QPushButton("Check for untrained tensors")
         self.btn_run.setToolTip("Compare every tensor with the model's own fresh initialisation (one module at a time)")
         self.btn_run.clicked.connect(self.run)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setTextVisible(False)
-        self.progress.setFixedHeight(8)
-        self.progress.setMaximumWidth(180)
-        self.cancel_btn = QToolButton(text="Cancel")
-        self.cancel_btn.clicked.connect(self.cancel)
+        self.job_progress = JobProgress(self.session.jobs, "init_check", on_cancel=self.cancel)
         self.only_flagged = QCheckBox("only “looks untrained”")
         self.only_flagged.toggled.connect(self._refilter)
         self.summary = QLabel("not run yet")
@@ -69,8 +61,7 @@ class InitPanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.btn_run)
         top.addWidget(self.summary, 1)
-        top.addWidget(self.progress)
-        top.addWidget(self.cancel_btn)
+        top.addWidget(self.job_progress)
         top.addWidget(self.only_flagged)
 
         def bg(rec: Any, col: int) -> QColor | None:
@@ -80,32 +71,29 @@ class InitPanel(QWidget):
             ("tensor", lambda r: r.name, lambda r: r.name),
             ("looks untrained", lambda r: UNTRAINED if r.init_like else ("✓ trained" if r.kind in ("random", "constant") else "—"),
              lambda r: (0 if r.init_like else 1 if r.kind in ("random", "constant") else 2)),
-            ("score", lambda r: _score(r.score), lambda r: _sortable(r.score)),
-            ("KS D", lambda r: _num(r.ks), lambda r: _sortable(r.ks)),
+            ("score", lambda r: _score(r.score), lambda r: sortable(r.score)),
+            ("KS D", lambda r: _num(r.ks), lambda r: sortable(r.ks)),
             ("kind", lambda r: r.kind, lambda r: r.kind),
             ("details", lambda r: r.details, lambda r: r.details),
         ], self, background=bg)
-        self.proxy = _Proxy(self)
-        self.table = make_table(self.model, self.proxy)
-        for col, sample in enumerate(("e.l.0.attention.self.query.weight", UNTRAINED, "1.5e-85", "0.04425", "constant",
-                                         "init is constant 0; 100.0% of values equal it")):
-            self.table.setColumnWidth(col, _col_width(self.table, col, sample))
+        self.table = RecordTable(self.model, RecordProxy(self))
+        self.proxy = self.table.proxy
+        self.table.fit_columns(("e.l.0.attention.self.query.weight", UNTRAINED, "1.5e-85", "0.04425", "constant",
+                                "init is constant 0; 100.0% of values equal it"))
         self._key_delegate = KeyDelegate(self)  # dotted names shrink component-wise, layer numbers kept
         self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
-        self.table.selectionModel().currentChanged.connect(self._on_current)
-        self.table.doubleClicked.connect(self._on_double)
-        self._following = False  # selecting our row because the session's selection changed
+        # on-disk name: the table row, the tree item, the details panel
+        self.table.recordChosen.connect(lambda r: self.window.select_tensor(r.name))
+        self.table.doubleClicked.connect(lambda idx: self.window.select_tensor(self.table.record_at(idx).name))
 
         self.roll_model = RecordTableModel([
             ("module / layer", lambda m: m[0], lambda m: m[0]),
             ("look untrained", lambda m: f"{m[1]}/{m[2]}", lambda m: m[1]),
         ], self, background=lambda m, c: palette.tint("missing") if m[1] else None)
-        self.roll_table = make_table(self.roll_model, _Proxy(self))
-        self.roll_table.selectionModel().currentChanged.connect(self._on_roll_current)
-        rh = self.roll_table.horizontalHeader()
-        rh.setStretchLastSection(False)
-        rh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.roll_table.setColumnWidth(1, _col_width(self.roll_table, 1, "16/16"))
+        self.roll_table = RecordTable(self.roll_model, RecordProxy(self))
+        # the module: its pooled histogram in the details panel
+        self.roll_table.recordChosen.connect(lambda m: self.window.select_key(m[0]))
+        self.roll_table.fit_columns(("", "16/16"), stretch_first=True)
         for view in (self.table, self.roll_table):
             view.setItemDelegateForColumn(0, self._key_delegate)
         self.roll_table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
@@ -125,7 +113,6 @@ class InitPanel(QWidget):
         jobs = self.session.jobs
         jobs.result.connect(self._on_result)
         jobs.error.connect(self._on_error)
-        jobs.progress.connect(self._on_progress)
         jobs.finished.connect(self._on_finished)
         self.session.loaded.connect(self._on_loaded)
         self.details.statsReady.connect(self._on_stats)
@@ -187,10 +174,6 @@ class InitPanel(QWidget):
         self._fresh = (rep, fi)
         return fi
 
-    def _set_note(self, html: str) -> None:
-        self.overlay_label.setText(html)
-        self.overlay_label.setVisible(bool(html))
-
     def _compare_owns(self, sel: Any) -> bool:
         cmp = getattr(self.window, "compare_panel", None)
         return cmp is not None and cmp.entry_for(sel) is not None
@@ -199,7 +182,7 @@ class InitPanel(QWidget):
         sel = self.details.selection
         if self._compare_owns(sel):
             return  # the A/B overlay is drawn instead
-        self._set_note("")
+        self.details.set_note("")
         rep = self.session.report
         if sel is None or rep is None or rep.spec is None or sel.is_module or len(sel.names) != 1 or not st.counts:
             return
@@ -231,7 +214,7 @@ class InitPanel(QWidget):
         if sel is None or sel.names != names or self._compare_owns(sel):
             return
         if fst is None:
-            self._set_note("fresh init: no initialisation known for this tensor")
+            self.details.set_note("fresh init: no initialisation known for this tensor")
             return
         if fst.counts:
             self.details.histogram.set_overlay("fresh init", fst.edges, fst.counts)
@@ -239,7 +222,7 @@ class InitPanel(QWidget):
         verdict = (f"<b style='color:{palette.look('missing').color}'>{UNTRAINED}</b>" if res.init_like
                    else "✓ differs from a fresh init" if res.kind in ("random", "constant") else res.details)
         del st  # the checkpoint's own figures are in the stats box beside the histogram
-        self._set_note(
+        self.details.set_note(
             f"{verdict} <span style='color:{palette.MUTED_TEXT}'>({_short_details(res)})</span><br>"
             f"<span style='color:{palette.OVERLAY_COLOR}'><b>fresh init</b></span> mean {_num(fst.mean)} · "
             f"std {_num(fst.std)} · min {_num(fst.min)} · max {_num(fst.max)}")
@@ -276,12 +259,8 @@ class InitPanel(QWidget):
         if channel == "init_check":
             self.summary.setText(f"⚠ {msg}")
         elif channel == "fresh":
-            self._set_note(f"fresh init: {msg}")
+            self.details.set_note(f"fresh init: {msg}")
             self.window.release_ready("overlay")
-
-    def _on_progress(self, channel: str, done: int, total: int) -> None:
-        if channel == "init_check" and total:
-            self.progress.setValue(int(1000 * done / total))
 
     def _on_finished(self, channel: str) -> None:
         if channel == "init_check":
@@ -290,47 +269,20 @@ class InitPanel(QWidget):
         elif channel == "fresh":
             self.window.release_ready("overlay")
 
-    def _on_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if cur.isValid() and not self._following:
-            r = self.model.records[self.proxy.mapToSource(cur).row()]
-            self.window.select_tensor(r.name)  # on-disk name: the table row, the tree item, the details panel
-
-    def _on_double(self, idx: QModelIndex) -> None:
-        r = self.model.records[self.proxy.mapToSource(idx).row()]
-        self.window.select_tensor(r.name)
-
-    def _on_roll_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if cur.isValid():
-            proxy = self.roll_table.model()
-            m = self.roll_model.records[proxy.mapToSource(cur).row()]
-            self.window.select_key(m[0])  # the module: its pooled histogram in the details panel
-
     def _on_selection_changed(self, sel: Any) -> None:
         """Follow a selection made elsewhere (tree, table, compare tab): highlight its row, if shown."""
         if sel is None or len(sel.names) != 1 or not self.results:
             return
-        for i, r in enumerate(self.model.records):
-            if r.name == sel.names[0]:
-                idx = self.proxy.mapFromSource(self.model.index(i, 0))
-                if idx.isValid() and idx != self.table.currentIndex():
-                    self._following = True
-                    try:
-                        self.table.setCurrentIndex(idx)
-                        self.table.scrollTo(idx)
-                    finally:
-                        self._following = False
-                return
+        name = sel.names[0]
+        self.table.follow(lambda r: r.name == name)
 
     def _refilter(self) -> None:
         self.proxy.accept = (lambda r: r.init_like) if self.only_flagged.isChecked() else None
         self.proxy.invalidate()
 
     def _set_busy(self, busy: bool) -> None:
-        self.progress.setVisible(busy)
-        self.cancel_btn.setVisible(busy)
+        self.job_progress.set_busy(busy)
         self.btn_run.setEnabled(not busy)
-        if busy:
-            self.progress.setValue(0)
 
 
 def _score(v: float | None) -> str:
