@@ -210,17 +210,18 @@ def build_model(
     checkpoint_dtype: str | None = None,
     default_config: str | None = None,
     checkpoint_files: tuple[str, ...] | list[str] | None = None,
-    quantization: str = "auto",
+    quantization: str | None = None,
 ) -> BuiltModel:
     """Instantiate the model on the meta device (no memory, milliseconds even for 70B).
 
     A config with a ``quantization_config`` gets transformers' own HfQuantizer, as from_pretrained builds it
     (see :func:`prepare_quantizer`): ``quantization="auto"`` decides as from_pretrained would on this machine,
-    ``"quantized"`` keeps the pre-quantized layout whatever this machine supports, ``"off"`` ignores it.
+    ``"quantized"`` keeps the pre-quantized layout whatever this machine supports, ``"off"`` ignores it (with a
+    note). ``None`` (the default, for callers that want the plain float model, e.g. fresh init) ignores it silently.
     """
     if spec.model:
         return _build_custom(spec)
-    if quantization not in QUANTIZATION_MODES:
+    if quantization is not None and quantization not in QUANTIZATION_MODES:
         raise ConfigError(f"quantization: expected one of {', '.join(QUANTIZATION_MODES)}, found {quantization!r}")
     cfg_src = spec.config or default_config
     if cfg_src is None:
@@ -230,7 +231,7 @@ def build_model(
     cls = resolve_class(config, spec.arch, source=source)
     config = config_for_class(cls, config, source)
     out_spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
-    quantizer, notes = prepare_quantizer(config, mode=quantization)
+    quantizer, notes = prepare_quantizer(config, mode=quantization) if quantization else (None, ())
     if quantizer is not None:
         try:
             dtype = quantizer.update_dtype(load_dtype(config, checkpoint_dtype))

@@ -259,3 +259,13 @@ def test_build_model_swaps_in_fp8_layers(tmp_path):
     assert next(p for p in built.module.parameters()).device.type == "meta"
     plain = build_model(ModelSpec(config=str(folder)), quantization="off")
     assert "FP8Linear" not in {type(m).__name__ for m in plain.module.modules()} and plain.hf_quantizer is None
+    default = build_model(ModelSpec(config=str(folder)))  # other callers (fresh init, export) keep the float model
+    assert default.hf_quantizer is None and not default.notes
+
+
+def test_bad_quantization_mode_is_a_one_line_error(tmp_path):
+    from explorer.core.errors import ConfigError
+
+    folder = fp8_qwen3(tmp_path / "m")
+    with pytest.raises(ConfigError, match="quantization: expected one of auto, quantized, off"):
+        report(folder, ModelSpec(), quantization="gpu")
