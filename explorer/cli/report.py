@@ -29,6 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_mapping_args(p)
     p.add_argument("--no-model", action="store_true", help="list the tensors only, even if a config.json is beside the checkpoint")
+    p.add_argument(
+        "--quantization",
+        choices=("auto", "quantized", "off"),
+        default="auto",
+        help="pre-quantized checkpoints (config quantization_config): 'auto' = what from_pretrained does on this "
+        "machine (e.g. FP8 dequantised on a CPU), 'quantized' = the quantized layout a GPU gets, 'off' = the "
+        "unquantized model",
+    )
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         from ..core.model import ModelSpec
 
         spec = ModelSpec(config=index.folder)
-    rep = report(index, spec, key_mapping=key_mapping(args), auto_fix=args.auto_fix)
+    rep = report(index, spec, key_mapping=key_mapping(args), auto_fix=args.auto_fix, quantization=args.quantization)
     if args.json:
         print_json(rep.to_json())
     else:
