@@ -269,3 +269,19 @@ def test_bad_quantization_mode_is_a_one_line_error(tmp_path):
     folder = fp8_qwen3(tmp_path / "m")
     with pytest.raises(ConfigError, match="quantization: expected one of auto, quantized, off"):
         report(folder, ModelSpec(), quantization="gpu")
+
+
+def test_cli_quantization_flag_shows_the_gpu_layout(tmp_path, capsys):
+    """`report --quantization quantized` lists a missing FP8 scale; `off` shows the scales as unexpected."""
+    import json
+
+    from explorer.cli import main
+
+    folder = fp8_qwen3(tmp_path / "q", drop_scale="model.layers.0.mlp.down_proj.weight_scale_inv")
+    assert main(["report", str(folder), "--quantization", "quantized", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert "model.layers.0.mlp.down_proj.weight_scale_inv" in out["missing"]
+    assert not any(k.endswith("weight_scale_inv") for k in out["unexpected"])
+    assert main(["report", str(folder), "--quantization", "off", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert any(k.endswith("weight_scale_inv") for k in out["unexpected"])
