@@ -112,7 +112,16 @@ def main(args: argparse.Namespace) -> int:
 
     from .main_window import MainWindow
 
-    win = MainWindow(interactive=not shot)
+    settings = None
+    if shot:  # a screenshot shows the defaults (layout, log-y, bins), never this user's saved ones: reproducible
+        import tempfile
+
+        from PySide6.QtCore import QSettings
+
+        tmp = tempfile.TemporaryDirectory(prefix="ckpt-explorer-shot-")
+        app.aboutToQuit.connect(tmp.cleanup)
+        settings = QSettings(os.path.join(tmp.name, "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings, interactive=not shot)
     from .plan_editor import install_plan_editor
 
     install_plan_editor(win)  # "Plan" tab + menu, context menus and badges on the tree/table

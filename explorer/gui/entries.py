@@ -340,6 +340,7 @@ class TreeIndex:
     by_key: dict[str, TreeItem] = field(default_factory=dict)  # model key (or unplaced on-disk name) -> item
     modules: dict[str, TreeItem] = field(default_factory=dict)  # module path -> item
     widest_status: str = ""  # the longest module roll-up ("44/48 matched, 2 missing, 2 mismatched"), for sizing
+    longest_names: tuple[str, ...] = ()  # per depth 1, 2, ...: the longest name at that depth, for sizing
 
     def visible(self, param_mask: np.ndarray | None) -> np.ndarray | None:
         """Per uid: the item is a matching parameter or an ancestor of one (None: everything is visible)."""
@@ -359,19 +360,25 @@ def index_tree(root: TreeItem) -> TreeIndex:
     """Number the items of ``root`` (sets ``uid``) and index its parameters for searching."""
     items: list[TreeItem] = []
     parent: list[int] = []
-    stack: list[tuple[TreeItem, int]] = [(root, -1)]
+    longest: list[str] = []  # by depth - 1
+    stack: list[tuple[TreeItem, int, int]] = [(root, -1, 0)]
     while stack:
-        it, p = stack.pop()
+        it, p, depth = stack.pop()
         it.uid = len(items)
         items.append(it)
         parent.append(p)
-        stack.extend((c, it.uid) for c in reversed(it.children))
+        if depth:
+            if depth > len(longest):
+                longest.append(it.name)
+            elif len(it.name) > len(longest[depth - 1]):
+                longest[depth - 1] = it.name
+        stack.extend((c, it.uid, depth + 1) for c in reversed(it.children))
     params = [it for it in items if it.is_param]
     return TreeIndex(items, np.array(parent, dtype=np.int64), np.array([it.uid for it in params], dtype=np.int64),
                      SearchIndex.build([it.search for it in params], [it.kind for it in params]),
                      {it.path: it for it in params},
                      {it.path: it for it in items if not it.is_param and it is not root},
-                     max((it.status_text for it in items if not it.is_param), key=len, default=""))
+                     max((it.status_text for it in items if not it.is_param), key=len, default=""), tuple(longest))
 
 
 # ---------------------------------------------------------------------------------------------- init check

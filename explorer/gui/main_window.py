@@ -51,7 +51,7 @@ from .filtering import MODES, Filter, FilterProxy
 from .histogram import save_png
 from .session import Loaded, Session, Source
 from .table_model import TensorTableModel
-from .tree_model import ModuleTreeModel, install_column_menu, size_tree_columns
+from .tree_model import ModuleTreeModel, install_column_menu, size_tree_columns, tree_width_needed
 
 FILTER_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored")
 MAX_RECENT = 10
@@ -132,6 +132,8 @@ class MainWindow(QMainWindow):
         self.split.setStretchFactor(0, 1)
         self.split.setStretchFactor(1, 1)
         self.split.setSizes([690, 750])  # the tree carries the roll-ups; the table's two names need the rest
+        self._split_chosen = False  # the user moved the splitter (now or in a saved session): keep their width
+        self.split.splitterMoved.connect(self._on_split_moved)
         self.right.setSizes([400, 380])
 
         # bars
@@ -447,6 +449,7 @@ class MainWindow(QMainWindow):
         self.message_bar.hide()
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
         size_tree_columns(self.tree)
+        self._fit_split()
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         self._update_summary(loaded)
         self.apply_filter()
@@ -843,6 +846,26 @@ class MainWindow(QMainWindow):
             self._waiting_ready = False
             self.ready.emit()
 
+    def _on_split_moved(self, _pos: int, _index: int) -> None:
+        self._split_chosen = True
+
+    def _fit_split(self) -> None:
+        """Unless the user chose a width, give the tree what its names (``NAME_LEVELS``) and roll-ups need, up to
+        60% of the window; the tabs and details take the rest."""
+        if self._split_chosen:
+            return
+        sizes = self.split.sizes()
+        total = sum(sizes)
+        if total <= 0:
+            return
+        tree = min(max(tree_width_needed(self.tree), sizes[0]), int(0.6 * total))
+        if tree != sizes[0]:
+            self.split.blockSignals(True)  # not a user's move
+            try:
+                self.split.setSizes([tree, total - tree])
+            finally:
+                self.split.blockSignals(False)
+
     def save_screenshot(self, path: str) -> None:
         """Render the whole window to a PNG (atomically). Raises OSError."""
         save_png(self.grab(), path)
@@ -875,8 +898,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(g)
         for name, sp in (("split", self.split), ("rightSplit", self.right)):
             s = self.settings.value(name)
-            if isinstance(s, (QByteArray, bytes)):
-                sp.restoreState(s)
+            if isinstance(s, (QByteArray, bytes)) and sp.restoreState(s) and sp is self.split:
+                self._split_chosen = True
         self.details.histogram.log_y.setChecked(str(self.settings.value("logY", "false")).lower() == "true")
         try:
             self.details.histogram.bins.setValue(int(self.settings.value("bins", 256)))

@@ -168,6 +168,29 @@ def test_sizes_use_binary_units_like_the_cli(qtbot, window):
     assert human_bytes(row.nbytes) in sizes
 
 
+def test_tree_shows_deep_names_in_full_and_status_gives_way_first(qtbot, window):
+    from explorer.gui.tree_model import tree_widths
+
+    window.resize(1440, 900)
+    window.show()
+    qtbot.waitExposed(window)
+    window.tabs.setCurrentIndex(window.tabs.count() - 1)  # a wide tab (Compare, when installed) must not squeeze the tree
+    open_and_wait(qtbot, window, demo=True)
+    tree = window.tree
+    names, status, status_min = tree_widths(tree)
+    fm = tree.fontMetrics()
+    # six dotted levels below the model row: bert.encoder.layer.1.attention.output
+    assert names >= tree.indentation() * 7 + fm.horizontalAdvance("output")
+    assert names >= tree.indentation() * 2 + fm.horizontalAdvance("contrastive_proj.weight")
+    assert tree.columnWidth(0) >= names and tree.columnWidth(1) == status
+    # the spare width goes to the names, not the status
+    window.split.setSizes([window.split.sizes()[0] + 120, window.split.sizes()[1] - 120])
+    assert tree.columnWidth(0) > names and tree.columnWidth(1) == status
+    # short of room, the status column shrinks (its text elides on the right) before the names are cut
+    window.split.setSizes([names + status_min + 300, sum(window.split.sizes()) - names - status_min - 300])
+    assert tree.columnWidth(1) < status and tree.columnWidth(0) >= names - 1
+
+
 def test_apply_suggested_key_mapping_recolours(qtbot, window, tmp_path):
     from safetensors.torch import load_file, save_file
 
