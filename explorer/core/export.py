@@ -373,6 +373,19 @@ def _layout(
         e = entries.get(k)
         return e is not None and e.action is not Action.DROP
 
+    def own_tie_target(key: str, m: Any, e: Entry, src_tie: str) -> bool:
+        """A kept tie target with its own tensor on disk whose bytes differ from the tie source's: from_pretrained
+        does not tie such a pair (it compares values), so dropping the target would change the model."""
+        if e.action is not Action.KEEP or m.status is not Status.MATCHED or How.TIED in m.how or not m.sources:
+            return False
+        if How.CONVERTED in m.how:
+            return False
+        src = mk.get(src_tie)
+        if src is None or not src.sources or How.TIED in src.how or How.CONVERTED in src.how:
+            return True  # nothing on disk to tie to: keep its own value
+        return not _same_bytes(index, m.sources[0], src.sources[0], reader_box)
+
+    reader_box: list[TensorReader] = []
     outs: list[_Out] = []
     converted_done: set[str] = set()
     for key, m in mk.items():
@@ -383,7 +396,7 @@ def _layout(
             counts["dropped"] += 1
             continue
         src_tie = tie_map.get(key)
-        if src_tie is not None and is_written(src_tie):
+        if src_tie is not None and is_written(src_tie) and not own_tie_target(key, m, e, src_tie):
             counts["tied"] += 1  # save_pretrained writes only the tie source
             continue
         srcs = m.sources
@@ -426,12 +439,30 @@ def _layout(
         info = index.tensors[srcs[0]]
         outs.append(_copy_out(key, info, dtype, key))
         counts["keep"] += 1
+    for r in reader_box:
+        r.close()
     counts["unexpected_dropped"] = sum(1 for e in entries.values() if not e.is_model_key)
     names = [o.name for o in outs]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise ExportError(f"two tensors would be written as {dup!r}; the plan's renames collide")
     return outs, counts, notes
+
+
+def _same_bytes(index: CheckpointIndex, a: str, b: str, reader_box: list[TensorReader]) -> bool:
+    """Whether two checkpoint tensors hold identical bytes (same dtype and shape). Reads them only if needed."""
+    import torch
+
+    ta, tb = index.tensors[a], index.tensors[b]
+    if ta.dtype != tb.dtype or tuple(ta.shape) != tuple(tb.shape):
+        return False
+    if not reader_box:
+        reader_box.append(TensorReader(index))
+    reader = reader_box[0]
+    fa, fb = reader.flat(a), reader.flat(b)
+    if fa.numel() == 0:
+        return True
+    return bool(torch.equal(fa.contiguous().view(torch.uint8), fb.contiguous().view(torch.uint8)))
 
 
 def _copy_out(name: str, info: TensorInfo, dtype: str | None, key: str) -> _Out:

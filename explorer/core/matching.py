@@ -59,8 +59,10 @@ class ModelKey:
     sources: tuple[str, ...] = ()  # on-disk names that feed it
     checkpoint_shape: tuple[int, ...] | None = None
     checkpoint_dtype: str | None = None
-    tied_to: str | None = None
+    tied_to: str | None = None  # only for a key loaded through a tie (How.TIED)
     newly_initialized: bool = False
+    # a tie partner that is also in the checkpoint: from_pretrained ties the pair only if their values are equal
+    tied_if_equal: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class ModelKey:
             "checkpoint_shape": list(self.checkpoint_shape) if self.checkpoint_shape is not None else None,
             "checkpoint_dtype": self.checkpoint_dtype,
             "tied_to": self.tied_to,
+            "tied_if_equal": self.tied_if_equal,
             "newly_initialized": self.newly_initialized,
         }
 
@@ -151,6 +154,7 @@ class Report:
                 "how": [h.value for h in k.how],
                 "source": list(k.sources),
                 "tied_to": k.tied_to,
+                "tied_if_equal": k.tied_if_equal,
                 "checkpoint_dtype": k.checkpoint_dtype,
                 "model_dtype": k.model_dtype,
             }
@@ -391,8 +395,11 @@ def _match_transformers(
     user_renamings = [WeightRenaming(source_patterns=k, target_patterns=v) for k, v in key_mapping.items()] if key_mapping else []
     tie_map = dict(getattr(model, "all_tied_weights_keys", {}) or {})
     tie_reverse: dict[str, str] = {}
+    tie_targets: dict[str, list[str]] = {}
     for t, src in tie_map.items():
         tie_reverse.setdefault(src, t)
+        tie_targets.setdefault(src, []).append(t)
+    both_present: list[tuple[str, str]] = []  # (tie target, tie source), both loaded from their own tensors
 
     # --- 1. transformers' own classification, on meta tensors
     load_config = LoadStateDictConfig(
@@ -498,8 +505,16 @@ def _match_transformers(
                 hows.insert(0, How.EXACT)
         if first is not None and status is Status.MATCHED and first.dtype != pe.dtype and How.CONVERTED not in hows:
             hows.append(How.DTYPE_DIFFERS)
-        if key in tie_map and tied_to is None and status is Status.MATCHED and How.TIED not in hows:
-            tied_to = tie_map[key]
+        tied_if_equal = None
+        if srcs and key not in tied_now:
+            # both halves of a tie on disk: transformers compares the values and ties only if they are equal,
+            # which headers cannot tell; never claim the tie
+            for partner in (tie_map.get(key), *tie_targets.get(key, ())):
+                if partner and partner in expected and sources.get(partner) and partner not in tied_now:
+                    tied_if_equal = partner
+                    if key in tie_map:
+                        both_present.append((key, partner))
+                    break
         newly = key in fresh_base or (key in tied_now and _tie_partner(key, tie_map, tie_reverse) in fresh_base)
         model_keys[key] = ModelKey(
             key,
@@ -512,6 +527,7 @@ def _match_transformers(
             first.dtype if first is not None else None,
             tied_to,
             newly,
+            tied_if_equal,
         )
 
     # --- 4. checkpoint keys
@@ -543,6 +559,13 @@ def _match_transformers(
         checkpoint_keys[name] = CheckpointKey(name, status, tuple(hows), targets, reported, t)
 
     notes = list(index.notes) + list(built.notes)
+    for tgt, src in both_present[:5]:
+        notes.append(
+            f"{tgt} and {src} are tied in the model but both are in the checkpoint: from_pretrained ties them only "
+            "if their values are equal (otherwise each keeps its own value)"
+        )
+    if len(both_present) > 5:
+        notes.append(f"... and {len(both_present) - 5} more tied pairs present on both sides (tied only if values are equal)")
     if getattr(info, "conversion_errors", None):
         notes.append(
             f"from_pretrained raises a RuntimeError after loading: {len(info.conversion_errors)} weight conversion(s) "
