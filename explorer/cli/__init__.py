@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help", "--version")):
         argv = ["open", *argv]
     args = parser.parse_args(argv)
+    args.argv = argv  # for "re-run with ..." hints
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

@@ -73,6 +73,33 @@ def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
     return km
 
 
+def mapping_json(km: Any) -> str:
+    """A key mapping as the JSON text ``--key-mapping`` accepts (also a valid Python dict literal)."""
+    return json.dumps(dict(km), ensure_ascii=False)
+
+
+def rerun_command(args: argparse.Namespace, km: Any) -> str:
+    """The command line the user ran, with ``--key-mapping 'JSON'`` in place of any --auto-fix/--key-mapping."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or [getattr(args, "command_name", None) or args.command, args.checkpoint])
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--auto-fix", "--json"):
+            continue
+        if a == "--key-mapping":
+            skip = True
+            continue
+        if a.startswith("--key-mapping="):
+            continue
+        out.append(a)
+    return "ckpt-explorer " + shlex.join([*out, "--key-mapping", mapping_json(km)])
+
+
 def print_json(obj: Any) -> None:
     """One JSON object on stdout. NaN/Infinity (not JSON) become null."""
     # no indent: the C encoder is ~10x faster, which matters for 50k-tensor checkpoints (pipe through jq to read)

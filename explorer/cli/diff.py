@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, key_mapping, print_json
+from .common import Style, add_json_arg, key_mapping, mapping_json, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         counts[e.status] = counts.get(e.status, 0) + 1
     print(s(f"A: {ia.path}\nB: {ib.path}", "1"))
     if pairing.mapping_a or pairing.mapping_b:
-        print(f"  keys paired through: A {dict(pairing.mapping_a) or '{}'}, B {dict(pairing.mapping_b) or '{}'}")
+        print(f"  keys paired through: A {mapping_json(pairing.mapping_a or {})}, B {mapping_json(pairing.mapping_b or {})}")
     print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     rows = entries if args.all else differ
     if rows:

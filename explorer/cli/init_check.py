@@ -4,7 +4,17 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, add_mapping_args, add_model_args, key_mapping, model_spec, print_json
+from .common import (
+    Style,
+    add_json_arg,
+    add_mapping_args,
+    add_model_args,
+    key_mapping,
+    mapping_json,
+    model_spec,
+    print_json,
+    rerun_command,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help='flag tensors that look like a fresh init ("looks untrained")',
         description="Compare every tensor with the model's own fresh initialisation of its module (seeded, one "
         "module at a time): a KS test for random inits, an exact check for constants. "
-        "Exit 0 none init-like, 1 some init-like, 2 error.",
+        "Exit 0 none init-like, 1 some init-like or most tensors not checked (prefix trouble: use --auto-fix), 2 error.",
     )
     p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
     add_model_args(p)
@@ -41,16 +51,26 @@ def run(args: argparse.Namespace) -> int:
     flagged = [r for r in results if r.init_like]
     notes = []
     if km:
-        notes.append(f"key mapping applied: {dict(km)}")
+        notes.append(f"key mapping applied: {mapping_json(km)}")
     unplaced = sum(1 for r in results if r.details.endswith("(status unexpected)"))
-    if not km and unplaced >= max(2, len(results) // 4):
+    prefix_trouble = unplaced >= max(2, len(results) // 4)
+    if prefix_trouble and km:
+        notes.append(f"{unplaced} of {len(results)} tensors do not load into the model even with this key mapping "
+                     "and were not checked; check it with `ckpt-explorer report`")
+    elif prefix_trouble:
         # a DDP/compile prefix leaves nothing to check; "0 look untrained" would be a false all-clear
+        from ..core.matching import report
+
+        sugg = report(index, spec).suggested_key_mapping
+        how = f"re-run with --auto-fix, or: {rerun_command(args, sugg)}" if sugg else "re-run with --auto-fix or --key-mapping"
         notes.append(f"{unplaced} of {len(results)} tensors do not load into the model and were not checked "
-                     "(prefix trouble?); re-run with --auto-fix or --key-mapping")
+                     f"(prefix trouble?); {how}")
+    code = EXIT_FINDINGS if flagged or prefix_trouble else EXIT_OK
     if args.json:
         print_json({"checkpoint": index.path, "key_mapping": dict(km) if km else None, "notes": notes,
+                    "not_checked": unplaced, "prefix_trouble": prefix_trouble,
                     "tensors": [r.to_json() for r in results], "init_like": [r.name for r in flagged]})
-        return EXIT_FINDINGS if flagged else EXIT_OK
+        return code
     s = Style()
     print(s(index.path, "1"))
     for n in notes:
@@ -66,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
         score = "-" if r.score is None else f"{r.score:.3g}"
         ks = "-" if r.ks is None else f"{r.ks:.4f}"
         print(f"  {r.name:<56} {mark:<9} {score:>9} {ks:>7}  {r.details}")
-    return EXIT_FINDINGS if flagged else EXIT_OK
+    return code

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from . import EXIT_OK
-from .common import Style, add_json_arg, add_mapping_args, add_model_args, key_mapping, model_spec, print_json
+from .common import Style, add_json_arg, add_mapping_args, add_model_args, key_mapping, mapping_json, model_spec, print_json
 
 _RULE_FLAGS = {
     "freeze": dict(trainable=False),
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     st = Style()
     print(st(f"plan for {rep.arch} <- {rep.index.path}", "1"))
     if plan.key_mapping:
-        print(f"  key mapping: {dict(plan.key_mapping)}")
+        print(f"  key mapping: {mapping_json(plan.key_mapping)}")
     a = s["actions"]
     print(f"  {a['keep']} keep, {a['reinit']} reinit, {a['drop']} drop; {s['trainable']} trainable, {s['frozen']} frozen")
     for rule, hits in zip(plan.rules, s["rule_hits"]):

@@ -13,8 +13,10 @@ from .common import (
     human_bytes,
     human_count,
     key_mapping,
+    mapping_json,
     model_spec,
     print_json,
+    rerun_command,
 )
 
 
@@ -57,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rep.to_json())
     else:
-        print_text(rep)
+        print_text(rep, args=args)
     return EXIT_OK if rep.is_clean else EXIT_FINDINGS
 
 
-def print_text(rep) -> None:  # rep: Report
+def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: Report
     s = Style()
     idx = rep.index
     print(s(f"{idx.path}", "1"))
@@ -93,7 +95,7 @@ def print_text(rep) -> None:  # rep: Report
         + f", {c['ignored']} ignored  |  {human_count(loaded)} params loaded, {human_count(fresh)} newly initialised"
     )
     if rep.key_mapping:
-        print(f"  key mapping applied: {rep.key_mapping}")
+        print(f"  key mapping applied: {mapping_json(rep.key_mapping)}")
 
     def section(title: str, keys: list[str], code: str) -> None:
         if not keys:
@@ -117,6 +119,12 @@ def print_text(rep) -> None:  # rep: Report
         print("\nhow keys matched: " + ", ".join(f"{v} {k}" for k, v in sorted(hows.items(), key=lambda x: -x[1])))
     if rep.suggested_key_mapping and not rep.key_mapping:
         e = rep.suggestion_effect or {}
-        print(s("\nprefix trouble detected. Suggested key_mapping: ", "1") + str(rep.suggested_key_mapping))
+        text = mapping_json(rep.suggested_key_mapping)
+        print(s("\nprefix trouble detected. Suggested key_mapping: ", "1") + text)
         print(f"  with it: {e.get('matched')} matched, {e.get('missing')} missing, {e.get('unexpected')} unexpected, "
-              f"{e.get('mismatched')} mismatched  (re-run with --auto-fix, or pass key_mapping= to from_pretrained)")
+              f"{e.get('mismatched')} mismatched")
+        if args is not None and getattr(args, "checkpoint", None):
+            print(f"  re-run with --auto-fix, or: {rerun_command(args, rep.suggested_key_mapping)}")
+        else:
+            print("  re-run with --auto-fix or --key-mapping")
+        print(f"  in Python: from_pretrained(..., key_mapping={text})")

@@ -169,13 +169,13 @@ def test_init_check_on_a_prefixed_checkpoint_warns_and_auto_fix_checks(capsys, b
     save_file({"module." + k: v for k, v in sd.items()}, str(ddp / "model.safetensors"))
     shutil.copy(bert / "config.json", ddp / "config.json")
     code, out, err = _run(capsys, "init-check", str(ddp), "--json")
-    assert code == 0, err
+    assert code == 1, err  # almost nothing checked is a finding, not an all-clear
     d = json.loads(out)
-    assert d["key_mapping"] is None
+    assert d["key_mapping"] is None and d["not_checked"] == len(sd)
     assert any("do not load into the model and were not checked" in n and "--auto-fix" in n for n in d["notes"])
     code, out, err = _run(capsys, "init-check", str(ddp), "--auto-fix", "--json")
     d = json.loads(out)
-    assert d["key_mapping"] == {r"^module\.": ""} and d["notes"] == [r"key mapping applied: {'^module\\.': ''}"]
+    assert d["key_mapping"] == {r"^module\.": ""} and d["notes"] == [r'key mapping applied: {"^module\\.": ""}']
     checked = [t for t in d["tensors"] if t["kind"] in ("random", "constant")]
     assert len(checked) > len(sd) // 2
     assert code == 1  # save_tiny writes an untrained model: its tensors look like a fresh init
