@@ -330,17 +330,35 @@ def _open_sharded(p: Path, *, wrapper: str | None) -> CheckpointIndex:
 
 def _torch_load(p: Path, *, map_location: str, mmap: bool) -> Any:
     import pickle
+    import re
+    import warnings
 
     import torch
 
     try:
-        return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols (with a source line) before failing or succeeding: never leak it
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        why = next((ln for ln in first if "Unsupported" in ln or "global" in ln.lower()), first[0] if first else "")
+        text = str(e)
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        op = re.search(r"Unsupported operand \d+", text)
+        if op is not None and "GLOBAL" not in text:
+            # a pickle opcode the safe unpickler lacks (e.g. protocol 4's MEMOIZE): nothing was found to run
+            raise CheckpointError(
+                f"{p}: not a weights-only torch checkpoint: the safe unpickler rejected it ({op.group()}); "
+                "only torch.load(weights_only=True) is allowed"
+            ) from e
+        glob = re.search(r"GLOBAL ([\w.]+)", text)
+        why = (
+            f"GLOBAL {glob.group(1)} is not allowed"
+            if glob
+            else next((ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()), lines[0] if lines else "")[:200]
+        )
         raise CheckpointError(
             f"{p}: refused to unpickle: the file holds objects other than tensors and plain containers, which "
-            f"could run code ({why.strip()[:200]}); only weights_only=True loading is allowed"
+            f"could run code ({why}); only weights_only=True loading is allowed"
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
