@@ -138,7 +138,11 @@ def main(args: argparse.Namespace) -> int:
     code = {"value": 0}
     if shot:
         def done() -> None:
-            if win.session.current is None:
+            # the window shows its errors in the message bar; a script reading stderr/exit code needs them too
+            failed = win.session.current is None or (getattr(args, "compare", None) and compare_panel.error)
+            for msg in dict.fromkeys(win.errors):
+                print(f"ckpt-explorer: error: {msg}", file=sys.stderr)
+            if failed:
                 code["value"] = 2
             try:
                 app.processEvents()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QEvent, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics
-from PySide6.QtWidgets import QAbstractItemView, QStyledItemDelegate, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QStyle, QStyledItemDelegate, QToolTip, QWidget
 
 Provider = Callable[[QModelIndex], list[tuple[str, str]]]
 GAP = 8
@@ -44,6 +44,18 @@ class BadgeDelegate(QStyledItemDelegate):
             avail = option.rect.width() - icon_w - self._width(option, badges) - 8
             option.text = option.fontMetrics.elidedText(option.text, Qt.TextElideMode.ElideRight, max(avail, 12))
 
+    def tooltip(self, index: QModelIndex) -> str:
+        """The cell's own tooltip plus what each of its badges means."""
+        tip = index.data(Qt.ItemDataRole.ToolTipRole)
+        helps = "\n".join(h for h in (badge_help(t) for t, _c in self.badges(index)) if h)
+        return "\n\n".join(x for x in (tip if isinstance(tip, str) else "", helps) if x)
+
+    def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
+        if event.type() == QEvent.Type.ToolTip and index.isValid() and self.badges(index):
+            QToolTip.showText(event.globalPos(), self.tooltip(index), view)
+            return True
+        return super().helpEvent(event, view, option, index)
+
     def paint(self, painter: Any, option: Any, index: QModelIndex) -> None:
         super().paint(painter, option, index)
         badges = self.badges(index)
@@ -74,33 +86,82 @@ def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
     return d
 
 
-def abbreviate(name: str, fits: Callable[[str], bool]) -> str:
-    """Shorten a dotted key until ``fits``: leading components shrink to their first letter (numbers stay, so
-    layer indices survive), left to right; the last two components are kept; as a last resort the start is
-    elided. ``bert.encoder.layer.10.attention.self.query.weight`` → ``b.e.layer.10.attention.self.query.weight``
-    → … → ``b.e.l.10.a.s.query.weight`` → ``…10.a.s.query.weight``."""
+def elide_key(name: str, fits: Callable[[str], bool], *, elide_left: Callable[[str], str] | None = None) -> str:
+    """The one way a dotted key path is shortened: in full when it ``fits``; else the first component, "…", and as
+    many trailing components as fit (``bert.…layer.5.attention.self.query.weight``); else ``elide_left(name)``
+    (Qt's ElideLeft) or a character-wise left elision. A suffix after a space (`` (+1)``) is kept."""
     if fits(name):
         return name
-    parts = name.split(".")
-    for i in range(len(parts) - 2):
-        if not parts[i].isdigit() and len(parts[i]) > 1:
-            parts[i] = parts[i][0]
-            s = ".".join(parts)
-            if fits(s):
-                return s
-    s = ".".join(parts)
-    while len(s) > 2 and not fits("…" + s):
+    base, sp, rest = name.partition(" ")
+    suffix = sp + rest
+    parts = base.split(".")
+    best = None
+    for i in range(len(parts) - 1, 1, -1):  # keep parts[0] + parts[i:], as many tail components as fit
+        s = f"{parts[0]}.…{'.'.join(parts[i:])}{suffix}"
+        if fits(s):
+            best = s
+        else:
+            break
+    if best is not None:
+        return best
+    if elide_left is not None:
+        return elide_left(name)
+    s = name
+    while len(s) > 1 and not fits("…" + s):
         s = s[1:]
     return "…" + s
 
 
 class KeyDelegate(QStyledItemDelegate):
-    """Dotted names shortened component-wise (``abbreviate``) instead of cut in the middle."""
+    """Dotted key paths shortened with ``elide_key`` (full name when it fits; the tooltip has it all)."""
 
     def initStyleOption(self, option: Any, index: QModelIndex) -> None:
         super().initStyleOption(option, index)
         text = option.text
         if text and "." in text:
             fm = option.fontMetrics
-            avail = option.rect.width() - 10
-            option.text = abbreviate(text, lambda s: fm.horizontalAdvance(s) <= avail)
+            style = option.widget.style() if option.widget is not None else None
+            # measure against the rectangle the style really draws text in (margins, icon), or Qt elides again
+            r = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, option.widget) if style else option.rect
+            avail = max(r.width(), 1) - 2 * ((style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, option.widget) + 1) if style else 4)
+            option.text = elide_key(text, lambda s: fm.horizontalAdvance(s) <= avail,
+                                    elide_left=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideLeft, avail))
+
+    def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
+        if event.type() == QEvent.Type.ToolTip and index.isValid() and not index.data(Qt.ItemDataRole.ToolTipRole):
+            text = index.data()
+            if isinstance(text, str) and text:
+                QToolTip.showText(event.globalPos(), text, view)
+                return True
+        return super().helpEvent(event, view, option, index)
+
+
+# what each badge means (Help › Legend lists these too); a badge's text starts with its glyph
+BADGE_HELP: tuple[tuple[str, str, str], ...] = (
+    ("❄", "frozen", "plan: kept out of training (❄ 3/8 on a module: 3 of its 8 keys)"),
+    ("↻", "reinit", "plan: re-initialised instead of loaded (↻ 4 on a module: 4 keys below)"),
+    ("✕", "drop", "plan: dropped from the exported checkpoint (✕ 2 on a module: 2 tensors below)"),
+    ("×", "LR scale", "plan: learning-rate multiplier (×0.1)"),
+    ("?", "looks untrained", "init check: values look like a fresh initialisation (? 2 on a module: 2 tensors below)"),
+)
+
+
+def badge_help(text: str) -> str:
+    """One line per badge in ``text`` (e.g. ``"↻ 4 ❄"``) saying what it means; '' when nothing is recognised."""
+    lines = []
+    for glyph, label, meaning in BADGE_HELP:
+        for tok in _badge_tokens(text):
+            if tok.startswith(glyph):
+                lines.append(f"{tok}  {label} — {meaning}")
+    return "\n".join(lines)
+
+
+def _badge_tokens(text: str) -> list[str]:
+    """``"↻ 4 ❄ ×0.1"`` -> ``["↻ 4", "❄", "×0.1"]`` (a number or "reinit"/"drop"/"a/b" belongs to the glyph before)."""
+    out: list[str] = []
+    for w in text.split():
+        if out and not any(w.startswith(g) for g, _l, _m in BADGE_HELP):
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out

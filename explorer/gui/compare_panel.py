@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -54,6 +55,7 @@ class ComparePanel(QWidget):
         self.window = window
         self.session = window.session
         self.other: str | None = None
+        self.error: str | None = None  # the last diff's failure (also in the window's message bar)
         self.entries: list[Any] = []
         self.rollup: list[Any] = []
         self.index_b: Any = None  # CheckpointIndex of B (from the diff job)
@@ -76,6 +78,8 @@ class ComparePanel(QWidget):
         top.addWidget(self.only_diff)
         self.summary = QLabel("")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setWordWrap(True)  # a long "moved most" list must not set the tab's (and window's) minimum width
+        self.path_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         def bg(rec: Any, col: int) -> QColor | None:
             return palette.tint(STATUS_KIND.get(rec.status, "ignored")) if col == 1 else None
@@ -86,13 +90,16 @@ class ComparePanel(QWidget):
             ("rel. change", lambda e: _num(e.rel_change), lambda e: sortable(e.rel_change)),
             ("cosine", lambda e: _num(e.cosine, digits=6), lambda e: sortable(e.cosine)),
             ("max |B−A|", lambda e: _num(e.max_abs_diff), lambda e: sortable(e.max_abs_diff)),
-            ("A", lambda e: _shape(e.shape_a, e.dtype_a), lambda e: str(e.shape_a)),
-            ("B", lambda e: _shape(e.shape_b, e.dtype_b), lambda e: str(e.shape_b)),
+            ("shape", lambda e: _pair(_shape_text(e.shape_a), _shape_text(e.shape_b)),
+             lambda e: math.prod(e.shape_a or e.shape_b or ())),
+            ("dtype", lambda e: _pair(e.dtype_a, e.dtype_b), lambda e: _pair(e.dtype_a, e.dtype_b)),
         ], self, background=bg)
         self.table = RecordTable(self.model, RecordProxy(self))
         self.proxy = self.table.proxy
-        # the figures fit without scrolling in the tab's first ~560 px; shapes (A, B) are further right
-        self.table.fit_columns(("e.l.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "[1536, 384] float32"))
+        # the figures fit without scrolling in the tab's first ~560 px; shape and dtype ("A → B" when they differ)
+        # are further right
+        self.table.fit_columns(("encoder.layer.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "1536×384",
+                                "float32"))
         self.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
         self.table.recordChosen.connect(self._select_entry)
 
@@ -132,6 +139,7 @@ class ComparePanel(QWidget):
         self.bar_readout = QLabel(BAR_HINT)
         self.bar_readout.setObjectName("muted")
         self.bar_readout.setTextFormat(Qt.TextFormat.RichText)
+        self.bar_readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # hover text: never widens the tab
         bars_box = QWidget()
         bl = QVBoxLayout(bars_box)
         bl.setContentsMargins(0, 0, 0, 0)
@@ -182,8 +190,9 @@ class ComparePanel(QWidget):
         """Diff the open checkpoint (A) against ``path`` (B) in the background."""
         self.other = os.path.abspath(path)
         self.session.extras["compare"] = self.other
-        self.path_label.setText(f"A: {self._a_name()}   vs   B: {self.other}")
-        self.path_label.setToolTip(f"A: {self.session.report.index.path if self.session.report else '?'}\nB: {self.other}")
+        a = self.session.report.index.path if self.session.report else None
+        self.path_label.setText(f"A: {ckpt_label(a)}   vs   B: {ckpt_label(self.other)}")
+        self.path_label.setToolTip(f"A: {os.path.abspath(a) if a else '?'}\nB: {self.other}")
         self.run()
 
     def run(self) -> None:
@@ -192,6 +201,7 @@ class ComparePanel(QWidget):
             return
         index_a, other = rep.index, self.other
         self._set_entries([], [], None)
+        self.error = None
         self.summary.setText("comparing…")
         self.job_progress.set_busy(True)
 
@@ -283,7 +293,9 @@ class ComparePanel(QWidget):
 
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "diff":
-            self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {msg}</span>")
+            self.error = f"compare with checkpoint B failed: {msg}"
+            self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {_esc(self.error)}</span>")
+            self.window.show_error(self.error)
         elif channel == "diff_hist":
             self.window.details.set_note(f"checkpoint B: {_esc(msg)}")
             self.window.release_ready("ab_overlay")
@@ -362,7 +374,7 @@ class ComparePanel(QWidget):
     # ------------------------------------------------------------------ helpers
     def _a_name(self) -> str:
         rep = self.session.report
-        return os.path.basename(os.path.normpath(rep.index.path)) if rep is not None else "?"
+        return ckpt_label(rep.index.path) if rep is not None else "?"
 
     def _set_entries(self, entries: list[Any], rollup: list[Any], index_b: Any) -> None:
         self.entries, self.rollup, self.index_b = list(entries), list(rollup), index_b
@@ -391,6 +403,8 @@ class ComparePanel(QWidget):
         only = self.only_diff.isChecked()
         self.proxy.accept = (lambda e: e.status != "same") if only else None
         self.proxy.invalidate()
+        self.roll_proxy.accept = (lambda m: m.n_changed > 0) if only else None
+        self.roll_proxy.invalidate()
 
     def _summarise(self) -> None:
         counts: dict[str, int] = {}
@@ -498,6 +512,31 @@ def _esc(s: Any) -> str:
     import html
 
     return html.escape(str(s))
+
+
+def ckpt_label(path: str | None) -> str:
+    """How a checkpoint is named in the Compare tab: its folder name (``model``), or ``folder/file`` for a file
+    (``run3/pytorch_model.bin``); the full path goes in the tooltip."""
+    if not path:
+        return "?"
+    p = os.path.normpath(os.path.abspath(path))
+    if os.path.isdir(p):
+        return os.path.basename(p) or p
+    folder, name = os.path.basename(os.path.dirname(p)) or os.path.dirname(p), os.path.basename(p)
+    return folder if name in DEFAULT_FILES else f"{folder}/{name}"
+
+
+DEFAULT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _pair(a: str | None, b: str | None) -> str:
+    """One value for A and B: ``x`` when equal, ``x → y`` when not, ``—`` for a side that lacks the tensor."""
+    a, b = a or "—", b or "—"
+    return a if a == b else f"{a} → {b}"
+
+
+def _shape_text(shape: Any) -> str | None:
+    return None if shape is None else ("×".join(map(str, shape)) if len(shape) else "scalar")
 
 
 def _shape(shape: Any, dtype: Any) -> str:

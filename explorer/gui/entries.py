@@ -78,6 +78,8 @@ class TreeItem:
     class_name: str = ""
     ckpt_names: tuple[str, ...] = ()  # on-disk tensors behind this entry
     counts: Counter = field(default_factory=Counter)  # modules: kind -> number of params below
+    fresh: int = 0  # of ``numel``: values newly initialised (missing, mismatched); ``numel - fresh`` load
+    tied_to: str = ""  # a key that shares its partner's tensor: shown, but counted once (with the partner)
     uid: int = -1  # pre-order number, set by index_tree
 
     def walk(self):
@@ -105,12 +107,29 @@ class Row:
 UNPLACED = "(not in model)"
 
 
+def fmt_percent(p: float) -> str:
+    """A percentage without exponent form: ``100%``, ``38%``, ``3.8%``, ``0.0034%`` (two significant digits)."""
+    if p >= 10 or p == 0:
+        return f"{p:.0f}%"
+    return np.format_float_positional(float(p), precision=2, unique=True, fractional=False, trim="-") + "%"
+
+
+def counted(k: Any) -> tuple[int, int]:
+    """(values, of which newly initialised) a model key adds to the totals — the rule of
+    ``Report.params_loaded``: computed buffers and keys loaded through a tie (their partner holds the
+    tensor) add nothing, so a tied decoder weight is counted once."""
+    if k is None or k.status.value == "computed" or any(h.value == "tied" for h in k.how):
+        return 0, 0
+    n = math.prod(k.model_shape)
+    return n, (n if k.newly_initialized else 0)
+
+
 def rollup_text(counts: Counter) -> str:
     total = sum(v for k, v in counts.items() if k not in ("computed", "unexpected", "ignored"))
     loaded = sum(counts.get(k, 0) for k in LOADED_KINDS)
     parts = []
     if total:
-        parts.append(f"{loaded}/{total} matched")
+        parts.append(f"{loaded}/{total} loaded")
     for k, word in (("missing", "missing"), ("mismatched", "mismatched"), ("unexpected", "unexpected")):
         if counts.get(k):
             parts.append(f"{counts[k]} {word}")
@@ -166,13 +185,17 @@ def build_tree(report: Any) -> TreeItem:
 
 
 def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
+    # numel/fresh are summed from the keys below (``counted``), never taken from the module's own total, so the
+    # tree, the header and the CLI agree (a tied weight is in the tree once, with the tensor that holds it)
     it = TreeItem(node.name if node.path else node.class_name, node.path, False, parent=parent,
-                  class_name=node.class_name, numel=node.n_params)
+                  class_name=node.class_name)
     for c in node.children:
         child = _module_item(c, mk, it)
         child.row = len(it.children)
         it.children.append(child)
         it.counts.update(child.counts)
+        it.numel += child.numel
+        it.fresh += child.fresh
     for p in node.params:
         k = mk.get(p.key)
         if k is None:
@@ -184,8 +207,12 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
             how = how_text(hv, sources=k.sources, key=p.key, tied_to=k.tied_to, ck_dtype=k.checkpoint_dtype, model_dtype=k.model_dtype)
             sources = k.sources
             status = k
+        n, fresh = counted(k)
         pi = TreeItem(p.key.rsplit(".", 1)[-1], p.key, True, parent=it, row=len(it.children), kind=kind,
-                      shape=fmt_shape(p.shape), dtype=p.dtype, numel=p.numel, how=how, ckpt_names=sources)
+                      shape=fmt_shape(p.shape), dtype=p.dtype, numel=p.numel, how=how, ckpt_names=sources,
+                      fresh=fresh if n else 0, tied_to=(k.tied_to or "") if k is not None and not n and kind == "tied" else "")
+        it.numel += n
+        it.fresh += fresh
         lbl = look(kind).label
         if status is not None and kind == "mismatched" and status.checkpoint_shape is not None:
             lbl = f"shape mismatch: checkpoint {fmt_shape(status.checkpoint_shape)}"
@@ -198,6 +225,9 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
         tip = [p.key, f"{look(kind).label}: {look(kind).meaning}"]
         if sources and sources[0] != p.key:
             tip.append("on disk: " + ", ".join(sources[:4]) + (" …" if len(sources) > 4 else ""))
+        if pi.tied_to:
+            tip.append(f"shares the tensor of {pi.tied_to}: its {human_count(p.numel, digits=1)} values are counted "
+                       "once, there (module totals and the header)")
         pi.tooltip = "\n".join(tip)
         pi.search = p.key if not sources else p.key + "\n" + "\n".join(sources)
         pi.counts[kind] += 1
@@ -205,7 +235,10 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
         it.counts[kind] += 1
     it.kind = rollup_kind(it.counts)
     it.status_text = rollup_text(it.counts)
-    it.tooltip = f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{human_count(node.n_params, digits=1)} parameters"
+    tied = sum(c.numel for c in it.walk() if c.is_param and c.tied_to)
+    it.tooltip = (f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{human_count(it.numel, digits=1)} values"
+                  f" ({human_count(it.numel - it.fresh, digits=1)} loaded, {human_count(it.fresh, digits=1)} newly initialised)"
+                  + (f"\n+ {human_count(tied, digits=1)} tied (shared with another key, counted once)" if tied else ""))
     it.search = it.path
     return it
 
@@ -339,7 +372,7 @@ class TreeIndex:
     search: SearchIndex
     by_key: dict[str, TreeItem] = field(default_factory=dict)  # model key (or unplaced on-disk name) -> item
     modules: dict[str, TreeItem] = field(default_factory=dict)  # module path -> item
-    widest_status: str = ""  # the longest module roll-up ("44/48 matched, 2 missing, 2 mismatched"), for sizing
+    widest_status: str = ""  # the longest module roll-up ("44/48 loaded, 2 missing, 2 mismatched"), for sizing
     longest_names: tuple[str, ...] = ()  # per depth 1, 2, ...: the longest name at that depth, for sizing
 
     def visible(self, param_mask: np.ndarray | None) -> np.ndarray | None:

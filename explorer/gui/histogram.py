@@ -15,7 +15,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -66,8 +66,15 @@ class HistogramWidget(QWidget):
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
         self.marker.hide()
         pi.addItem(self.marker, ignoreBounds=True)
-        self.message = pg.TextItem("", color=palette.MUTED_TEXT, anchor=(0.5, 0.5))
-        pi.addItem(self.message, ignoreBounds=True)
+        # a widget over the plot, centred on it (not a TextItem in data coordinates: with no data the view range
+        # is arbitrary and the text landed on the y-axis)
+        self.placeholder = QLabel("", self.plot)
+        self.placeholder.setObjectName("muted")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.placeholder.setStyleSheet(f"color: {palette.MUTED_TEXT}; background: transparent; font-size: 11pt;")
+        self.plot.installEventFilter(self)
 
         self.log_y = QCheckBox("log y")
         self.log_y.setToolTip("Logarithmic count axis: shows the tails")
@@ -151,8 +158,21 @@ class HistogramWidget(QWidget):
         self._redraw()
 
     def set_message(self, text: str) -> None:
-        self.message.setText(text)
-        self.message.setVisible(bool(text))
+        """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it."""
+        self.placeholder.setText(text)
+        self.placeholder.setVisible(bool(text))
+        self.curve.setVisible(not text)  # no flat line at zero under the placeholder
+        self.placeholder.setGeometry(self.plot.rect())
+        self.placeholder.raise_()
+
+    @property
+    def message_text(self) -> str:
+        return self.placeholder.text() if not self.placeholder.isHidden() else ""
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt API)
+        if obj is self.plot and event.type() == QEvent.Type.Resize:
+            self.placeholder.setGeometry(self.plot.rect())
+        return False
 
     def export_csv(self, path: str) -> None:
         """Write ``left,right,count`` rows (atomically)."""
@@ -194,9 +214,6 @@ class HistogramWidget(QWidget):
             self.legend.hide()
         pi.setLabel("left", "count (log)" if log else "count")
         pi.enableAutoRange()
-        vb = pi.getViewBox()
-        r = vb.viewRect()
-        self.message.setPos(r.center())
 
     def _on_mouse(self, evt: tuple) -> None:
         pos = evt[0]
@@ -206,7 +223,7 @@ class HistogramWidget(QWidget):
         x = vb.mapSceneToView(pos).x()
         e = self._edges
         i = int(np.searchsorted(e, x, side="right")) - 1
-        if 0 <= i < self._counts.size and not self.message.isVisible():
+        if 0 <= i < self._counts.size and not self.message_text:
             total = self._counts.sum() or 1
             txt = f"[{e[i]:.4g}, {e[i + 1]:.4g}): {int(self._counts[i]):,}  ({100 * self._counts[i] / total:.2f}%)"
             if self._ov is not None:

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSplitter,
     QTableView,
@@ -46,7 +47,7 @@ from PySide6.QtWidgets import (
 from ..core.fmt import human_count
 from . import palette
 from .details import DetailsPanel, Selection, selection_for_item, selection_for_row
-from .entries import LOADED_KINDS, TreeItem
+from .entries import LOADED_KINDS, TreeItem, fmt_percent
 from .filtering import MODES, Filter, FilterProxy
 from .histogram import save_png
 from .session import Loaded, Session, Source
@@ -71,6 +72,7 @@ class MainWindow(QMainWindow):
         self.session = Session(self)
         self._syncing = False
         self._t_open = 0.0
+        self.errors: list[str] = []
         self.setWindowTitle("Checkpoint Explorer")
         self.setAcceptDrops(True)
         self.resize(1400, 860)
@@ -126,9 +128,17 @@ class MainWindow(QMainWindow):
         self.right.addWidget(self.details)
         self.right.setStretchFactor(0, 1)
         self.right.setStretchFactor(1, 1)
+        # the right side scrolls when a tab (Compare) wants more width than is left: it never squeezes the tree
+        self.right_scroll = QScrollArea()
+        self.right_scroll.setWidget(self.right)
+        self.right_scroll.setWidgetResizable(True)
+        self.right_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.right_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.right_scroll.setMinimumWidth(200)
         self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.setChildrenCollapsible(False)
         self.split.addWidget(self.tree)
-        self.split.addWidget(self.right)
+        self.split.addWidget(self.right_scroll)
         self.split.setStretchFactor(0, 1)
         self.split.setStretchFactor(1, 1)
         self.split.setSizes([690, 750])  # the tree carries the roll-ups; the table's two names need the rest
@@ -450,6 +460,8 @@ class MainWindow(QMainWindow):
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
         size_tree_columns(self.tree)
         self._fit_split()
+        # a usable tree on every tab: the names of NAME_LEVELS levels stay readable whatever the right side wants
+        self.tree.setMinimumWidth(min(tree_width_needed(self.tree, names_only=True), max(self.width() // 2, 240)))
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         self._update_summary(loaded)
         self.apply_filter()
@@ -472,7 +484,9 @@ class MainWindow(QMainWindow):
         self._maybe_ready(force=True)
 
     def show_error(self, msg: str) -> None:
-        """Message bar always; a dialog too when interactive. The window stays usable."""
+        """Message bar always; a dialog too when interactive. The window stays usable. ``errors`` keeps every
+        message shown (a screenshot run prints them on stderr)."""
+        self.errors.append(msg)
         self.message_label.setText(f"⚠ {msg}")
         self.message_bar.show()
         if self.interactive:
@@ -486,27 +500,27 @@ class MainWindow(QMainWindow):
 
     def _update_summary(self, loaded: Loaded) -> None:
         rep = loaded.report
-        counts = loaded.tree.counts.copy()
-        for r in loaded.rows:
-            if not r.key and r.kind in ("unexpected", "ignored"):
-                pass  # already counted in the tree's "(not in model)" branch
+        counts = loaded.tree.counts  # one place: the tree's roll-up (model keys; "(not in model)": checkpoint tensors)
+        n_keys = sum(v for k, v in counts.items() if k not in ("computed", "unexpected", "ignored"))
+        n_loading = sum(counts.get(k, 0) for k in LOADED_KINDS)
         for k, b in self.kind_buttons.items():
             n = counts.get(k, 0)
-            if k == "mismatched":
-                n = len(rep.mismatched)
             b.setText(f"{CHIP_LABELS.get(k, palette.look(k).label)} {n:,}")
+            b.setToolTip(chip_tooltip(k, n, n_loading=n_loading, n_keys=n_keys))
             b.setVisible(n > 0 or b.isChecked())  # only the statuses present: a legend of this report
         model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
         parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
         if rep.has_model:
-            loaded_n, fresh = rep.params_loaded()
-            total = loaded_n + fresh or 1
+            top = next((c for c in loaded.tree.children if c.path != "(not in model)"), None)
+            total = top.numel if top is not None else 0
+            fresh = top.fresh if top is not None else 0
+            loaded_n = total - fresh
             bad = sum(counts.get(k, 0) for k in palette.TROUBLE)
             verdict = (f"<span style='color:{palette.look('matched').color}'><b>✓ everything loads</b></span>" if rep.is_clean
                        else f"<span style='color:{palette.look('missing').color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
             parts.append(verdict)
-            parts.append(f"{human_count(loaded_n, digits=1)} params loaded · <b>{human_count(fresh, digits=1)}</b> newly initialised "
-                         f"({100 * fresh / total:.2g}%)")
+            parts.append(f"{n_loading}/{n_keys} keys load · {human_count(loaded_n, digits=1)} params loaded · "
+                         f"<b>{human_count(fresh, digits=1)}</b> newly initialised ({fmt_percent(100 * fresh / (total or 1))})")
             if rep.load_dtype:
                 parts.append(f"loads as {rep.load_dtype}")
         else:
@@ -993,12 +1007,39 @@ class MainWindow(QMainWindow):
         self._t_open = time.perf_counter()
         self.session.reload(config=path)
 
-    def _show_legend(self) -> None:
+    def legend_html(self) -> str:
+        """Help › Legend: every status (colour, glyph, meaning) and every badge drawn beside names."""
+        from .badges import BADGE_HELP
+
         rows = "".join(
             f"<tr><td style='color:{lk.color};font-weight:bold'>{lk.glyph}</td><td><b>{lk.label}</b></td><td>{lk.meaning}</td></tr>"
             for lk in palette.LOOKS.values()
         )
-        QMessageBox.information(self, "Legend", f"<table cellspacing=6>{rows}</table>")
+        rows += "<tr><td colspan=3 style='padding-top:8px'><b>Badges</b> (right of a name; on a module they count what is below)</td></tr>"
+        rows += "".join(f"<tr><td style='font-weight:bold'>{_esc(g)}</td><td><b>{_esc(label)}</b></td><td>{_esc(meaning)}</td></tr>"
+                        for g, label, meaning in BADGE_HELP)
+        return f"<table cellspacing=6>{rows}</table>"
+
+    def _show_legend(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Legend", self.legend_html(), parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        if self.interactive:
+            box.exec()
+        return box
+
+
+def chip_tooltip(kind: str, n: int, *, n_loading: int, n_keys: int) -> str:
+    """What a status chip counts. Model-key statuses count keys of the model (so matched + renamed + tied + dtype
+    is the tree's "N/M loaded"); unexpected and ignored count checkpoint tensors, which have no model key."""
+    lk = palette.look(kind)
+    if kind in ("unexpected", "ignored"):
+        what = f"{n:,} checkpoint tensor{'s' if n != 1 else ''} (not model keys): {lk.meaning}"
+    else:
+        what = f"{n:,} model key{'s' if n != 1 else ''}: {lk.meaning}"
+        if kind in LOADED_KINDS:
+            what += (f"\nmatched + renamed + tied + dtype = {n_loading:,} of {n_keys:,} model keys load "
+                     "(the tree's “loaded”)")
+    return f"{lk.label}: {what}\nClick to show only this status (several can be combined)"
 
 
 TABLE_HIDDEN = (TensorTableModel.DTYPE, TensorTableModel.SIZE, TensorTableModel.HOW, TensorTableModel.PLAN,

@@ -1,6 +1,6 @@
 """QAbstractItemModel over the module tree of a Report (items from ``entries.build_tree``).
 
-Columns: name, status (roll-up for modules: "12/14 matched, 2 missing"), shape, dtype, parameters, how.
+Columns: name, status (roll-up for modules: "12/14 loaded, 2 missing"), shape, dtype, parameters, how.
 Roles: colour (foreground of the status column, tinted background for trouble), icon, tooltip, plus
 ``KIND_ROLE`` (display kind), ``KEY_ROLE`` (model key / module path) and ``SORT_ROLE``.
 """
@@ -245,7 +245,7 @@ def tree_widths(view: QTreeView) -> tuple[int, int, int]:
     icon = view.iconSize().width() if view.iconSize().width() > 0 else 16
     indent = view.indentation()
     names = max(indent * (d + 1) + fm.horizontalAdvance(n) for d, n in enumerate(longest[: NAME_LEVELS + 1]))
-    widest = (idx.widest_status if idx is not None else "") or "103/105 matched, 2 missing"
+    widest = (idx.widest_status if idx is not None else "") or "103/105 loaded, 2 missing"
     status_min = fm.horizontalAdvance(STATUS_MIN) + 24
     return names + icon + 16, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
 
@@ -276,9 +276,12 @@ class _ColumnFitter(QObject):
         return False
 
 
-def tree_width_needed(view: QTreeView) -> int:
-    """The tree view width that shows the names (``NAME_LEVELS``) and the widest roll-up in full."""
-    names, status, _m = tree_widths(view)
+def tree_width_needed(view: QTreeView, *, names_only: bool = False) -> int:
+    """The tree view width that shows the names (``NAME_LEVELS``) and the widest roll-up in full
+    (``names_only``: the names in full, the status at its minimum — the tree's minimum width)."""
+    names, status, status_min = tree_widths(view)
+    if names_only:
+        status = status_min
     fixed = sum(view.columnWidth(c) for c in range(2, view.header().count()) if not view.isColumnHidden(c))
     return names + status + fixed + view.verticalScrollBar().sizeHint().width() + 2 * view.frameWidth()
 

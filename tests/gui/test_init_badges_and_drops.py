@@ -212,12 +212,13 @@ def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == ""
 
 
-def test_dotted_names_abbreviate_component_wise():
-    from explorer.gui.badges import abbreviate
+def test_key_paths_shorten_one_way_on_dot_boundaries():
+    from explorer.gui.badges import elide_key
 
-    n = "bert.encoder.layer.10.attention.self.query.weight"
-    assert abbreviate(n, lambda s: True) == n
-    assert abbreviate(n, lambda s: len(s) <= 42) == "b.e.layer.10.attention.self.query.weight"
-    assert abbreviate(n, lambda s: len(s) <= 28) == "b.e.l.10.a.self.query.weight"
-    assert abbreviate(n, lambda s: len(s) <= 25) == "b.e.l.10.a.s.query.weight"  # layer number and tail survive
-    assert abbreviate(n, lambda s: len(s) <= 15).startswith("…") and abbreviate(n, lambda s: len(s) <= 15).endswith("query.weight")
+    n = "bert.encoder.layer.5.attention.self.query.weight"
+    assert elide_key(n, lambda s: True) == n  # room to spare: the full name
+    assert elide_key(n, lambda s: len(s) <= 45) == "bert.…layer.5.attention.self.query.weight"
+    assert elide_key(n, lambda s: len(s) <= 30) == "bert.…self.query.weight"
+    # even first + last component does not fit: Qt's ElideLeft (here a stand-in)
+    assert elide_key(n, lambda s: len(s) <= 10, elide_left=lambda s: "…" + s[-9:]) == "…ry.weight"
+    assert elide_key("a.b.c.d.e (+1)", lambda s: len(s) <= 12) == "a.…d.e (+1)"  # the tied-count suffix stays

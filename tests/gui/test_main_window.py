@@ -50,10 +50,10 @@ def test_minilm_into_classification_head_shows_two_missing(qtbot, window, minilm
     open_and_wait(qtbot, window, checkpoint=minilm, arch=MINILM_HEAD)
     m = window.tree_model
     root = m.index(0, 1)
-    assert root.data() == "103/105 matched, 2 missing"
+    assert root.data() == "103/105 loaded, 2 missing"
     clf = m.index_for_key("classifier", 1)
-    assert clf.data() == "0/2 matched, 2 missing"
-    assert m.index_for_key("bert", 1).data() == "103/103 matched"
+    assert clf.data() == "0/2 loaded, 2 missing"
+    assert m.index_for_key("bert", 1).data() == "103/103 loaded"
     w = m.index_for_key("classifier.weight", 1)
     assert w.data() == "missing"
     assert w.data(KIND_ROLE) == "missing"
@@ -187,7 +187,7 @@ def test_tree_shows_deep_names_in_full_and_status_gives_way_first(qtbot, window)
     window.split.setSizes([window.split.sizes()[0] + 120, window.split.sizes()[1] - 120])
     assert tree.columnWidth(0) > names and tree.columnWidth(1) == status
     # short of room, the status column shrinks (its text elides on the right) before the names are cut
-    window.split.setSizes([names + status_min + 300, sum(window.split.sizes()) - names - status_min - 300])
+    window.split.setSizes([names + status_min + 150, sum(window.split.sizes()) - names - status_min - 150])
     assert tree.columnWidth(1) < status and tree.columnWidth(0) >= names - 1
 
 

@@ -109,7 +109,7 @@ def test_tree_proxy_shows_ancestors_of_matches_only(models):
     leaf = tp.index(0, 0, expert)
     assert leaf.data() == "down" and leaf.siblingAtColumn(1).data() == "missing"
     # a module's own roll-up still counts everything below it, filtered or not
-    assert layer.siblingAtColumn(1).data() == "998/999 matched, 1 missing, 1 unexpected"
+    assert layer.siblingAtColumn(1).data() == "998/999 loaded, 1 missing, 1 unexpected"
     assert [it.path for it in tp.first_matches(5)] == ["layers.3.experts.7.down.weight"]
     # the filter can be cleared and every layer comes back
     tp.set_filter(Filter())
