@@ -38,27 +38,28 @@ def run(args: argparse.Namespace) -> int:
     entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))
     roll = module_rollup(entries, depth=args.depth)
     differ = [e for e in entries if e.status != SAME]
+    counts = {k: 0 for k in STATUS_ORDER}
+    for e in entries:
+        counts[e.status] = counts.get(e.status, 0) + 1
     if args.json:
         print_json({
             "a": ia.path, "b": ib.path,
+            "counts": counts,
             "key_mapping": {"a": dict(pairing.mapping_a), "b": dict(pairing.mapping_b)},
             "tensors": [e.to_json() for e in entries],
             "modules": [m.to_json() for m in roll],
         })
         return EXIT_FINDINGS if differ else EXIT_OK
     s = Style()
-    counts: dict[str, int] = {}
-    for e in entries:
-        counts[e.status] = counts.get(e.status, 0) + 1
     print(s(f"A: {ia.path}\nB: {ib.path}", "1"))
     if pairing.mapping_a or pairing.mapping_b:
         print(f"  keys paired through: A {mapping_json(pairing.mapping_a or {})}, B {mapping_json(pairing.mapping_b or {})}")
-    print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))  # fixed order, zeros included
     rows = entries if args.all else differ
     if rows:
         print(s(f"\n  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
     for e in rows:
-        print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_f(e.cosine, 6):>9} {_f(e.max_abs_diff):>10}"
+        print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
               + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status == "shape_mismatch" else "")
               + (f"  {e.nonfinite} value(s) differ as NaN/Inf" if e.nonfinite else "")
               + (f"  {e.dtype_a} vs {e.dtype_b}" if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b else ""))
@@ -66,9 +67,24 @@ def run(args: argparse.Namespace) -> int:
     if moved:
         print(s("\n  per module (relative change, most moved first):", "2"))
         for m in sorted(moved, key=lambda m: -(m.rel_change or 0.0)):
-            print(f"  {m.prefix:<40} {_f(m.rel_change):>10}  {m.n_changed}/{m.n_tensors} tensors differ")
+            # a module whose only differences are one-sided has no value change to show: "—", not 0
+            values_changed = m.n_changed - m.one_sided
+            rel = "—" if m.rel_change is None or (values_changed == 0 and m.one_sided) else _f(m.rel_change)
+            sides = [f"{n} {what}" for n, what in ((m.n_only_a, "only in A"), (m.n_only_b, "only in B"),
+                                                    (m.n_shape_mismatch, "shape mismatch")) if n]
+            print(f"  {m.prefix:<40} {rel:>10}  {m.n_changed}/{m.n_tensors} tensors differ"
+                  + (f" ({', '.join(sides)})" if sides else ""))
     return EXIT_FINDINGS if differ else EXIT_OK
 
 
-def _f(v: float | None, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:.{digits}g}"
+STATUS_ORDER = ("same", "changed", "only_a", "only_b", "shape_mismatch")
+
+
+def _f(v: float | None) -> str:
+    """Relative change, max abs diff: 4 significant figures."""
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _cos(v: float | None) -> str:
+    """Cosine similarity: fixed 6 decimals (1.000000 vs 0.969415 line up)."""
+    return "-" if v is None else f"{v:.6f}"

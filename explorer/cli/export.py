@@ -8,6 +8,8 @@ from .common import Style, add_json_arg, human_bytes, print_json, stderr_progres
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..core.export import DTYPES_HELP  # no torch import: export.py imports torch lazily
+
     p = sub.add_parser(
         "export",
         help="write a patched checkpoint from a plan that loads with nothing missing/unexpected/mismatched",
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--arch", metavar="A", help="override the transformers class recorded in the plan")
     m.add_argument("--model", metavar="pkg.module:Class", help="override with a plain torch.nn.Module class")
     p.add_argument("--resize", action="store_true", help="mismatched tensors keep the overlapping slice, the rest is initialised")
-    p.add_argument("--dtype", metavar="D", help="cast floating tensors: float32, float16, bfloat16")
+    p.add_argument("--dtype", metavar="D", help=f"cast floating tensors: {DTYPES_HELP}")
     p.add_argument("--max-shard-size", metavar="S", help="shard the output, e.g. 2GB or 500MiB (adds model.safetensors.index.json)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the fresh init (default 0)")
     add_json_arg(p)

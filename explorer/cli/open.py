@@ -7,17 +7,28 @@ from .common import add_mapping_args, add_model_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("open", help="open the explorer window (default command)")
+    p = sub.add_parser(
+        "open",
+        help="open the explorer window (default command)",
+        description="Open the explorer window on a checkpoint (file or Hugging Face folder): the module tree with "
+        "what loads, what is missing, unexpected or mismatched, per-tensor statistics and histograms, an A-vs-B "
+        "comparison (--compare), a \"looks untrained\" check, and a plan editor that exports a patched checkpoint. "
+        "`ckpt-explorer PATH` is the same as `ckpt-explorer open PATH`; --demo opens a built-in tiny example.",
+    )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder")
     add_model_args(p)
     add_mapping_args(p)
     p.add_argument("--compare", metavar="OTHER", help="a second checkpoint to compare with")
-    p.add_argument("--demo", action="store_true", help="open the built-in demo (built offline on first use)")
+    p.add_argument("--demo", action="store_true", help="open the built-in demo (built offline on first use); takes no checkpoint")
     p.add_argument("--screenshot", metavar="PNG", help="wait until loaded, save a PNG of the window and exit")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.demo and args.checkpoint:
+        from ..core.errors import ExplorerError
+
+        raise ExplorerError("--demo opens the built-in demo; do not also give a checkpoint")
     from ..gui.app import main as gui_main  # Qt is imported only here
 
     return gui_main(args)

@@ -8,6 +8,11 @@ from . import EXIT_OK
 from .common import Style, add_json_arg, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
+JSON_BINS = 256  # the window's histogram
+TEXT_BINS = 32  # one sparkline character per bin fits beside the table
+MAX_COLS = 64
+_BLOCKS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+_ASCII = ".:-=+*#%"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
     p.add_argument("keys", nargs="*", metavar="KEY", help="tensor names as on disk (default: every tensor)")
-    p.add_argument("--bins", type=int, default=64, metavar="N", help="histogram bins (default 64)")
+    p.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"histogram bins (default: {JSON_BINS} with --json, as in the window; {TEXT_BINS} in text, drawn as a "
+        f"one-line sparkline under each tensor, one character per bin, bins merged to at most {MAX_COLS} characters)",
+    )
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
     add_json_arg(p)
     p.set_defaults(run=run)
@@ -30,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import CheckpointError, ExplorerError
     from ..core.stats import stats_many
 
+    if args.bins is None:
+        args.bins = JSON_BINS if args.json else TEXT_BINS
     if not 1 <= args.bins <= MAX_BINS:
         raise ExplorerError(f"--bins must be between 1 and {MAX_BINS}, found {args.bins}")
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
@@ -45,15 +59,45 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     s = Style()
     print(s(index.path, "1"))
-    head = f"{'name':<52} {'dtype':<13} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} {'nan/inf':>8}"
+    head = (f"{'name':<52} {'dtype':<13} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} "
+            f"{'nan/inf':>8} flags")
     print(s(head, "2"))
+    blocks = _BLOCKS if _can_encode(_BLOCKS) else _ASCII
     for st in results:
-        flags = " constant" if st.constant else ""
+        flags = ",".join(f for f, on in (("constant", st.constant), ("integer", st.integer)) if on) or "-"
         print(
             f"{_short(st.name, 52):<52} {st.dtype:<13} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
-            f"{_g(st.max):>10} {st.zeros:>6.1%} {f'{st.nan}/{st.inf}':>8}{flags}"
+            f"{_g(st.max):>10} {st.zeros:>6.1%} {f'{st.nan}/{st.inf}':>8} {flags}"
         )
+        if st.counts:
+            line = sparkline(st.counts, blocks=blocks)
+            merged = f", {len(st.counts)} bins in {len(line)} columns" if len(line) < len(st.counts) else ""
+            print(s(f"  |{line}|  [{_g(st.edges[0])}, {_g(st.edges[-1])}]{merged}", "2"))
     return EXIT_OK
+
+
+def sparkline(counts: tuple[int, ...] | list[int], *, blocks: str = _BLOCKS, width: int = MAX_COLS) -> str:
+    """One character per bin (adjacent bins summed down to ``width``): empty bins are blank, the rest scale
+    from the lowest block (any count) to the full block (the tallest bin)."""
+    vals = list(counts)
+    if len(vals) > width:
+        n = len(vals)
+        vals = [sum(vals[i * n // width : (i + 1) * n // width]) for i in range(width)]
+    top = max(vals) if vals else 0
+    if top <= 0:
+        return " " * len(vals)
+    k = len(blocks)
+    return "".join(" " if v <= 0 else blocks[min(k - 1, int((v / top) * (k - 1) + 0.5))] for v in vals)
+
+
+def _can_encode(text: str) -> bool:
+    import sys
+
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _g(v: float | None) -> str:

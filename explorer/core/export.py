@@ -43,6 +43,9 @@ _DTYPE_ALIASES = {
 }
 
 
+DTYPES_HELP = "float32, float16, bfloat16 or float64 (aliases fp32, fp16, bf16, fp64)"
+
+
 class ExportCancelled(ExportError, Cancelled):
     """The export was cancelled; nothing was left behind."""
 
@@ -133,7 +136,7 @@ def parse_dtype(dtype: str | None) -> str | None:
         return None
     name = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."))
     if name is None:
-        raise ExportError(f"dtype: expected one of float32, float16, bfloat16, float64 (or fp32/fp16/bf16), found {dtype!r}")
+        raise ExportError(f"dtype: expected {DTYPES_HELP}, found {dtype!r}")
     return name
 
 

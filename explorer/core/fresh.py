@@ -346,7 +346,11 @@ def iter_init_check(
             from pathlib import Path
 
             if not (Path(index.folder) / "config.json").is_file():
-                raise ConfigError(f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model")
+                raise ConfigError(
+                    f"{index.path}: --arch {spec.arch} needs a config: no config.json beside the checkpoint; pass --config"
+                    if spec.arch
+                    else f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model"
+                )
             default_cfg = index.folder
         built = _built(spec, index.first_float_dtype(), default_cfg)
         rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))

@@ -250,7 +250,11 @@ def _report(
 
         cand = Path(index.folder) / "config.json"
         if not cand.is_file():
-            raise ConfigError(f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model")
+            raise ConfigError(
+                f"{index.path}: --arch {spec.arch} needs a config: no config.json beside the checkpoint; pass --config"
+                if spec.arch
+                else f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model"
+            )
         default_cfg = str(cand.parent)
 
     def factory() -> BuiltModel:

@@ -160,6 +160,7 @@ def resolve_class(config: Any, arch: str | None, *, source: str = "config") -> t
     import transformers
     from transformers import PreTrainedModel
 
+    given = arch is not None  # from the user (--arch), not from the config: blame the option
     if arch is None:
         archs = getattr(config, "architectures", None) or []
         if archs:
@@ -173,10 +174,35 @@ def resolve_class(config: Any, arch: str | None, *, source: str = "config") -> t
     try:
         cls = getattr(transformers, arch)
     except (AttributeError, ImportError, RuntimeError) as e:
+        if given:
+            raise ConfigError(f"--arch {arch}: unknown transformers model class{_did_you_mean(arch, config)}") from e
         raise ConfigError(f"{source}: unknown class {arch!r}: not a transformers model class") from e
     if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        if given:
+            raise ConfigError(f"--arch {arch}: not a transformers model class{_did_you_mean(arch, config)}")
         raise ConfigError(f"{source}: {arch!r} is not a transformers model class")
     return cls
+
+
+def _did_you_mean(arch: str, config: Any) -> str:
+    """'; did you mean X?' from the classes for this config's model_type, else from every transformers name."""
+    import difflib
+
+    import transformers
+
+    try:
+        heads = head_classes(config)
+    except Exception:  # noqa: BLE001 - only a hint
+        heads = []
+    close = difflib.get_close_matches(arch, heads, n=1, cutoff=0.8)
+    if not close:
+        models = [n for n in dir(transformers) if n[:1].isupper() and ("Model" in n or "For" in n) and n != arch]
+        close = difflib.get_close_matches(arch, models, n=1, cutoff=0.8)
+    mt = getattr(config, "model_type", None)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    if not close and heads:
+        hint = f"; classes for model_type {mt!r}: {', '.join(heads[:8])}{', ...' if len(heads) > 8 else ''}"
+    return hint
 
 
 def _one_line(e: BaseException) -> str:

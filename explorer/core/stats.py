@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -622,12 +623,21 @@ class ModuleDiff:
     prefix: str
     n_tensors: int
     n_changed: int  # entries not "same"
-    rel_change: float | None
+    rel_change: float | None  # over the tensors present on both sides with equal shapes
     max_abs_diff: float | None
+    n_only_a: int = 0
+    n_only_b: int = 0
+    n_shape_mismatch: int = 0
+
+    @property
+    def one_sided(self) -> int:
+        """Entries that have no value comparison (only in A, only in B, shape mismatch)."""
+        return self.n_only_a + self.n_only_b + self.n_shape_mismatch
 
     def to_json(self) -> dict[str, Any]:
         return {"module": self.prefix, "n_tensors": self.n_tensors, "n_changed": self.n_changed,
-                "rel_change": _fin(self.rel_change), "max_abs_diff": _fin(self.max_abs_diff)}
+                "rel_change": _fin(self.rel_change), "max_abs_diff": _fin(self.max_abs_diff),
+                "only_a": self.n_only_a, "only_b": self.n_only_b, "shape_mismatch": self.n_shape_mismatch}
 
 
 _INDEX = re.compile(r"^\d+$")
@@ -657,7 +667,9 @@ def module_rollup(entries: Iterable[DiffEntry], *, depth: int | None = None) -> 
         has_cmp = any(e.status in (SAME, CHANGED) for e in es)
         rel = (math.sqrt(sd) / math.sqrt(sa) if sa > 0 else (0.0 if sd == 0 else None)) if has_cmp else None
         mxs = [e.max_abs_diff for e in es if e.max_abs_diff is not None]
-        out.append(ModuleDiff(prefix, len(es), sum(1 for e in es if e.status != SAME), rel, max(mxs) if mxs else None))
+        n = Counter(e.status for e in es)
+        out.append(ModuleDiff(prefix, len(es), sum(1 for e in es if e.status != SAME), rel, max(mxs) if mxs else None,
+                              n[ONLY_A], n[ONLY_B], n[SHAPE_MISMATCH]))
     return out
 
 

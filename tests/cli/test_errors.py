@@ -200,7 +200,7 @@ def test_unknown_model_type(capsys, tiny_bert):
 
 
 def test_unknown_class_name(capsys, tiny_bert):
-    assert_one_line_error(capsys, [str(tiny_bert), "--arch", "BertForTimeTravel"], names="BertForTimeTravel", says="unknown class")
+    assert_one_line_error(capsys, [str(tiny_bert), "--arch", "BertForTimeTravel"], names="BertForTimeTravel", says="unknown transformers model class")
 
 
 def test_config_missing(capsys, tiny_bert, tmp_path):
