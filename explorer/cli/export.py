@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export",
         help="write a patched checkpoint from a plan that loads with nothing missing/unexpected/mismatched",
         description="Apply a plan (from `ckpt-explorer plan` or the GUI) and write a new Hugging Face folder: "
-        "kept tensors byte-identical, fresh ones from the model's own init (seeded). Streamed tensor by tensor, "
+        "kept tensors byte-identical, fresh ones from the model's own init (seeded); tokenizer, generation and processor "
+        "files beside the source are copied unchanged (the source's weights and config.json never are: a new config.json "
+        "is written). Streamed tensor by tensor, "
         "written to a staging folder and renamed at the end. Exit 0 when the result loads clean, 1 if not, 2 on error.",
     )
     p.add_argument("checkpoint", help="the source checkpoint (file, *.index.json or folder)")
@@ -72,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
               f"{human_bytes(res.total_bytes)} in {res.seconds:.1f} s")
         print(f"  {c['keep']} kept, {c['reinit']} re-initialised, {c['resized']} resized, {c['dropped']} dropped, "
               f"{c['tied']} tied (not duplicated), {c['unexpected_dropped']} unexpected dropped")
+        if res.copied:
+            print(f"  copied unchanged from the source folder: {', '.join(res.copied)}")
         for n in res.notes:
             print(s(f"  note: {n}", "33"))
         r = res.report

@@ -63,6 +63,7 @@ class ExportResult:
     report: Report
     seconds: float
     notes: tuple[str, ...] = ()
+    copied: tuple[str, ...] = ()  # tokenizer/processor files copied unchanged from the source folder (names)
 
     @property
     def is_clean(self) -> bool:
@@ -84,6 +85,7 @@ class ExportResult:
             "unexpected": list(self.report.unexpected),
             "mismatched": [[k, list(a), list(b)] for k, a, b in self.report.mismatched],
             "notes": list(self.notes),
+            "copied": list(self.copied),
         }
 
 
@@ -301,6 +303,7 @@ def export_checkpoint(
                 cfg.pop("torch_dtype", None)
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
+        copied = _copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
         fsync_path(staging)
@@ -325,7 +328,7 @@ def export_checkpoint(
         )
     return ExportResult(
         str(out), tuple(str(out / n) for n in written), len(outs), total, counts, plan_hash, after,
-        time.perf_counter() - t0, tuple(notes),
+        time.perf_counter() - t0, tuple(notes), tuple(copied),
     )
 
 
@@ -337,11 +340,17 @@ def _umask() -> int:
 
 def _check_target(out: Path, source_folder: Path, inputs: list[Path]) -> None:
     real = out.resolve()
-    if real == source_folder:
-        raise ExportError(f"{out}: refusing to write into the source checkpoint's folder; choose a new folder")
     for f in inputs:
         if real == f:
             raise ExportError(f"{out}: refusing to write over an input file ({f})")
+    if real == source_folder:
+        raise ExportError(f"{out}: refusing to write into the source checkpoint's folder; choose a new folder")
+    if real.is_relative_to(source_folder):
+        # a folder inside the source would be picked up by tools that scan it, and a later export "next to"
+        # the source could land in it; keep outputs outside
+        raise ExportError(
+            f"{out}: refusing to write inside the source checkpoint's folder {source_folder}; choose a folder outside it"
+        )
     if out.exists():
         if not out.is_dir():
             raise ExportError(f"{out}: exists and is not a folder")
@@ -349,6 +358,47 @@ def _check_target(out: Path, source_folder: Path, inputs: list[Path]) -> None:
             raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
         if not os.access(out, os.W_OK):  # renaming over it would succeed and silently replace a read-only folder
             raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
+
+
+# Files from_pretrained users expect beside the weights (tokenizer, generation, processor); matched by name.
+COMPANION_NAMES = frozenset({
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json", "special_tokens_map.json",
+    "added_tokens.json", "generation_config.json", "preprocessor_config.json",
+})
+COMPANION_MAX_BYTES = 256 << 20  # a tokenizer.json is a few MB; anything this big is not a companion file
+
+
+def companion_files(folder: Path, *, skip: set[Path] | frozenset[Path] = frozenset()) -> list[Path]:
+    """The tokenizer/processor files in ``folder`` that export copies unchanged (never weights or config.json)."""
+    out: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return out
+    for f in entries:
+        n = f.name
+        if not (n in COMPANION_NAMES or n.endswith(".model") or n.startswith("chat_template")):
+            continue
+        if not f.is_file() or f.resolve() in skip or n == "config.json":
+            continue
+        out.append(f)
+    return out
+
+
+def _copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: list[str]) -> list[str]:
+    """Copy the companion files byte for byte into the staging folder (fsynced; renamed with it). Returns names."""
+    copied: list[str] = []
+    for f in companion_files(folder, skip=skip):
+        size = f.stat().st_size
+        if size > COMPANION_MAX_BYTES:
+            notes.append(f"{f}: not copied ({size} bytes: too large for a tokenizer/processor file)")
+            continue
+        dst = staging / f.name
+        shutil.copyfile(f, dst)  # follows symlinks (Hugging Face cache snapshots link to blobs)
+        os.chmod(dst, 0o644 & ~_umask() | 0o400)
+        fsync_path(dst)
+        copied.append(f.name)
+    return copied
 
 
 # --------------------------------------------------------------------------------------------- layout

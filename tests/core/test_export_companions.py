@@ -1,0 +1,95 @@
+"""Export carries the tokenizer/processor files a from_pretrained user expects beside the model, byte for byte
+(never the source's weights or config.json), and refuses any output inside the source folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from explorer.core.errors import ExportError
+from explorer.core.export import export_checkpoint
+from explorer.core.matching import report
+from explorer.core.model import ModelSpec
+from explorer.core.plan import Plan
+
+TOKENIZER_FILES = ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def src(minilm, tmp_path) -> Path:
+    """A private copy of the real MiniLM folder: weights, config, tokenizer files and the sentence-transformers extras."""
+    d = tmp_path / "src"
+    shutil.copytree(minilm, d)
+    return d
+
+
+def _plan(folder: Path, arch: str = "BertModel") -> Plan:
+    return Plan.from_report(report(str(folder), ModelSpec(config=str(folder), arch=arch)))
+
+
+def test_tokenizer_files_are_copied_and_load_offline(src, tmp_path):
+    from transformers import AutoTokenizer
+
+    (src / "generation_config.json").write_text('{"max_length": 7}\n')
+    (src / "chat_template.jinja").write_text("{{ messages }}")
+    before = {p.name: _sha(p) for p in src.iterdir() if p.is_file()}
+    out = tmp_path / "out"
+    res = export_checkpoint(str(src), _plan(src, "BertForSequenceClassification"), out)
+    assert res.is_clean
+    expected = sorted(TOKENIZER_FILES + ["chat_template.jinja", "generation_config.json"])
+    assert sorted(res.copied) == expected and res.to_json()["copied"] == list(res.copied)
+    for name in expected:
+        assert _sha(out / name) == before[name], name  # byte-identical
+    # never the source's weights or config.json, nor unrelated files
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + ["config.json", "model.safetensors"])
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    assert _sha(out / "model.safetensors") != before["model.safetensors"]
+    tok_out = AutoTokenizer.from_pretrained(out)  # HF_HUB_OFFLINE=1 (conftest)
+    tok_src = AutoTokenizer.from_pretrained(src)
+    text = "Checkpoint Explorer exports tokenizers too."
+    assert tok_out(text)["input_ids"] == tok_src(text)["input_ids"]
+    assert {p.name: _sha(p) for p in src.iterdir() if p.is_file()} == before  # source untouched
+
+
+def test_export_cli_says_what_was_copied(src, tmp_path, capsys):
+    from explorer.cli import main
+    from explorer.core.plan import save_plan
+
+    plan_file = tmp_path / "plan.json"
+    save_plan(_plan(src), plan_file)
+    capsys.readouterr()
+    assert main(["export", str(src), "--plan", str(plan_file), "-o", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "copied unchanged from the source folder: " + ", ".join(TOKENIZER_FILES) in out
+
+
+@pytest.mark.parametrize("sub", ["sub", "a/b", "."])
+def test_refuses_any_output_inside_the_source_folder(src, sub):
+    before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    if sub == "a/b":
+        (src / "a").mkdir()
+        before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    out = src / sub
+    with pytest.raises(ExportError) as ei:
+        export_checkpoint(str(src), _plan(src), out)
+    msg = str(ei.value)
+    assert "\n" not in msg and str(out) in msg and "refusing to write" in msg
+    if sub != ".":
+        assert f"inside the source checkpoint's folder {src.resolve()}" in msg
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == before  # nothing created, not even staging
+
+
+def test_refuses_a_symlink_that_points_inside_the_source(src, tmp_path):
+    (src / "inner").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(src / "inner")
+    with pytest.raises(ExportError, match="inside the source checkpoint's folder"):
+        export_checkpoint(str(src), _plan(src), link)
+    assert not any((src / "inner").iterdir())
