@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics
-from PySide6.QtWidgets import QAbstractItemView, QStyle, QStyledItemDelegate, QToolTip, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QLabel, QStyle, QStyledItemDelegate, QToolTip, QWidget
 
 Provider = Callable[[QModelIndex], list[tuple[str, str]]]
 GAP = 8
@@ -134,6 +134,28 @@ class KeyDelegate(QStyledItemDelegate):
                 QToolTip.showText(event.globalPos(), text, view)
                 return True
         return super().helpEvent(event, view, option, index)
+
+
+class KeyLabel(QLabel):
+    """A label showing one key path, shortened with ``elide_key`` to its width (full path in the tooltip)."""
+
+    def __init__(self, key: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.key = key
+        self.setToolTip(key)
+        self.setText(key)
+
+    def minimumSizeHint(self) -> Any:  # noqa: N802 (Qt API): never widens its panel
+        h = super().minimumSizeHint()
+        h.setWidth(12)
+        return h
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        fm = self.fontMetrics()
+        avail = max(self.contentsRect().width(), 1)
+        self.setText(elide_key(self.key, lambda s: fm.horizontalAdvance(s) <= avail,
+                               elide_left=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideLeft, avail)))
 
 
 # what each badge means (Help › Legend lists these too); a badge's text starts with its glyph

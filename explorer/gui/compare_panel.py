@@ -98,7 +98,7 @@ class ComparePanel(QWidget):
         self.proxy = self.table.proxy
         # the figures fit without scrolling in the tab's first ~560 px; shape and dtype ("A → B" when they differ)
         # are further right
-        self.table.fit_columns(("encoder.layer.0.attention.self.query.weight", "✗ only in A", "", "0.999999", "", "1536×384",
+        self.table.fit_columns(("encoder.layer.0.attention.self.query", "✗ only in A", "", "0.999999", "", "1536×384",
                                 "float32"))
         self.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
         self.table.recordChosen.connect(self._select_entry)
@@ -113,6 +113,9 @@ class ComparePanel(QWidget):
         # the layer name takes what is left (its tail tells layers apart); the figures keep their width
         self.roll_table.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.roll_table.fit_columns(("", "0.04347", "0.04347"), stretch_first=True)
+        # room for a layer's name in full ("encoder.layer.10") beside the figures, however the splitter moves
+        self.roll_table.setMinimumWidth(self.roll_table.columnWidth(1) + self.roll_table.columnWidth(2)
+                                        + self.roll_table.fontMetrics().horizontalAdvance("encoder.layer.10") + 20)
         # dotted names shrink component-wise (e.l.5.attention.self.query.weight), layer numbers kept
         self._key_delegate = KeyDelegate(self)
         self.table.setItemDelegateForColumn(0, self._key_delegate)

@@ -24,12 +24,16 @@ from PySide6.QtWidgets import (
 from ..core.fmt import human_bytes, human_count
 from ..core.fmt import short_float as _fmt
 from . import palette
+from .badges import KeyLabel
 from .entries import UNPLACED, Row, TreeItem
 from .histogram import HistogramWidget
 from .records import JobProgress
 from .session import Session
 
 MAX_AGGREGATE = 4096  # tensors pooled for a module histogram
+
+
+KEY_FACTS = ("Model key", "On disk", "In A", "In B")
 
 
 @dataclass(frozen=True)
@@ -169,8 +173,11 @@ class DetailsPanel(QWidget):
         for i, (k, v) in enumerate(sel.facts):
             kl = QLabel(k)
             kl.setObjectName("factKey")
-            vl = QLabel(v)
-            vl.setWordWrap(True)
+            if k in KEY_FACTS and "." in v and " " not in v:
+                vl = KeyLabel(v)  # a key path: shortened like everywhere else (bert.…layer.5.attention.…)
+            else:
+                vl = QLabel(v)
+                vl.setWordWrap(True)
             vl.setToolTip(v)
             vl.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long keys clip, never widen
             vl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

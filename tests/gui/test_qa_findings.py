@@ -152,6 +152,16 @@ def test_key_paths_in_views_shorten_one_way(qtbot, window, demo_dir):
     tiny = shown(fm.horizontalAdvance("weight") + 16)
     assert tiny.startswith("…") and "bert" not in tiny  # Qt's ElideLeft only when nothing else fits
     assert name in idx.data(Qt.ItemDataRole.ToolTipRole)  # the full name
+    # the details panel's key fields shorten the same way (they used to be clipped at the edge)
+    from explorer.gui.badges import KeyLabel
+
+    assert window.select_key(name)
+    lab = next(w for w in window.details.findChildren(KeyLabel) if w.key == name)
+    qtbot.waitUntil(lab.isVisible)
+    qtbot.waitUntil(lambda: lab.width() > 20)
+    assert lab.text() == name or lab.text().startswith("bert.…")  # as it sits in the panel
+    lab.resize(fm.horizontalAdvance("bert.…output.dense.weight") + 8, lab.height())
+    assert lab.text().startswith("bert.…") and lab.text().endswith("dense.weight") and lab.toolTip() == name
 
 
 @pytest.fixture
