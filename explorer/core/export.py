@@ -239,7 +239,10 @@ def export_checkpoint(
     inputs = [Path(f).resolve() for f in index.files]
     if cfg_src:
         inputs.append(config_path(cfg_src).resolve())
-    _check_target(out, Path(index.folder).resolve(), inputs)
+    # a model folder (HF directory or shards) is the checkpoint: nothing goes inside it. A single weights file
+    # only protects its own folder (export would write config.json there), not new sibling sub-folders.
+    is_model_folder = Path(index.path).is_dir() or index.format.endswith("sharded")
+    _check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
 
     rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
     entries = plan.resolve(rep)
@@ -338,14 +341,14 @@ def _umask() -> int:
     return m
 
 
-def _check_target(out: Path, source_folder: Path, inputs: list[Path]) -> None:
+def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> None:
     real = out.resolve()
     for f in inputs:
         if real == f:
             raise ExportError(f"{out}: refusing to write over an input file ({f})")
     if real == source_folder:
         raise ExportError(f"{out}: refusing to write into the source checkpoint's folder; choose a new folder")
-    if real.is_relative_to(source_folder):
+    if refuse_inside and real.is_relative_to(source_folder):
         # a folder inside the source would be picked up by tools that scan it, and a later export "next to"
         # the source could land in it; keep outputs outside
         raise ExportError(

@@ -93,3 +93,19 @@ def test_refuses_a_symlink_that_points_inside_the_source(src, tmp_path):
     with pytest.raises(ExportError, match="inside the source checkpoint's folder"):
         export_checkpoint(str(src), _plan(src), link)
     assert not any((src / "inner").iterdir())
+
+
+def test_single_file_source_may_export_to_a_new_sibling_folder_but_not_its_own_folder(src, tmp_path):
+    """A lone weights file protects its own folder (export would write config.json there), not new sub-folders."""
+    import shutil
+
+    home = tmp_path / "downloads"
+    home.mkdir()
+    shutil.copy(src / "model.safetensors", home / "model.safetensors")
+    shutil.copy(src / "config.json", home / "config.json")
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    with pytest.raises(ExportError, match="refusing to write into the source checkpoint's folder"):
+        export_checkpoint(str(home / "model.safetensors"), _plan(src), home)
+    res = export_checkpoint(str(home / "model.safetensors"), _plan(src), home / "out")
+    assert (home / "out" / "model.safetensors").is_file() and res.report.is_clean
+    assert {p.name: p.read_bytes() for p in home.iterdir() if p.is_file()} == before
