@@ -87,23 +87,29 @@ def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
 
 
 def elide_key(name: str, fits: Callable[[str], bool], *, elide_left: Callable[[str], str] | None = None) -> str:
-    """The one way a dotted key path is shortened: in full when it ``fits``; else the first component, "…", and as
-    many trailing components as fit (``bert.…layer.5.attention.self.query.weight``); else ``elide_left(name)``
-    (Qt's ElideLeft) or a character-wise left elision. A suffix after a space (`` (+1)``) is kept."""
+    """The one way a dotted key path is shortened: in full when it ``fits``; else leading components give way first
+    (``…layer.5.attention.self.query.weight``: the shared model prefix says the least); if the last layer index
+    would go, it is kept in front of as many tail components as fit (``…5.…self.query.weight``), so rows of
+    different layers never look alike; else ``elide_left(name)`` (Qt's ElideLeft) or a character-wise left
+    elision. A suffix after a space (`` (+1)``) is kept."""
     if fits(name):
         return name
     base, sp, rest = name.partition(" ")
     suffix = sp + rest
     parts = base.split(".")
-    best = None
-    for i in range(len(parts) - 1, 1, -1):  # keep parts[0] + parts[i:], as many tail components as fit
-        s = f"{parts[0]}.…{'.'.join(parts[i:])}{suffix}"
-        if fits(s):
-            best = s
-        else:
+    nums = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
+    last_num = nums[-1] if nums else None
+    for i in range(1, len(parts)):  # drop leading components while the last layer index survives
+        if last_num is not None and i > last_num:
             break
-    if best is not None:
-        return best
+        s = f"…{'.'.join(parts[i:])}{suffix}"
+        if fits(s):
+            return s
+    if last_num is not None:
+        for i in range(last_num + 1, len(parts)):  # the layer index, then as many tail components as fit
+            s = f"…{parts[last_num]}.…{'.'.join(parts[i:])}{suffix}"
+            if fits(s):
+                return s
     if elide_left is not None:
         return elide_left(name)
     s = name

@@ -217,8 +217,9 @@ def test_key_paths_shorten_one_way_on_dot_boundaries():
 
     n = "bert.encoder.layer.5.attention.self.query.weight"
     assert elide_key(n, lambda s: True) == n  # room to spare: the full name
-    assert elide_key(n, lambda s: len(s) <= 45) == "bert.…layer.5.attention.self.query.weight"
-    assert elide_key(n, lambda s: len(s) <= 30) == "bert.…self.query.weight"
-    # even first + last component does not fit: Qt's ElideLeft (here a stand-in)
-    assert elide_key(n, lambda s: len(s) <= 10, elide_left=lambda s: "…" + s[-9:]) == "…ry.weight"
-    assert elide_key("a.b.c.d.e (+1)", lambda s: len(s) <= 12) == "a.…d.e (+1)"  # the tied-count suffix stays
+    assert elide_key(n, lambda s: len(s) <= 45) == "…encoder.layer.5.attention.self.query.weight"
+    assert elide_key(n, lambda s: len(s) <= 30) == "…5.attention.self.query.weight"
+    assert elide_key(n, lambda s: len(s) <= 21) == "…5.…self.query.weight"  # the layer index survives
+    # not even the index and the last component fit: Qt's ElideLeft (here a stand-in)
+    assert elide_key(n, lambda s: len(s) <= 9, elide_left=lambda s: "…" + s[-9:]) == "…ry.weight"
+    assert elide_key("a.b.c.d.e (+1)", lambda s: len(s) <= 12) == "…c.d.e (+1)"  # the tied-count suffix stays
