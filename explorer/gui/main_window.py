@@ -463,6 +463,7 @@ class MainWindow(QMainWindow):
         # a usable tree on every tab: the names of NAME_LEVELS levels stay readable whatever the right side wants
         self.tree.setMinimumWidth(min(tree_width_needed(self.tree, names_only=True), max(self.width() // 2, 240)))
         self.table_model.set_rows(loaded.rows, loaded.table_index)
+        fit_key_column(self.table, self.table_model)
         self._update_summary(loaded)
         self.apply_filter()
         self.expand_trouble()
@@ -1062,7 +1063,7 @@ def size_table_columns(view: QTableView) -> None:
         h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
     for col in (T.NAME, T.KEY):
         h.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
-    widths = {T.STATUS: fm.horizontalAdvance("shape mismatch") + 58, T.PLAN: fm.horizontalAdvance("↻ reinit") + 16,
+    widths = {T.STATUS: fm.horizontalAdvance("unexpected") + 54, T.PLAN: fm.horizontalAdvance("↻ reinit") + 16,
               T.UNTRAINED: fm.horizontalAdvance("⚠ untrained?") + 14, T.SHAPE: fm.horizontalAdvance("1536×384") + 18,
               T.DTYPE: fm.horizontalAdvance("bfloat16") + 16, T.SIZE: fm.horizontalAdvance("88.0 MiB") + 18, T.HOW: 240}
     for col, w in widths.items():
@@ -1070,6 +1071,23 @@ def size_table_columns(view: QTableView) -> None:
     for col in TABLE_HIDDEN:
         view.setColumnHidden(col, True)
     install_column_menu(h)
+
+
+def fit_key_column(view: QTableView, model: TensorTableModel) -> None:
+    """When nearly every Model key is the on-disk name (or it with a prefix added/removed, shown as "= on-disk" /
+    "+ bert."), the Model key column shrinks to those short notes and the On-disk name column takes the width;
+    otherwise both names share it."""
+    T = TensorTableModel
+    h = view.horizontalHeader()
+    full, notes = model.key_notes()
+    if model.rows and len(full) <= len(model.rows) // 2:
+        fm = view.fontMetrics()
+        w = max([fm.horizontalAdvance(n) for n in notes] + [fm.horizontalAdvance(T.COLUMNS[T.KEY])]
+                + [min(fm.horizontalAdvance(k), 130) for k in full[:200]]) + 24
+        h.setSectionResizeMode(T.KEY, QHeaderView.ResizeMode.Interactive)
+        view.setColumnWidth(T.KEY, w)
+    else:
+        h.setSectionResizeMode(T.KEY, QHeaderView.ResizeMode.Stretch)
 
 
 class HeadClassDialog(QDialog):

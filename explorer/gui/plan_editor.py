@@ -314,11 +314,14 @@ class PlanEditor(QWidget):
         if self.plan is None:
             return None
         dlg = RuleDialog(list(self.entries), pattern=pattern, parent=self)
-        if not self.window.interactive:
-            return dlg
-        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.rule is not None:
-            self.add_rules([dlg.rule], f"Add rule {dlg.rule.describe()}")
+        dlg.accepted.connect(lambda: self._add_from_dialog(dlg))  # OK adds the rule, however the dialog was shown
+        if self.window.interactive:
+            dlg.exec()
         return dlg
+
+    def _add_from_dialog(self, dlg: RuleDialog) -> None:
+        if dlg.rule is not None and self.plan is not None:
+            self.add_rules([dlg.rule], f"Add rule {dlg.rule.describe()}")
 
     def save_plan(self, path: str) -> None:
         from ..core.plan import save_plan

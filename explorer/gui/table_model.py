@@ -19,6 +19,23 @@ from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE
 
 _Index = QModelIndex | QPersistentModelIndex
 NOT_ON_DISK = "(not in checkpoint)"
+SAME_KEY = "= on-disk"
+STATUS_SHORT = {"dtype": "dtype", "mismatched": "mismatch"}  # the Status column stays narrow; tooltips say it all
+
+
+def key_note(name: str, key: str) -> str | None:
+    """The Model key column's short text when the key is the on-disk name, or it with a prefix added or removed
+    (``"= on-disk"``, ``"+ bert."``, ``"− module."``), so the on-disk column can take the width; None when the key
+    differs otherwise (then it is shown in full). The tooltip always has the full key."""
+    if not name or not key or " (+" in key:
+        return None
+    if key == name:
+        return SAME_KEY
+    if key.endswith("." + name):
+        return f"+ {key[:len(key) - len(name)]}"
+    if name.endswith("." + key):
+        return f"− {name[:len(name) - len(key)]}"
+    return None
 
 
 class TensorTableModel(QAbstractTableModel):
@@ -42,6 +59,7 @@ class TensorTableModel(QAbstractTableModel):
         self._filter: Any = None  # the filtering.Filter last applied
         self.plan_badge: Any = None  # key -> badge text ("↻ reinit"), set by the plan editor
         self.untrained: np.ndarray | None = None  # per row: looks untrained (None: no init check yet)
+        self.short_keys = True  # Model key column: "= on-disk" / "+ bert." instead of a key that repeats the name
 
     def set_untrained(self, flags: np.ndarray | None) -> None:
         """Per-row "looks untrained" flags (``entries.untrained_rows``); the filter is re-applied by the caller."""
@@ -80,6 +98,17 @@ class TensorTableModel(QAbstractTableModel):
         self._filter = None
         self._refresh()
         self.endResetModel()
+
+    def key_notes(self) -> tuple[list[str], list[str]]:
+        """(the Model key texts shown in full, the distinct short notes shown for the other rows)."""
+        full, notes = [], set()
+        for r in self._rows:
+            n = key_note(r.name, r.key) if self.short_keys else None
+            if n is None:
+                full.append(r.key or "—")
+            else:
+                notes.add(n)
+        return full, sorted(notes)
 
     def set_filter(self, flt: Any) -> int:
         """Show only the rows matching the ``filtering.Filter``; returns how many are shown."""
@@ -203,11 +232,11 @@ class TensorTableModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if c == 0:
-                return palette.look(r.kind).label
+                return STATUS_SHORT.get(r.kind) or palette.look(r.kind).label
             if c == 1:
                 return r.name or NOT_ON_DISK
             if c == 2:
-                return r.key or "—"
+                return (key_note(r.name, r.key) if self.short_keys else None) or r.key or "—"
             if c == 3:
                 return r.shape
             if c == 4:
@@ -226,7 +255,7 @@ class TensorTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             if c == 0:
                 return palette.color(r.kind)
-            if (c == 1 and not r.name) or (c == 2 and not r.key):
+            if (c == 1 and not r.name) or (c == 2 and (not r.key or self.short_keys and key_note(r.name, r.key))):
                 return QColor(palette.MUTED_TEXT)
             if c == 7:
                 return QColor(palette.ACCENT)
@@ -240,7 +269,10 @@ class TensorTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if c == 8 and self.untrained_text(self._vis[index.row()]):
                 return palette.look("untrained").meaning
-            return r.tooltip + (f"\nhow: {r.how}" if r.how else "")
+            tip = r.tooltip + (f"\nhow: {r.how}" if r.how else "")
+            if c == 2 and r.key and r.key not in tip:
+                tip = f"model key: {r.key}\n{tip}"
+            return tip
         if role == KIND_ROLE:
             return r.kind
         if role == KEY_ROLE:

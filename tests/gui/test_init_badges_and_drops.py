@@ -207,7 +207,10 @@ def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
     win.plan_editor.reinit([Q])
     r = win.table_model.row_for_name(Q)
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == "↻ reinit"
-    assert win.table_model.index(r, TensorTableModel.KEY).data() == Q  # the key cell is the key, nothing drawn over it
+    from explorer.gui.tree_model import KEY_ROLE
+
+    key_cell = win.table_model.index(r, TensorTableModel.KEY)
+    assert key_cell.data() == "= on-disk" and key_cell.data(KEY_ROLE) == Q  # the key cell is the key, no badge over it
     win.plan_editor.undo_stack.undo()
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == ""
 
