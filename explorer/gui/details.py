@@ -156,6 +156,8 @@ class DetailsPanel(QWidget):
         self.job_progress.set_busy(False)
         self.last_stats = None
         self._fill_stats(None)
+        self.status.setText("")  # no "16 tensors pooled" or overlay note left from the previous selection
+        self.set_note("")
         while self.facts.count():
             w = self.facts.takeAt(0).widget()
             if w is not None:

@@ -156,6 +156,8 @@ class HistogramWidget(QWidget):
         self._ov = None
         self.set_message(message)
         self._redraw()
+        if message:  # the hidden curve does not count for auto-range: no stale axes behind the placeholder
+            self.plot.getPlotItem().getViewBox().setRange(xRange=(0.0, 1.0), yRange=(0.0, 1.0), padding=0.05)
 
     def set_message(self, text: str) -> None:
         """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it."""
