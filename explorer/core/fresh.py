@@ -330,7 +330,7 @@ def iter_init_check(
     cancel: Cancel | None = None,
 ) -> Iterator[InitResult]:
     """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time."""
-    from .matching import Status, match
+    from .matching import Status, _QuietTransformers, match
     from .model import module_tree
 
     if isinstance(checkpoint, TensorReader):
@@ -352,8 +352,9 @@ def iter_init_check(
                     else f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model"
                 )
             default_cfg = index.folder
-        built = _built(spec, index.first_float_dtype(), default_cfg)
-        rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
+        with _QuietTransformers():  # no "Loading weights" progress bar / load report on stderr
+            built = _built(spec, index.first_float_dtype(), default_cfg)
+            rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
         fi = FreshInit(built, seed=seed, cache_modules=1)
         groups: dict[str, list[tuple[str, str | None]]] = {}
         for name in index.tensors:

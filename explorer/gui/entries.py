@@ -215,14 +215,17 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
         it.fresh += fresh
         lbl = look(kind).label
         if status is not None and kind == "mismatched" and status.checkpoint_shape is not None:
-            lbl = f"shape mismatch: checkpoint {fmt_shape(status.checkpoint_shape)}"
-            pi.how = f"model wants {fmt_shape(p.shape)}" + (f"; {pi.how}" if pi.how else "")
+            # short (the status column stays narrow); the tooltip and the details panel's How say it in full
+            lbl = f"mismatch {fmt_shape(status.checkpoint_shape)} ≠ {fmt_shape(p.shape)}"
+            pi.how = f"checkpoint has {fmt_shape(status.checkpoint_shape)}, model wants {fmt_shape(p.shape)}" + (f"; {pi.how}" if pi.how else "")
         if kind == "dtype" and status is not None:
             pi.dtype = f"{status.checkpoint_dtype}→{p.dtype}"
         if p.kind == "buffer":
             pi.class_name = "buffer" if p.persistent else "buffer (non-persistent)"
         pi.status_text = lbl
         tip = [p.key, f"{look(kind).label}: {look(kind).meaning}"]
+        if kind == "mismatched" and status is not None and status.checkpoint_shape is not None:
+            tip.append(f"checkpoint {fmt_shape(status.checkpoint_shape)}, model {fmt_shape(p.shape)}")
         if sources and sources[0] != p.key:
             tip.append("on disk: " + ", ".join(sources[:4]) + (" …" if len(sources) > 4 else ""))
         if pi.tied_to:

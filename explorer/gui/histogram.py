@@ -34,6 +34,22 @@ from . import palette
 pg.setConfigOptions(antialias=True, background=palette.PLOT_BACKGROUND, foreground=palette.PLOT_FOREGROUND)
 
 
+class CountAxis(pg.AxisItem):
+    """A left axis whose title never touches its tick labels ("count (log)" next to 10³).
+
+    pyqtgraph reserves only 0.8 × the rotated title's height and draws it 5 px outside the axis, so the widest
+    tick label ends up flush with (or over) the title; this reserves the full height plus a small gap."""
+
+    GAP = 6
+
+    def _updateWidth(self) -> None:  # pyqtgraph hook, called whenever tick text or the label changes
+        super()._updateWidth()
+        if self.fixedWidth is None and self.isVisible() and self.style["showValues"] and self.label.isVisible():
+            w = self.maximumWidth() + 0.2 * self.label.boundingRect().height() + self.GAP
+            self.setMaximumWidth(w)
+            self.setMinimumWidth(w)
+
+
 class HistogramWidget(QWidget):
     """Histogram of one tensor (or an aggregate) with an optional overlay series."""
 
@@ -41,7 +57,7 @@ class HistogramWidget(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"left": CountAxis("left")})
         self.plot.setMinimumHeight(160)
         pi = self.plot.getPlotItem()
         pi.showGrid(x=True, y=True, alpha=0.15)

@@ -112,3 +112,38 @@ def test_module_selection_pools_its_weights_and_overlay_api(qtbot, window, demo_
     assert h.overlay.isVisible() and h.legend.isVisible()
     h.clear_overlay()
     assert not h.overlay.isVisible()
+
+
+@pytest.mark.parametrize("top", [2e3, 3e5, 1e8])
+def test_log_axis_title_never_touches_tick_labels(qtbot, top):
+    from PySide6.QtGui import QFont, QImage, QPainter
+
+    from explorer.gui.app import make_app
+    from explorer.gui.histogram import HistogramWidget
+
+    make_app()
+    h = HistogramWidget()
+    qtbot.addWidget(h)
+    h.resize(360, 300)
+    h.show()
+    ax = h.plot.getPlotItem().getAxis("left")
+    big = QFont(h.font())
+    big.setPointSizeF(15)  # tick labels wider than pyqtgraph's initial 30 px: the axis is sized from them alone
+    ax.setStyle(tickFont=big)
+    qtbot.waitExposed(h)
+    h.log_y.setChecked(True)  # on before any data, as when restored from the settings
+    counts = np.exp(-np.linspace(-4, 4, 256) ** 2 / 2) * top
+    h.set_data(np.linspace(-1, 1, 257), np.floor(counts))
+    h.grab()  # paints the axis: pyqtgraph sizes it from the tick labels it drew
+    h.grab()
+    assert ax.labelText == "count (log)"
+    img = QImage(10, 10, QImage.Format.Format_ARGB32)
+    p = QPainter(img)
+    try:
+        _, _, texts = ax.generateDrawSpecs(p)
+    finally:
+        p.end()
+    assert any("10" in t for _, _, t in texts)
+    text_left = min(r.left() for r, _, t in texts)
+    title_right = ax.label.mapRectToParent(ax.label.boundingRect()).right()
+    assert title_right + 4 <= text_left, (title_right, text_left, [t for _, _, t in texts])
