@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -349,28 +350,48 @@ def _meta_state_dict(index: CheckpointIndex) -> dict[str, Any]:
 
 
 class _QuietTransformers:
-    """Silence the load report / progress bar and force synchronous loading; restore everything after."""
+    """Silence the load report / progress bar and force synchronous loading; restore everything after.
+
+    Process-wide settings, entered from several worker threads at once (GUI): the first block to enter saves
+    them and the last to leave restores them, so one thread never turns the bar back on under another."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved: tuple[str | None, int, bool] | None = None
 
     def __enter__(self) -> None:
         from transformers.utils import logging as hf_logging
 
-        self._env = os.environ.get("HF_DEACTIVATE_ASYNC_LOAD")
-        os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
-        self._verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        self._bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                cls._saved = (
+                    os.environ.get("HF_DEACTIVATE_ASYNC_LOAD"),
+                    hf_logging.get_verbosity(),
+                    hf_logging.is_progress_bar_enabled(),
+                )
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+                hf_logging.set_verbosity_error()
+                hf_logging.disable_progress_bar()
+            cls._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging as hf_logging
 
-        if self._env is None:
-            os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
-        else:
-            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = self._env
-        hf_logging.set_verbosity(self._verbosity)
-        if self._bar:
-            hf_logging.enable_progress_bar()
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth or cls._saved is None:
+                return
+            env, verbosity, bar = cls._saved
+            cls._saved = None
+            if env is None:
+                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+            else:
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = env
+            hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
 
 
 def _match_transformers(
