@@ -264,12 +264,16 @@ class MainWindow(QMainWindow):
                  "<tr><td><code>drop a file</code></td><td>open it, compare with it, use it as the config, or load a plan</td></tr>")
         return f"<table cellspacing=2>{''.join(rows)}{extra}</table>"
 
-    def show_shortcuts(self) -> QMessageBox:
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", self.shortcuts_html(), parent=self)
+    def _rich_box(self, title: str, html: str) -> QMessageBox:
+        """A rich-text information box, shown modally only when the window is interactive (tests inspect it)."""
+        box = QMessageBox(QMessageBox.Icon.NoIcon, title, html, parent=self)
         box.setTextFormat(Qt.TextFormat.RichText)
         if self.interactive:
             box.exec()
         return box
+
+    def show_shortcuts(self) -> QMessageBox:
+        return self._rich_box("Keyboard shortcuts", self.shortcuts_html())
 
     def show_about(self) -> QMessageBox:
         from .. import __version__ as ver
@@ -1022,11 +1026,7 @@ class MainWindow(QMainWindow):
         return f"<table cellspacing=6>{rows}</table>"
 
     def _show_legend(self) -> QMessageBox:
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Legend", self.legend_html(), parent=self)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        if self.interactive:
-            box.exec()
-        return box
+        return self._rich_box("Legend", self.legend_html())
 
 
 def chip_tooltip(kind: str, n: int, *, n_loading: int, n_keys: int) -> str:
