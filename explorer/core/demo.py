@@ -44,7 +44,7 @@ def build_demo(*, cache: Path | None = None, force: bool = False) -> Demo:
     notes = {e["key"] if e["op"] != "rename" else e["to"]: e["why"] for e in recipe["edits"]}
     if not force and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
         return Demo(folder, recipe["target_arch"], notes)
-    from .export import fsync_path
+    from .fsio import fsync_path
 
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ error or a cancel removes the staging folder, so there is never a half checkpoin
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
+from .fsio import atomic_output, atomic_write_bytes, fsync_path, umask
 from .fresh import FreshInit
 from .plan import Action, Entry, Plan
 
@@ -140,51 +140,6 @@ def parse_dtype(dtype: str | None) -> str | None:
     if name is None:
         raise ExportError(f"dtype: expected {DTYPES_HELP}, found {dtype!r}")
     return name
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename. Raises OSError."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[str]:
-    """Yield a temp path beside ``path`` for any writer (bytes, ``QPixmap.save``, ...); on success it is fsynced
-    and renamed over ``path`` (normal permissions), on any error removed. Raises OSError."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.close(fd)
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)  # errors here (a full disk on NFS, EIO) must fail the write
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_path(p.parent)
-
-
-def fsync_path(d: str | os.PathLike[str]) -> None:
-    """fsync a file or folder by path (a folder's fsync makes renames inside it durable); best effort."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _cancelled(cancel: Any) -> bool:
@@ -310,7 +265,7 @@ def export_checkpoint(
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
         fsync_path(staging)
-        os.chmod(staging, 0o755 & ~_umask())
+        os.chmod(staging, 0o755 & ~umask())
         os.rename(staging, out)  # an existing empty folder is replaced atomically
         fsync_path(parent)
     except BaseException as e:
@@ -333,12 +288,6 @@ def export_checkpoint(
         str(out), tuple(str(out / n) for n in written), len(outs), total, counts, plan_hash, after,
         time.perf_counter() - t0, tuple(notes), tuple(copied),
     )
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> None:
@@ -398,7 +347,7 @@ def _copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: lis
             continue
         dst = staging / f.name
         shutil.copyfile(f, dst)  # follows symlinks (Hugging Face cache snapshots link to blobs)
-        os.chmod(dst, 0o644 & ~_umask() | 0o400)
+        os.chmod(dst, 0o644 & ~umask() | 0o400)
         fsync_path(dst)
         copied.append(f.name)
     return copied

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -33,3 +34,24 @@ def short_float(v: float | None, *, digits: int = 4) -> str:
     if v == 0:
         return "0"
     return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+
+
+# Control characters (C0, DEL, C1), bidi and other invisible format characters (Cf: RLO, ZWJ, BOM, ...),
+# and line/paragraph separators: a tensor name holding one of them could redraw a terminal (CSI/OSC), write
+# the clipboard (OSC 52), forge report lines (newline) or reorder what a reader sees (RLO).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+    "\U000e0000-\U000e007f]"
+)
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
+
+
+def safe_text(s: object) -> str:
+    """``str(s)`` with every control, bidi or invisible format character shown as a visible escape
+    (``\\x1b``, ``\\u202e``): the one function every text output and the window use for names from a file."""
+    t = str(s)
+    return _UNSAFE.sub(_escape_char, t) if _UNSAFE.search(t) else t

@@ -429,7 +429,7 @@ def validate_plan_json(data: Any, *, source: str = "plan") -> None:
 
 def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
     """Write the plan as JSON atomically (temp file + fsync + rename). Returns the path."""
-    from .export import atomic_write_bytes
+    from .fsio import atomic_write_bytes
 
     p = Path(path)
     if p.is_dir():

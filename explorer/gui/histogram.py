@@ -200,7 +200,7 @@ class HistogramWidget(QWidget):
             lab, e, c = self._ov
             lines.append(f"# overlay: {lab}")
             lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
-        from ..core.export import atomic_write_bytes  # on demand: keeps core.export off the start-up path
+        from ..core.fsio import atomic_write_bytes  # on demand: keeps core.export off the start-up path
 
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
@@ -271,7 +271,7 @@ class HistogramWidget(QWidget):
 
 def save_png(pix: Any, path: str) -> None:
     """Write a QPixmap/QImage to ``path`` as PNG via core's atomic temp + fsync + rename. Raises OSError."""
-    from ..core.export import atomic_output
+    from ..core.fsio import atomic_output
 
     with atomic_output(path, suffix=".png") as tmp:
         if not pix.save(tmp, "PNG"):

@@ -1,0 +1,220 @@
+"""File input and output with the checks an inspection tool for untrusted files needs.
+
+Reading: only regular files (a FIFO, a device or ``/dev/zero`` behind a link is refused before any byte is
+read), at most a documented number of bytes, JSON with a nesting cap. Writing: atomic (temp file beside the
+target, fsync, rename), and never over something that is not a regular file, never over an input.
+The caps below are generous for real checkpoints; SECURITY.md lists them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import ExplorerError
+
+MiB = 1 << 20
+MAX_JSON_BYTES = 64 * MiB        #: config.json, plan files, adapter configs
+MAX_INDEX_BYTES = 256 * MiB      #: a sharded checkpoint's *.index.json (the 46k-tensor MoE's is ~5 MB)
+MAX_HEADER_BYTES = 100 * MiB     #: a safetensors header, as safetensors itself caps it
+MAX_JSON_DEPTH = 64              #: nesting of any JSON document we parse (configs nest ~4 levels)
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
+
+
+def check_regular(path: str | os.PathLike[str], *, what: str = "file",
+                  error: type[ExplorerError] = ExplorerError, max_bytes: int | None = None) -> os.stat_result:
+    """stat ``path`` (following links) and refuse anything but a regular file, or one over ``max_bytes``.
+
+    Raises ``error`` with a one-line message naming the path. Returns the stat result."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise error(f"{p}: no such file") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise error(f"{p}: expected a {what}, found {kind}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{p}: {what} is {_fmt_size(st.st_size)}, over the {_fmt_size(max_bytes)} limit")
+    return st
+
+
+def read_bounded(path: str | os.PathLike[str], *, max_bytes: int, what: str = "file",
+                 error: type[ExplorerError] = ExplorerError) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``. Opened non-blocking, so a FIFO never hangs us,
+    and checked again on the open descriptor (the name may have been swapped after the stat)."""
+    p = Path(path)
+    check_regular(p, what=what, error=error, max_bytes=max_bytes)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{p}: expected a {what}, found not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise error(f"{p}: {what} grew past the {_fmt_size(max_bytes)} limit while being read")
+    return data
+
+
+def json_depth_ok(obj: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``obj`` (parsed JSON) nests at most ``max_depth`` containers deep. Iterative: no recursion."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            if d > max_depth:
+                return False
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            if d > max_depth:
+                return False
+            stack.extend((v, d + 1) for v in o)
+    return True
+
+
+def parse_json(raw: bytes | str, *, source: str, what: str = "JSON", error: type[ExplorerError] = ExplorerError,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that names ``source`` in its errors, refuses NaN/Infinity and nesting past ``max_depth``."""
+    def _no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        obj = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise error(f"{source}: invalid {what}: nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{source}: invalid {what}: not UTF-8 text (byte {e.start})") from None
+    except ValueError as e:
+        raise error(f"{source}: invalid {what}: {e}") from None
+    if not json_depth_ok(obj, max_depth):
+        raise error(f"{source}: invalid {what}: nested deeper than {max_depth} levels")
+    return obj
+
+
+def load_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES, what: str = "JSON file",
+              error: type[ExplorerError] = ExplorerError, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Read a bounded regular file and parse it with :func:`parse_json`."""
+    raw = read_bounded(path, max_bytes=max_bytes, what=what, error=error)
+    return parse_json(raw, source=str(path), what=what, error=error, max_depth=max_depth)
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_output(path: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                 is_ours: Callable[[Path], bool] | None = None, force: bool = False, what: str = "output",
+                 error: type[ExplorerError] = ExplorerError) -> Path:
+    """Refuse to write ``path`` when it exists and is not a regular file, is (a link to) one of ``inputs``,
+    or — unless ``force`` — is not a file this command writes (``is_ours(path)`` false, e.g. not a PNG).
+
+    Returns the path. Raises ``error`` naming the path and the reason."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise error(f"{p}: cannot write {what}: {e.strerror or e}") from None
+    if st is None:
+        if os.path.lexists(p):  # a dangling link: renaming over it is harmless, but say nothing was there
+            return p
+        if not p.parent.is_dir():
+            raise error(f"{p}: cannot write {what}: folder {p.parent} does not exist")
+        return p
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{p}: is a folder; give a file name for the {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{p}: refusing to write the {what} over something that is not a regular file (a FIFO, socket or device)")
+    for i in inputs:
+        try:
+            if _same_file(st, os.stat(i)):
+                raise error(f"{p}: refusing to write the {what} over an input of this command ({i})")
+        except FileNotFoundError:
+            continue
+    if not force and is_ours is not None and st.st_size > 0 and not is_ours(p):
+        raise error(f"{p}: exists and is not a {what} this command wrote; refusing to replace it (--force to overwrite)")
+    return p
+
+
+def umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temp path beside ``path`` for any writer (bytes, ``QPixmap.save``, ...); on success it is fsynced
+    and renamed over ``path`` (normal permissions), on any error removed. Refuses (OSError) to replace anything
+    but a regular file, whatever the caller checked before."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; give the file normal permissions
+        os.close(fd)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # errors here (a full disk on NFS, EIO) must fail the write
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise IsADirectoryError(0, "refusing to replace something that is not a regular file", str(p))
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            try:
+                tst = os.stat(p)
+            except FileNotFoundError:
+                tst = None
+            if tst is not None and not stat.S_ISREG(tst.st_mode):
+                raise IsADirectoryError(0, "refusing to replace a link to something that is not a regular file", str(p))
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_path(p.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename. Raises OSError."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def fsync_path(d: str | os.PathLike[str]) -> None:
+    """fsync a file or folder by path (a folder's fsync makes renames inside it durable); best effort."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
