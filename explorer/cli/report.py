@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.errors import ConfigError
 from . import EXIT_FINDINGS, EXIT_OK
 from .common import (
     Style,
@@ -27,8 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Compare a checkpoint with a model exactly as from_pretrained / load_state_dict would, "
         "reading only headers. Exit 0 clean, 1 findings, 2 error.",
     )
-    p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
+    p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, a Hugging Face folder, or a PEFT adapter folder")
     add_model_args(p)
+    a = p.add_argument_group("PEFT adapter (CHECKPOINT is a folder with adapter_config.json)")
+    a.add_argument("--base", metavar="B", help="the base model folder (config.json + weights); default: --config, "
+                   "else the adapter's base_model_name_or_path (local folder or local Hugging Face cache)")
+    a.add_argument("--delta", action="store_true", help="also measure ΔW = scaling·B·A per LoRA module (reads the adapter tensors)")
     add_mapping_args(p)
     p.add_argument("--no-model", action="store_true", help="list the tensors only, even if a config.json is beside the checkpoint")
     p.add_argument(
@@ -46,9 +51,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..core.adapter import is_adapter
     from ..core.checkpoint import open_checkpoint
     from ..core.matching import report
 
+    if is_adapter(args.checkpoint):
+        from .adapter import run_report
+
+        return run_report(args)
+    if args.base or args.delta:
+        raise ConfigError(f"{args.checkpoint}: --base / --delta apply to a PEFT adapter folder (one with adapter_config.json)")
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
     spec = None if args.no_model else model_spec(args)
     if spec is None and not args.no_model and (Path(index.folder) / "config.json").is_file():

@@ -583,6 +583,7 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
                 f"{base_counts['unexpected']} unexpected, {base_counts['mismatched']} mismatched (ckpt-explorer report {src.index.path})"
             )
     base_modules = [n for n, _ in built.module.named_modules() if n]
+    weight_modules = [n for n, m in built.module.named_modules() if n and any(p is not None for p in m._parameters.values())]
     if getattr(built.config, "quantization_config", None) is not None:
         notes.append("the base config has a quantization_config: matched against the unquantized layers (same adapter keys for LoRA)")
     adapter_params = af.index.total_params
@@ -616,7 +617,7 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
             pm = peft_model_on_meta(built, pcfg, adapter_name=adapter_name)
         except Exception as e:  # noqa: BLE001 - peft's hard failures are findings about this pair
             notes += _peft_warnings(caught)
-            return result(extra=_injection_findings(e, af, pcfg, base_modules))
+            return result(extra=_injection_findings(e, af, pcfg, base_modules, weight_modules))
     notes += _peft_warnings(caught)
     key_mapping = getattr(built.module, "_checkpoint_conversion_mapping", None) or {}  # as from_pretrained does
 
@@ -662,13 +663,15 @@ def _peft_warnings(caught: list[Any]) -> list[str]:
     return out
 
 
-def _injection_findings(e: BaseException, af: AdapterFolder, pcfg: Any, base_modules: list[str]) -> tuple[Finding, ...]:
+def _injection_findings(
+    e: BaseException, af: AdapterFolder, pcfg: Any, base_modules: list[str], weight_modules: list[str]
+) -> tuple[Finding, ...]:
     from peft import NoMatchingPeftModuleError
 
     if isinstance(e, NoMatchingPeftModuleError):
         tm = pcfg.target_modules
         targets = sorted(tm) if isinstance(tm, (set, list, tuple)) else [str(tm)]
-        leaves = sorted({n.rsplit(".", 1)[-1] for n in base_modules if not n.rsplit(".", 1)[-1].isdigit()})
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in weight_modules if not n.rsplit(".", 1)[-1].isdigit()})
         details = []
         for t in targets[:20]:
             close = closest_module_names(t, leaves)

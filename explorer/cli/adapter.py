@@ -1,0 +1,92 @@
+"""`ckpt-explorer report ADAPTER`: a PEFT adapter folder against its base, as peft loads it (header-only)."""
+from __future__ import annotations
+
+import argparse
+
+from ..core.errors import ConfigError
+from ..core.fmt import safe_text
+from . import EXIT_FINDINGS, EXIT_OK
+from .common import Style, collapse_indices, human_count, print_json
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..core.adapter import match_adapter
+
+    for opt in ("model", "key_mapping", "wrapper"):
+        if getattr(args, opt, None):
+            raise ConfigError(f"{args.checkpoint}: --{opt.replace('_', '-')} does not apply to an adapter (use --base / --config / --arch)")
+    if getattr(args, "auto_fix", False) or getattr(args, "no_model", False):
+        raise ConfigError(f"{args.checkpoint}: --auto-fix / --no-model do not apply to an adapter")
+    rep = match_adapter(args.checkpoint, base=args.base, config=args.config, arch=args.arch, deltas=args.delta)
+    if args.json:
+        print_json(rep.to_json())
+    else:
+        print_text(rep)
+    return EXIT_OK if rep.is_clean else EXIT_FINDINGS
+
+
+def print_text(rep) -> None:  # rep: AdapterReport
+    s = Style()
+    t = safe_text
+    af, idx = rep.adapter, rep.adapter.index
+    summ = rep.summary()
+    print(s(t(af.folder), "1"))
+    print(f"  {t(rep.peft_type)} adapter, {idx.format}, {len(idx.tensors)} tensors, {human_count(rep.adapter_params)} params"
+          + (f" ({summ['percent_of_base']:.3g}% of the base)" if summ["percent_of_base"] is not None else ""))
+    weights = f", weights {t(rep.base.index.path)}" if rep.base.index is not None else ", no base weights (header-only)"
+    print(f"  base: {t(rep.arch)} (config {t(rep.base.config)}, from {rep.base.origin}{weights}), loads in {rep.load_dtype}")
+    print(f"  peft: {rep.peft_class}, r={t(summ['r'])}, lora_alpha={t(summ['lora_alpha'])}, target_modules={t(summ['target_modules'])}"
+          + (", DoRA" if summ["use_dora"] else "") + (", rsLoRA" if summ["use_rslora"] else ""))
+    for n in rep.notes:
+        print(s(f"  note: {t(n)}", "2"))
+    c = rep.counts()
+    print(
+        "  "
+        + s(f"{c['matched']} matched", "32")
+        + ", "
+        + s(f"{c['missing']} missing", "31" if c["missing"] else "2")
+        + ", "
+        + s(f"{c['unexpected']} unexpected", "33" if c["unexpected"] else "2")
+        + ", "
+        + s(f"{c['mismatched']} mismatched", "35" if c["mismatched"] else "2")
+        + f"  |  {len(rep.adapted)} modules adapted, {len(rep.modules_to_save)} saved whole"
+    )
+    for f in rep.findings:
+        print(s(f"\nFINDING ({f.kind.value}): {t(f.message)}", "31"))
+        for d in f.details:
+            print(f"  {t(d)}")
+
+    def section(title: str, keys: list[str], code: str) -> None:
+        if keys:
+            print(s(f"\n{title} ({len(keys)}):", code))
+            for k in collapse_indices(keys):
+                print(f"  {t(k)}")
+
+    section("MISSING — adapter weights peft leaves at their initialisation", list(rep.missing), "31")
+    section("UNEXPECTED — in the adapter file, not used", list(rep.unexpected), "33")
+    if rep.mismatched:
+        print(s(f"\nSHAPE MISMATCH — not loaded ({len(rep.mismatched)}):", "35"))
+        for k, a, b in rep.mismatched:
+            print(f"  {t(k)}: adapter {list(a)} vs model {list(b)}")
+    if rep.adapted:
+        groups: dict[tuple, list[str]] = {}
+        for m in rep.adapted:
+            groups.setdefault((m.layer, m.r, m.alpha, m.scaling, m.use_dora), []).append(m.path)
+        print(s(f"\nADAPTED ({len(rep.adapted)}):", "1"))
+        for (layer, r, alpha, scaling, dora), paths in groups.items():
+            extra = "".join(f" {k}={v:g}" for k, v in (("r", r), ("alpha", alpha), ("scaling", scaling)) if v is not None)
+            print(f"  [{layer}{extra}{' DoRA' if dora else ''}]")
+            for p in collapse_indices(paths):
+                print(f"    {t(p)}")
+    for m in rep.modules_to_save:
+        how = "replaces the base weights (same shapes)" if m.replaces_base else (
+            "shapes differ from the base" if m.replaces else "no base module of that name")
+        print(f"\nmodules_to_save {t(m.path)}: {human_count(m.n_params)} params, {how}")
+    if rep.deltas:
+        print(s(f"\nΔW = scaling·B·A ({len(rep.deltas)} modules):", "1"))
+        print(f"  {'module':56s} {'‖ΔW‖':>10s} {'‖ΔW‖/‖W‖':>10s} {'σ1':>10s} rank")
+        for d in rep.deltas:
+            rel = f"{d.relative:.3e}" if d.relative is not None else "—"
+            sv = f"{d.singular_values[0]:.3e}" if d.singular_values else "—"
+            flag = "  untrained (lora_B = 0)" if d.untrained else ""
+            print(f"  {t(d.module)[:56]:56s} {d.norm:10.3e} {rel:>10s} {sv:>10s} {d.effective_rank:>4d}{flag}")
