@@ -10,6 +10,8 @@ import sys
 from typing import Callable, Sequence
 
 from ..core.errors import ExplorerError
+from ..core.fmt import safe_text
+from .terminal import excepthook, guarded
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -19,7 +21,8 @@ _COMMANDS = ("report", "open", "stats", "init_check", "diff", "plan", "export")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line (no usage block), exit 2 as argparse does
-        self.exit(EXIT_ERROR, f"ckpt-explorer: error: {message} (see {self.prog} --help)\n")
+        # the message may quote what was typed (a path with a control character in it): shown escaped
+        self.exit(EXIT_ERROR, f"ckpt-explorer: error: {safe_text(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = {name.replace("_", "-") for name in _COMMANDS}
     if argv and argv[0] not in known and not argv[0].startswith("-") and not os.path.exists(argv[0]):
         # a mistyped command must not open a window on a path that does not exist
-        print(f"ckpt-explorer: error: {argv[0]}: neither a command ({', '.join(sorted(known))}) nor an existing "
+        print(f"ckpt-explorer: error: {safe_text(argv[0])}: neither a command ({', '.join(sorted(known))}) nor an existing "
               "checkpoint path", file=sys.stderr)
         return EXIT_ERROR
     if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help", "--version")):
@@ -60,23 +63,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # for "re-run with ..." hints
     run: Callable[[argparse.Namespace], int] = args.run
-    try:
-        return run(args)
-    except ExplorerError as e:
-        print(f"ckpt-explorer: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("ckpt-explorer: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as e:  # never a traceback for a user; CKPT_EXPLORER_DEBUG=1 shows it
-        if os.environ.get("CKPT_EXPLORER_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()
-        print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''} "
-              "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return EXIT_ERROR
+    with guarded():  # from here on every character written to stdout/stderr is escaped as needed (terminal.py)
+        try:
+            return run(args)
+        except ExplorerError as e:
+            print(f"ckpt-explorer: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("ckpt-explorer: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            return EXIT_OK
+        except Exception as e:  # never a traceback for a user; CKPT_EXPLORER_DEBUG=1 shows it
+            if os.environ.get("CKPT_EXPLORER_DEBUG"):
+                sys.excepthook = excepthook  # the interpreter prints it after main(): escaped, line by line
+                raise
+            msg = str(e).strip().splitlines()
+            print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''} "
+                  "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)", file=sys.stderr)
+            return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import sys
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.fmt import human_bytes, human_count  # noqa: F401  (re-exported for the subcommands)
+from ..core.fmt import human_bytes, human_count, json_safe, safe_text  # noqa: F401  (re-exported for the subcommands)
+from .terminal import SafeStream, sgr
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -74,8 +75,9 @@ def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def mapping_json(km: Any) -> str:
-    """A key mapping as the JSON text ``--key-mapping`` accepts (also a valid Python dict literal)."""
-    return json.dumps(dict(km), ensure_ascii=False)
+    """A key mapping as the JSON text ``--key-mapping`` accepts (also a valid Python dict literal); characters
+    ``safe_text`` would escape are JSON escapes, so the text stays pasteable when printed."""
+    return json_safe(json.dumps(dict(km), ensure_ascii=False))
 
 
 def rerun_command(args: argparse.Namespace, km: Any) -> str:
@@ -101,13 +103,15 @@ def rerun_command(args: argparse.Namespace, km: Any) -> str:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON object on stdout. NaN/Infinity (not JSON) become null."""
+    """One JSON object on stdout. NaN/Infinity (not JSON) become null; control, bidi and invisible format
+    characters in strings are written as \\uXXXX escapes (``json_safe``), so the text is safe on a terminal and
+    ``json.loads`` gives the exact names."""
     # no indent: the C encoder is ~10x faster, which matters for 50k-tensor checkpoints (pipe through jq to read)
     try:
         text = json.dumps(obj, default=_default, ensure_ascii=False, allow_nan=False)
     except ValueError:  # rare: a non-finite float somewhere; clean it and encode again
         text = json.dumps(_finite(json.loads(json.dumps(obj, default=_default))), ensure_ascii=False, allow_nan=False)
-    sys.stdout.write(text)
+    sys.stdout.write(json_safe(text))
     sys.stdout.write("\n")
 
 
@@ -147,8 +151,9 @@ class StderrProgress:
         if self.show_bytes:
             text += f"  {human_bytes(done)} / {human_bytes(total)}"
         if name:
-            text += f"  {name[:50]}"
-        sys.stderr.write("\r" + text.ljust(self._width))
+            text += f"  {safe_text(name[:50])}"
+        sys.stderr.write("\r")  # a write of its own: the one control character a guarded stream passes
+        sys.stderr.write(text.ljust(self._width))
         self._width = len(text)
         if done >= total:
             self.close()
@@ -156,7 +161,8 @@ class StderrProgress:
 
     def close(self) -> None:
         if self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
+            for part in ("\r", " " * self._width, "\r"):
+                sys.stderr.write(part)
             sys.stderr.flush()
             self._width = 0
 
@@ -167,14 +173,15 @@ def stderr_progress(label: str, *, show_bytes: bool = False) -> StderrProgress |
 
 
 class Style:
-    """ANSI colours only when stdout is a terminal (and NO_COLOR is unset)."""
+    """ANSI colours only when stdout is a terminal guarded by ``terminal.guarded()`` (and NO_COLOR is unset)."""
 
     def __init__(self, stream=None) -> None:
         stream = sys.stdout if stream is None else stream  # looked up now: sys.stdout may have been replaced
-        self.on = hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+        # the colour markers mean something only to a SafeStream, which escapes everything else on the line
+        self.on = isinstance(stream, SafeStream) and stream.isatty() and not os.environ.get("NO_COLOR")
 
     def __call__(self, text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.on else text
+        return f"{sgr(code)}{text}{sgr('0')}" if self.on else text
 
 
 _NUM = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")

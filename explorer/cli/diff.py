@@ -51,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
         })
         return EXIT_FINDINGS if differ else EXIT_OK
     s = Style()
-    print(s(f"A: {ia.path}\nB: {ib.path}", "1"))
+    print(s(f"A: {ia.path}", "1"))
+    print(s(f"B: {ib.path}", "1"))
     if pairing.mapping_a or pairing.mapping_b:
         print(f"  keys paired through: A {mapping_json(pairing.mapping_a or {})}, B {mapping_json(pairing.mapping_b or {})}")
     print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))  # fixed order, zeros included
     rows = entries if args.all else differ
     if rows:
-        print(s(f"\n  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
+        print()
+        print(s(f"  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
     for e in rows:
         print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
               + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status == "shape_mismatch" else "")
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
               + (f"  {e.dtype_a} vs {e.dtype_b}" if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b else ""))
     moved = [m for m in roll if m.n_changed]
     if moved:
-        print(s("\n  per module (relative change, most moved first):", "2"))
+        print()
+        print(s("  per module (relative change, most moved first):", "2"))
         for m in sorted(moved, key=lambda m: -(m.rel_change or 0.0)):
             # a module whose only differences are one-sided has no value change to show: "—", not 0
             values_changed = m.n_changed - m.one_sided

@@ -112,14 +112,16 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
     def section(title: str, keys: list[str], code: str) -> None:
         if not keys:
             return
-        print(s(f"\n{title} ({len(keys)}):", code))
+        print()
+        print(s(f"{title} ({len(keys)}):", code))
         for k in collapse_indices(keys):
             print(f"  {k}")
 
     section("MISSING — newly initialised", list(rep.missing), "31")
     section("UNEXPECTED — in the checkpoint, not used", list(rep.unexpected), "33")
     if rep.mismatched:
-        print(s(f"\nSHAPE MISMATCH — newly initialised ({len(rep.mismatched)}):", "35"))
+        print()
+        print(s(f"SHAPE MISMATCH — newly initialised ({len(rep.mismatched)}):", "35"))
         for k, a, b in rep.mismatched:
             print(f"  {k}: checkpoint {list(a)} vs model {list(b)}")
     hows: dict[str, int] = {}
@@ -128,11 +130,13 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
             for h in mk.how:
                 hows[h.value] = hows.get(h.value, 0) + 1
     if hows:
-        print("\nhow keys matched: " + ", ".join(f"{v} {k}" for k, v in sorted(hows.items(), key=lambda x: -x[1])))
+        print()
+        print("how keys matched: " + ", ".join(f"{v} {k}" for k, v in sorted(hows.items(), key=lambda x: -x[1])))
     if rep.suggested_key_mapping and not rep.key_mapping:
         e = rep.suggestion_effect or {}
         text = mapping_json(rep.suggested_key_mapping)
-        print(s("\nprefix trouble detected. Suggested key_mapping: ", "1") + text)
+        print()
+        print(s("prefix trouble detected. Suggested key_mapping: ", "1") + text)
         print(f"  with it: {e.get('matched')} matched, {e.get('missing')} missing, {e.get('unexpected')} unexpected, "
               f"{e.get('mismatched')} mismatched")
         if args is not None and getattr(args, "checkpoint", None):

@@ -36,12 +36,15 @@ def short_float(v: float | None, *, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
 
 
-# Control characters (C0, DEL, C1), bidi and other invisible format characters (Cf: RLO, ZWJ, BOM, ...),
-# and line/paragraph separators: a tensor name holding one of them could redraw a terminal (CSI/OSC), write
-# the clipboard (OSC 52), forge report lines (newline) or reorder what a reader sees (RLO).
+# Control characters (C0, DEL, C1), bidi and other invisible format characters (Unicode category Cf: RLO, ZWJ,
+# BOM, Arabic number signs, tags, ...), line/paragraph separators (Zl/Zp) and lone surrogates (Cs, which a JSON
+# header's "\ud800" produces and no UTF-8 stream can print): a tensor name holding one of them could redraw a
+# terminal (CSI/OSC), write the clipboard (OSC 52), forge report lines (newline), reorder what a reader sees (RLO)
+# or make printing fail. tests/core/test_fmt.py checks this set against unicodedata.
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
-    "\U000e0000-\U000e007f]"
+    "[\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f]"
 )
 
 
@@ -52,6 +55,31 @@ def _escape_char(m: re.Match[str]) -> str:
 
 def safe_text(s: object) -> str:
     """``str(s)`` with every control, bidi or invisible format character shown as a visible escape
-    (``\\x1b``, ``\\u202e``): the one function every text output and the window use for names from a file."""
+    (``\\x1b``, ``\\x0a``, ``\\u202e``): the one function every text output and the window use for names from a file."""
     t = str(s)
     return _UNSAFE.sub(_escape_char, t) if _UNSAFE.search(t) else t
+
+
+def safe_lines(s: object) -> str:
+    """``safe_text`` line by line: for text that is multi-line by design (a tooltip); the line breaks stay."""
+    return "\n".join(safe_text(line) for line in str(s).split("\n"))
+
+
+def needs_escape(s: str) -> bool:
+    """True if ``safe_text(s)`` would change ``s``."""
+    return _UNSAFE.search(s) is not None
+
+
+def _json_escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    if c < 0x10000:
+        return f"\\u{c:04x}"
+    c -= 0x10000
+    return f"\\u{0xD800 + (c >> 10):04x}\\u{0xDC00 + (c & 0x3FF):04x}"  # JSON spells astral characters as a surrogate pair
+
+
+def json_safe(text: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with the characters ``safe_text`` escapes written as
+    JSON ``\\uXXXX`` escapes: the same document (``json.loads`` gives the same values), safe to print. json.dumps
+    already escapes U+0000..U+001F but not DEL, C1 controls, bidi marks or U+2028."""
+    return _UNSAFE.sub(_json_escape_char, text) if _UNSAFE.search(text) else text
