@@ -52,27 +52,31 @@ def print_text(rep) -> None:  # rep: AdapterReport
         + f"  |  {len(rep.adapted)} modules adapted, {len(rep.modules_to_save)} saved whole"
     )
     for f in rep.findings:
-        print(s(f"\nFINDING ({f.kind.value}): {t(f.message)}", "31"))
+        print()
+        print(s(f"FINDING ({f.kind.value}): {t(f.message)}", "31"))
         for d in f.details:
             print(f"  {t(d)}")
 
     def section(title: str, keys: list[str], code: str) -> None:
         if keys:
-            print(s(f"\n{title} ({len(keys)}):", code))
+            print()
+            print(s(f"{title} ({len(keys)}):", code))
             for k in collapse_indices(keys):
                 print(f"  {t(k)}")
 
     section("MISSING — adapter weights peft leaves at their initialisation", list(rep.missing), "31")
     section("UNEXPECTED — in the adapter file, not used", list(rep.unexpected), "33")
     if rep.mismatched:
-        print(s(f"\nSHAPE MISMATCH — not loaded ({len(rep.mismatched)}):", "35"))
+        print()
+        print(s(f"SHAPE MISMATCH — not loaded ({len(rep.mismatched)}):", "35"))
         for k, a, b in rep.mismatched:
             print(f"  {t(k)}: adapter {list(a)} vs model {list(b)}")
     if rep.adapted:
         groups: dict[tuple, list[str]] = {}
         for m in rep.adapted:
             groups.setdefault((m.layer, m.r, m.alpha, m.scaling, m.use_dora), []).append(m.path)
-        print(s(f"\nADAPTED ({len(rep.adapted)}):", "1"))
+        print()
+        print(s(f"ADAPTED ({len(rep.adapted)}):", "1"))
         for (layer, r, alpha, scaling, dora), paths in groups.items():
             extra = "".join(f" {k}={v:g}" for k, v in (("r", r), ("alpha", alpha), ("scaling", scaling)) if v is not None)
             print(f"  [{layer}{extra}{' DoRA' if dora else ''}]")
@@ -81,9 +85,11 @@ def print_text(rep) -> None:  # rep: AdapterReport
     for m in rep.modules_to_save:
         how = "replaces the base weights (same shapes)" if m.replaces_base else (
             "shapes differ from the base" if m.replaces else "no base module of that name")
-        print(f"\nmodules_to_save {t(m.path)}: {human_count(m.n_params)} params, {how}")
+        print()
+        print(f"modules_to_save {t(m.path)}: {human_count(m.n_params)} params, {how}")
     if rep.deltas:
-        print(s(f"\nΔW = scaling·B·A ({len(rep.deltas)} modules):", "1"))
+        print()
+        print(s(f"ΔW = scaling·B·A ({len(rep.deltas)} modules):", "1"))
         print(f"  {'module':56s} {'‖ΔW‖':>10s} {'‖ΔW‖/‖W‖':>10s} {'σ1':>10s} rank")
         for d in rep.deltas:
             rel = f"{d.relative:.3e}" if d.relative is not None else "—"

@@ -53,6 +53,8 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hostile")
     src = root / "src"
     save_tiny("bert", "BertForSequenceClassification", src)
+    clean = root / "clean"
+    shutil.copytree(src, clean)
     sd = load_file(src / "model.safetensors")
     sd[RENAMED] = sd.pop("classifier.weight")
     g = torch.Generator().manual_seed(0)
@@ -84,7 +86,7 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     garbage.write_bytes(b"\x1b]0;pwn\x07\x1b[2J" * 8)
     return {"root": root, "src": src, "ckpt": src / "model.safetensors", "b": b / "model.safetensors",
             "named": named / f"m{OSC_TITLE}.safetensors", "index": idx / "model.safetensors.index.json",
-            "badcfg": badcfg, "garbage": garbage}
+            "badcfg": badcfg, "garbage": garbage, "clean": clean}
 
 
 DRIVER = textwrap.dedent("""
@@ -143,6 +145,10 @@ def test_every_command_escapes_hostile_names_in_text_and_json(hostile: dict[str,
         "err-garbage": ["report", str(hostile["garbage"])],
         "err-key": ["stats", ck, f"nope{CLEAR}"],
         "err-path": ["report", str(hostile["root"] / f"missing{OSC_TITLE}{FORGED}.safetensors")],
+        # a clean checkpoint shows no escape at all: the commands' own text ends its lines through print()
+        "clean-report": ["report", str(hostile["clean"])],
+        "clean-diff": ["diff", str(hostile["clean"] / "model.safetensors"), ck, "--all"],
+        "clean-init-check": ["init-check", str(hostile["clean"]), "--all"],
     }
     results = dict(zip(runs, run_in_a_process(list(runs.values()))))
     for what, (code, out, err) in results.items():
@@ -181,6 +187,12 @@ def test_every_command_escapes_hostile_names_in_text_and_json(hostile: dict[str,
         code, out, err = results[what]
         assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("ckpt-explorer: error: "), (what, err)
     assert "\\x1b" in results["err-path"][2] and "\\x0a  MISSING (0)" in results["err-path"][2]
+    for what in ("clean-report", "clean-init-check"):
+        assert "\\x" not in results[what][1] and "\\u" not in results[what][1], results[what][1]
+    diff_lines = results["clean-diff"][1].splitlines()
+    assert all("\\x" not in ln and "\\u" not in ln for ln in diff_lines
+               if "evil" not in ln and "classifier.weight\\x1b" not in ln), diff_lines
+    assert "" in diff_lines  # the blank line before the table is a line break, not an escape
 
 
 # --------------------------------------------------------------------------------------------- the stream itself
