@@ -12,10 +12,10 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import ExplorerError
 
 
@@ -27,7 +27,7 @@ class Demo:
 
 
 def load_recipe() -> dict[str, Any]:
-    return json.loads((files("explorer") / "resources" / "demo_recipe.json").read_text(encoding="utf-8"))
+    return resources.read_json(resources.DEMO_RECIPE)
 
 
 def cache_root() -> Path:

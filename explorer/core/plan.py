@@ -365,10 +365,10 @@ def _compile(kind: str, pattern: str) -> re.Pattern[str]:
 
 
 def plan_schema() -> dict[str, Any]:
-    """The JSON Schema of plan files (explorer/resources/plan.schema.json)."""
-    from importlib.resources import files
+    """The JSON Schema of plan files (resources/plan.schema.json)."""
+    from explorer.core import resources
 
-    return json.loads(files("explorer").joinpath("resources/plan.schema.json").read_text())
+    return resources.read_json(resources.PLAN_SCHEMA)
 
 
 def validate_plan_json(data: Any, *, source: str = "plan") -> None:

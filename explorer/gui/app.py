@@ -82,6 +82,8 @@ def make_app() -> Any:
     from . import palette
 
     app.setStyleSheet(palette.stylesheet())
+    app.setWindowIcon(palette.app_icon())
+    app.setDesktopFileName(palette.DESKTOP_FILE_NAME)  # ties the window to resources/<app id>.desktop
     return app
 
 

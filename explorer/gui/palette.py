@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtCore import QByteArray, QRectF, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
+
+from explorer.core import resources
 
 
 @dataclass(frozen=True)
@@ -77,25 +80,36 @@ def tint(kind: str) -> QColor:
 
 @lru_cache(maxsize=None)
 def icon(kind: str, size: int = 16) -> QIcon:
-    """A rounded square in the status colour with the status glyph in white."""
-    lk = look(kind)
+    """The status icon (resources/icons/status/<kind>.svg: the status colour with a white glyph), drawn
+    at 1x and 2x so it is crisp on any screen. Paths, not font glyphs: the same on every system font."""
+    renderer = QSvgRenderer(QByteArray(resources.read_bytes(resources.status_icon(look(kind).kind))))
     ic = QIcon()
     for scale in (1, 2):
         px = QPixmap(size * scale, size * scale)
-        px.setDevicePixelRatio(scale)
         px.fill(Qt.GlobalColor.transparent)
         p = QPainter(px)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(lk.color))
-        r = QRectF(1, 1, size - 2, size - 2)
-        p.drawRoundedRect(r, 3, 3)
-        f = QFont()
-        f.setBold(True)
-        f.setPixelSize(int(size * 0.72))
-        p.setFont(f)
-        p.setPen(QColor("#FFFFFF"))
-        p.drawText(r, Qt.AlignmentFlag.AlignCenter, lk.glyph)
+        renderer.render(p, QRectF(0, 0, size * scale, size * scale))
+        p.end()
+        px.setDevicePixelRatio(scale)
+        ic.addPixmap(px)
+    return ic
+
+
+DESKTOP_FILE_NAME = resources.APP_ID
+
+
+@lru_cache(maxsize=None)
+def app_icon() -> QIcon:
+    """The application icon (resources/icons/app.svg) at the sizes window managers ask for."""
+    renderer = QSvgRenderer(QByteArray(resources.read_bytes(resources.APP_ICON)))
+    ic = QIcon()
+    for size in (16, 24, 32, 48, 64, 128, 256):
+        px = QPixmap(size, size)
+        px.fill(Qt.GlobalColor.transparent)
+        p = QPainter(px)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        renderer.render(p, QRectF(0, 0, size, size))
         p.end()
         ic.addPixmap(px)
     return ic
@@ -103,9 +117,7 @@ def icon(kind: str, size: int = 16) -> QIcon:
 
 def stylesheet() -> str:
     """The application stylesheet from resources/style.qss."""
-    from importlib.resources import files
-
     try:
-        return (files("explorer") / "resources" / "style.qss").read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
+        return resources.read_text(resources.STYLESHEET)
+    except OSError:
         return ""
