@@ -11,8 +11,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diff",
         help="compare two checkpoints: same / changed / only_a / only_b / shape_mismatch",
-        description="Per tensor: status, relative change |B-A|/|A|, cosine similarity, max abs diff (values in "
-        "float32), streamed over mmap. Different prefixes (module., bert.) are paired automatically or with "
+        description="Per tensor: status, relative change |B-A|/|A|, cosine similarity, max abs diff (values read as "
+        "float32, sums in float64), streamed over mmap. Different prefixes (module., bert.) are paired automatically or with "
         "--key-mapping (applied to both sides). Exit 0 identical, 1 differences, 2 error.",
     )
     p.add_argument("a", help="checkpoint A (file or Hugging Face folder)")

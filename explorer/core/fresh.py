@@ -314,7 +314,9 @@ def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_b
     xs = sample_values(values, seed=seed)
     ys = sample_values(f32, seed=seed + 1)
     d, p = ks_2samp(xs, ys)
-    cstd, istd = float(xs.std()) if xs.numel() > 1 else 0.0, float(ys.std()) if ys.numel() > 1 else 0.0
+    # float64: a float32 reduction's result depends on the CPU's summation order
+    cstd = float(xs.to(torch.float64).std()) if xs.numel() > 1 else 0.0
+    istd = float(ys.to(torch.float64).std()) if ys.numel() > 1 else 0.0
     like = p >= P_MIN
     return InitResult(name, key, like, p, d, "random",
                       f"KS D={d:.4f} p={p:.2g} (n={xs.numel()}, m={ys.numel()}); std {cstd:.4g} vs init {istd:.4g}", cstd, istd)

@@ -29,6 +29,12 @@ def _by_name(entries):
     return {e.name: e for e in entries}
 
 
+def _figures64(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """(‖B−A‖/‖A‖, cosine, max|B−A|) of the values as stored, computed in float64."""
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    return float((b - a).norm() / a.norm()), float(a @ b / (a.norm() * b.norm())), float((b - a).abs().max())
+
+
 def test_identical_checkpoints_are_all_same(minilm: str, tmp_path: Path) -> None:
     shutil.copy(Path(minilm) / "model.safetensors", tmp_path / "copy.safetensors")
     entries = diff_checkpoints(minilm, tmp_path / "copy.safetensors")
@@ -47,16 +53,19 @@ def test_scaled_and_perturbed_tensors_get_torch_figures(minilm: str, base, tmp_p
     progress = []
     entries = _by_name(diff_checkpoints(minilm, _write(tmp_path / "b", sd), chunk_elems=50_000,
                                         progress=lambda d, t: progress.append((d, t))))
+    # oracle: the figures of the float32 values on disk, in float64. diff sums exact float64 products in float64
+    # (chunks of 50k here, slices inside), the oracle in another order: both within ~n·2^-53 ≈ 2e-11 (n = 147k)
     q = entries[Q]
     assert q.status == "changed"
-    assert q.rel_change == pytest.approx(0.1, rel=1e-5)
-    assert q.cosine == pytest.approx(1.0, abs=1e-6)
-    assert q.max_abs_diff == pytest.approx(float((base[Q] * 1.1 - base[Q]).abs().max()), rel=1e-6)
-    a, b = base[K].double(), sd[K].double()
+    rel, cos, mx = _figures64(base[Q], sd[Q])
+    assert q.rel_change == pytest.approx(rel, rel=1e-9) and q.rel_change == pytest.approx(0.1, rel=1e-5)
+    assert q.cosine == pytest.approx(cos, abs=1e-9) and q.cosine == pytest.approx(1.0, abs=1e-9)  # was 0.9999987
+    assert q.max_abs_diff == pytest.approx(mx, rel=1e-12)  # the difference of two float32 values is exact in float64
     k = entries[K]
-    assert k.rel_change == pytest.approx(float((b - a).norm() / a.norm()), rel=1e-4)
-    assert k.cosine == pytest.approx(float((a * b).sum() / (a.norm() * b.norm())), rel=1e-6)
-    assert k.max_abs_diff == pytest.approx(float((sd[K] - base[K]).abs().max()), rel=1e-6)
+    rel, cos, mx = _figures64(base[K], sd[K])
+    assert k.rel_change == pytest.approx(rel, rel=1e-9)
+    assert k.cosine == pytest.approx(cos, abs=1e-9)
+    assert k.max_abs_diff == pytest.approx(mx, rel=1e-12)
     assert entries["pooler.dense.bias"].status == "only_a"
     assert entries["classifier.weight"].status == "only_b"
     ln = entries["embeddings.LayerNorm.weight"]
@@ -105,3 +114,20 @@ def test_layer_grouping_is_prefix_safe() -> None:
     assert layer_of("embeddings.word_embeddings.weight") == "embeddings.word_embeddings"
     assert layer_of("bias") == "bias"
     assert layer_of("a.b.c.weight", depth=1) == "a"
+
+
+def test_figures_do_not_depend_on_float32_summation_order(tmp_path: Path) -> None:
+    """Millions of values in one chunk: any float32 accumulation (BLAS sdot, pairwise, lanes) is off by > 1e-7;
+    float64 sums of exact float64 products are within ~n·2^-53 ≈ 5e-10 of the float64 oracle whatever the order."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4_000_000, generator=g) * 0.02 + 0.01
+    b = a * 1.1 + torch.randn(a.shape, generator=g) * 1e-4
+    save_file({"w": a, "same": a.clone()}, tmp_path / "a.safetensors")
+    save_file({"w": b, "same": a.clone()}, tmp_path / "b.safetensors")
+    e = _by_name(diff_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors"))
+    rel, cos, mx = _figures64(a, b)
+    assert e["w"].rel_change == pytest.approx(rel, rel=1e-9)
+    assert e["w"].cosine == pytest.approx(cos, abs=1e-9)
+    assert e["w"].max_abs_diff == pytest.approx(mx, rel=1e-12)
+    assert e["w"].norm_a == pytest.approx(float(a.double().norm()), rel=1e-9)
+    assert e["same"].status == "same" and e["same"].cosine == 1.0
