@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "written to a staging folder and renamed at the end. Exit 0 when the result loads clean, 1 if not, 2 on error.",
     )
     p.add_argument("checkpoint", help="the source checkpoint (file, *.index.json or folder)")
-    p.add_argument("--plan", required=True, metavar="plan.json", help="the plan to apply")
+    p.add_argument("--plan", metavar="plan.json", help="the plan to apply (required unless --adapter is given)")
+    p.add_argument("--adapter", metavar="ADAPTER", help="a PEFT adapter folder to merge into the checkpoint (W + scaling·B·A "
+                   "by peft's own merge; modules_to_save replace their base); --plan then applies on top")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="a new (or empty) folder for the result")
     p.add_argument("--config", metavar="C", help="override the config recorded in the plan")
     m = p.add_mutually_exclusive_group()
@@ -48,10 +50,24 @@ def run(args: argparse.Namespace) -> int:
     from ..core.export import export_checkpoint
     from ..core.plan import load_plan
 
-    plan = load_plan(args.plan)
+    if args.adapter is None and args.plan is None:
+        from ..core.errors import ConfigError
+
+        raise ConfigError("export: --plan is required (or --adapter to merge a PEFT adapter)")
+    plan = load_plan(args.plan) if args.plan else None
     bar = stderr_progress("export", show_bytes=True)
     try:
-        res = export_checkpoint(
+        if args.adapter is not None:
+            from ..core.merge import export_merged
+
+            if args.model or args.config:
+                from ..core.errors import ConfigError
+
+                raise ConfigError("export --adapter: the base's own config is used; --config / --model do not apply")
+            res = export_merged(args.checkpoint, args.adapter, args.output, plan=plan, arch=args.arch, dtype=args.dtype,
+                                max_shard_size=args.max_shard_size, seed=args.seed, progress=bar)
+        else:
+            res = export_checkpoint(
             args.checkpoint,
             plan,
             args.output,
@@ -61,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             spec=_spec(args, plan),
             progress=bar,
-        )
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -445,7 +445,7 @@ def _hf_cache_snapshot(repo_id: str, revision: Any) -> Path | None:
 _PATCH_LOCK = threading.RLock()
 
 
-class _PeftLoadRecorder:
+class PeftLoadRecorder:
     """While ``load_adapter`` runs: hand peft meta tensors for the adapter file instead of reading it, and record
     the state dict peft passes to its mismatch check (model keys -> our tensors) and the mismatches it finds.
 
@@ -458,7 +458,7 @@ class _PeftLoadRecorder:
         self.mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] | None = None
         self.served = False
 
-    def __enter__(self) -> _PeftLoadRecorder:
+    def __enter__(self) -> PeftLoadRecorder:
         import peft.utils.save_and_load as sl
 
         _PATCH_LOCK.acquire()
@@ -501,7 +501,7 @@ class _PeftLoadRecorder:
             _PATCH_LOCK.release()
 
 
-def _meta_tensors(index: CheckpointIndex) -> dict[str, Any]:
+def meta_tensors(index: CheckpointIndex) -> dict[str, Any]:
     import torch
 
     out = {}
@@ -530,6 +530,16 @@ def peft_model_on_meta(built: BuiltModel, config: Any, *, adapter_name: str = "d
     cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel) if config.task_type else PeftModel
     with torch.device("meta"):
         return cls(built.module, config, adapter_name, autocast_adapter_dtype=True, low_cpu_mem_usage=False)
+
+
+def load_on_meta(pm: Any, af: AdapterFolder, rec: PeftLoadRecorder, *, adapter_name: str = "default",
+                 key_mapping: Mapping[str, str] | None = None) -> Any:
+    """``pm.load_adapter`` as ``PeftModel.from_pretrained`` calls it, fed the meta tensors of ``rec``; its load_result."""
+    with rec:
+        return pm.load_adapter(
+            af.folder, adapter_name, is_trainable=False, torch_device="cpu", autocast_adapter_dtype=True,
+            low_cpu_mem_usage=False, key_mapping=dict(key_mapping) if key_mapping else None, ignore_mismatched_sizes=True,
+        )
 
 
 def match_adapter(
@@ -622,16 +632,12 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
     key_mapping = getattr(built.module, "_checkpoint_conversion_mapping", None) or {}  # as from_pretrained does
 
     # --- 2. peft loads the adapter's tensors (meta, shapes from the header) through load_adapter
-    tensors = _meta_tensors(af.index)
-    rec = _PeftLoadRecorder(af.weights, tensors)
+    tensors = meta_tensors(af.index)
+    rec = PeftLoadRecorder(af.weights, tensors)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with rec:
-                load_result = pm.load_adapter(
-                    af.folder, adapter_name, is_trainable=False, torch_device="cpu", autocast_adapter_dtype=True,
-                    low_cpu_mem_usage=False, key_mapping=key_mapping or None, ignore_mismatched_sizes=True,
-                )
+            load_result = load_on_meta(pm, af, rec, adapter_name=adapter_name, key_mapping=key_mapping)
         except Exception as e:  # noqa: BLE001
             notes += _peft_warnings(caught)
             return result(extra=(Finding(FindingKind.PEFT_REFUSES, f"peft's load_adapter raises {type(e).__name__}: {_one(e)}"),))

@@ -165,12 +165,14 @@ def export_checkpoint(
     spec: ModelSpec | None = None,
     progress: ProgressFn | None = None,
     cancel: Any = None,
+    computed: Mapping[str, Callable[[], torch.Tensor]] | None = None,
 ) -> ExportResult:
     """Write ``checkpoint`` patched by ``plan`` into the new folder ``out_dir``, then re-match it.
 
     ``spec`` overrides the model recorded in the plan. ``resize`` keeps the overlapping slice of mismatched
     tensors (vocabularies, classifiers) and initialises the rest. ``dtype`` casts floating tensors. ``cancel``
-    is a callable or an Event checked between chunks. Raises ExportError (ExportCancelled when cancelled);
+    is a callable or an Event checked between chunks. ``computed`` maps kept model keys to a function returning the
+    tensor to write instead of the stored one (same shape; e.g. a merged adapter), called when it is written. Raises ExportError (ExportCancelled when cancelled);
     on any failure nothing is left in ``out_dir``.
     """
     from .matching import apply_key_mapping, report
@@ -209,6 +211,13 @@ def export_checkpoint(
                                   rename=lambda n: apply_key_mapping(n, plan.key_mapping))
     if not outs:
         raise ExportError(f"{index.path}: the plan leaves no tensor to write")
+    if computed:
+        import dataclasses
+
+        outs = [dataclasses.replace(o, kind="computed") if o.kind in ("copy", "cast") and o.model_key in computed else o for o in outs]
+        state_computed = dict(computed)
+    else:
+        state_computed = {}
     if plan.checkpoint and Path(plan.checkpoint).resolve() != Path(index.path).resolve():
         # allowed (rules are patterns; defaults come from this checkpoint's report), but worth saying
         notes.insert(0, f"the plan was made for {plan.checkpoint}, applied to {Path(index.path).absolute()}")
@@ -238,6 +247,7 @@ def export_checkpoint(
     written: list[str] = []
     try:
         state = _WriteState(total, progress, cancel)
+        state.computed = state_computed
         with TensorReader(index) as reader:
             fresh = FreshInit(built, seed=seed, cache_modules=1)
             names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -512,6 +522,7 @@ def _shard(outs: list[_Out], limit: int | None) -> list[list[_Out]]:
 class _WriteState:
     def __init__(self, total: int, progress: ProgressFn | None, cancel: Any) -> None:
         self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
+        self.computed: dict[str, Callable[[], torch.Tensor]] = {}
 
     def step(self, n: int, name: str) -> None:
         self.done += n
@@ -609,6 +620,12 @@ def _write_safetensors(
                         _write_tensor(fd, chunk.to(getattr(torch, o.dtype)), state, o.name)
                 else:
                     _write_tensor(fd, reader.tensor(o.source.name).to(getattr(torch, o.dtype)), state, o.name)
+            elif o.kind == "computed":
+                t = state.computed[o.model_key or o.name]()
+                if tuple(t.shape) != o.shape:
+                    raise ExportError(f"{o.name}: computed tensor has shape {list(t.shape)}, expected {list(o.shape)}")
+                _write_tensor(fd, t.to(getattr(torch, o.dtype)).contiguous(), state, o.name)
+                del t
             elif o.kind == "init":
                 _write_tensor(fd, _fresh(fresh, o.model_key or o.name).to(getattr(torch, o.dtype)), state, o.name)
             elif o.kind == "resize":

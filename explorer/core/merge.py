@@ -1,0 +1,146 @@
+"""Merge-export: base + PEFT adapter -> one checkpoint with the adapter folded into the base weights.
+
+Each adapted module is merged by peft's own ``merge()`` on just that module, materialised on the CPU from the
+base tensor and the module's adapter tensors (LoRA incl. DoRA / fan_in_fan_out / rsLoRA, IA³, LoHa, LoKr, ...):
+the values equal ``merge_and_unload()``. ``modules_to_save`` copies replace their base tensors. Everything else
+is copied byte for byte by the export machinery (:func:`explorer.core.export.export_checkpoint`), streamed
+tensor by tensor into a staging folder and renamed at the end; peak memory is about one module plus its adapter.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+from .adapter import (
+    PEFT_PREFIX,
+    PeftLoadRecorder,
+    build_base,
+    load_on_meta,
+    match_adapter,
+    meta_tensors,
+    peft_config,
+    peft_model_on_meta,
+)
+from .checkpoint import TensorReader
+from .errors import ExportError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .export import ExportResult, ProgressFn
+    from .plan import Plan
+
+
+def export_merged(
+    base: str | os.PathLike[str],
+    adapter: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    plan: Plan | None = None,
+    arch: str | None = None,
+    dtype: str | None = None,
+    max_shard_size: int | str | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> ExportResult:
+    """Write ``base`` with ``adapter`` merged into ``out_dir`` (a new folder); ``plan`` applies on top (default: keep
+    the base as it loads). Refuses an adapter that does not load clean onto this base (merging part of an adapter
+    silently is how peft#2054-like surprises happen). Raises ExportError with one line."""
+    import torch
+
+    from .export import export_checkpoint
+    from .matching import report as base_report
+    from .model import ModelSpec
+    from .plan import Plan as PlanCls
+
+    rep = match_adapter(adapter, base=base, arch=arch)
+    if not rep.is_clean:
+        what = "; ".join(f.message for f in rep.findings[:2]) or (
+            f"{len(rep.missing)} missing, {len(rep.unexpected)} unexpected, {len(rep.mismatched)} mismatched adapter keys")
+        raise ExportError(f"{rep.adapter.folder}: does not load clean onto {base} ({what}); nothing merged")
+    af, src = rep.adapter, rep.base
+    if src.index is None:
+        raise ExportError(f"{base}: no base weights to merge into")
+    spec = ModelSpec(config=src.config, arch=rep.arch)
+    if plan is None:
+        plan = PlanCls.from_report(base_report(src.index, spec, suggest=False))
+
+    # the PeftModel on meta exactly as in the report (dtypes as peft casts them), to read layers from
+    pcfg, _ = peft_config(af)
+    built = build_base(af, src, arch=rep.arch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft_model_on_meta(built, pcfg)
+        rec = PeftLoadRecorder(af.weights, meta_tensors(af.index))
+        load_on_meta(pm, af, rec, key_mapping=getattr(built.module, "_checkpoint_conversion_mapping", None) or None)
+    brep = base_report(src.index, spec, suggest=False)
+    base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources}
+    a_reader = TensorReader(af.index)
+    b_reader = TensorReader(src.index)
+    computed: dict[str, Callable[[], torch.Tensor]] = {}
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def merged_module(path: str) -> dict[str, torch.Tensor]:
+        """Merge one module with peft's own code, once; {base key: merged tensor}, each handed out once."""
+        if path in cache:
+            return cache[path]
+        layer = pm.get_submodule(PEFT_PREFIX + path)
+        pre = PEFT_PREFIX + path + "."
+        local: dict[str, torch.Tensor] = {}
+        base_keys: dict[str, str] = {}
+        for k, meta in layer.state_dict(keep_vars=True).items():
+            full = pre + k
+            if k.startswith("base_layer."):
+                bk = f"{path}.{k.removeprefix('base_layer.')}"
+                if bk not in base_sources:
+                    raise ExportError(f"{src.index.path}: no base tensor for {bk}; cannot merge {path}")
+                local[k] = b_reader.tensor(base_sources[bk]).to(meta.dtype, copy=True)
+                base_keys[k] = bk
+            elif full in rep.sources:
+                local[k] = a_reader.tensor(rep.sources[full]).to(meta.dtype, copy=True)
+            elif ".default" in k:
+                raise ExportError(f"{af.weights}: no adapter tensor for {full}; cannot merge {path}")
+        with torch.no_grad():
+            layer.load_state_dict(local, strict=False, assign=True)
+            layer.merge(adapter_names=["default"])
+            sd = layer.state_dict()
+            out = {bk: sd[k].detach().clone() for k, bk in base_keys.items()}
+        del local, sd
+        layer.to_empty(device="meta")  # give the memory back; the layer is never merged twice (cache)
+        cache[path] = out
+        return out
+
+    def take(path: str, key: str) -> torch.Tensor:
+        out = merged_module(path)
+        t = out.pop(key)
+        if not out:
+            cache[path] = {}  # all handed out: keep the marker, drop the tensors
+        return t
+
+    for m in rep.adapted:
+        layer = pm.get_submodule(PEFT_PREFIX + m.path)
+        for k in layer.state_dict():
+            if k.startswith("base_layer."):
+                bk = f"{m.path}.{k.removeprefix('base_layer.')}"
+                computed[bk] = (lambda p=m.path, key=bk: take(p, key))
+    for s in rep.modules_to_save:
+        pre = f"{PEFT_PREFIX}{s.path}.modules_to_save.default."
+        for k in s.keys:
+            bk = f"{s.path}.{k.removeprefix(pre)}"
+            if k in rep.sources and bk in base_sources:
+                computed[bk] = (lambda name=rep.sources[k]: a_reader.tensor(name))
+    try:
+        res = export_checkpoint(
+            src.index, plan, out_dir, dtype=dtype, max_shard_size=max_shard_size, seed=seed, spec=spec,
+            progress=progress, cancel=cancel, computed=computed,
+        )
+        import dataclasses
+
+        note = (f"merged {len(rep.adapted)} adapted modules of {af.folder} ({rep.peft_type}) with peft's merge()"
+                + (f" and {len(rep.modules_to_save)} modules_to_save" if rep.modules_to_save else ""))
+        return dataclasses.replace(res, notes=(note, *res.notes))
+    finally:
+        a_reader.close()
+        b_reader.close()
