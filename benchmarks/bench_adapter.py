@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> dict:
                 rep = json.loads(out.read())
             ours.append(r)
             print(f"  ckpt-explorer report ADAPTER --base: {r['wall']:.2f} s, {gib(r['peak_rss'])} ({r['outcome']})", flush=True)
+        floor = measure([sys.executable, "-c", "import transformers, peft; from peft import PeftModel; transformers.LlamaForCausalLM"])
+        print(f"  import floor (transformers + peft + LlamaForCausalLM): {floor['wall']:.2f} s", flush=True)
         if _mem_available() < args.cap_gb * 1024**3 + 3 * 1024**3:
             theirs = {"wall": float("nan"), "peak_rss": 0, "outcome": "skipped: not enough free RAM for the cap"}
             detail = {}
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"  from_pretrained + PeftModel.from_pretrained: {theirs['wall']:.2f} s, {gib(theirs['peak_rss'])} "
               f"({theirs['outcome']}) {detail}", flush=True)
         return {"ainfo": ainfo, "counts": rep["counts"], "adapted": len(rep["adapter"]["adapted"]),
-                "ours": ours, "theirs": theirs, "detail": detail}
+                "ours": ours, "theirs": theirs, "detail": detail, "floor": floor["wall"], "load": os.getloadavg()}
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -157,9 +159,12 @@ def table(res: dict, args: argparse.Namespace) -> str:
            f"{d.get('mismatched_warning')}" if d else "—")
         + " |",
         "",
-        f"Speed-up: {sp}.",
+        f"Speed-up: {sp}. Import floor (a process that only imports transformers + peft + the model class; both sides pay "
+        f"it): {res['floor']:.2f} s. Load average when done: {', '.join(f'{x:.1f}' for x in res['load'])} (other jobs share "
+        "the 2 cores, so absolute times vary run to run; the two sides ran back to back).",
         "",
-        "Notes: both sides import torch + transformers (+ peft); that floor (~4 s here) is shared. The peft side's base",
+        "Notes: ckpt-explorer's time is the import floor plus building the 70B on meta twice (peft's copy and the",
+        "base's own transformers report), peft injecting 320 LoRA layers on meta and its load_adapter. The peft side's base",
         "load is cheap only because the shards are holes mmapped as zero pages; with real weights it reads 128 GiB",
         "and needs that much memory (or a device map) before peft can say anything.",
     ]
