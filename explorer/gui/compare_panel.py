@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg  # after PySide6
 
+from ..core.fmt import safe_text
 from ..core.fmt import short_float as _num
 from . import palette
 from .badges import KeyDelegate
@@ -194,8 +195,9 @@ class ComparePanel(QWidget):
         self.other = os.path.abspath(path)
         self.session.extras["compare"] = self.other
         a = self.session.report.index.path if self.session.report else None
-        self.path_label.setText(f"A: {ckpt_label(a)}   vs   B: {ckpt_label(self.other)}")
-        self.path_label.setToolTip(f"A: {os.path.abspath(a) if a else '?'}\nB: {self.other}")
+        self.path_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.path_label.setText(safe_text(f"A: {ckpt_label(a)}   vs   B: {ckpt_label(self.other)}"))
+        self.path_label.setToolTip(f"A: {safe_text(os.path.abspath(a) if a else '?')}\nB: {safe_text(self.other)}")
         self.run()
 
     def run(self) -> None:
@@ -419,7 +421,7 @@ class ComparePanel(QWidget):
             lk = palette.look(STATUS_KIND[st])
             parts.append(f"<span style='color:{lk.color if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
         moved = sorted((m for m in self.rollup if m.rel_change), key=lambda m: -m.rel_change)[:3]
-        most = ", ".join(f"{m.prefix} ({_num(m.rel_change, digits=3)})" for m in moved)
+        most = ", ".join(f"{_esc(m.prefix)} ({_num(m.rel_change, digits=3)})" for m in moved)
         self.summary.setText(" · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else ""))
 
     def _draw_bars(self, *, highlight: str | None = None) -> None:
@@ -512,9 +514,10 @@ BAR_HINT = "relative change by layer · hover a bar for its name, click to selec
 
 
 def _esc(s: Any) -> str:
+    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped."""
     import html
 
-    return html.escape(str(s))
+    return html.escape(safe_text(s))
 
 
 def ckpt_label(path: str | None) -> str:

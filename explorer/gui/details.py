@@ -21,13 +21,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.fmt import human_bytes, human_count
+from ..core.fmt import human_bytes, human_count, safe_text
 from ..core.fmt import short_float as _fmt
 from . import palette
 from .badges import KeyLabel
 from .entries import UNPLACED, Row, TreeItem
 from .histogram import HistogramWidget
 from .records import JobProgress
+from .tree_model import plain_tooltip
 from .session import Session
 
 MAX_AGGREGATE = 4096  # tensors pooled for a module histogram
@@ -99,6 +100,7 @@ class DetailsPanel(QWidget):
                                         height=6, max_width=None)
         self.status = QLabel("")
         self.status.setObjectName("muted")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # error messages quote names from files
         prow = QHBoxLayout()
         prow.addWidget(self.status, 1)
         prow.addWidget(self.job_progress, 2)
@@ -168,11 +170,15 @@ class DetailsPanel(QWidget):
             self.histogram.clear("select a tensor")
             return
         lk = palette.look(sel.kind)
-        self.title.setText(sel.title.replace(".", ".\u200b"))
-        self.title.setToolTip(sel.title)
+        # names come from files: shown with control/bidi characters escaped, as plain text (never rich text)
+        title = safe_text(sel.title)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title.setText(title.replace(".", ".\u200b"))  # after escaping: these zero-width spaces are ours
+        self.title.setToolTip(plain_tooltip(title))
         self.badge.setPixmap(palette.icon(sel.kind, 18).pixmap(18, 18))
         self.badge.setToolTip(f"{lk.label}: {lk.meaning}")
         for i, (k, v) in enumerate(sel.facts):
+            v = safe_text(v)
             kl = QLabel(k)
             kl.setObjectName("factKey")
             if k in KEY_FACTS and "." in v and " " not in v:
@@ -180,7 +186,8 @@ class DetailsPanel(QWidget):
             else:
                 vl = QLabel(v)
                 vl.setWordWrap(True)
-            vl.setToolTip(v)
+            vl.setTextFormat(Qt.TextFormat.PlainText)
+            vl.setToolTip(plain_tooltip(v))
             vl.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long keys clip, never widen
             vl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             if k == "Status":
@@ -253,7 +260,7 @@ class DetailsPanel(QWidget):
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "stats":
             self.histogram.clear("cannot read this tensor")
-            self.status.setText(msg)
+            self.status.setText(safe_text(msg))
             self.statsFailed.emit(msg)
 
     def _on_finished(self, channel: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.fmt import human_count
+from ..core.fmt import safe_text as _t  # names in the multi-line tooltips: a newline in a name stays on its line
 from .palette import TROUBLE, kind_of, look
 
 LOADED_KINDS = ("matched", "renamed", "tied", "dtype")
@@ -171,7 +172,7 @@ def build_tree(report: Any) -> TreeItem:
             it.how = how_text(tuple(h.value for h in c.how)) or ("no model key" if kind == "unexpected" else "")
             if c.reported_as != c.name:
                 it.how = (it.how + ", " if it.how else "") + f"reported as {c.reported_as}"
-            it.tooltip = f"{c.name}\n{look(kind).label}: {look(kind).meaning}"
+            it.tooltip = f"{_t(c.name)}\n{look(kind).label}: {look(kind).meaning}"
             it.search = c.name
             it.counts[kind] += 1
             node.children.append(it)
@@ -223,13 +224,13 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
         if p.kind == "buffer":
             pi.class_name = "buffer" if p.persistent else "buffer (non-persistent)"
         pi.status_text = lbl
-        tip = [p.key, f"{look(kind).label}: {look(kind).meaning}"]
+        tip = [_t(p.key), f"{look(kind).label}: {look(kind).meaning}"]
         if kind == "mismatched" and status is not None and status.checkpoint_shape is not None:
             tip.append(f"checkpoint {fmt_shape(status.checkpoint_shape)}, model {fmt_shape(p.shape)}")
         if sources and sources[0] != p.key:
-            tip.append("on disk: " + ", ".join(sources[:4]) + (" …" if len(sources) > 4 else ""))
+            tip.append("on disk: " + ", ".join(map(_t, sources[:4])) + (" …" if len(sources) > 4 else ""))
         if pi.tied_to:
-            tip.append(f"shares the tensor of {pi.tied_to}: its {human_count(p.numel, digits=1)} values are counted "
+            tip.append(f"shares the tensor of {_t(pi.tied_to)}: its {human_count(p.numel, digits=1)} values are counted "
                        "once, there (module totals and the header)")
         pi.tooltip = "\n".join(tip)
         pi.search = p.key if not sources else p.key + "\n" + "\n".join(sources)
@@ -239,7 +240,7 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
     it.kind = rollup_kind(it.counts)
     it.status_text = rollup_text(it.counts)
     tied = sum(c.numel for c in it.walk() if c.is_param and c.tied_to)
-    it.tooltip = (f"{it.path or '(model)'}: {node.class_name}\n{it.status_text}\n{human_count(it.numel, digits=1)} values"
+    it.tooltip = (f"{_t(it.path or '(model)')}: {_t(node.class_name)}\n{it.status_text}\n{human_count(it.numel, digits=1)} values"
                   f" ({human_count(it.numel - it.fresh, digits=1)} loaded, {human_count(it.fresh, digits=1)} newly initialised)"
                   + (f"\n+ {human_count(tied, digits=1)} tied (shared with another key, counted once)" if tied else ""))
     it.search = it.path
@@ -268,9 +269,9 @@ def build_rows(report: Any) -> list[Row]:
             shape += f"  (model {fmt_shape(m.model_shape)})"
         if kind == "unexpected" and not how:
             how = "no model key" + (f", reported as {c.reported_as}" if c.reported_as != c.name else "")
-        tip = f"{c.name}\n{look(kind).label}: {look(kind).meaning}"
+        tip = f"{_t(c.name)}\n{look(kind).label}: {look(kind).meaning}"
         if c.targets:
-            tip += "\nloads into: " + ", ".join(c.targets[:4])
+            tip += "\nloads into: " + ", ".join(map(_t, c.targets[:4]))
         rows.append(Row(c.name, key, shape, c.info.dtype, c.info.nbytes, c.info.numel, kind, how, tip,
                         c.name + "\n" + "\n".join(c.targets)))
     for m in mk.values():
@@ -281,7 +282,7 @@ def build_rows(report: Any) -> list[Row]:
         n = math.prod(m.model_shape)
         how = how_text(hv, key=m.key, tied_to=m.tied_to) or ("newly initialised" if kind == "missing" else "")
         rows.append(Row("", m.key, fmt_shape(m.model_shape), m.model_dtype, 0, n, kind, how,
-                        f"{m.key}\n{look(kind).label}: {look(kind).meaning}", m.key))
+                        f"{_t(m.key)}\n{look(kind).label}: {look(kind).meaning}", m.key))
     return rows
 
 

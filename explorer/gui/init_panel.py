@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.fmt import safe_text
 from ..core.fmt import short_float as _num
 from . import palette
 from .badges import KeyDelegate
@@ -257,7 +258,9 @@ class InitPanel(QWidget):
 
     def _on_error(self, channel: str, msg: str) -> None:
         if channel == "init_check":
-            self.summary.setText(f"⚠ {msg}")
+            import html
+
+            self.summary.setText(f"⚠ {html.escape(safe_text(msg))}")  # rich-text label; the message quotes names
         elif channel == "fresh":
             self.details.set_note(f"fresh init: {msg}")
             self.window.release_ready("overlay")

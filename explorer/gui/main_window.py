@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.fmt import human_count
+from ..core.fmt import human_count, safe_text
 from . import palette
 from .details import DetailsPanel, Selection, selection_for_item, selection_for_row
 from .entries import LOADED_KINDS, TreeItem, fmt_percent
@@ -303,6 +303,7 @@ class MainWindow(QMainWindow):
         lay = QHBoxLayout(bar)
         lay.setContentsMargins(8, 4, 4, 4)
         self.message_label = QLabel("")
+        self.message_label.setTextFormat(Qt.TextFormat.PlainText)  # error messages quote names from files
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QToolButton(text="✕")
@@ -475,7 +476,7 @@ class MainWindow(QMainWindow):
             self._add_recent(loaded.source.checkpoint)
         dt = time.perf_counter() - self._t_open if self._t_open else 0.0
         name = os.path.basename(os.path.normpath(rep.index.path))
-        self.setWindowTitle(f"{name} → {rep.arch or 'checkpoint only'} — Checkpoint Explorer")
+        self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")
         self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
                                   f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}")
 
@@ -492,10 +493,11 @@ class MainWindow(QMainWindow):
         """Message bar always; a dialog too when interactive. The window stays usable. ``errors`` keeps every
         message shown (a screenshot run prints them on stderr)."""
         self.errors.append(msg)
-        self.message_label.setText(f"⚠ {msg}")
+        shown = safe_text(msg)  # control/bidi characters from a file name or a header shown escaped
+        self.message_label.setText(f"⚠ {shown}")
         self.message_bar.show()
         if self.interactive:
-            QMessageBox.warning(self, "Checkpoint Explorer", msg)
+            QMessageBox.warning(self, "Checkpoint Explorer", shown)
 
     def _show_welcome(self) -> None:
         self.summary_label.setText(
@@ -1133,6 +1135,7 @@ class HeadClassDialog(QDialog):
 
 
 def _esc(s: Any) -> str:
+    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped."""
     import html
 
-    return html.escape(str(s))
+    return html.escape(safe_text(s))

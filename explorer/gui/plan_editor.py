@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.fmt import safe_text
 from . import palette
 from .tree_model import ITEM_ROLE, KEY_ROLE
 
@@ -475,7 +476,7 @@ class RuleDialog(QDialog):
             self.preview.setText(f"⚠ {e}")
             ok.setEnabled(False)
             return
-        shown = ", ".join(hits[:3]) + (f", … (+{len(hits) - 3})" if len(hits) > 3 else "")
+        shown = safe_text(", ".join(hits[:3])) + (f", … (+{len(hits) - 3})" if len(hits) > 3 else "")
         need = "" if self.rule is not None else "  — choose an action, training or LR scale"
         self.preview.setText(f"hits {len(hits)} key(s){': ' + shown if hits else ''}{need}")
         ok.setEnabled(self.rule is not None)
@@ -579,7 +580,7 @@ class ExportDialog(QDialog):
             self._open()
 
     def _on_failed(self, msg: str) -> None:
-        self.status.setText(f"⚠ {msg}")
+        self.status.setText(f"⚠ {safe_text(msg)}")
         self.btn_export.setEnabled(True)
         self.btn_cancel.setEnabled(False)
 

@@ -9,6 +9,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QProgressBar, QTableView, QToolButton, QWidget
 
+from ..core.fmt import safe_text
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -44,7 +46,8 @@ class RecordTableModel(QAbstractTableModel):
         rec = self.records[index.row()]
         _h, disp, key = self.columns[index.column()]
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return disp(rec)
+            v = disp(rec)
+            return safe_text(v) if isinstance(v, str) else v  # names come from files: control/bidi shown escaped
         if role == SORT_ROLE:
             return key(rec)
         if role == Qt.ItemDataRole.BackgroundRole and self._background is not None:

@@ -12,10 +12,10 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
-from ..core.fmt import human_bytes
+from ..core.fmt import human_bytes, safe_text
 from . import palette
 from .entries import KIND_ORDER, Row, TableIndex, index_rows
-from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE
+from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE, shown
 
 _Index = QModelIndex | QPersistentModelIndex
 NOT_ON_DISK = "(not in checkpoint)"
@@ -226,6 +226,9 @@ class TensorTableModel(QAbstractTableModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        return shown(self._data(index, role), role)
+
+    def _data(self, index: _Index, role: int) -> Any:
         if not index.isValid() or not (0 <= index.row() < len(self._vis)):
             return None
         r = self._rows[self._vis[index.row()]]
@@ -269,9 +272,9 @@ class TensorTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if c == 8 and self.untrained_text(self._vis[index.row()]):
                 return palette.look("untrained").meaning
-            tip = r.tooltip + (f"\nhow: {r.how}" if r.how else "")
-            if c == 2 and r.key and r.key not in tip:
-                tip = f"model key: {r.key}\n{tip}"
+            tip = r.tooltip + (f"\nhow: {safe_text(r.how)}" if r.how else "")
+            if c == 2 and r.key and safe_text(r.key) not in tip:
+                tip = f"model key: {safe_text(r.key)}\n{tip}"
             return tip
         if role == KIND_ROLE:
             return r.kind

@@ -6,13 +6,15 @@ Roles: colour (foreground of the status column, tinted background for trouble), 
 """
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
+from PySide6 import QtGui
 from PySide6.QtCore import QAbstractItemModel, QEvent, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtWidgets import QHeaderView, QMenu, QTreeView
 
-from ..core.fmt import human_count
+from ..core.fmt import human_count, safe_lines, safe_text
 from . import palette
 from .entries import TreeIndex, TreeItem, index_tree
 
@@ -22,6 +24,26 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 3
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 4
 
 _Index = QModelIndex | QPersistentModelIndex
+
+
+def shown(value: Any, role: int) -> Any:
+    """What an item model hands a view for ``role``: text with control, bidi and invisible format characters
+    escaped (``\\x1b``, ``\\u202e``; names come from files), a tooltip line by line (``plain_tooltip``);
+    anything else as it is."""
+    if isinstance(value, str):
+        if role == Qt.ItemDataRole.DisplayRole:
+            return safe_text(value)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return plain_tooltip(safe_lines(value))
+    return value
+
+
+def plain_tooltip(text: str) -> str:
+    """``text`` as a tooltip Qt shows literally. Qt renders a tooltip whose first line looks like HTML (a tensor
+    named ``<img src=...>``) as rich text; such a tooltip is handed over HTML-escaped, its spaces and lines kept."""
+    if QtGui.Qt.mightBeRichText(text):
+        return "<p style='white-space:pre'>" + html.escape(text) + "</p>"
+    return text
 
 
 class ModuleTreeModel(QAbstractItemModel):
@@ -139,6 +161,9 @@ class ModuleTreeModel(QAbstractItemModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        return shown(self._data(index, role), role)
+
+    def _data(self, index: _Index, role: int) -> Any:
         if not index.isValid():
             return None
         it: TreeItem = index.internalPointer()

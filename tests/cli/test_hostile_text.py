@@ -40,6 +40,7 @@ HOSTILE = {  # tensor name -> what the terminal must show instead
     "evil.trailing.newline\n": "evil.trailing.newline\\x0a",
 }
 RENAMED = "classifier.weight" + OSC_TITLE  # a model key's tensor under a hostile name: missing + unexpected
+HTML_NAME = "evil.<img src='x'><b>bold</b>  two spaces.weight"  # harmless on a terminal; the window must not render it
 
 
 def unsafe_chars(text: str, *, allow: str = "\n") -> list[str]:
@@ -50,7 +51,12 @@ def unsafe_chars(text: str, *, allow: str = "\n") -> list[str]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hostile")
+    return build_hostile(tmp_path_factory.mktemp("hostile"))
+
+
+def build_hostile(root: Path) -> dict[str, Path]:
+    """A tiny real BERT folder whose checkpoint has tensors named ``HOSTILE`` (and classifier.weight renamed to
+    ``RENAMED``), a copy B with those tensors changed, and files whose names or contents carry escapes."""
     src = root / "src"
     save_tiny("bert", "BertForSequenceClassification", src)
     clean = root / "clean"
@@ -58,7 +64,7 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     sd = load_file(src / "model.safetensors")
     sd[RENAMED] = sd.pop("classifier.weight")
     g = torch.Generator().manual_seed(0)
-    for i, name in enumerate(HOSTILE):
+    for i, name in enumerate([*HOSTILE, HTML_NAME]):
         sd[name] = torch.randn(4, 3, generator=g) + i
     save_file(sd, src / "model.safetensors", metadata={"format": "pt", "note": OSC_TITLE + CLEAR})
     (src / f"chat_template{OSC_TITLE}.jinja").write_text("{{ x }}")  # a companion export copies and names
