@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import ConfigError, ExplorerError
-from .model import BuiltModel, ModelSpec, build_model
+from .model import BuiltModel, ModelSpec, build_model, transformers_lock
 from .stats import Cancel, Cancelled, Progress
 
 if TYPE_CHECKING:
@@ -105,6 +105,12 @@ class FreshInit:
         return state.get(local)
 
     def _materialise(self, path: str) -> dict[str, Any]:
+        # the module is swapped to CPU tensors in place and torch's global RNG is reseeded: no other thread may
+        # build, match or initialise meanwhile (transformers' init context patches torch.nn.init process-wide)
+        with transformers_lock:
+            return self._materialise_locked(path)
+
+    def _materialise_locked(self, path: str) -> dict[str, Any]:
         import torch
 
         root = self.built.module

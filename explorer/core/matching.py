@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, open_checkpoint
 from .errors import ConfigError, ExplorerError
-from .model import BuiltModel, ModelSpec, ModuleNode, ParamEntry, build_model, module_tree
+from .model import BuiltModel, ModelSpec, ModuleNode, ParamEntry, build_model, module_tree, transformers_lock
 
 
 class Status(str, Enum):
@@ -436,7 +436,7 @@ def _match_transformers(
         hf_quantizer=quantizer,
     )
     recorder = _Recorder()
-    with _QuietTransformers():
+    with transformers_lock, _QuietTransformers():
         try:
             with recorder:
                 info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)

@@ -5,6 +5,7 @@ import importlib
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -403,6 +404,13 @@ def set_config_dtype(config: Any, dtype: torch.dtype) -> None:
         pass
 
 
+# transformers keeps loading state in module globals: its init context switches weight tying and init
+# functions off process-wide, and a match patches its renaming functions. A model built in one thread while
+# another ties weights (the window's report beside its init check) would silently lose the tie, so every
+# section that builds or matches through transformers holds this lock.
+transformers_lock = threading.RLock()
+
+
 def instantiate_meta(
     cls: type,
     config: Any,
@@ -421,7 +429,7 @@ def instantiate_meta(
     config = copy.deepcopy(config)
     quantized = hf_quantizer is not None
     try:
-        with ContextManagers(cls.get_init_context(dtype, quantized, False, False)):
+        with transformers_lock, ContextManagers(cls.get_init_context(dtype, quantized, False, False)):
             model = cls(config)
             if quantized:
                 hf_quantizer.preprocess_model(
