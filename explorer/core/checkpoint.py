@@ -360,6 +360,12 @@ def _torch_load(p: Path, *, map_location: str, mmap: bool) -> Any:
             f"{p}: refused to unpickle: the file holds objects other than tensors and plain containers, which "
             f"could run code ({why}); only weights_only=True loading is allowed"
         ) from e
+    except MemoryError:
+        # weights_only still allows e.g. builtins.bytearray(N): a tiny crafted pickle can ask for terabytes
+        raise CheckpointError(
+            f"{p}: cannot read torch checkpoint: unpickling it asks for more memory than is available "
+            "(a crafted pickle?)"
+        ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{p}: cannot read torch checkpoint: {msg[:300]}") from e
