@@ -35,23 +35,22 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
 
 
 def parse_json_arg(text: str | None, what: str) -> Any:
-    """``text`` is inline JSON or the path of a JSON file. Raises ConfigError naming the option (and file)."""
+    """``text`` is inline JSON or the path of a JSON file (a regular file, size- and depth-capped as every JSON we
+    read: :func:`explorer.core.fsio.load_json`). Raises ConfigError naming the option (and file)."""
+    from ..core.fsio import MAX_JSON_BYTES, parse_json, read_bounded
+
     if text is None:
         return None
-    src, where = text, what
+    src: str | bytes = text
+    where = what
     if os.path.isfile(text):
         where = f"{what} {text}"
-        try:
-            with open(text, encoding="utf-8") as f:
-                src = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{where}: cannot read: {getattr(e, 'strerror', None) or e}") from e
+        src = read_bounded(text, max_bytes=MAX_JSON_BYTES, what="JSON file", error=ConfigError)
     elif text.lstrip()[:1] not in ("{", "[", '"') and text.endswith(".json"):
+        if os.path.lexists(text):  # a FIFO, a device, a folder: never opened
+            raise ConfigError(f"{what} {text}: not a regular file (expected a JSON file or inline JSON)")
         raise ConfigError(f"{what} {text}: no such file (expected a JSON file or inline JSON)")
-    try:
-        return json.loads(src)
-    except ValueError as e:
-        raise ConfigError(f"{where}: invalid JSON ({e})") from e
+    return parse_json(src, source=where, what="JSON", error=ConfigError)
 
 
 def model_spec(args: argparse.Namespace, *, required: bool = False):  # -> ModelSpec | None
@@ -67,11 +66,16 @@ def model_spec(args: argparse.Namespace, *, required: bool = False):  # -> Model
     return None
 
 
-def key_mapping(args: argparse.Namespace) -> dict[str, str] | None:
+def key_mapping(args: argparse.Namespace):  # -> KeyMapping | None
+    """``--key-mapping`` checked (patterns compile, replacements are valid templates); errors name the option."""
+    from ..core.keys import check_key_mapping
+
     km = parse_json_arg(getattr(args, "key_mapping", None), "--key-mapping")
-    if km is not None and not isinstance(km, dict):
+    if km is None:
+        return None
+    if not isinstance(km, dict):
         raise ConfigError("--key-mapping: expected a JSON object {regex: replacement}")
-    return km
+    return check_key_mapping(km, label="--key-mapping")
 
 
 def mapping_json(km: Any) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, human_bytes, print_json, stderr_progress
+from ..core.errors import ConfigError
+from .common import Style, add_json_arg, human_bytes, model_spec, print_json, stderr_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="C", help="override the config recorded in the plan")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--arch", metavar="A", help="override the transformers class recorded in the plan")
-    m.add_argument("--model", metavar="pkg.module:Class", help="override with a plain torch.nn.Module class")
+    m.add_argument("--model", metavar="pkg.module:Class",
+                   help="a plain torch.nn.Module class: imported and run (a plan never names code to import)")
+    p.add_argument("--model-kwargs", metavar="JSON", default=None, help="keyword arguments for --model, as a JSON object")
     p.add_argument("--resize", action="store_true", help="mismatched tensors keep the overlapping slice, the rest is initialised")
     p.add_argument("--dtype", metavar="D", help=f"cast floating tensors: {DTYPES_HELP}")
     p.add_argument("--max-shard-size", metavar="S", help="shard the output, e.g. 2GB or 500MiB (adds model.safetensors.index.json)")
@@ -37,10 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _spec(args: argparse.Namespace, plan):  # -> ModelSpec | None
+    """The model from the command line; the plan's own transformers class and config fill what is not given. A
+    custom class comes only from --model (and its arguments only from --model-kwargs): never from the plan."""
     from ..core.model import ModelSpec
 
     if args.model:
-        return ModelSpec(model=args.model, model_kwargs=dict(plan.model_kwargs))
+        return model_spec(args)
+    if args.model_kwargs is not None:
+        raise ConfigError("--model-kwargs needs --model pkg.module:Class")
     if args.config or args.arch:
         return ModelSpec(config=args.config or plan.config, arch=args.arch or plan.arch)
     return None

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{flag}", dest=f"rule_{flag}", metavar="GLOB", action=_RuleAction, help=f"keys matching GLOB are {what}")
     p.add_argument("--lr-scale", dest="rule_lr_scale", metavar="GLOB=F", action=_RuleAction,
                    help="learning-rate multiplier for keys matching GLOB, e.g. 'encoder*=0.01'")
-    p.add_argument("--regex", action="store_true", help="rule patterns are regular expressions (re.search), not globs")
+    p.add_argument("--regex", action="store_true", help="rule patterns are regular expressions (re syntax, searched in the key under a time limit), not globs")
     p.add_argument("-o", "--output", required=True, metavar="plan.json", help="where to write the plan (atomically)")
     add_json_arg(p)
     p.set_defaults(run=run, rules=[])
@@ -81,7 +81,10 @@ def build_plan(args: argparse.Namespace):  # -> tuple[Plan, Report]
                 scale = None
             if not sep or not pat or scale is None:
                 raise PlanError(f"--lr-scale {value!r}: expected GLOB=FACTOR, e.g. 'encoder*=0.01'")
-            plan = plan.with_rule(pat, match=match, lr_scale=scale)
+            try:
+                plan = plan.with_rule(pat, match=match, lr_scale=scale)
+            except PlanError as e:  # inf, nan, 0, negative: name the option
+                raise PlanError(f"--lr-scale {value!r}: {e}") from None
         else:
             plan = plan.with_rule(value, match=match, **_RULE_FLAGS[kind])  # type: ignore[arg-type]
     keys = list(plan.resolve(rep))

@@ -24,3 +24,7 @@ class ExportError(ExplorerError):
 
 class Cancelled(ExplorerError):
     """A long job (statistics, init check, diff, export) was stopped by its ``cancel`` callback."""
+
+
+class PatternTooSlow(ExplorerError):
+    """A user's pattern (a regex rule, a key mapping, the window's filter) did not finish within its time budget."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, open_checkpoint
 from .errors import ConfigError, ExplorerError
+from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed
 from .model import BuiltModel, ModelSpec, ModuleNode, ParamEntry, build_model, module_tree, transformers_lock
 
 
@@ -267,7 +268,7 @@ def _report(
             quantization=quantization,
         )
 
-    _validate_mapping(key_mapping)
+    key_mapping = check_key_mapping(key_mapping) if key_mapping else None
     built = factory()
     tree = module_tree(built.module)
     rep = match(built, index, key_mapping=key_mapping, tree=tree)
@@ -295,20 +296,6 @@ def _replace(rep: Report, **kw: Any) -> Report:
     import dataclasses
 
     return dataclasses.replace(rep, **kw)
-
-
-def _validate_mapping(key_mapping: Mapping[str, str] | None) -> None:
-    if not key_mapping:
-        return
-    if not isinstance(key_mapping, Mapping):
-        raise ConfigError(f"key mapping: expected a JSON object {{regex: replacement}}, found {type(key_mapping).__name__}")
-    for k, v in key_mapping.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise ConfigError(f"key mapping: {k!r}: pattern and replacement must be strings")
-        try:
-            re.compile(k)
-        except re.error as e:
-            raise ConfigError(f"key mapping: invalid regex {k!r}: {e}") from e
 
 
 def match(
@@ -418,6 +405,10 @@ def _match_transformers(
     converters = [e for e in weight_mapping if isinstance(e, WeightConverter)]
     # the user's own renamings, to tell KEY_MAPPING from RENAMED (a quantizer may put its renames before them)
     user_renamings = [WeightRenaming(source_patterns=k, target_patterns=v) for k, v in key_mapping.items()] if key_mapping else []
+    # transformers runs these with `re`, which nothing can stop once started: try them on these keys first, in a
+    # child process with a deadline, as transformers compiled them (keys.check_key_mapping_speed)
+    check_key_mapping_speed(key_mapping, index.tensors,
+                            forms=[getattr(getattr(r, "compiled_sources", None), "pattern", None) for r in user_renamings])
     tie_map = dict(getattr(model, "all_tied_weights_keys", {}) or {})
     tie_reverse: dict[str, str] = {}
     tie_targets: dict[str, list[str]] = {}
@@ -700,15 +691,8 @@ def _one(e: BaseException) -> str:
 # --------------------------------------------------------------------------------------------- plain nn.Module
 
 
-def apply_key_mapping(name: str, key_mapping: Mapping[str, str] | None) -> str:
-    """Apply ``{regex: replacement}`` in order, as from_pretrained's key_mapping does (each may chain)."""
-    if key_mapping:
-        for pat, rep in key_mapping.items():
-            name = re.sub(pat, rep, name)
-    return name
-
-
 def _match_plain(built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping[str, str] | None, tree: ModuleNode) -> Report:
+    check_key_mapping_speed(key_mapping, index.tensors)  # apply_key_mapping below is plain `re`
     entries = {e.key: e for e in tree.all_params()}
     expected = {k for k, e in entries.items() if e.persistent}
     sources: dict[str, list[str]] = {}

@@ -172,6 +172,12 @@ def resolve_class(config: Any, arch: str | None, *, source: str = "config") -> t
             arch = MODEL_MAPPING_NAMES.get(config.model_type)
             if not isinstance(arch, str):
                 raise ConfigError(f"{source}: no \"architectures\" in config and no base model for {config.model_type!r}; pass --arch")
+    if not isinstance(arch, str) or not arch.isidentifier() or arch.startswith("_"):
+        # a class is only ever looked up by its bare name on the transformers package: never a path to import
+        if given:
+            raise ConfigError(f"--arch {arch}: expected a transformers class name such as BertModel (a custom class "
+                              "is --model pkg.module:Class)")
+        raise ConfigError(f"{source}: architectures names {arch!r}, not a transformers class name")
     try:
         cls = getattr(transformers, arch)
     except (AttributeError, ImportError, RuntimeError) as e:
@@ -427,6 +433,7 @@ def instantiate_meta(
     from transformers.utils.generic import ContextManagers
 
     config = copy.deepcopy(config)
+    drop_remote_code(config)
     quantized = hf_quantizer is not None
     try:
         with transformers_lock, ContextManagers(cls.get_init_context(dtype, quantized, False, False)):
@@ -444,6 +451,33 @@ def instantiate_meta(
         if quantized:
             raise
         raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: {_one_line(e)}") from e
+
+
+def drop_remote_code(config: Any) -> None:
+    """Remove ``auto_map`` from a config and all its sub-configs, in place.
+
+    ``auto_map`` names Python files in the checkpoint's folder (or a Hub repo) for transformers' Auto classes. A
+    composite model's ``__init__`` builds its parts with ``AutoModel.from_config``, which for a sub-config with an
+    ``auto_map`` asks on stdin whether to run that code (or runs it with ``trust_remote_code=True``, which nothing
+    here ever passes). Without the entry it builds transformers' own class, as ``from_pretrained`` does without
+    ``trust_remote_code``. A checkpoint's own code is never run."""
+    from transformers import PretrainedConfig
+
+    stack, seen = [config], set()
+    while stack:
+        c = stack.pop()
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
+        if "auto_map" in vars(c):
+            del c.auto_map
+        for v in vars(c).values():
+            if isinstance(v, PretrainedConfig):
+                stack.append(v)
+            elif isinstance(v, (list, tuple)):
+                stack.extend(x for x in v if isinstance(x, PretrainedConfig))
+            elif isinstance(v, dict):
+                stack.extend(x for x in v.values() if isinstance(x, PretrainedConfig))
 
 
 def _build_custom(spec: ModelSpec) -> BuiltModel:

@@ -10,13 +10,16 @@ Pattern kinds (:class:`Rule` ``match``):
 - ``glob``: ``*`` matches anything including dots, ``?`` one character, ``[0-5]`` / ``[!0-5]`` classes. The glob
   must match a whole run of dot-separated components of the key, so ``encoder.layer.[0-2]`` selects
   ``bert.encoder.layer.0.attention.self.query.weight`` but ``layer.1`` does not select ``layer.10``.
-- ``regex``: Python ``re.search`` on the key (anchor with ``^``/``$`` yourself).
+- ``regex``: a regular expression searched in the key (anchor with ``^``/``$`` yourself); ``re`` syntax, run by the
+  ``regex`` package under a time budget (:class:`explorer.core.keys.UserPattern`), so a catastrophic pattern is an
+  error, not a hang.
 - ``key``: an exact key, or a module path selecting its subtree (``key == p or key.startswith(p + ".")``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import PlanError
+from .keys import KeyMapping, UserPattern, check_key_mapping
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,8 +64,9 @@ class Rule:
         if self.action is not None and not isinstance(self.action, Action):
             object.__setattr__(self, "action", _action(self.action, f"rule {self.pattern!r}"))
         if self.lr_scale is not None:
-            if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float)) or not self.lr_scale >= 0:
-                raise PlanError(f"rule {self.pattern!r}: lr_scale must be a number >= 0, found {self.lr_scale!r}")
+            ok = not isinstance(self.lr_scale, bool) and isinstance(self.lr_scale, (int, float))
+            if not ok or not math.isfinite(self.lr_scale) or not self.lr_scale > 0:
+                raise PlanError(f"rule {self.pattern!r}: lr_scale must be a finite number > 0, found {self.lr_scale!r}")
             object.__setattr__(self, "lr_scale", float(self.lr_scale))
         if self.trainable is not None and not isinstance(self.trainable, bool):
             raise PlanError(f"rule {self.pattern!r}: trainable must be true or false, found {self.trainable!r}")
@@ -72,11 +77,14 @@ class Rule:
     def matches(self, key: str) -> bool:
         if self.match == "key":
             return key == self.pattern or key.startswith(self.pattern + ".")
-        return _compile(self.match, self.pattern).search(key) is not None
+        return _compile(self.match, self.pattern).search(key)
 
-    def select(self, keys: Iterable[str]) -> list[str]:
-        """The keys this rule hits (for a live preview)."""
-        return [k for k in keys if self.matches(k)]
+    def select(self, keys: Iterable[str], *, budget: float | None = None) -> list[str]:
+        """The keys this rule hits (for a live preview). Globs and regexes get one time budget for all keys
+        (default :data:`explorer.core.keys.REGEX_BUDGET`); a slower pattern raises PlanError."""
+        if self.match == "key":
+            return [k for k in keys if self.matches(k)]
+        return _compile(self.match, self.pattern).select(keys, budget=budget)
 
     def describe(self) -> str:
         parts = []
@@ -137,6 +145,7 @@ class Plan:
     default_reinit: tuple[str, ...] = ()  # model keys the report found missing or mismatched
     default_drop: tuple[str, ...] = ()  # checkpoint keys the report found unexpected (on-disk names)
     version: int = PLAN_VERSION
+    origin: str | None = field(default=None, compare=False, repr=False)  # the file it was read from (for errors)
 
     # ------------------------------------------------------------------ building
 
@@ -182,11 +191,25 @@ class Plan:
         return replace(self, key_mapping=dict(key_mapping) if key_mapping else None)
 
     def spec(self):  # -> ModelSpec
-        """The model the plan was made for."""
+        """The transformers model the plan was made for: its config folder and class name (looked up as an
+        attribute of the ``transformers`` package only).
+
+        A plan is data and never names code to run: for a plan made with a custom class (``--model pkg:Class``)
+        this raises PlanError telling the user to pass ``--model`` themselves if they trust that code."""
         from .model import ModelSpec
 
         if self.model:
-            return ModelSpec(model=self.model, model_kwargs=dict(self.model_kwargs))
+            import shlex
+
+            from .fmt import safe_text
+
+            given = f"--model {shlex.quote(safe_text(self.model))}"
+            if self.model_kwargs:
+                given += f" --model-kwargs {shlex.quote(safe_text(json.dumps(dict(self.model_kwargs))))}"
+            raise PlanError(
+                f"{self.origin or 'plan'}: made with {given}; a plan never imports code: pass {given} yourself if you "
+                "trust that code"
+            )
         return ModelSpec(config=self.config, arch=self.arch)
 
     # ------------------------------------------------------------------ resolving
@@ -290,11 +313,13 @@ class Plan:
             model=src.get("model"),
             model_kwargs=dict(src.get("model_kwargs") or {}),
             wrapper=src.get("wrapper"),
-            key_mapping=dict(data["key_mapping"]) if data.get("key_mapping") else None,
+            key_mapping=check_key_mapping(data["key_mapping"], label=f"{source}: key_mapping", error=PlanError)
+            if data.get("key_mapping") else None,
             rules=tuple(rules),
             default_reinit=tuple(defaults.get("reinit") or ()),
             default_drop=tuple(defaults.get("drop") or ()),
             version=data["version"],
+            origin=source,
         )
 
 
@@ -349,16 +374,14 @@ def translate_glob(glob: str, *, any_char: str = ".") -> str:
 
 
 @lru_cache(maxsize=512)
-def _compile(kind: str, pattern: str) -> re.Pattern[str]:
+def _compile(kind: str, pattern: str) -> UserPattern:
     if not isinstance(pattern, str) or not pattern:
         raise PlanError(f"{kind} pattern must be a non-empty string, found {pattern!r}")
     if kind == "key":
-        return re.compile(re.escape(pattern))
+        return UserPattern(re.escape(pattern), label=f"{kind} rule", error=PlanError, slow_error=PlanError)
     src = glob_to_regex(pattern) if kind == "glob" else pattern
-    try:
-        return re.compile(src)
-    except re.error as e:
-        raise PlanError(f"bad {kind} {pattern!r}: {e}") from e
+    return UserPattern(src, label=f"{kind} rule {pattern!r}" if kind == "glob" else f"{kind} rule", error=PlanError,
+                       slow_error=PlanError, invalid=f"bad {kind} {pattern!r}")
 
 
 # --------------------------------------------------------------------------------------------- schema & files
@@ -390,19 +413,14 @@ def validate_plan_json(data: Any, *, source: str = "plan") -> None:
     for k in ("checkpoint", "config", "arch", "model", "wrapper"):
         if src.get(k) is not None and not isinstance(src[k], str):
             raise PlanError(f"{source}: source.{k} must be a string or null, found {src[k]!r}")
+    arch = src.get("arch")
+    if arch is not None and not _is_class_name(arch):
+        raise PlanError(f"{source}: source.arch must be a transformers class name such as BertModel, found {arch!r}")
     if src.get("model_kwargs") is not None and not isinstance(src["model_kwargs"], dict):
         raise PlanError(f"{source}: source.model_kwargs must be an object")
     km = data.get("key_mapping")
     if km is not None:
-        if not isinstance(km, dict):
-            raise PlanError(f"{source}: key_mapping must be an object {{regex: replacement}}")
-        for p, r in km.items():
-            if not isinstance(r, str):
-                raise PlanError(f"{source}: key_mapping {p!r}: replacement must be a string, found {r!r}")
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise PlanError(f"{source}: key_mapping: invalid regex {p!r}: {e}") from e
+        check_key_mapping(km, label=f"{source}: key_mapping", error=PlanError)
     d = data.get("defaults", {})
     if not isinstance(d, dict):
         raise PlanError(f"{source}: \"defaults\" must be an object")
@@ -425,6 +443,11 @@ def validate_plan_json(data: Any, *, source: str = "plan") -> None:
             raise PlanError(f"{source}: rules[{i}]: unknown match {r.get('match')!r}, expected one of {', '.join(MATCH_KINDS)}")
         if r.get("action") is not None:
             _action(r["action"], f"{source}: rules[{i}]")
+
+
+def _is_class_name(name: str) -> bool:
+    """A bare public identifier (``BertModel``): never a dotted path, a ``module:Class`` or a dunder."""
+    return name.isidentifier() and not name.startswith("_")
 
 
 def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
@@ -460,18 +483,16 @@ def _is_plan_file(p: Path) -> bool:
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a plan file. Raises PlanError (bad JSON, version, action, glob...)."""
+    """Read and validate a plan file: a regular file (a FIFO or device is refused unread) of at most
+    :data:`explorer.core.fsio.MAX_JSON_BYTES`, strict JSON (no NaN/Infinity) nested at most
+    :data:`explorer.core.fsio.MAX_JSON_DEPTH` deep. Raises PlanError (bad JSON, version, action, glob...)."""
+    from .fsio import MAX_JSON_BYTES, parse_json, read_bounded
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise PlanError(f"{p}: plan file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PlanError(f"{p}: cannot read plan: {e}") from e
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise PlanError(f"{p}: invalid JSON: {e}") from e
+    if not os.path.lexists(p):
+        raise PlanError(f"{p}: plan file not found")
+    raw = read_bounded(p, max_bytes=MAX_JSON_BYTES, what="plan file", error=PlanError)
+    data = parse_json(raw, source=str(p), what="JSON", error=PlanError)
     return Plan.from_json(data, source=str(p))
 
 

@@ -498,16 +498,12 @@ def pair_keys(
     when few names match exactly, a common leading prefix on either or both sides (``module.``, ``bert.``,
     ``model.encoder.``) is stripped if that pairs more names; the chosen regexes are in the result.
     """
-    from .matching import apply_key_mapping
+    from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed
 
-    if key_mapping:
-        for pat in key_mapping:
-            try:
-                re.compile(pat)
-            except re.error as e:
-                raise ExplorerError(f"key mapping: invalid regex {pat!r}: {e}") from e
     la, lb = list(names_a), list(names_b)
     if key_mapping:
+        key_mapping = check_key_mapping(key_mapping)
+        check_key_mapping_speed(key_mapping, dict.fromkeys(la + lb))
         return KeyPairing({n: apply_key_mapping(n, key_mapping) for n in la}, {n: apply_key_mapping(n, key_mapping) for n in lb},
                           dict(key_mapping), dict(key_mapping))
     ident_a, ident_b = {n: n for n in la}, {n: n for n in lb}

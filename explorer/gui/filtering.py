@@ -2,7 +2,9 @@
 
 ``Filter.mask(search_index)`` is one vectorised pass over precomputed lower-case search texts (a list
 comprehension for substrings, a literal pre-filter for globs, a numpy mask for statuses), never a Python
-callback per row from C++. The table filters inside its model (a row-number array; see ``TableProxy``);
+callback per row from C++. Globs and regexes run on the GUI thread under a time budget
+(:data:`explorer.core.keys.FILTER_BUDGET`): a catastrophic pattern raises PatternTooSlow ("regex too slow" in the
+filter bar) instead of freezing the window. The table filters inside its model (a row-number array; see ``TableProxy``);
 the tree proxy's ``filterAcceptsRow`` is a list lookup in the visible-uid flags computed from that mask
 (matching parameters and their ancestors), so only rows under expanded branches are ever asked.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QIdentityProxyModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
 from ..core.errors import PlanError
+from ..core.keys import FILTER_BUDGET, UserPattern
 from .entries import KIND_CODES, SearchIndex, TreeItem
 from .tree_model import SORT_ROLE
 
@@ -36,22 +39,25 @@ class Filter:
     def active(self) -> bool:
         return bool(self.text) or self.kinds is not None or self.untrained
 
-    def regex(self) -> re.Pattern[str] | None:
-        """The compiled pattern for glob/regex modes (None for substring). Raises re.error for a bad regex."""
+    def regex(self) -> UserPattern | None:
+        """The compiled pattern for glob/regex modes (None for substring). Raises ExplorerError for a bad regex."""
+        import regex
+
         if not self.text or self.mode == "substring":
             return None
+        flags = regex.IGNORECASE | regex.MULTILINE
         if self.mode == "regex":
-            return re.compile(self.text, re.IGNORECASE | re.MULTILINE)
+            return UserPattern(self.text, label="filter", flags=flags, invalid="bad regex")
         # a glob matches one whole name (one line of the search text), like a shell pattern; * crosses dots
-        return re.compile("^" + _glob_to_regex(self.text) + "$", re.IGNORECASE | re.MULTILINE)
+        return UserPattern("^" + _glob_to_regex(self.text) + "$", label="filter", flags=flags, invalid="bad glob")
 
     def matcher(self) -> Callable[[str], bool]:
-        """A predicate over one entry's search text. Raises re.error for a bad regex."""
+        """A predicate over one entry's search text (time-bounded per call). Raises ExplorerError for a bad regex."""
         if not self.text:
             return lambda s: True
         rx = self.regex()
         if rx is not None:
-            return lambda s: rx.search(s) is not None
+            return lambda s: rx.search(s)
         low = self.text.lower()
         return lambda s: low in s.lower()
 
@@ -95,16 +101,15 @@ def _match_texts(flt: Filter, texts: list[str]) -> np.ndarray:
         return np.fromiter((low in s for s in texts), dtype=bool, count=n)
     rx = flt.regex()
     assert rx is not None
-    search = rx.search
     if flt.mode == "glob":
         lit = max(_GLOB_SPECIAL.split(_drop_classes(flt.text.lower())), key=len)
         if len(lit) >= 2:  # cheap literal pre-filter, then the regex on the few survivors
             pre = np.fromiter((lit in s for s in texts), dtype=bool, count=n)
             idx = np.flatnonzero(pre)
             out = np.zeros(n, dtype=bool)
-            out[idx] = np.fromiter((search(texts[i]) is not None for i in idx.tolist()), dtype=bool, count=len(idx))
+            out[idx] = np.array(rx.hits([texts[i] for i in idx.tolist()], budget=FILTER_BUDGET), dtype=bool)
             return out
-    return np.fromiter((search(s) is not None for s in texts), dtype=bool, count=n)
+    return np.array(rx.hits(texts, budget=FILTER_BUDGET), dtype=bool).reshape(n)
 
 
 def _drop_classes(glob: str) -> str:

@@ -604,16 +604,26 @@ class MainWindow(QMainWindow):
                       untrained=self.untrained_button.isChecked())
 
     def apply_filter(self) -> None:
+        from ..core.errors import ExplorerError, PatternTooSlow
+
         flt = self.current_filter()
         try:
             flt.matcher()
-        except Exception as e:  # a half-typed regex: say so, keep the last filter
+            self.tree_proxy.set_filter(flt)  # vectorised masks, regexes under a time budget; see filtering.py
+            n_rows = self.table_proxy.set_filter(flt)
+        except Exception as e:  # a half-typed or catastrophic regex: say so, keep the last filter
             self.search.setStyleSheet(f"border: 1px solid {palette.look('missing').color};")
-            self.match_label.setText(f"bad regex: {e}")
+            slow = isinstance(e, PatternTooSlow)
+            self.match_label.setText("regex too slow" if slow else str(e) if isinstance(e, ExplorerError) else f"bad regex: {e}")
+            self.match_label.setToolTip(str(e))
+            if slow:  # the tree may already show the new filter: both views go back to the last one that ran
+                good = getattr(self, "_good_filter", None) or Filter()
+                self.tree_proxy.set_filter(good)
+                self.table_proxy.set_filter(good)
             return
+        self._good_filter = flt
         self.search.setStyleSheet("")
-        self.tree_proxy.set_filter(flt)  # vectorised masks; see filtering.py
-        n_rows = self.table_proxy.set_filter(flt)
+        self.match_label.setToolTip("")
         if flt.active:
             self.match_label.setText(f"{n_rows:,} of {len(self.table_model.rows):,} tensors")
             self._expand_matches()

@@ -56,7 +56,10 @@ def test_regex_and_key_rules():
         (dict(pattern="(", match="regex", trainable=False), "bad regex '\\('"),
         (dict(pattern="x", action="freeze"), "unknown action 'freeze', expected one of keep, reinit, drop"),
         (dict(pattern="x"), "sets nothing"),
-        (dict(pattern="x", lr_scale=-1), "lr_scale must be a number >= 0"),
+        (dict(pattern="x", lr_scale=-1), "lr_scale must be a finite number > 0, found -1"),
+        (dict(pattern="x", lr_scale=0), "lr_scale must be a finite number > 0, found 0"),
+        (dict(pattern="x", lr_scale=float("inf")), "lr_scale must be a finite number > 0, found inf"),
+        (dict(pattern="x", lr_scale=float("nan")), "lr_scale must be a finite number > 0, found nan"),
         (dict(pattern="x", match="fuzzy", trainable=False), "unknown match kind 'fuzzy'"),
     ],
 )

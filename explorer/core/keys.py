@@ -1,0 +1,279 @@
+"""User patterns with bounded time: plan rules, the window's filter and key mappings.
+
+A pattern a user types or a file supplies can be catastrophic: nested repeats such as ``^([a-z_.]+)+\\d$``
+backtrack exponentially on a plain key. Every such pattern is matched here with a time budget and a
+too-slow one ends in a one-line error naming the option or rule, never in a hang.
+
+- Our own matching (plan rules, the window's filter) runs on the ``regex`` package (``re``-compatible
+  syntax) with its ``timeout=``, against one budget for the whole pass (:class:`UserPattern`).
+- Key mappings are applied by transformers' loading code, which uses Python's ``re``. ``re`` cannot be
+  stopped from a worker thread, and ``regex`` does not predict its speed (``regex`` answers
+  ``^([a-z_.]+)+\\d$`` in microseconds where ``re`` needs hours). So before a key mapping is handed on,
+  :func:`check_key_mapping_speed` runs it with ``re`` itself over the checkpoint's keys, in a child process
+  that is killed past :data:`KEY_MAPPING_BUDGET`. Patterns without repeats, groups or alternation
+  (``^module\\.``: every suggested mapping) cannot backtrack and skip the child.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import ConfigError, ExplorerError, PatternTooSlow
+
+# budgets are CPU seconds of this process (``time.process_time``, the clock ``regex``'s timeout counts), except
+# the child's, which is wall-clock time
+REGEX_BUDGET = 2.0  #: one user pattern (a plan rule) over all keys in one pass
+FILTER_BUDGET = 0.5  #: the window's filter, on the GUI thread (per pass over the tree or the table; a 46k-tensor
+#: MoE takes ~0.2 s)
+KEY_MAPPING_BUDGET = 3.0  #: the child process running a key mapping over every key
+MAX_PATTERN_CHARS = 10_000  #: longer patterns are refused (keys are a few hundred characters)
+MAX_KEY_MAPPING_ENTRIES = 256  #: entries of one key mapping (real ones have a handful)
+MAX_MAPPED_KEY_CHARS = 4096  #: a key mapping may not grow a key past this (``{"": "xx"}`` chained)
+
+_HINT = "nested repeats such as (a+)+ backtrack exponentially; simplify the pattern"
+
+
+# --------------------------------------------------------------------------------------------- timed matching
+
+
+class UserPattern:
+    """A user's regular expression, compiled with ``regex`` and matched under a time budget.
+
+    ``label`` names it in errors (``regex rule``, ``filter``). A bad pattern raises ``error`` (message ``invalid``
+    and the reason; default ``label: invalid regex``), a slow one ``slow_error`` (default :class:`PatternTooSlow`)."""
+
+    __slots__ = ("source", "label", "slow_error", "_rx")
+
+    def __init__(self, source: str, *, label: str, flags: int = 0, error: type[ExplorerError] = ExplorerError,
+                 slow_error: type[ExplorerError] = PatternTooSlow, invalid: str | None = None) -> None:
+        import regex
+
+        self.source, self.label, self.slow_error = source, label, slow_error
+        if not isinstance(source, str) or not source:
+            raise error(f"{label}: pattern must be a non-empty string, found {source!r}")
+        if len(source) > MAX_PATTERN_CHARS:
+            raise error(f"{label}: pattern is {len(source):,} characters, over the {MAX_PATTERN_CHARS:,} limit")
+        try:
+            self._rx = regex.compile(source, flags | regex.VERSION0)
+        except (regex.error, ValueError, OverflowError) as e:
+            raise error(f"{invalid or label + ': invalid regex'}: {_one(e)}") from None
+
+    def search(self, text: str, *, deadline: float | None = None) -> bool:
+        """Whether the pattern occurs in ``text``; ``deadline`` (``time.process_time()``) defaults to one
+        :data:`REGEX_BUDGET` from now. Raises ``error`` when the deadline passes."""
+        if deadline is None:
+            deadline = time.process_time() + REGEX_BUDGET
+        left = deadline - time.process_time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return self._rx.search(text, timeout=left) is not None
+        except TimeoutError:
+            raise self.slow_error(self._slow_message(f"over its time budget on {_short(text)}")) from None
+
+    def hits(self, texts: Iterable[str], *, budget: float | None = None) -> list[bool]:
+        """``search`` over every text, all within one ``budget``. The clock is read every 32 texts (reading it costs
+        about as much as a typical match) and no single text may take more than 1/64 of the budget, so a pass
+        ends within about 1.5 budgets."""
+        budget = REGEX_BUDGET if budget is None else budget
+        deadline = time.process_time() + budget
+        per_text = budget / 64
+        search, clock = self._rx.search, time.process_time
+        out: list[bool] = []
+        append = out.append
+        text, left = "", budget
+        try:
+            for i, text in enumerate(texts):
+                if not i & 31:
+                    left = deadline - clock()
+                    if left <= 0:
+                        raise TimeoutError
+                append(search(text, timeout=min(left, per_text)) is not None)
+        except TimeoutError:
+            if left > per_text:  # one text alone took too long
+                raise self.slow_error(self._slow_message(f"over {per_text * 1000:.0f} ms on {_short(text)}")) from None
+            raise self.slow_error(self._slow_message(f"over {budget:g} s for {len(out):,} of the keys")) from None
+        return out
+
+    def select(self, keys: Iterable[str], *, budget: float | None = None) -> list[str]:
+        """The keys the pattern occurs in, all within one ``budget``."""
+        keys = list(keys)
+        return [k for k, hit in zip(keys, self.hits(keys, budget=budget)) if hit]
+
+    def _slow_message(self, what: str) -> str:
+        return f"{self.label}: pattern {self.source!r} is too slow ({what}); {_HINT}"
+
+
+def _short(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def _one(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+# --------------------------------------------------------------------------------------------- key mappings
+
+
+class KeyMapping(dict):
+    """A checked ``{regex: replacement}`` (insertion order is the order they apply in). ``label`` names where
+    it came from (``--key-mapping``, ``plan.json: key_mapping``) in later errors."""
+
+    label: str = "key mapping"
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = (), *, label: str = "key mapping") -> None:
+        super().__init__(items)
+        self.label = label
+
+
+def check_key_mapping(obj: Any, *, label: str | None = None, error: type[ExplorerError] = ConfigError) -> KeyMapping:
+    """Validate a key mapping's form and return it as a :class:`KeyMapping` (one already checked is returned as it
+    is unless ``label`` renames it).
+
+    Patterns must compile with ``re`` (the engine transformers applies them with) and each replacement must be
+    a valid template for its pattern (``\\9`` without nine groups, a bad escape), so a mistake is one line naming
+    ``label`` and the entry, not an error from deep inside a regex engine. Raises ``error``."""
+    if isinstance(obj, KeyMapping) and (label is None or obj.label == label):
+        return obj
+    label = label or "key mapping"
+    if not isinstance(obj, Mapping):
+        raise error(f"{label}: expected a JSON object {{regex: replacement}}, found {type(obj).__name__}")
+    if len(obj) > MAX_KEY_MAPPING_ENTRIES:
+        raise error(f"{label}: {len(obj):,} entries, over the {MAX_KEY_MAPPING_ENTRIES} limit")
+    for pat, repl in obj.items():
+        if not isinstance(pat, str) or not isinstance(repl, str):
+            raise error(f"{label}: {pat!r}: pattern and replacement must be strings, found {repl!r}")
+        if len(pat) > MAX_PATTERN_CHARS or len(repl) > MAX_PATTERN_CHARS:
+            raise error(f"{label}: entry {_short(pat)} is longer than {MAX_PATTERN_CHARS:,} characters")
+        try:
+            rx = re.compile(pat)
+        except (re.error, OverflowError, RecursionError) as e:
+            raise error(f"{label}: invalid regex {pat!r}: {_one(e)}") from None
+        try:
+            rx.sub(repl, "")  # re parses the whole template up front, even when nothing matches
+        except (re.error, IndexError) as e:
+            raise error(f"{label}: invalid replacement {repl!r} for {pat!r}: {_one(e)}") from None
+    return KeyMapping(obj, label=label)
+
+
+def apply_key_mapping(name: str, key_mapping: Mapping[str, str] | None) -> str:
+    """Apply ``{regex: replacement}`` in order with ``re.sub`` (each may chain). Run
+    :func:`check_key_mapping_speed` on the keys first: this is plain ``re``."""
+    if key_mapping:
+        for pat, rep in key_mapping.items():
+            name = re.sub(pat, rep, name)
+        if len(name) > MAX_MAPPED_KEY_CHARS:
+            label = getattr(key_mapping, "label", "key mapping")
+            raise ConfigError(f"{label}: turns a key into {len(name):,} characters, over the {MAX_MAPPED_KEY_CHARS:,} limit")
+    return name
+
+
+_LINEAR = re.compile(r"[*+?{|(]")
+
+
+def cannot_backtrack(pattern: str) -> bool:
+    """True for a pattern with no repeat, group or alternation (escaped characters aside): matching it is
+    linear in the key's length, so it needs no time check. Conservative: ``[*]`` counts as a repeat."""
+    return _LINEAR.search(re.sub(r"\\.", "", pattern, flags=re.DOTALL)) is None
+
+
+_CHILD = r"""
+import json, re, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+except Exception:
+    pass
+d = json.loads(sys.stdin.buffer.read())
+out, limit = sys.stdout, d["limit"]
+for stage in ("sub", "search"):
+    texts = d["keys"]
+    for i, (p, r) in enumerate(d[stage]):
+        out.write("%s %d\n" % (stage, i)); out.flush()
+        rx = re.compile(p)
+        if stage == "sub":
+            texts = [rx.sub(r, t) for t in texts]
+        else:
+            new = []
+            for t in texts:
+                m = rx.search(t)
+                new.append(t if m is None else t[:m.start()] + r + t[m.end():])
+            texts = new
+        if any(len(t) > limit for t in texts):
+            out.write("long %d\n" % i); out.flush()
+            sys.exit(0)
+out.write("ok\n")
+"""
+
+_SPEED_OK: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # mappings already run over these keys
+
+
+def check_key_mapping_speed(
+    key_mapping: Mapping[str, str] | None,
+    names: Iterable[str],
+    *,
+    forms: Sequence[str | None] | None = None,
+    budget: float | None = None,
+) -> None:
+    """Refuse a key mapping that ``re`` cannot apply to ``names`` within ``budget`` seconds.
+
+    Runs, in a child Python (``-I -S``: nothing but the standard library), ``re.sub`` of each entry in order over
+    every name (as :func:`apply_key_mapping`), then ``re.search`` of ``forms`` (the patterns as transformers
+    compiled them, one per entry) chained the same way. The child is killed at the deadline and the error names
+    the entry it was on. Mappings whose patterns :func:`cannot_backtrack` are not run; a passing check is
+    remembered for the same mapping and names. ``budget`` defaults to :data:`KEY_MAPPING_BUDGET`. Raises
+    :class:`PatternTooSlow` (or ConfigError for a key grown past :data:`MAX_MAPPED_KEY_CHARS`)."""
+    if not key_mapping:
+        return
+    budget = KEY_MAPPING_BUDGET if budget is None else budget
+    km = key_mapping if isinstance(key_mapping, KeyMapping) else check_key_mapping(key_mapping)
+    items = list(km.items())
+    form_items = [(f or p, r) for (p, r), f in zip(items, forms)] if forms else []
+    if all(cannot_backtrack(p) for p, _ in items + form_items):
+        return
+    names = list(names)
+    digest = hashlib.blake2b("\n".join(names).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    memo = (tuple(items), tuple(form_items), digest, len(names))
+    if memo in _SPEED_OK:
+        _SPEED_OK.move_to_end(memo)
+        return
+    payload = json.dumps({"keys": names, "sub": items, "search": form_items, "limit": MAX_MAPPED_KEY_CHARS}).encode()
+    label = km.label
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=payload, capture_output=True,
+                              timeout=budget, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise PatternTooSlow(
+            f"{label}: pattern {items[_last_entry(e.stdout)][0]!r} is too slow: applying it to the checkpoint's "
+            f"{len(names):,} keys did not finish in {budget:g} s; {_HINT}"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{label}: cannot check how fast its patterns run ({e.strerror or e})") from None
+    lines = done.stdout.decode(errors="replace").splitlines()
+    last = lines[-1] if lines else ""
+    if last.startswith("long "):
+        raise ConfigError(f"{label}: entry {items[_last_entry(done.stdout)][0]!r} grows keys past "
+                          f"{MAX_MAPPED_KEY_CHARS:,} characters")
+    if done.returncode != 0 or last != "ok":
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ConfigError(f"{label}: pattern {items[_last_entry(done.stdout)][0]!r} could not be applied to the "
+                          f"checkpoint's keys: {why[-1] if why else f'exit {done.returncode}'}")
+    _SPEED_OK[memo] = None
+    while len(_SPEED_OK) > 64:
+        _SPEED_OK.popitem(last=False)
+
+
+def _last_entry(out: bytes | None) -> int:
+    """The entry the child was on (its last "sub I" / "search I" / "long I" line); 0 when it printed none."""
+    for line in reversed((out or b"").decode(errors="replace").splitlines()):
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            return int(parts[1])
+    return 0
