@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "written to a staging folder and renamed at the end. Exit 0 when the result loads clean, 1 if not, 2 on error.",
     )
     p.add_argument("checkpoint", help="the source checkpoint (file, *.index.json or folder)")
-    p.add_argument("--plan", metavar="plan.json", help="the plan to apply (required unless --adapter is given)")
+    p.add_argument("--plan", metavar="plan.json", help="the plan to apply; without --plan and --adapter every tensor is "
+                   "written unchanged (a plain conversion to safetensors from any input format, e.g. DCP rank shards)")
     p.add_argument("--adapter", metavar="ADAPTER", help="a PEFT adapter folder to merge into the checkpoint (W + scaling·B·A "
                    "by peft's own merge; modules_to_save replace their base); --plan then applies on top")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="a new (or empty) folder for the result")
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", metavar="D", help=f"cast floating tensors: {DTYPES_HELP}")
     p.add_argument("--max-shard-size", metavar="S", help="shard the output, e.g. 2GB or 500MiB (adds model.safetensors.index.json)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the fresh init (default 0)")
+    p.add_argument("--wrapper", metavar="KEY", help="plain conversion: the sub-dict / DCP sub-tree to write (default as report picks it)")
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -58,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.plan import load_plan
 
     if args.adapter is None and args.plan is None:
-        from ..core.errors import ConfigError
-
-        raise ConfigError("export: --plan is required (or --adapter to merge a PEFT adapter)")
+        return _convert(args)
     plan = load_plan(args.plan) if args.plan else None
     bar = stderr_progress("export", show_bytes=True)
     try:
@@ -107,3 +107,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(s(f"  reload check: {len(r.missing)} missing, {len(r.unexpected)} unexpected, {len(r.mismatched)} mismatched", "31"))
     return EXIT_OK if res.is_clean else EXIT_FINDINGS
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..core.convert import convert_checkpoint
+    from ..core.errors import ConfigError
+
+    if args.model or args.arch or args.resize:
+        raise ConfigError("export without --plan is a plain conversion: --arch / --model / --resize need a plan")
+    bar = stderr_progress("export", show_bytes=True)
+    try:
+        res = convert_checkpoint(args.checkpoint, args.output, wrapper=args.wrapper, dtype=args.dtype,
+                                 max_shard_size=args.max_shard_size, config=args.config, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print_json(res.to_json())
+        return EXIT_OK
+    s = Style()
+    print(s(f"wrote {res.out_dir}", "1") + f": {len(res.files)} file(s), {res.n_tensors} tensors, "
+          f"{human_bytes(res.total_bytes)} in {res.seconds:.1f} s (every tensor of the {res.source_format} checkpoint)")
+    if res.copied:
+        print(f"  copied unchanged from the source folder: {', '.join(res.copied)}")
+    for n in res.notes:
+        print(s(f"  note: {n}", "33"))
+    return EXIT_OK

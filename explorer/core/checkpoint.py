@@ -114,6 +114,7 @@ class CheckpointIndex:
     wrapper_key: str | None = None  # sub-dict chosen inside a wrapper dict ("state_dict", ...)
     wrapper_candidates: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    layout: Any = field(default=None, compare=False, repr=False)  # chunked formats (DCP): has reader() -> tensor/iter_flat/close
 
     @property
     def total_bytes(self) -> int:
@@ -174,6 +175,14 @@ def open_checkpoint(path: str | os.PathLike[str], *, wrapper: str | None = None)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
     if p.is_dir():
+        from . import dcp
+
+        if dcp.is_dcp_folder(p):
+            lay = dcp.open_dcp(p, wrapper=wrapper, preferred=WRAPPER_KEYS)
+            tensors = {n: TensorInfo(n, t.shape, t.dtype, t.nbytes, t.chunks[0].file if t.chunks else lay.files[0])
+                       for n, t in lay.tensors.items()}
+            return CheckpointIndex(str(path), "dcp", lay.files, tensors, lay.metadata, lay.group, lay.candidates,
+                                   lay.notes, layout=lay)
         p = resolve_weights_in_dir(p)
     name = p.name
     if name.endswith(".index.json"):
@@ -448,8 +457,11 @@ class TensorReader:
         self.index = index
         self._maps: dict[str, mmap.mmap] = {}
         self._torch_files: dict[str, dict[str, Any]] = {}
+        self._chunked = index.layout.reader() if index.layout is not None else None
 
     def close(self) -> None:
+        if self._chunked is not None:
+            self._chunked.close()
         for m in self._maps.values():
             try:
                 m.close()
@@ -491,6 +503,8 @@ class TensorReader:
         info = self._info(name)
         if info.offset is not None:
             return self.flat(name).reshape(info.shape)
+        if self._chunked is not None:
+            return self._chunked.tensor(name)
         loaded = self._torch_files.get(info.file)
         if loaded is None:
             legacy = self.index.format == "torch-legacy"
@@ -507,6 +521,10 @@ class TensorReader:
 
     def iter_chunks(self, name: str, *, chunk_elems: int = 1 << 24) -> Iterator[torch.Tensor]:
         """Flat chunks of a tensor, so huge tensors are streamed instead of copied whole."""
+        if self._chunked is not None:
+            self._info(name)
+            yield from self._chunked.iter_flat(name, chunk_elems=chunk_elems)
+            return
         flat = self.flat(name)
         for start in range(0, flat.numel(), chunk_elems):
             yield flat[start : start + chunk_elems]

@@ -1,0 +1,255 @@
+"""Plain format conversion: every tensor of a checkpoint (any input format — safetensors, torch pickles, DCP rank
+shards) written as Hugging Face safetensors, streamed tensor piece by tensor piece.
+
+No model and no plan: nothing is matched, renamed (unless a key mapping is given), re-initialised or dropped.
+Peak memory is one piece of one tensor for every format whose reader streams (safetensors, DCP chunks split
+along the first dimension, FSDP's layout); a DCP tensor split along other dimensions is assembled once, so the
+bound is the largest tensor. Written into a staging folder beside the output, fsynced, renamed at the end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
+from .errors import ExplorerError, ExportError
+from .export import ExportCancelled, companion_files, parse_dtype, parse_size
+from .fsio import atomic_write_bytes, fsync_path, load_json, umask
+
+ProgressFn = Callable[[int, int, str], None]
+_PIECE_ELEMS = 8 << 20
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    out_dir: str
+    files: tuple[str, ...]
+    n_tensors: int
+    total_bytes: int
+    seconds: float
+    source_format: str
+    notes: tuple[str, ...] = ()
+    copied: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out_dir": self.out_dir, "files": list(self.files), "tensors": self.n_tensors, "bytes": self.total_bytes,
+            "seconds": round(self.seconds, 3), "source_format": self.source_format, "notes": list(self.notes),
+            "copied": list(self.copied), "clean": True,
+        }
+
+
+@dataclass(frozen=True)
+class _Item:
+    name: str  # written name
+    src: TensorInfo
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        import torch
+
+        return math.prod(self.src.shape) * getattr(torch, self.dtype).itemsize
+
+
+def _cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike[str] | CheckpointIndex,
+    out_dir: str | os.PathLike[str],
+    *,
+    wrapper: str | None = None,
+    dtype: str | None = None,
+    max_shard_size: int | str | None = None,
+    key_mapping: Mapping[str, str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> ConvertResult:
+    """Write every tensor of ``checkpoint`` (its chosen sub-tree / wrapper) into the new folder ``out_dir`` as
+    safetensors (``model.safetensors`` or shards + ``model.safetensors.index.json``).
+
+    ``dtype`` casts floating tensors; ``key_mapping`` renames as ``from_pretrained(key_mapping=...)`` would;
+    ``config`` (a config.json or its folder, default the checkpoint's folder when it has one) is copied beside
+    the weights. The result is re-opened and checked tensor by tensor (names, shapes, dtypes). Raises
+    ExportError (ExportCancelled when cancelled); on failure nothing is left behind."""
+    from .matching import apply_key_mapping
+
+    t0 = time.perf_counter()
+    dtype = parse_dtype(dtype)
+    limit = parse_size(max_shard_size)
+    index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
+    if not index.tensors:
+        raise ExportError(f"{index.path}: no tensors to write")
+    items: list[_Item] = []
+    seen: dict[str, str] = {}
+    for n, t in index.tensors.items():
+        new = apply_key_mapping(n, key_mapping)
+        if new in seen:
+            raise ExportError(f"{index.path}: {seen[new]!r} and {n!r} would both be written as {new!r}; the key mapping collides")
+        seen[new] = n
+        if t.dtype == "float4_e2m1fn_x2":
+            raise ExportError(f"{index.path}: tensor {n!r}: packed float4 data cannot be converted")
+        out_dt = dtype if dtype and t.is_floating and not t.dtype.startswith("complex") else t.dtype
+        items.append(_Item(new, t, out_dt))
+    shards: list[list[_Item]] = [[]]
+    size = 0
+    for it in items:
+        if limit and shards[-1] and size + it.nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(it)
+        size += it.nbytes
+
+    cfg_file: Path | None = None
+    if config is not None:
+        c = Path(config)
+        cfg_file = c / "config.json" if c.is_dir() else c
+        if not cfg_file.is_file():
+            raise ExportError(f"{cfg_file}: no such config file")
+    elif (Path(index.folder) / "config.json").is_file():
+        cfg_file = Path(index.folder) / "config.json"
+
+    out = Path(out_dir).expanduser().absolute()
+    src_folder = Path(index.folder).resolve()
+    real = out.resolve()
+    if real == src_folder or real.is_relative_to(src_folder):
+        raise ExportError(f"{out}: refusing to write inside the source checkpoint's folder {src_folder}; choose a folder outside it")
+    if any(real == Path(f).resolve() for f in index.files):
+        raise ExportError(f"{out}: refusing to write over an input file")
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"{out}: exists and is not a folder")
+        if any(out.iterdir()):
+            raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
+        if not os.access(out, os.W_OK):
+            raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out}: parent folder {out.parent} does not exist")
+
+    from .. import __version__
+
+    metadata = {"format": "pt", "explorer_source": str(Path(index.path).absolute()), "explorer_version": __version__,
+                "explorer_source_format": index.format}
+    if dtype:
+        metadata["explorer_dtype"] = dtype
+    total = sum(it.nbytes for it in items)
+    names = ["model.safetensors"] if len(shards) == 1 else [
+        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write into {out.parent}: {e.strerror or e}") from e
+    written: list[str] = []
+    notes: list[str] = list(index.notes)
+    copied: list[str] = []
+    done = [0]
+    try:
+        with TensorReader(index) as reader:
+            for fname, shard in zip(names, shards):
+                _write_shard(staging / fname, shard, metadata, reader, done, total, progress, cancel)
+                written.append(fname)
+        if len(shards) > 1:
+            idx = {"metadata": {"total_size": total},
+                   "weight_map": {it.name: fname for fname, shard in zip(names, shards) for it in shard}}
+            atomic_write_bytes(staging / "model.safetensors.index.json", json.dumps(idx, indent=2).encode() + b"\n")
+            written.append("model.safetensors.index.json")
+        if cfg_file is not None:
+            cfg = load_json(cfg_file, what="config file", error=ExportError)
+            if not isinstance(cfg, dict):
+                raise ExportError(f"{cfg_file}: expected a JSON object")
+            if dtype:
+                cfg["dtype"] = dtype
+                cfg.pop("torch_dtype", None)
+            atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
+            written.append("config.json")
+        skip = {Path(f).resolve() for f in index.files}
+        for f in companion_files(Path(index.folder), skip=skip):
+            shutil.copyfile(f, staging / f.name)
+            os.chmod(staging / f.name, 0o644 & ~umask() | 0o400)
+            fsync_path(staging / f.name)
+            copied.append(f.name)
+        if _cancelled(cancel):
+            raise ExportCancelled(f"{out}: conversion cancelled; nothing was written")
+        fsync_path(staging)
+        os.chmod(staging, 0o755 & ~umask())
+        os.rename(staging, out)
+        fsync_path(out.parent)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, ExplorerError):
+            raise
+        if isinstance(e, OSError):
+            raise ExportError(f"{out}: write failed: {e.strerror or e}; nothing was written") from e
+        raise
+    _verify(out, items)
+    return ConvertResult(str(out), tuple(str(out / n) for n in written), len(items), total,
+                         time.perf_counter() - t0, index.format, tuple(notes), tuple(copied))
+
+
+def _verify(out: Path, items: list[_Item]) -> None:
+    """The written folder holds exactly the planned tensors (names, shapes, dtypes), read back from its headers."""
+    back = open_checkpoint(out)
+    want = {it.name: (tuple(it.src.shape), it.dtype) for it in items}
+    got = {n: (tuple(t.shape), t.dtype) for n, t in back.tensors.items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+        raise ExportError(f"{out}: the written checkpoint differs from what was planned ({diff})")
+
+
+def _header(shard: list[_Item], metadata: Mapping[str, str]) -> bytes:
+    h: dict[str, Any] = {"__metadata__": dict(metadata)}
+    off = 0
+    for it in shard:
+        h[it.name] = {"dtype": safetensors_dtype_code(it.dtype), "shape": list(it.src.shape), "data_offsets": [off, off + it.nbytes]}
+        off += it.nbytes
+    raw = json.dumps(h, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _write_all(fd: int, buf: Any) -> None:
+    mv = memoryview(buf).cast("B")
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], reader: TensorReader, done: list[int],
+                 total: int, progress: ProgressFn | None, cancel: Any) -> None:
+    import torch
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, _header(shard, metadata))
+        for it in shard:
+            n = 0
+            if it.src.numel:
+                for piece in reader.iter_chunks(it.src.name, chunk_elems=_PIECE_ELEMS):
+                    if it.dtype != it.src.dtype:
+                        piece = piece.to(getattr(torch, it.dtype))
+                    raw = piece.contiguous().view(torch.uint8).numpy()
+                    _write_all(fd, raw)
+                    n += raw.size
+                    done[0] += raw.size
+                    if progress is not None:
+                        progress(done[0], total, it.name)
+                    if _cancelled(cancel):
+                        raise ExportCancelled("conversion cancelled; nothing was written")
+            if n != it.nbytes:
+                raise ExportError(f"{it.src.file}: tensor {it.src.name!r}: read {n} bytes, expected {it.nbytes}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
