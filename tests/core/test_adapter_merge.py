@@ -78,6 +78,10 @@ def test_cli_export_adapter(tmp_path, capsys):
     assert code == 0, err
     d = json.loads(out)
     assert d["clean"] and d["reload"]["missing"] == 0 and "merged 2 adapted modules" in d["notes"][0]
+    # without --plan and --adapter: a plain conversion of the base, every tensor unchanged (issue 13)
     code = main(["export", str(base), "-o", str(tmp_path / "out2")])
     _, err = capsys.readouterr()
-    assert code == 2 and "--plan is required (or --adapter" in err
+    assert code == 0, err
+    from explorer.core.checkpoint import open_checkpoint
+
+    assert set(open_checkpoint(tmp_path / "out2").tensors) == set(open_checkpoint(base).tensors)
