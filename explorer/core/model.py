@@ -129,12 +129,18 @@ def load_config(config: str | os.PathLike[str]) -> Any:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise ConfigError(f"{p}: unknown model_type {model_type!r} (not in this transformers version)")
+        raise ConfigError(f"{p}: unknown model_type {_clip(model_type)} (not in this transformers version)")
     try:
         # the same reader as from_pretrained / AutoConfig.from_pretrained (from_dict), not the bare constructor
         return CONFIG_MAPPING[model_type].from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # config classes raise many types on bad values
         raise ConfigError(f"{p}: invalid config for model_type {model_type!r}: {_one_line(e)}") from e
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    """repr of a value from a file, cut to ``limit`` characters: a 10 MB model_type must not become a 10 MB line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def head_classes(config: Any) -> list[str]:
@@ -496,6 +502,10 @@ def _build_custom(spec: ModelSpec) -> BuiltModel:
         obj = getattr(obj, part, None)
         if obj is None:
             raise ConfigError(f"{spec.model}: module {mod_name!r} has no attribute {qual!r}")
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        # checked before the call: `--model os:system` must not run os.system(**model_kwargs)
+        raise ConfigError(f"{spec.model}: not a torch.nn.Module class (found {type(obj).__name__}); "
+                          "--model names a class like pkg.module:Class")
     try:
         with torch.device("meta"):
             module = obj(**spec.model_kwargs)
