@@ -275,13 +275,21 @@ def _report(
     if not suggest or key_mapping:
         return rep
     sugg = suggest_key_mapping(rep, factory, index)
+    extra: tuple[str, ...] = ()
+    if sugg is None and (rep.missing or rep.unexpected):  # a known foreign naming (torchtitan), verified by a match
+        from .naming import suggest_known_naming
+
+        known = suggest_known_naming(index.tensors, len(rep.missing) + len(rep.unexpected) + len(rep.mismatched),
+                                     lambda km: match(factory(), index, key_mapping=km, tree=tree))
+        if known is not None:
+            sugg, extra = known[:2], (known[2],)
     if sugg is None:
         return rep
     mapping, effect = sugg
     if auto_fix:
         fixed = match(factory(), index, key_mapping=mapping, tree=tree)
-        return _replace(fixed, suggested_key_mapping=mapping, suggestion_effect=effect)
-    return _replace(rep, suggested_key_mapping=mapping, suggestion_effect=effect)
+        return _replace(fixed, suggested_key_mapping=mapping, suggestion_effect=effect, notes=fixed.notes + extra)
+    return _replace(rep, suggested_key_mapping=mapping, suggestion_effect=effect, notes=rep.notes + extra)
 
 
 def checkpoint_only(index: CheckpointIndex) -> Report:
