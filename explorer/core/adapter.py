@@ -521,15 +521,47 @@ def build_base(af: AdapterFolder, src: BaseSource, *, arch: str | None = None) -
     )
 
 
-def peft_model_on_meta(built: BuiltModel, config: Any, *, adapter_name: str = "default") -> Any:
+def peft_model_on_meta(built: BuiltModel, config: Any, *, adapter_name: str = "default",
+                       source: str = ADAPTER_CONFIG) -> Any:
     """The PeftModel ``PeftModel.from_pretrained`` builds around ``built`` (class by task_type), on meta.
-    peft's own injection code runs; every tensor it creates is on the meta device."""
+    peft's own injection code runs; every tensor it creates is on the meta device. The config's regular
+    expressions are tried first (:func:`check_peft_patterns`); ``source`` names the config file in errors."""
     import torch
     from peft import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, PeftModel
+
+    check_peft_patterns(config, built, source=source)
 
     cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel) if config.task_type else PeftModel
     with torch.device("meta"):
         return cls(built.module, config, adapter_name, autocast_adapter_dtype=True, low_cpu_mem_usage=False)
+
+
+def check_peft_patterns(config: Any, built: BuiltModel, *, source: str = ADAPTER_CONFIG) -> None:
+    """peft matches several adapter_config.json fields with ``re`` against every module name of the base (a
+    string ``target_modules`` / ``exclude_modules``: fullmatch; ``modules_to_save``, ``layers_pattern``, the keys of
+    ``rank_pattern`` / ``alpha_pattern``: inside its own templates). ``re`` cannot be stopped once started, so these
+    run first in a child process with a deadline (:func:`explorer.core.keys.check_patterns_speed`): a catastrophic
+    pattern is a one-line error naming the file, not a hang. Raises PatternTooSlow / ConfigError."""
+    from .keys import check_patterns_speed
+
+    jobs: list[tuple[str, str, str]] = []
+    for fld in ("target_modules", "exclude_modules"):
+        v = getattr(config, fld, None)
+        if isinstance(v, str):
+            jobs.append((v, v, "fullmatch"))
+    for m in getattr(config, "modules_to_save", None) or ():
+        if isinstance(m, str):
+            jobs.append((m, rf"(^|.*\.){m}($|\..*)", "match"))
+    lp = getattr(config, "layers_pattern", None)
+    for pat in [lp] if isinstance(lp, str) else (lp or ()):
+        if isinstance(pat, str):
+            jobs.append((pat, rf"(?:^|.*?\.){pat}\.(?P<idx>\d+)\.", "match"))
+    for fld in ("rank_pattern", "alpha_pattern"):
+        for k in getattr(config, fld, None) or {}:
+            if isinstance(k, str):
+                jobs.append((k, rf"(.*\.)?({k})$", "match"))
+    if jobs:
+        check_patterns_speed(jobs, [n for n, _ in built.module.named_modules()], label=source)
 
 
 def load_on_meta(pm: Any, af: AdapterFolder, rec: PeftLoadRecorder, *, adapter_name: str = "default",
@@ -620,11 +652,12 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
     from peft import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, PeftModel
 
     peft_class = (MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(pcfg.task_type, PeftModel) if pcfg.task_type else PeftModel).__name__
-    # --- 1. peft injects its layers (its own target matching), on meta
+    # --- 1. peft injects its layers (its own target matching), on meta; a catastrophic pattern is an error first
+    check_peft_patterns(pcfg, built, source=af.config_file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pm = peft_model_on_meta(built, pcfg, adapter_name=adapter_name)
+            pm = peft_model_on_meta(built, pcfg, adapter_name=adapter_name, source=af.config_file)
         except Exception as e:  # noqa: BLE001 - peft's hard failures are findings about this pair
             notes += _peft_warnings(caught)
             return result(extra=_injection_findings(e, af, pcfg, base_modules, weight_modules))

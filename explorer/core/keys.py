@@ -209,10 +209,15 @@ for stage in ("sub", "search"):
         if any(len(t) > limit for t in texts):
             out.write("long %d\n" % i); out.flush()
             sys.exit(0)
+for i, (p, method) in enumerate(d["each"]):
+    out.write("each %d\n" % i); out.flush()
+    f = getattr(re.compile(p), method)
+    for t in d["keys"]:
+        f(t)
 out.write("ok\n")
 """
 
-_SPEED_OK: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # mappings already run over these keys
+_SPEED_OK: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # pattern sets already run over these names
 
 
 def check_key_mapping_speed(
@@ -232,26 +237,49 @@ def check_key_mapping_speed(
     :class:`PatternTooSlow` (or ConfigError for a key grown past :data:`MAX_MAPPED_KEY_CHARS`)."""
     if not key_mapping:
         return
-    budget = KEY_MAPPING_BUDGET if budget is None else budget
     km = key_mapping if isinstance(key_mapping, KeyMapping) else check_key_mapping(key_mapping)
     items = list(km.items())
     form_items = [(f or p, r) for (p, r), f in zip(items, forms)] if forms else []
     if all(cannot_backtrack(p) for p, _ in items + form_items):
         return
+    _run_child({"sub": items, "search": form_items, "each": []}, [p for p, _ in items], names,
+               label=km.label, budget=budget)
+
+
+def check_patterns_speed(
+    patterns: Sequence[tuple[str, str, str]], names: Iterable[str], *, label: str, budget: float | None = None
+) -> None:
+    """Refuse patterns a library will run with ``re`` over ``names`` when they cannot finish within ``budget``.
+
+    Each pattern is ``(shown, source, method)``: ``source`` as the library compiles it, ``method`` ``"search"``,
+    ``"match"`` or ``"fullmatch"`` as it calls it on every name, ``shown`` what the user wrote (named in the error).
+    Run as :func:`check_key_mapping_speed` runs a mapping (child process, deadline, memo). A pattern whose ``shown``
+    part :func:`cannot_backtrack` is not run (a library's fixed wrapper around it, such as peft's
+    ``(.*\\.)?(NAME)$``, is at worst quadratic in a name's length). Raises :class:`PatternTooSlow`."""
+    patterns = [p for p in patterns if not cannot_backtrack(p[0])]
+    if patterns:
+        _run_child({"sub": [], "search": [], "each": [(src, method) for _, src, method in patterns]},
+                   [shown for shown, _, _ in patterns], names, label=label, budget=budget)
+
+
+def _run_child(job: dict[str, Any], shown: Sequence[str], names: Iterable[str], *, label: str,
+               budget: float | None) -> None:
+    """Run ``job`` (see ``_CHILD``) over ``names`` in a child Python killed after ``budget`` seconds; ``shown[i]``
+    names entry ``i`` of whichever stage the child was on."""
+    budget = KEY_MAPPING_BUDGET if budget is None else budget
     names = list(names)
     digest = hashlib.blake2b("\n".join(names).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    memo = (tuple(items), tuple(form_items), digest, len(names))
+    memo = (json.dumps(job), digest, len(names))
     if memo in _SPEED_OK:
         _SPEED_OK.move_to_end(memo)
         return
-    payload = json.dumps({"keys": names, "sub": items, "search": form_items, "limit": MAX_MAPPED_KEY_CHARS}).encode()
-    label = km.label
+    payload = json.dumps({"keys": names, "limit": MAX_MAPPED_KEY_CHARS, **job}).encode()
     try:
         done = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=payload, capture_output=True,
                               timeout=budget, check=False)
     except subprocess.TimeoutExpired as e:
         raise PatternTooSlow(
-            f"{label}: pattern {items[_last_entry(e.stdout)][0]!r} is too slow: applying it to the checkpoint's "
+            f"{label}: pattern {shown[_last_entry(e.stdout)]!r} is too slow: applying it to the checkpoint's "
             f"{len(names):,} keys did not finish in {budget:g} s; {_HINT}"
         ) from None
     except OSError as e:
@@ -259,11 +287,11 @@ def check_key_mapping_speed(
     lines = done.stdout.decode(errors="replace").splitlines()
     last = lines[-1] if lines else ""
     if last.startswith("long "):
-        raise ConfigError(f"{label}: entry {items[_last_entry(done.stdout)][0]!r} grows keys past "
+        raise ConfigError(f"{label}: entry {shown[_last_entry(done.stdout)]!r} grows keys past "
                           f"{MAX_MAPPED_KEY_CHARS:,} characters")
     if done.returncode != 0 or last != "ok":
         why = done.stderr.decode(errors="replace").strip().splitlines()
-        raise ConfigError(f"{label}: pattern {items[_last_entry(done.stdout)][0]!r} could not be applied to the "
+        raise ConfigError(f"{label}: pattern {shown[_last_entry(done.stdout)]!r} could not be applied to the "
                           f"checkpoint's keys: {why[-1] if why else f'exit {done.returncode}'}")
     _SPEED_OK[memo] = None
     while len(_SPEED_OK) > 64:
@@ -271,7 +299,7 @@ def check_key_mapping_speed(
 
 
 def _last_entry(out: bytes | None) -> int:
-    """The entry the child was on (its last "sub I" / "search I" / "long I" line); 0 when it printed none."""
+    """The entry the child was on (its last "sub I" / "search I" / "each I" / "long I" line); 0 if none."""
     for line in reversed((out or b"").decode(errors="replace").splitlines()):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():

@@ -72,7 +72,7 @@ def export_merged(
     built = build_base(af, src, arch=rep.arch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pm = peft_model_on_meta(built, pcfg)
+        pm = peft_model_on_meta(built, pcfg, source=af.config_file)
         rec = PeftLoadRecorder(af.weights, meta_tensors(af.index))
         load_on_meta(pm, af, rec, key_mapping=getattr(built.module, "_checkpoint_conversion_mapping", None) or None)
     brep = base_report(src.index, spec, suggest=False)
