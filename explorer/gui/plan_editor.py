@@ -332,7 +332,10 @@ class PlanEditor(QWidget):
     def load_plan(self, path: str) -> None:
         from ..core.plan import load_plan
 
-        self.set_plan(load_plan(path), f"Load plan {os.path.basename(path)}")
+        plan = load_plan(path)
+        if self.report is not None:
+            plan.resolve(self.report)  # a rule too slow for these keys fails here (PlanError), before it is pushed
+        self.set_plan(plan, f"Load plan {os.path.basename(path)}")
 
     def save_dialog(self) -> None:
         if self.plan is None:
@@ -449,6 +452,7 @@ class RuleDialog(QDialog):
 
     def update_preview(self) -> None:
         from ..core.errors import PlanError
+        from ..core.keys import FILTER_BUDGET
         from ..core.plan import Rule
 
         self.rule = None
@@ -469,7 +473,7 @@ class RuleDialog(QDialog):
             return
         try:
             probe = Rule(text, self.kind.currentText(), trainable=True)  # validates the pattern alone
-            hits = probe.select(self.keys)
+            hits = probe.select(self.keys, budget=FILTER_BUDGET)  # on the GUI thread: the filter's short budget
             if action is not None or trainable is not None or lr is not None:
                 self.rule = Rule(text, self.kind.currentText(), action, trainable, lr)
         except PlanError as e:

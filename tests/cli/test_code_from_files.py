@@ -157,3 +157,14 @@ def test_composite_sub_config_auto_map_neither_asks_nor_runs(tmp_path):
     assert "Do you wish to run the custom code" not in p.stdout + p.stderr
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert not marker.exists() and not (tmp_path / "modules" / "transformers_modules").exists()
+
+
+def test_plan_config_path_is_checked_like_any_input(capsys, bert, tmp_path):
+    """source.config comes from the file: a folder whose config.json is a FIFO is refused unopened, one line."""
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    os.mkfifo(cfg_dir / "config.json")
+    plan = write_plan(tmp_path / "p.json", {"config": str(cfg_dir), "arch": "BertModel"})
+    err = one_line_error(capsys, ["export", str(bert), "--plan", str(plan), "-o", str(tmp_path / "out"), "--arch", "BertModel"])
+    assert err.startswith(f"ckpt-explorer: error: {cfg_dir / 'config.json'}: ")
+    assert not (tmp_path / "out").exists()

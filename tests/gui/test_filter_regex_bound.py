@@ -42,3 +42,31 @@ def test_window_says_regex_too_slow_and_keeps_the_last_filter(qtbot, window, min
     window.apply_filter()
     assert window.table_proxy.rowCount() == 0 and window.match_label.text().startswith("0 of ")
     assert window.match_label.toolTip() == ""
+
+
+def test_plan_editor_refuses_a_catastrophic_rule(qtbot, window, minilm, tmp_path):
+    """The rule dialog's live preview runs on the GUI thread under the filter's budget; a loaded plan whose rule
+    is too slow for these keys is refused before it replaces the current plan."""
+    import json
+
+    from explorer.gui.plan_editor import install_plan_editor
+
+    ed = install_plan_editor(window)
+    open_and_wait(qtbot, window, checkpoint=minilm, arch="BertForSequenceClassification")
+    dlg = ed.rule_dialog()
+    dlg.kind.setCurrentText("regex")
+    dlg.trainable.setCurrentText("frozen")
+    dlg.pattern.setText(BOTH_SLOW)
+    assert dlg.preview.text().startswith("⚠ regex rule: pattern ") and "too slow" in dlg.preview.text()
+    assert dlg.rule is None
+    dlg.reject()
+
+    ed.freeze(["bert.encoder.layer.2"])
+    before = ed.plan
+    bad = tmp_path / "slow.json"
+    bad.write_text(json.dumps({"version": 1, "rules": [{"match": "regex", "pattern": BOTH_SLOW, "trainable": False}]}))
+    from explorer.core.errors import PlanError
+
+    with pytest.raises(PlanError, match="too slow"):
+        ed.load_plan(str(bad))
+    assert ed.plan is before and ed.undo_stack.count() == 1
