@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from ..core.errors import ExplorerError
@@ -48,7 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds like Ctrl-C: staging folders and temp files go."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during clean-up ends the process at once
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 0 / 1 / 2. Outside the window, SIGTERM is handled like Ctrl-C (clean up, exit 143)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
@@ -63,12 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # for "re-run with ..." hints
     run: Callable[[argparse.Namespace], int] = args.run
+    previous = None  # the window quits on SIGTERM as before; a handler would wait for Qt's loop to run Python
+    if args.command != "open" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     with guarded():  # from here on every character written to stdout/stderr is escaped as needed (terminal.py)
         try:
             return run(args)
         except ExplorerError as e:
             print(f"ckpt-explorer: error: {e}", file=sys.stderr)
             return EXIT_ERROR
+        except Terminated:
+            print("ckpt-explorer: terminated", file=sys.stderr)
+            return 143
         except KeyboardInterrupt:
             print("ckpt-explorer: interrupted", file=sys.stderr)
             return 130
@@ -82,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ckpt-explorer: error: {type(e).__name__}: {msg[0] if msg else ''} "
                   "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)", file=sys.stderr)
             return EXIT_ERROR
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

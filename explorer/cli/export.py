@@ -56,9 +56,10 @@ def _spec(args: argparse.Namespace, plan):  # -> ModelSpec | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.export import export_checkpoint
+    from ..core.export import export_checkpoint, parse_size
     from ..core.plan import load_plan
 
+    max_shard_size = parse_size(args.max_shard_size, what="--max-shard-size")  # before anything is read
     if args.adapter is None and args.plan is None:
         return _convert(args)
     plan = load_plan(args.plan) if args.plan else None
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
                 raise ConfigError("export --adapter: the base's own config is used; --config / --model do not apply")
             res = export_merged(args.checkpoint, args.adapter, args.output, plan=plan, arch=args.arch, dtype=args.dtype,
-                                max_shard_size=args.max_shard_size, seed=args.seed, progress=bar)
+                                max_shard_size=max_shard_size, seed=args.seed, progress=bar)
         else:
             res = export_checkpoint(
             args.checkpoint,
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             args.output,
             resize=args.resize,
             dtype=args.dtype,
-            max_shard_size=args.max_shard_size,
+            max_shard_size=max_shard_size,
             seed=args.seed,
             spec=_spec(args, plan),
             progress=bar,

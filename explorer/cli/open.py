@@ -20,8 +20,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_mapping_args(p)
     p.add_argument("--compare", metavar="OTHER", help="a second checkpoint to compare with")
     p.add_argument("--demo", action="store_true", help="open the built-in demo (built offline on first use); takes no checkpoint")
-    p.add_argument("--screenshot", metavar="PNG", help="wait until loaded, save a PNG of the window and exit")
+    p.add_argument("--screenshot", metavar="PNG", help="wait until loaded, save a PNG of the window and exit "
+                   "(an existing file is replaced only if it is a PNG, never an input)")
+    p.add_argument("--force", action="store_true",
+                   help="with --screenshot: replace an existing file even if it is not a PNG (never an input)")
     p.set_defaults(run=run)
+
+
+def check_screenshot(args: argparse.Namespace) -> None:
+    """Refuse a --screenshot path before the window starts: an input (the checkpoint, its folder's weights and
+    config, --config, --compare, a --key-mapping or --model-kwargs file), something that is not a regular file,
+    or — without --force — an existing file that is not a PNG."""
+    from ..core.fsio import check_output
+    from ..core.outputs import is_png, named_inputs
+
+    inputs = named_inputs(args.checkpoint, args.config, args.compare, args.key_mapping, args.model_kwargs)
+    check_output(args.screenshot, inputs=inputs, is_ours=is_png, force=args.force, what="screenshot PNG")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
         from ..core.errors import ExplorerError
 
         raise ExplorerError("--demo opens the built-in demo; do not also give a checkpoint")
+    if args.screenshot:
+        check_screenshot(args)
+    elif args.force:
+        from ..core.errors import ExplorerError
+
+        raise ExplorerError("--force only applies to --screenshot")
     from ..gui.app import main as gui_main  # Qt is imported only here
 
     return gui_main(args)

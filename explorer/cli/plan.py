@@ -47,7 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-scale", dest="rule_lr_scale", metavar="GLOB=F", action=_RuleAction,
                    help="learning-rate multiplier for keys matching GLOB, e.g. 'encoder*=0.01'")
     p.add_argument("--regex", action="store_true", help="rule patterns are regular expressions (re syntax, searched in the key under a time limit), not globs")
-    p.add_argument("-o", "--output", required=True, metavar="plan.json", help="where to write the plan (atomically)")
+    p.add_argument("-o", "--output", required=True, metavar="plan.json",
+                   help="where to write the plan (atomically); an existing file is replaced only if it is a plan")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing -o file even if it is not a plan (never an input of this command)")
     add_json_arg(p)
     p.set_defaults(run=run, rules=[])
 
@@ -119,11 +122,20 @@ def summary(plan, rep) -> dict[str, Any]:  # plan: Plan, rep: Report
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..core.plan import save_plan
+def named_inputs(args: argparse.Namespace) -> list:
+    """The files this command reads, from the paths on its command line (before anything is read)."""
+    from ..core.outputs import named_inputs as named
 
+    return named(args.checkpoint, args.config, getattr(args, "key_mapping", None), getattr(args, "model_kwargs", None))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.outputs import report_inputs
+    from ..core.plan import check_plan_output, save_plan
+
+    check_plan_output(args.output, inputs=named_inputs(args), force=args.force)  # before the report is built
     plan, rep = build_plan(args)
-    path = save_plan(plan, args.output)
+    path = save_plan(plan, args.output, inputs=[*named_inputs(args), *report_inputs(rep)], force=args.force)
     s = summary(plan, rep)
     s["output"] = str(path)
     if args.json:

@@ -13,7 +13,9 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import struct
 import tempfile
 import time
@@ -23,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
-from .fsio import atomic_output, atomic_write_bytes, fsync_path, umask
+from .fsio import atomic_output, atomic_write_bytes, check_output, fsync_path, load_json, umask  # noqa: F401
+from .fmt import human_bytes, safe_text
 from .fresh import FreshInit
 from .plan import Action, Entry, Plan
 
@@ -110,26 +113,37 @@ class _Out:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def parse_size(size: int | str | None) -> int | None:
-    """'500MB' -> 500_000_000, '2GiB' -> 2**31 (transformers' convention). None stays None."""
-    if size is None or isinstance(size, int):
-        if isinstance(size, int) and size <= 0:
-            raise ExportError(f"max shard size must be positive, found {size}")
-        return size
-    s = str(size).strip()
-    units = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1))
-    for u, mult in units:
-        if s.upper().endswith(u):
-            num = s[: -len(u)].strip()
-            break
+SIZE_HELP = "a positive size such as 500MB, 2GiB or 1000000 (bytes)"
+MAX_SHARD_BYTES = 1 << 62  # far past any disk; keeps offsets in safetensors' u64 with room to add
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE_RE = re.compile(r"([0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE]([+-]?[0-9]{1,4}))? *([A-Za-z]*)", re.ASCII)
+
+
+def parse_size(size: int | float | str | None, *, what: str = "max_shard_size") -> int | None:
+    """'500MB' -> 500_000_000, '2GiB' -> 2**31 (transformers' convention); an int is bytes. None stays None.
+
+    Refuses (ExportError naming ``what``, e.g. ``--max-shard-size``) anything but a finite positive number of
+    bytes up to :data:`MAX_SHARD_BYTES` with an optional unit: 'inf', 'nan', '-1', '0', '1e400GB', '0.1B'."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, float, str)) or (isinstance(size, float) and not math.isfinite(size)):
+        raise ExportError(f"{what}: expected {SIZE_HELP}, found {size!r}")
+    if isinstance(size, (int, float)):
+        n = int(size)
     else:
-        num, mult = s, 1
-    try:
-        n = int(float(num) * mult)
-    except ValueError:
-        raise ExportError(f"max shard size: expected a size like 500MB or 2GiB, found {size!r}") from None
+        m = _SIZE_RE.fullmatch(size.strip())
+        unit = m.group(3).upper() if m else ""
+        if m is None or unit not in _SIZE_UNITS:
+            raise ExportError(f"{what}: expected {SIZE_HELP}, found {size!r}")
+        # exact decimal arithmetic: '1e400GB' is too large, not an OverflowError; '0.5GB' is 500000000
+        from fractions import Fraction
+
+        n = int(Fraction(m.group(1)) * _SIZE_UNITS[unit] * Fraction(10) ** int(m.group(2) or 0))  # |exp| < 10**4
     if n <= 0:
-        raise ExportError(f"max shard size must be positive, found {size!r}")
+        raise ExportError(f"{what}: expected {SIZE_HELP}, found {size!r} (at least 1 byte)")
+    if n > MAX_SHARD_BYTES:
+        raise ExportError(f"{what}: {size!r} is too large (at most {MAX_SHARD_BYTES} bytes)")
     return n
 
 
@@ -181,6 +195,8 @@ def export_checkpoint(
     t0 = time.perf_counter()
     dtype = parse_dtype(dtype)
     shard_limit = parse_size(max_shard_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ExportError(f"seed: expected an integer from 0 to 2**64-1 (torch's seed range), found {seed!r}")
     index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=plan.wrapper)
     spec = spec or plan.spec()
     cfg_src: str | None = None
@@ -199,7 +215,7 @@ def export_checkpoint(
     # a model folder (HF directory or shards) is the checkpoint: nothing goes inside it. A single weights file
     # only protects its own folder (export would write config.json there), not new sibling sub-folders.
     is_model_folder = Path(index.path).is_dir() or index.format.endswith("sharded")
-    _check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
+    out = _check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
 
     rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
     entries = plan.resolve(rep)
@@ -240,12 +256,14 @@ def export_checkpoint(
     parent = out.parent
     if not parent.is_dir():
         raise ExportError(f"{out}: parent folder {parent} does not exist")
+    notes.extend(remove_stale_staging(parent))
     try:
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}{STAGING_INFIX}{os.getpid()}-"))
     except OSError as e:
         raise ExportError(f"{out}: cannot write into {parent}: {e.strerror or e} (read-only location?)") from e
     written: list[str] = []
     try:
+        _write_marker(staging)
         state = _WriteState(total, progress, cancel)
         state.computed = state_computed
         with TensorReader(index) as reader:
@@ -264,7 +282,7 @@ def export_checkpoint(
             atomic_write_bytes(staging / "model.safetensors.index.json", json.dumps(idx, indent=2).encode() + b"\n")
             written.append("model.safetensors.index.json")
         if cfg_src:
-            cfg = json.loads(config_path(cfg_src).read_text())
+            cfg = load_json(config_path(cfg_src), what="config.json", error=ExportError)
             cfg["architectures"] = [built.class_name]
             if dtype:
                 cfg["dtype"] = dtype
@@ -274,6 +292,7 @@ def export_checkpoint(
         copied = _copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
+        os.unlink(staging / STAGING_MARKER)  # the result carries no trace of staging
         fsync_path(staging)
         os.chmod(staging, 0o755 & ~umask())
         os.rename(staging, out)  # an existing empty folder is replaced atomically
@@ -300,7 +319,10 @@ def export_checkpoint(
     )
 
 
-def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> None:
+def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> Path:
+    """Refuse an output folder that is an input, the source's folder (or inside it), anything but a new or empty,
+    writable folder — a file, a FIFO, a device or a link to one is never replaced. Returns the folder to write:
+    ``out`` itself, or the folder a link named ``out`` points to."""
     real = out.resolve()
     for f in inputs:
         if real == f:
@@ -313,13 +335,144 @@ def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_
         raise ExportError(
             f"{out}: refusing to write inside the source checkpoint's folder {source_folder}; choose a folder outside it"
         )
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()):
-            raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
-        if not os.access(out, os.W_OK):  # renaming over it would succeed and silently replace a read-only folder
-            raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
+    try:
+        lst = os.lstat(out)
+    except FileNotFoundError:
+        return out
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write there: {e.strerror or e}") from None
+    if stat.S_ISLNK(lst.st_mode):
+        if not real.exists():
+            raise ExportError(f"{out}: is a symbolic link to nothing; give a new folder name")
+        if real.is_dir():
+            out = real  # the folder the user's link names; the rename happens there, not over the link
+    if not out.is_dir():
+        # a file, a FIFO, a device or a link to one: say which (an input is named), never replace it
+        check_output(out, inputs=inputs, what="export folder", error=ExportError)
+        raise ExportError(f"{out}: exists and is not a folder")
+    if any(out.iterdir()):
+        raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
+    if not os.access(out, os.W_OK):  # renaming over it would succeed and silently replace a read-only folder
+        raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- staging folders
+
+STAGING_INFIX = ".partial-"  # staging folder: ".<out name>.partial-<pid>-<random>" beside the output
+STAGING_MARKER = ".ckpt-explorer-staging"  # inside it: who made it (JSON: tool, pid, host, boot, start)
+_STAGING_RE = re.compile(r"\..+\.partial-([0-9]{1,10})-[A-Za-z0-9_]+", re.ASCII)
+
+
+def _proc_start(pid: int) -> str | None:
+    """A process's start time (clock ticks after boot, Linux ``/proc``), None where unknown; with the pid it
+    tells a live exporter from an unrelated process that was given a recycled pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read(4096)
+        return raw[raw.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(64).decode().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_marker(staging: Path) -> None:
+    import socket
+
+    me = {"tool": "ckpt-explorer export", "pid": os.getpid(), "host": socket.gethostname(), "boot": _boot_id(),
+          "start": _proc_start(os.getpid())}
+    fd = os.open(staging / STAGING_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        _write_all(fd, json.dumps(me).encode())
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _stale_owner(entry: os.DirEntry[str]) -> int | None:
+    """The pid of the dead export that left staging folder ``entry``, or None when it is not provably ours and
+    dead (not a real folder, no marker, another host, the process still running)."""
+    import socket
+
+    m = _STAGING_RE.fullmatch(entry.name)
+    if m is None or not entry.is_dir(follow_symlinks=False):
+        return None
+    pid = int(m.group(1))
+    marker = Path(entry.path) / STAGING_MARKER
+    try:
+        st = os.lstat(marker)
+    except FileNotFoundError:
+        st = None
+    except OSError:
+        return None
+    if st is None:  # killed between creating the folder and writing the marker: only an empty folder goes
+        try:
+            empty = not any(os.scandir(entry.path))
+        except OSError:
+            return None
+        return pid if empty and not _alive(pid) else None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        info = load_json(marker, max_bytes=4096, what="staging marker")
+    except ExplorerError:
+        return None
+    if not isinstance(info, dict) or info.get("tool") != "ckpt-explorer export" or info.get("pid") != pid:
+        return None
+    if info.get("host") != socket.gethostname():
+        return None  # a shared folder: that machine's processes are not ours to judge
+    boot = _boot_id()
+    if boot is not None and info.get("boot") not in (None, boot):
+        return pid  # made before the last reboot: its process is gone
+    if not _alive(pid):
+        return pid
+    start = _proc_start(pid)
+    if start is not None and info.get("start") is not None and start != info.get("start"):
+        return pid  # the pid now belongs to another process
+    return None
+
+
+def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
+    """Remove the staging folders in ``parent`` that exports killed before they could clean up (SIGKILL, a
+    crash, a power cut) left behind. Only folders named like ours that carry our marker (or are empty) and whose
+    process is gone are removed — never anything else. Returns one note per folder removed."""
+    notes: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return notes
+    for e in entries:
+        pid = _stale_owner(e)
+        if pid is None:
+            continue
+        size = 0
+        try:
+            size = sum(f.stat(follow_symlinks=False).st_size for f in os.scandir(e.path))
+        except OSError:
+            pass
+        shutil.rmtree(e.path, ignore_errors=True)
+        if not os.path.lexists(e.path):
+            notes.append(f"removed {safe_text(e.path)}: left by an interrupted export (pid {pid}, "
+                         f"{human_bytes(size)})")
+    return notes
 
 
 # Files from_pretrained users expect beside the weights (tokenizer, generation, processor); matched by name.
@@ -331,7 +484,8 @@ COMPANION_MAX_BYTES = 256 << 20  # a tokenizer.json is a few MB; anything this b
 
 
 def companion_files(folder: Path, *, skip: set[Path] | frozenset[Path] = frozenset()) -> list[Path]:
-    """The tokenizer/processor files in ``folder`` that export copies unchanged (never weights or config.json)."""
+    """The tokenizer/processor files in ``folder`` that export copies unchanged (never weights or config.json),
+    by name; whether each may be read (links, file type, size) is :func:`_copy_companions`'s check."""
     out: list[Path] = []
     try:
         entries = sorted(folder.iterdir())
@@ -341,24 +495,84 @@ def companion_files(folder: Path, *, skip: set[Path] | frozenset[Path] = frozens
         n = f.name
         if not (n in COMPANION_NAMES or n.endswith(".model") or n.startswith("chat_template")):
             continue
-        if not f.is_file() or f.resolve() in skip or n == "config.json":
+        if n == "config.json" or not os.path.lexists(f) or f.resolve() in skip:
             continue
         out.append(f)
     return out
 
 
+def hf_blob_store(folder: Path) -> Path | None:
+    """The Hugging Face cache blob store of the repo a snapshot folder belongs to
+    (``.../models--org--name/snapshots/<sha>[/sub]`` -> ``.../models--org--name/blobs``), else None."""
+    for a in (folder, *folder.parents):
+        if a.parent.name == "snapshots" and a.parent.parent.name.startswith("models--"):
+            return a.parent.parent / "blobs"
+    return None
+
+
+def _companion_source(f: Path, folder: Path) -> tuple[Path | None, str]:
+    """Where companion ``f`` may be read from — itself, or the target of a link that stays inside the source
+    folder or its Hugging Face cache blob store — or None and why not (``folder`` is resolved)."""
+    real = f.resolve()
+    if f.is_symlink():
+        blobs = hf_blob_store(folder)
+        inside = real.is_relative_to(folder) or (blobs is not None and real.parent == blobs.resolve())
+        if not inside:
+            return None, f"a symbolic link to {safe_text(real)}, outside the source folder"
+    try:
+        st = os.stat(real)
+    except OSError as e:
+        return None, f"cannot read it: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "not a regular file"
+    if st.st_size > COMPANION_MAX_BYTES:
+        return None, f"{st.st_size} bytes: too large for a tokenizer/processor file"
+    return real, ""
+
+
+def _copy_file_as_is(src: Path, name_st: os.stat_result, dst: Path) -> None:
+    """Copy regular file ``src`` to the new file ``dst`` with the source's permission bits (the umask may narrow
+    them, nothing widens them). Refuses if ``src`` is no longer the file the name pointed to when checked."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (name_st.st_dev, name_st.st_ino):
+            raise ExportError(f"{src}: changed while exporting (not the file that was checked); nothing was written")
+        mode = st.st_mode & 0o777 & ~umask()
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+        try:
+            os.fchmod(out, mode)
+            left = min(st.st_size, COMPANION_MAX_BYTES)
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                _write_all(out, chunk)
+                left -= len(chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
 def _copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: list[str]) -> list[str]:
-    """Copy the companion files byte for byte into the staging folder (fsynced; renamed with it). Returns names."""
+    """Copy the companion files byte for byte into the staging folder (fsynced; renamed with it). A symbolic link
+    is followed only inside the source folder or its Hugging Face cache blob store (every cache snapshot links
+    there); any other link (``vocab.txt -> /etc/shadow``) is skipped and noted. Returns the names copied."""
     copied: list[str] = []
+    real_folder = folder.resolve()
     for f in companion_files(folder, skip=skip):
-        size = f.stat().st_size
-        if size > COMPANION_MAX_BYTES:
-            notes.append(f"{f}: not copied ({size} bytes: too large for a tokenizer/processor file)")
+        src, why = _companion_source(f, real_folder)
+        if src is None:
+            notes.append(f"{safe_text(f)}: not copied ({why})")
             continue
-        dst = staging / f.name
-        shutil.copyfile(f, dst)  # follows symlinks (Hugging Face cache snapshots link to blobs)
-        os.chmod(dst, 0o644 & ~umask() | 0o400)
-        fsync_path(dst)
+        try:
+            name_st = os.stat(f)
+        except OSError as e:
+            notes.append(f"{safe_text(f)}: not copied (cannot read it: {e.strerror or e})")
+            continue
+        _copy_file_as_is(src, name_st, staging / f.name)
         copied.append(f.name)
     return copied
 

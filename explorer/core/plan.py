@@ -450,36 +450,55 @@ def _is_class_name(name: str) -> bool:
     return name.isidentifier() and not name.startswith("_")
 
 
-def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
-    """Write the plan as JSON atomically (temp file + fsync + rename). Returns the path."""
-    from .fsio import atomic_write_bytes
+PLAN_FIELDS = frozenset({"version", "tool", "source", "key_mapping", "defaults", "rules"})
+
+
+def is_plan_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a regular JSON file (bounded read, never a FIFO or device) holding an object with a
+    plan ``version`` and only a plan's fields: the one test of "is this a plan" for ``plan -o``, the window's
+    save dialog and dropped files. An empty file is not a plan."""
+    from .fsio import MAX_JSON_BYTES, parse_json, read_bounded
+    from .errors import ExplorerError
+
+    try:
+        raw = read_bounded(path, max_bytes=MAX_JSON_BYTES, what="plan")
+        if raw.lstrip()[:1] != b"{":
+            return False
+        data = parse_json(raw, source=str(path), what="plan")
+    except (ExplorerError, OSError):
+        return False
+    return isinstance(data, dict) and "version" in data and set(data) <= PLAN_FIELDS
+
+
+def check_plan_output(path: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                      force: bool = False) -> Path:
+    """Refuse to write a plan to ``path`` when it is a folder, not a regular file (a FIFO, a device, a link to
+    one), one of ``inputs`` (even with ``force``), or — unless ``force`` — an existing file that is not a plan.
+    Returns the path. Raises PlanError with one line naming the path."""
+    from .fsio import check_output
 
     p = Path(path)
     if p.is_dir():
         raise PlanError(f"{p}: is a folder; give a file name such as {p / 'plan.json'}")
-    if p.exists() and not _is_plan_file(p):  # e.g. -o config.json or the checkpoint itself
-        raise PlanError(f"{p}: exists and is not a plan file; refusing to overwrite it")
+    return check_output(p, inputs=inputs, is_ours=is_plan_file, force=force, what="plan file", error=PlanError)
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
+              force: bool = False) -> Path:
+    """Write the plan as JSON atomically (temp file + fsync + rename). Returns the path.
+
+    Never over one of ``inputs`` or the files the plan was made from (its checkpoint and config); never over
+    anything but a regular file; over an existing file that is not a plan only with ``force``. Raises PlanError."""
+    from .fsio import atomic_write_bytes
+    from .outputs import named_inputs
+
+    p = check_plan_output(path, inputs=[*inputs, *named_inputs(plan.checkpoint, plan.config)], force=force)
     data = json.dumps(plan.to_json(), indent=1).encode() + b"\n"
     try:
         atomic_write_bytes(p, data)
     except OSError as e:
         raise PlanError(f"{p}: cannot write plan: {e.strerror or e}") from e
     return p
-
-
-def _is_plan_file(p: Path) -> bool:
-    """An empty file or a JSON object with this tool's plan ``version`` (read only if it starts like JSON)."""
-    try:
-        size = p.stat().st_size
-        if size == 0:
-            return True
-        with open(p, "rb") as f:
-            if f.read(1) != b"{" or size > 256 << 20:
-                return False
-        data = json.loads(p.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "version" in data and set(data) <= {"version", "tool", "source", "key_mapping", "defaults", "rules"}
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

@@ -146,11 +146,13 @@ def main(args: argparse.Namespace) -> int:
                 print(f"ckpt-explorer: error: {msg}", file=sys.stderr)
             if failed:
                 code["value"] = 2
+            from ..core.errors import ExplorerError
+
             try:
                 app.processEvents()
-                win.save_screenshot(shot)
+                win.save_screenshot(shot, force=bool(getattr(args, "force", False)))
                 print(f"screenshot: {shot}", file=sys.stderr)
-            except OSError as e:
+            except (OSError, ExplorerError) as e:
                 print(f"ckpt-explorer: error: {e}", file=sys.stderr)
                 code["value"] = 2
             win.close()

@@ -12,6 +12,7 @@ updated with ``setData``; nothing is recreated per selection.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -192,21 +193,32 @@ class HistogramWidget(QWidget):
             self.placeholder.setGeometry(self.plot.rect())
         return False
 
-    def export_csv(self, path: str) -> None:
-        """Write ``left,right,count`` rows (atomically)."""
-        lines = ["left,right,count"]
+    def export_csv(self, path: str, *, force: bool = False) -> None:
+        """Write ``left,right,count`` rows (atomically). Never over an input of the window or anything but a regular
+        file; over an existing file that is not such a CSV only with ``force``. Raises ExplorerError or OSError."""
+        lines = [CSV_HEADER]
         lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(self._edges[:-1], self._edges[1:], self._counts)]
         if self._ov is not None:
             lab, e, c = self._ov
             lines.append(f"# overlay: {lab}")
             lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
-        from ..core.fsio import atomic_write_bytes  # on demand: keeps core.export off the start-up path
+        from ..core.fsio import atomic_write_bytes, check_output  # on demand: keeps core.export off the start-up path
 
+        check_output(path, inputs=self._inputs(), is_ours=is_histogram_csv, force=force, what="histogram CSV")
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
-    def export_png(self, path: str) -> None:
-        """Save the plot as a PNG (atomically). Raises OSError."""
+    def export_png(self, path: str, *, force: bool = False) -> None:
+        """Save the plot as a PNG (atomically), with the same refusals as :meth:`export_csv`."""
+        from ..core.fsio import check_output
+        from ..core.outputs import is_png
+
+        check_output(path, inputs=self._inputs(), is_ours=is_png, force=force, what="histogram PNG")
         save_png(self.plot.grab(), path)
+
+    def _inputs(self) -> list[str]:
+        """The files of the window this histogram is in (``MainWindow.input_files``): outputs never replace them."""
+        fn = getattr(self.window(), "input_files", None)
+        return list(fn()) if callable(fn) else []
 
     # ---- drawing
     def _redraw(self) -> None:
@@ -261,12 +273,24 @@ class HistogramWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, f"Export histogram as {ext.upper()}", f"{name}.{ext}", f"{ext.upper()} (*.{ext})")
         if not path:
             return
-        try:
-            self.export_png(path) if ext == "png" else self.export_csv(path)
-        except OSError as e:
+        from ..core.errors import ExplorerError
+
+        try:  # the save dialog has already asked whether to replace an existing file: that is the user's --force
+            self.export_png(path, force=True) if ext == "png" else self.export_csv(path, force=True)
+        except (OSError, ExplorerError) as e:
             from PySide6.QtWidgets import QMessageBox
 
             QMessageBox.warning(self, "Export failed", str(e))
+
+
+CSV_HEADER = "left,right,count"
+
+
+def is_histogram_csv(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a regular file starting with the header :meth:`HistogramWidget.export_csv` writes."""
+    from ..core.outputs import starts_with
+
+    return starts_with(path, (CSV_HEADER + "\n").encode())
 
 
 def save_png(pix: Any, path: str) -> None:

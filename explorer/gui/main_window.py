@@ -897,8 +897,32 @@ class MainWindow(QMainWindow):
             finally:
                 self.split.blockSignals(False)
 
-    def save_screenshot(self, path: str) -> None:
-        """Render the whole window to a PNG (atomically). Raises OSError."""
+    def input_files(self) -> list[str]:
+        """Every file the window read or was asked to read (checkpoint and config, checkpoint B): whatever the
+        window writes (screenshot, histogram PNG/CSV, plan) never replaces one of them."""
+        from ..core.outputs import named_inputs, report_inputs
+
+        s = self.session
+        src = s.current.source if s.current is not None else s.source
+        out: list[str] = []
+        if src is not None:
+            out += map(str, named_inputs(src.checkpoint, src.config))
+        if s.current is not None:
+            out += report_inputs(s.current.report)
+        cmp = getattr(self, "compare_panel", None)
+        out += map(str, named_inputs(s.extras.get("compare"), getattr(cmp, "other", None)))
+        idx_b = getattr(cmp, "index_b", None)
+        if idx_b is not None:
+            out += [idx_b.path, *idx_b.files]
+        return list(dict.fromkeys(out))
+
+    def save_screenshot(self, path: str, *, force: bool = False) -> None:
+        """Render the whole window to a PNG (atomically). Never over an input of the window or anything but a
+        regular file; over an existing file that is not a PNG only with ``force``. Raises ExplorerError or OSError."""
+        from ..core.fsio import check_output
+        from ..core.outputs import is_png
+
+        check_output(path, inputs=self.input_files(), is_ours=is_png, force=force, what="screenshot PNG")
         save_png(self.grab(), path)
 
     # ------------------------------------------------------------------ recent files, settings, drops

@@ -324,10 +324,11 @@ class PlanEditor(QWidget):
         if dlg.rule is not None and self.plan is not None:
             self.add_rules([dlg.rule], f"Add rule {dlg.rule.describe()}")
 
-    def save_plan(self, path: str) -> None:
+    def save_plan(self, path: str, *, force: bool = False) -> None:
+        """Write the plan (never over a file the window read; over a non-plan file only with ``force``)."""
         from ..core.plan import save_plan
 
-        save_plan(self.plan, path)
+        save_plan(self.plan, path, inputs=self.window.input_files(), force=force)
 
     def load_plan(self, path: str) -> None:
         from ..core.plan import load_plan
@@ -342,7 +343,7 @@ class PlanEditor(QWidget):
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save plan", "plan.json", "Plan (*.json)")
         if path:
-            self._guard(self.save_plan, path)
+            self._guard(lambda p: self.save_plan(p, force=True), path)  # the dialog asked before replacing a file
 
     def load_dialog(self) -> None:
         if self.plan is None:
@@ -595,17 +596,10 @@ class ExportDialog(QDialog):
 
 
 def looks_like_plan(path: str) -> bool:
-    """A JSON file with a plan's shape (rules + source), as opposed to a config.json or a shard index."""
-    import json
+    """A plan file, as opposed to a config.json or a shard index (core's one test of it)."""
+    from ..core.plan import is_plan_file
 
-    try:
-        if os.path.getsize(path) > 20_000_000:
-            return False
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "rules" in data and ("source" in data or "defaults" in data)
+    return is_plan_file(path)
 
 
 def _short(paths: list[str]) -> str:

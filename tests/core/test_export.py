@@ -337,7 +337,7 @@ def test_refuses_source_folder_nonempty_target_and_input_files(src, tmp_path):
 
 def test_bad_size_and_dtype(src, tmp_path):
     plan, _ = plan_for(src, "BertModel")
-    with pytest.raises(ExportError, match="max shard size"):
+    with pytest.raises(ExportError, match="max_shard_size"):
         export_checkpoint(str(src), plan, tmp_path / "x", max_shard_size="lots")
     with pytest.raises(ExportError, match="dtype"):
         export_checkpoint(str(src), plan, tmp_path / "x", dtype="int3")

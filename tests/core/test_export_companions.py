@@ -109,3 +109,114 @@ def test_single_file_source_may_export_to_a_new_sibling_folder_but_not_its_own_f
     res = export_checkpoint(str(home / "model.safetensors"), _plan(src), home / "out")
     assert (home / "out" / "model.safetensors").is_file() and res.report.is_clean
     assert {p.name: p.read_bytes() for p in home.iterdir() if p.is_file()} == before
+
+
+# ------------------------------------------------------------------ links and permission bits (issue 8, item 4)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    from tests.helpers import save_tiny
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+def _export(folder: Path, out: Path):
+    return export_checkpoint(str(folder), _plan(folder), out)
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_a_link_to_a_file_outside_the_folder_is_not_copied(tiny, tmp_path):
+    """`vocab.txt -> /etc/shadow` exported a world-readable copy of the secret; now it is skipped and noted."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:$6$not-for-export$\n")
+    secret.chmod(0o600)
+    (tiny / "vocab.txt").symlink_to(secret)
+    (tiny / "merges.txt").symlink_to(Path("..") / "secret.txt")  # relative, climbing out
+    (tiny / "tokenizer.json").write_text("{}")
+    out = tmp_path / "out"
+    res = _export(tiny, out)
+    assert res.copied == ("tokenizer.json",)
+    assert not (out / "vocab.txt").exists() and not (out / "merges.txt").exists()
+    assert b"not-for-export" not in _all_bytes(out)
+    for name in ("merges.txt", "vocab.txt"):
+        assert f"{tiny / name}: not copied (a symbolic link to {secret.resolve()}, outside the source folder)" in res.notes
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_says_which_links_it_skipped(tiny, tmp_path, capsys):
+    from explorer.cli import main
+    from explorer.core.plan import save_plan
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    (tiny / "vocab.txt").symlink_to(secret)
+    plan = tmp_path / "plan.json"
+    save_plan(_plan(tiny), plan)
+    capsys.readouterr()
+    assert main(["export", str(tiny), "--plan", str(plan), "-o", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {tiny / 'vocab.txt'}: not copied (a symbolic link to {secret.resolve()}, outside the source folder)" in out
+    assert "copied unchanged" not in out
+
+
+def test_links_inside_the_folder_are_followed(tiny, tmp_path):
+    (tiny / "tok").mkdir()
+    (tiny / "tok" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (tiny / "vocab.txt").symlink_to(Path("tok") / "vocab.txt")
+    res = _export(tiny, tmp_path / "out")
+    assert res.copied == ("vocab.txt",)
+    out_file = tmp_path / "out" / "vocab.txt"
+    assert not out_file.is_symlink() and out_file.read_text() == "[PAD]\n[UNK]\n"
+
+
+def test_hugging_face_cache_snapshot_links_to_its_blobs_are_copied(tiny, tmp_path):
+    """Every cache snapshot is built of links to ``../../blobs/<hash>``: those are copied; a link into another
+    repo's blob store is not."""
+    repo = tmp_path / "hub" / "models--a--b"
+    blobs = repo / "blobs"
+    snap = repo / "snapshots" / ("0" * 40)
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        h = hashlib.sha256((tiny / name).read_bytes()).hexdigest()
+        shutil.copy(tiny / name, blobs / h)
+        (snap / name).symlink_to(Path("..") / ".." / "blobs" / h)
+    vocab = b"[PAD]\n[UNK]\nhello\n"
+    vh = hashlib.sha256(vocab).hexdigest()
+    (blobs / vh).write_bytes(vocab)
+    (blobs / vh).chmod(0o644)
+    (snap / "vocab.txt").symlink_to(Path("..") / ".." / "blobs" / vh)
+    other = tmp_path / "hub" / "models--x--y" / "blobs"
+    other.mkdir(parents=True)
+    (other / "deadbeef").write_text("another repo's file")
+    (snap / "merges.txt").symlink_to(Path("..") / ".." / ".." / "models--x--y" / "blobs" / "deadbeef")
+    out = tmp_path / "out"
+    res = _export(snap, out)
+    assert res.is_clean and res.copied == ("vocab.txt",)
+    assert (out / "vocab.txt").read_bytes() == vocab and not (out / "vocab.txt").is_symlink()
+    assert not (out / "merges.txt").exists()
+    assert any(n.startswith(f"{snap / 'merges.txt'}: not copied (a symbolic link to ") for n in res.notes)
+
+
+def test_permission_bits_are_kept_never_widened(tiny, tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {"vocab.txt": 0o600, "tokenizer_config.json": 0o640, "tokenizer.json": 0o644, "special_tokens_map.json": 0o400}
+    for name, mode in modes.items():
+        (tiny / name).write_text("{}")
+        (tiny / name).chmod(mode)
+    out = tmp_path / "out"
+    res = _export(tiny, out)
+    assert sorted(res.copied) == sorted(modes)
+    for name, mode in modes.items():
+        assert (out / name).stat().st_mode & 0o7777 == mode & ~umask, name  # the same bits, narrowed by the umask only

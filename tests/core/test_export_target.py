@@ -111,3 +111,61 @@ def test_ctrl_c_during_export_leaves_nothing_and_exits_130(src: Path, tmp_path: 
     code = main(["export", str(src), "--plan", str(plan), "-o", str(tmp_path / "out")])
     assert code == 130 and capsys.readouterr().err == "ckpt-explorer: interrupted\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_fifo_a_device_link_or_a_file_is_never_replaced(src: Path, tmp_path: Path) -> None:
+    """`export -o` naming a FIFO, a link to a character device (never the real /dev/null: refused before any open)
+    or a regular file: one line, nothing written, not even a staging folder."""
+    import stat
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    null = tmp_path / "null"
+    null.symlink_to(os.devnull)
+    plain = tmp_path / "notes.txt"
+    plain.write_text("mine")
+    for target, why in ((fifo, "refusing to write the export folder over something that is not a regular file"),
+                        (null, "refusing to write the export folder over something that is not a regular file"),
+                        (plain, "exists and is not a folder")):
+        with pytest.raises(ExportError) as ei:
+            export_checkpoint(str(src), Plan(), target)
+        assert str(ei.value).startswith(f"{target}: {why}") and "\n" not in str(ei.value)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and null.is_symlink() and plain.read_text() == "mine"
+    assert _names(tmp_path) == ["fifo", "notes.txt", "null"]
+
+
+def test_cli_export_onto_the_checkpoint_file_is_refused(src: Path, tmp_path: Path, capsys) -> None:
+    import hashlib
+
+    weights = src / "model.safetensors"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    plan = tmp_path / "plan.json"
+    save_plan(Plan(), plan)
+    link = tmp_path / "out"
+    link.symlink_to(weights)
+    for target in (weights, link):
+        capsys.readouterr()
+        assert main(["export", str(src), "--plan", str(plan), "-o", str(target)]) == 2
+        cap = capsys.readouterr()
+        assert cap.out == "" and cap.err.count("\n") == 1 and "refusing to write" in cap.err and str(weights) in cap.err
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == before
+
+
+def test_links_to_folders_and_dangling_links(src: Path, tmp_path: Path) -> None:
+    """A link to an empty folder exports into that folder (the link stays); a link to nothing is refused."""
+    real = tmp_path / "disk" / "out"
+    real.mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(real)
+    res = export_checkpoint(str(src), Plan(), link)
+    assert link.is_symlink() and Path(res.out_dir) == real.resolve() and (real / "model.safetensors").is_file()
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ExportError, match=r"gone: is a symbolic link to nothing; give a new folder name$"):
+        export_checkpoint(str(src), Plan(), dangling)
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]

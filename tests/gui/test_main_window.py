@@ -247,9 +247,10 @@ def test_screenshot_cli_writes_png(qtbot, tmp_path, demo_dir):
     from PySide6.QtGui import QImage
 
     png = tmp_path / "shot.png"
+    png.write_text("not a PNG")  # a file of another kind: replaced only because --force is given
     # a real process: the CLI creates its own QApplication and exits when the PNG is written
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "-m", "explorer", "open", "--demo", "--screenshot", str(png)],
+    r = subprocess.run([sys.executable, "-m", "explorer", "open", "--demo", "--screenshot", str(png), "--force"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     img = QImage(str(png))
