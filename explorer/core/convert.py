@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any, Callable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import ExplorerError, ExportError
-from .export import ExportCancelled, companion_files, parse_dtype, parse_size
-from .fsio import atomic_write_bytes, fsync_path, load_json, umask
+from .export import ExportCancelled, check_target, copy_companions, finish_staging, make_staging, parse_dtype, parse_size
+from .fsio import atomic_write_bytes, load_json
 
 ProgressFn = Callable[[int, int, str], None]
 _PIECE_ELEMS = 8 << 20
@@ -123,19 +122,8 @@ def convert_checkpoint(
         cfg_file = Path(index.folder) / "config.json"
 
     out = Path(out_dir).expanduser().absolute()
-    src_folder = Path(index.folder).resolve()
-    real = out.resolve()
-    if real == src_folder or real.is_relative_to(src_folder):
-        raise ExportError(f"{out}: refusing to write inside the source checkpoint's folder {src_folder}; choose a folder outside it")
-    if any(real == Path(f).resolve() for f in index.files):
-        raise ExportError(f"{out}: refusing to write over an input file")
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()):
-            raise ExportError(f"{out}: exists and is not empty; choose a new or empty folder")
-        if not os.access(out, os.W_OK):
-            raise ExportError(f"{out}: the folder is read-only; choose a writable folder")
+    inputs = [Path(f).resolve() for f in index.files] + ([cfg_file.resolve()] if cfg_file is not None else [])
+    out = check_target(out, Path(index.folder).resolve(), inputs)  # the export's rules: inputs, devices, links
     if not out.parent.is_dir():
         raise ExportError(f"{out}: parent folder {out.parent} does not exist")
 
@@ -148,12 +136,9 @@ def convert_checkpoint(
     total = sum(it.nbytes for it in items)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    try:
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    except OSError as e:
-        raise ExportError(f"{out}: cannot write into {out.parent}: {e.strerror or e}") from e
-    written: list[str] = []
     notes: list[str] = list(index.notes)
+    staging = make_staging(out, notes)  # removes stale staging folders of killed runs first (noted)
+    written: list[str] = []
     copied: list[str] = []
     done = [0]
     try:
@@ -175,18 +160,10 @@ def convert_checkpoint(
                 cfg.pop("torch_dtype", None)
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
-        skip = {Path(f).resolve() for f in index.files}
-        for f in companion_files(Path(index.folder), skip=skip):
-            shutil.copyfile(f, staging / f.name)
-            os.chmod(staging / f.name, 0o644 & ~umask() | 0o400)
-            fsync_path(staging / f.name)
-            copied.append(f.name)
+        copied = copy_companions(Path(index.folder), staging, skip=set(inputs), notes=notes)  # links checked
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: conversion cancelled; nothing was written")
-        fsync_path(staging)
-        os.chmod(staging, 0o755 & ~umask())
-        os.rename(staging, out)
-        fsync_path(out.parent)
+        finish_staging(staging, out)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, ExplorerError):

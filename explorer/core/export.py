@@ -215,7 +215,7 @@ def export_checkpoint(
     # a model folder (HF directory or shards) is the checkpoint: nothing goes inside it. A single weights file
     # only protects its own folder (export would write config.json there), not new sibling sub-folders.
     is_model_folder = Path(index.path).is_dir() or index.format.endswith("sharded")
-    out = _check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
+    out = check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
 
     rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
     entries = plan.resolve(rep)
@@ -256,14 +256,9 @@ def export_checkpoint(
     parent = out.parent
     if not parent.is_dir():
         raise ExportError(f"{out}: parent folder {parent} does not exist")
-    notes.extend(remove_stale_staging(parent))
-    try:
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}{STAGING_INFIX}{os.getpid()}-"))
-    except OSError as e:
-        raise ExportError(f"{out}: cannot write into {parent}: {e.strerror or e} (read-only location?)") from e
+    staging = make_staging(out, notes)
     written: list[str] = []
     try:
-        _write_marker(staging)
         state = _WriteState(total, progress, cancel)
         state.computed = state_computed
         with TensorReader(index) as reader:
@@ -289,14 +284,10 @@ def export_checkpoint(
                 cfg.pop("torch_dtype", None)
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
-        copied = _copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
+        copied = copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
         if _cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
-        os.unlink(staging / STAGING_MARKER)  # the result carries no trace of staging
-        fsync_path(staging)
-        os.chmod(staging, 0o755 & ~umask())
-        os.rename(staging, out)  # an existing empty folder is replaced atomically
-        fsync_path(parent)
+        finish_staging(staging, out)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, ExplorerError):
@@ -319,7 +310,7 @@ def export_checkpoint(
     )
 
 
-def _check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> Path:
+def check_target(out: Path, source_folder: Path, inputs: list[Path], *, refuse_inside: bool = True) -> Path:
     """Refuse an output folder that is an input, the source's folder (or inside it), anything but a new or empty,
     writable folder — a file, a FIFO, a device or a link to one is never replaced. Returns the folder to write:
     ``out`` itself, or the folder a link named ``out`` points to."""
@@ -475,6 +466,33 @@ def remove_stale_staging(parent: str | os.PathLike[str]) -> list[str]:
     return notes
 
 
+def make_staging(out: Path, notes: list[str]) -> Path:
+    """A new hidden staging folder beside ``out`` (``.<name>.partial-<pid>-<random>`` with a marker inside), after
+    removing the stale ones dead exports left there (noted in ``notes``). Raises ExportError."""
+    parent = out.parent
+    notes.extend(remove_stale_staging(parent))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}{STAGING_INFIX}{os.getpid()}-"))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write into {parent}: {e.strerror or e} (read-only location?)") from e
+    try:
+        _write_marker(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def finish_staging(staging: Path, out: Path) -> None:
+    """Drop the marker, fsync, give the folder normal permissions and rename it to ``out`` (an existing empty
+    folder is replaced atomically). Raises OSError; the caller removes the staging folder on any error."""
+    os.unlink(staging / STAGING_MARKER)  # the result carries no trace of staging
+    fsync_path(staging)
+    os.chmod(staging, 0o755 & ~umask())
+    os.rename(staging, out)
+    fsync_path(out.parent)
+
+
 # Files from_pretrained users expect beside the weights (tokenizer, generation, processor); matched by name.
 COMPANION_NAMES = frozenset({
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json", "special_tokens_map.json",
@@ -485,7 +503,7 @@ COMPANION_MAX_BYTES = 256 << 20  # a tokenizer.json is a few MB; anything this b
 
 def companion_files(folder: Path, *, skip: set[Path] | frozenset[Path] = frozenset()) -> list[Path]:
     """The tokenizer/processor files in ``folder`` that export copies unchanged (never weights or config.json),
-    by name; whether each may be read (links, file type, size) is :func:`_copy_companions`'s check."""
+    by name; whether each may be read (links, file type, size) is :func:`copy_companions`'s check."""
     out: list[Path] = []
     try:
         entries = sorted(folder.iterdir())
@@ -556,7 +574,7 @@ def _copy_file_as_is(src: Path, name_st: os.stat_result, dst: Path) -> None:
         os.close(fd)
 
 
-def _copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: list[str]) -> list[str]:
+def copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: list[str]) -> list[str]:
     """Copy the companion files byte for byte into the staging folder (fsynced; renamed with it). A symbolic link
     is followed only inside the source folder or its Hugging Face cache blob store (every cache snapshot links
     there); any other link (``vocab.txt -> /etc/shadow``) is skipped and noted. Returns the names copied."""

@@ -220,3 +220,26 @@ def test_permission_bits_are_kept_never_widened(tiny, tmp_path):
     assert sorted(res.copied) == sorted(modes)
     for name, mode in modes.items():
         assert (out / name).stat().st_mode & 0o7777 == mode & ~umask, name  # the same bits, narrowed by the umask only
+
+
+def test_plain_conversion_follows_the_same_rules(tiny, tmp_path):
+    """`export CKPT -o OUT` without a plan (core/convert.py) shares the export's target check, staging and companion
+    copy: an outside link is skipped and noted, permission bits kept, a FIFO target refused."""
+    import os
+
+    from explorer.core.convert import convert_checkpoint
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    (tiny / "vocab.txt").symlink_to(secret)
+    (tiny / "tokenizer.json").write_text("{}")
+    (tiny / "tokenizer.json").chmod(0o600)
+    res = convert_checkpoint(str(tiny), tmp_path / "out")
+    assert res.copied == ("tokenizer.json",) and not (tmp_path / "out" / "vocab.txt").exists()
+    assert (tmp_path / "out" / "tokenizer.json").stat().st_mode & 0o777 == 0o600
+    assert f"{tiny / 'vocab.txt'}: not copied (a symbolic link to {secret.resolve()}, outside the source folder)" in res.notes
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ExportError, match="refusing to write the export folder over something that is not a regular file"):
+        convert_checkpoint(str(tiny), fifo)
