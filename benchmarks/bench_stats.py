@@ -129,7 +129,7 @@ def variant(name: str, folder: Path) -> None:
             for k in f.keys():
                 _plain_torch(f.get_tensor(k).reshape(-1))
     elif name == "diff_ours":
-        from explorer.core.stats import diff_checkpoints
+        from explorer.core.diff import diff_checkpoints
 
         diff_checkpoints(folder / "a.safetensors", folder / "b.safetensors")
     elif name == "diff_naive":

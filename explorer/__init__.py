@@ -24,8 +24,8 @@ _EXPORTS = {
     "build_model": ("explorer.core.model", "build_model"),
     "module_tree": ("explorer.core.model", "module_tree"),
     "report": ("explorer.core.matching", "report"),
-    "Report": ("explorer.core.matching", "Report"),
-    "Status": ("explorer.core.matching", "Status"),
+    "Report": ("explorer.core.report", "Report"),
+    "Status": ("explorer.core.report", "Status"),
     # errors
     "ExplorerError": ("explorer.core.errors", "ExplorerError"),
     "CheckpointError": ("explorer.core.errors", "CheckpointError"),
@@ -38,7 +38,7 @@ _EXPORTS = {
     "stats_many": ("explorer.core.stats", "stats_many"),
     "init_check": ("explorer.core.fresh", "init_check"),
     "fresh_tensor": ("explorer.core.fresh", "fresh_tensor"),
-    "diff_checkpoints": ("explorer.core.stats", "diff_checkpoints"),
+    "diff_checkpoints": ("explorer.core.diff", "diff_checkpoints"),
     # plans / export
     "Plan": ("explorer.core.plan", "Plan"),
     "load_plan": ("explorer.core.plan", "load_plan"),
@@ -51,13 +51,15 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names resolve lazily below
     from .core.checkpoint import CheckpointIndex, TensorReader, open_checkpoint
+    from .core.diff import diff_checkpoints
     from .core.errors import Cancelled, CheckpointError, ConfigError, ExplorerError, ExportError, PlanError
     from .core.export import export_checkpoint
     from .core.fresh import fresh_tensor, init_check
-    from .core.matching import Report, Status, report
+    from .core.matching import report
     from .core.model import ModelSpec, build_model, module_tree
     from .core.plan import Plan, apply_plan, load_plan, save_plan
-    from .core.stats import diff_checkpoints, stats_many, tensor_stats
+    from .core.report import Report, Status
+    from .core.stats import stats_many, tensor_stats
 
 
 def __getattr__(name: str) -> Any:

@@ -53,17 +53,25 @@ def parse_json_arg(text: str | None, what: str) -> Any:
     return parse_json(src, source=where, what="JSON", error=ConfigError)
 
 
-def model_spec(args: argparse.Namespace, *, required: bool = False):  # -> ModelSpec | None
-    from ..core.model import ModelSpec
+def target_spec(args: argparse.Namespace, *, need_model: bool | None = None):  # -> TargetSpec
+    """The TargetSpec of the model arguments (``add_model_args``, ``add_mapping_args``, ``--quantization``)."""
+    from ..core.target import TargetSpec
 
     kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ConfigError("--model-kwargs: expected a JSON object")
-    if getattr(args, "model", None):
-        return ModelSpec(model=args.model, model_kwargs=kwargs)
-    if getattr(args, "config", None) or getattr(args, "arch", None) or required:
-        return ModelSpec(config=args.config, arch=args.arch)
-    return None
+    return TargetSpec(
+        checkpoint=args.checkpoint,
+        config=getattr(args, "config", None),
+        arch=getattr(args, "arch", None),
+        model=getattr(args, "model", None),
+        model_kwargs=kwargs,
+        wrapper=getattr(args, "wrapper", None),
+        key_mapping=key_mapping(args),
+        auto_fix=bool(getattr(args, "auto_fix", False)),
+        quantization=getattr(args, "quantization", None) or "auto",
+        need_model=need_model,
+    )
 
 
 def key_mapping(args: argparse.Namespace):  # -> KeyMapping | None

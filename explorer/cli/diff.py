@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import open_checkpoint
     from ..core.errors import ExplorerError
-    from ..core.stats import SAME, diff_checkpoints, module_rollup, pair_keys
+    from ..core.diff import DiffStatus, diff_checkpoints, module_rollup, pair_keys
     from .common import stderr_progress
 
     if args.depth is not None and args.depth < 1:
@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
     entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))
     roll = module_rollup(entries, depth=args.depth)
-    differ = [e for e in entries if e.status != SAME]
-    counts = {k: 0 for k in STATUS_ORDER}
+    differ = [e for e in entries if e.status is not DiffStatus.SAME]
+    counts = {s.value: 0 for s in DiffStatus}  # fixed order, zeros included
     for e in entries:
-        counts[e.status] = counts.get(e.status, 0) + 1
+        counts[e.status.value] += 1
     if args.json:
         print_json({
             "a": ia.path, "b": ib.path,
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(s(f"  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
     for e in rows:
-        print(f"  {e.name:<56} {e.status:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
-              + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status == "shape_mismatch" else "")
+        print(f"  {e.name:<56} {e.status.value:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
+              + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status is DiffStatus.SHAPE_MISMATCH else "")
               + (f"  {e.nonfinite} value(s) differ as NaN/Inf" if e.nonfinite else "")
               + (f"  {e.dtype_a} vs {e.dtype_b}" if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b else ""))
     moved = [m for m in roll if m.n_changed]
@@ -78,9 +78,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {m.prefix:<40} {rel:>10}  {m.n_changed}/{m.n_tensors} tensors differ"
                   + (f" ({', '.join(sides)})" if sides else ""))
     return EXIT_FINDINGS if differ else EXIT_OK
-
-
-STATUS_ORDER = ("same", "changed", "only_a", "only_b", "shape_mismatch")
 
 
 def _f(v: float | None) -> str:

@@ -9,11 +9,10 @@ from .common import (
     add_json_arg,
     add_mapping_args,
     add_model_args,
-    key_mapping,
     mapping_json,
-    model_spec,
     print_json,
     rerun_command,
+    target_spec,
 )
 
 
@@ -35,32 +34,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.checkpoint import open_checkpoint
     from ..core.fresh import init_check
-    from ..core.model import ModelSpec
+    from ..core.matching import report
+    from ..core.report import Status
     from .common import stderr_progress
 
-    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
-    spec = model_spec(args) or ModelSpec()
-    km = key_mapping(args)
+    target = target_spec(args, need_model=True).resolve()
+    index, spec, km = target.index, target.spec, target.key_mapping
     if args.auto_fix:
-        from ..core.matching import report
-
-        km = report(index, spec, auto_fix=True).key_mapping
+        km = report(target).key_mapping
     results = init_check(index, spec, key_mapping=km, seed=args.seed, progress=stderr_progress("init-check"))
     flagged = [r for r in results if r.init_like]
     notes = []
     if km:
         notes.append(f"key mapping applied: {mapping_json(km)}")
-    unplaced = sum(1 for r in results if r.details.endswith("(status unexpected)"))
+    unplaced = sum(1 for r in results if r.status is Status.UNEXPECTED)
     prefix_trouble = unplaced >= max(2, len(results) // 4)
     if prefix_trouble and km:
         notes.append(f"{unplaced} of {len(results)} tensors do not load into the model even with this key mapping "
                      "and were not checked; check it with `ckpt-explorer report`")
     elif prefix_trouble:
         # a DDP/compile prefix leaves nothing to check; "0 look untrained" would be a false all-clear
-        from ..core.matching import report
-
         sugg = report(index, spec).suggested_key_mapping
         how = f"re-run with --auto-fix, or: {rerun_command(args, sugg)}" if sugg else "re-run with --auto-fix or --key-mapping"
         notes.append(f"{unplaced} of {len(results)} tensors do not load into the model and were not checked "

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from . import EXIT_OK
-from .common import Style, add_json_arg, add_mapping_args, add_model_args, key_mapping, mapping_json, model_spec, print_json
+from .common import Style, add_json_arg, add_mapping_args, add_model_args, mapping_json, print_json, target_spec
 
 _RULE_FLAGS = {
     "freeze": dict(trainable=False),
@@ -56,23 +56,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_plan(args: argparse.Namespace):  # -> tuple[Plan, Report]
-    from pathlib import Path
-
     from ..core.checkpoint import open_checkpoint
     from ..core.errors import PlanError
     from ..core.matching import report
-    from ..core.model import ModelSpec
     from ..core.plan import Plan
 
     index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
-    spec = model_spec(args)
-    if spec is None:
-        if not (Path(index.folder) / "config.json").is_file():
-            raise PlanError(f"{index.path}: a plan needs a model: pass --config/--arch or --model")
-        spec = ModelSpec(config=index.folder)
-    rep = report(index, spec, key_mapping=key_mapping(args), auto_fix=args.auto_fix)
+    ts = target_spec(args, need_model=True)
+    nothing_given = PlanError(f"{index.path}: a plan needs a model: pass --config/--arch or --model")
+    target = ts.resolve(index=index, missing=nothing_given if ts.model_spec() is None else None)
+    rep = report(target)
     if args.auto_fix and rep.suggested_key_mapping and not rep.key_mapping:
-        rep = report(index, spec, key_mapping=rep.suggested_key_mapping, suggest=False)
+        rep = report(target, key_mapping=rep.suggested_key_mapping, suggest=False)
     plan = Plan.from_report(rep)
     match = "regex" if args.regex else "glob"
     for kind, value in args.rules:

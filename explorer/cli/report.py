@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import ConfigError
+from ..core.report import Status
 from . import EXIT_FINDINGS, EXIT_OK
 from .common import (
     Style,
@@ -13,11 +14,10 @@ from .common import (
     collapse_indices,
     human_bytes,
     human_count,
-    key_mapping,
     mapping_json,
-    model_spec,
     print_json,
     rerun_command,
+    target_spec,
 )
 
 
@@ -49,10 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..core.adapter import is_adapter
-    from ..core.checkpoint import open_checkpoint
     from ..core.matching import report
 
     if is_adapter(args.checkpoint):
@@ -61,13 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return run_report(args)
     if args.base or args.delta:
         raise ConfigError(f"{args.checkpoint}: --base / --delta apply to a PEFT adapter folder (one with adapter_config.json)")
-    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
-    spec = None if args.no_model else model_spec(args)
-    if spec is None and not args.no_model and (Path(index.folder) / "config.json").is_file():
-        from ..core.model import ModelSpec
-
-        spec = ModelSpec(config=index.folder)
-    rep = report(index, spec, key_mapping=key_mapping(args), auto_fix=args.auto_fix, quantization=args.quantization)
+    rep = report(target_spec(args, need_model=False if args.no_model else None).resolve())
     if args.json:
         print_json(rep.to_json())
     else:
@@ -126,7 +117,7 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
             print(f"  {k}: checkpoint {list(a)} vs model {list(b)}")
     hows: dict[str, int] = {}
     for mk in rep.model_keys.values():
-        if mk.status.value == "matched":
+        if mk.status is Status.MATCHED:
             for h in mk.how:
                 hows[h.value] = hows.get(h.value, 0) + 1
     if hows:

@@ -513,6 +513,10 @@ class TensorReader:
             self._torch_files[info.file] = loaded
         return loaded[name]
 
+    def info(self, name: str) -> TensorInfo:
+        """The header record of tensor ``name``; CheckpointError naming the checkpoint if it has none."""
+        return self._info(name)
+
     def _info(self, name: str) -> TensorInfo:
         try:
             return self.index.tensors[name]
@@ -528,6 +532,15 @@ class TensorReader:
         flat = self.flat(name)
         for start in range(0, flat.numel(), chunk_elems):
             yield flat[start : start + chunk_elems]
+
+
+def open_reader(source: TensorReader | CheckpointIndex | str | os.PathLike[str]) -> tuple[TensorReader, bool]:
+    """A reader for ``source`` and whether the caller owns it (must close it): a TensorReader is used as is."""
+    if isinstance(source, TensorReader):
+        return source, False
+    if isinstance(source, CheckpointIndex):
+        return TensorReader(source), True
+    return TensorReader(open_checkpoint(source)), True
 
 
 def _torch_dtype(name: str) -> torch.dtype:

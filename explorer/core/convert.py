@@ -16,14 +16,14 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import ExplorerError, ExportError
 from .export import ExportCancelled, check_target, copy_companions, finish_staging, make_staging, parse_dtype, parse_size
 from .fsio import atomic_write_bytes, load_json
+from .jobs import Progress, is_cancelled
 
-ProgressFn = Callable[[int, int, str], None]
 _PIECE_ELEMS = 8 << 20
 
 
@@ -59,12 +59,6 @@ class _Item:
         return math.prod(self.src.shape) * getattr(torch, self.dtype).itemsize
 
 
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
-
-
 def convert_checkpoint(
     checkpoint: str | os.PathLike[str] | CheckpointIndex,
     out_dir: str | os.PathLike[str],
@@ -74,7 +68,7 @@ def convert_checkpoint(
     max_shard_size: int | str | None = None,
     key_mapping: Mapping[str, str] | None = None,
     config: str | os.PathLike[str] | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     cancel: Any = None,
 ) -> ConvertResult:
     """Write every tensor of ``checkpoint`` (its chosen sub-tree / wrapper) into the new folder ``out_dir`` as
@@ -161,7 +155,7 @@ def convert_checkpoint(
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
         copied = copy_companions(Path(index.folder), staging, skip=set(inputs), notes=notes)  # links checked
-        if _cancelled(cancel):
+        if is_cancelled(cancel):
             raise ExportCancelled(f"{out}: conversion cancelled; nothing was written")
         finish_staging(staging, out)
     except BaseException as e:
@@ -205,7 +199,7 @@ def _write_all(fd: int, buf: Any) -> None:
 
 
 def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], reader: TensorReader, done: list[int],
-                 total: int, progress: ProgressFn | None, cancel: Any) -> None:
+                 total: int, progress: Progress | None, cancel: Any) -> None:
     import torch
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -223,7 +217,7 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
                     done[0] += raw.size
                     if progress is not None:
                         progress(done[0], total, it.name)
-                    if _cancelled(cancel):
+                    if is_cancelled(cancel):
                         raise ExportCancelled("conversion cancelled; nothing was written")
             if n != it.nbytes:
                 raise ExportError(f"{it.src.file}: tensor {it.src.name!r}: read {n} bytes, expected {it.nbytes}")

@@ -28,3 +28,10 @@ class Cancelled(ExplorerError):
 
 class PatternTooSlow(ExplorerError):
     """A user's pattern (a regex rule, a key mapping, the window's filter) did not finish within its time budget."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty), at most 300 characters: for messages
+    that quote what a library raised."""
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]

@@ -21,22 +21,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
 from .fsio import atomic_output, atomic_write_bytes, check_output, fsync_path, load_json, umask  # noqa: F401
 from .fmt import human_bytes, safe_text
 from .fresh import FreshInit
+from .jobs import Progress, Ticker, is_cancelled
 from .plan import Action, Entry, Plan
 
 if TYPE_CHECKING:
     import torch
 
-    from .matching import Report
+    from .report import Report
     from .model import ModelSpec
 
-ProgressFn = Callable[[int, int, str], None]  # (bytes done, bytes total, current tensor)
 _CHUNK = 64 << 20
 _DTYPE_ALIASES = {
     "fp32": "float32", "float": "float32", "f32": "float32", "float32": "float32",
@@ -156,14 +156,6 @@ def parse_dtype(dtype: str | None) -> str | None:
     return name
 
 
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
 # --------------------------------------------------------------------------------------------- export
 
 
@@ -177,20 +169,23 @@ def export_checkpoint(
     max_shard_size: int | str | None = None,
     seed: int = 0,
     spec: ModelSpec | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     cancel: Any = None,
     computed: Mapping[str, Callable[[], torch.Tensor]] | None = None,
 ) -> ExportResult:
     """Write ``checkpoint`` patched by ``plan`` into the new folder ``out_dir``, then re-match it.
 
     ``spec`` overrides the model recorded in the plan. ``resize`` keeps the overlapping slice of mismatched
-    tensors (vocabularies, classifiers) and initialises the rest. ``dtype`` casts floating tensors. ``cancel``
-    is a callable or an Event checked between chunks. ``computed`` maps kept model keys to a function returning the
+    tensors (vocabularies, classifiers) and initialises the rest. ``dtype`` casts floating tensors. ``progress`` and
+    ``cancel`` follow :mod:`explorer.core.jobs`: ``progress(bytes done, bytes total, tensor being written)``, ``cancel``
+    (a callable or an Event) checked between chunks. ``computed`` maps kept model keys to a function returning the
     tensor to write instead of the stored one (same shape; e.g. a merged adapter), called when it is written. Raises ExportError (ExportCancelled when cancelled);
     on any failure nothing is left in ``out_dir``.
     """
-    from .matching import apply_key_mapping, report
+    from .keys import apply_key_mapping
+    from .matching import report
     from .model import ModelSpec, build_model, config_path
+    from .target import resolve_model
 
     t0 = time.perf_counter()
     dtype = parse_dtype(dtype)
@@ -201,12 +196,9 @@ def export_checkpoint(
     spec = spec or plan.spec()
     cfg_src: str | None = None
     if spec.is_transformers:
+        spec = resolve_model(index, ModelSpec(config=spec.config, arch=spec.arch), missing=ExportError(
+            f"{index.path}: the plan records no config and there is no config.json beside the checkpoint; pass --config"))
         cfg_src = spec.config
-        if cfg_src is None:
-            if not (Path(index.folder) / "config.json").is_file():
-                raise ExportError(f"{index.path}: the plan records no config and there is no config.json beside the checkpoint; pass --config")
-            cfg_src = index.folder
-        spec = ModelSpec(config=cfg_src, arch=spec.arch)
 
     out = Path(out_dir).expanduser().absolute()
     inputs = [Path(f).resolve() for f in index.files]
@@ -219,7 +211,7 @@ def export_checkpoint(
 
     rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
     entries = plan.resolve(rep)
-    built = build_model(spec, checkpoint_dtype=index.first_float_dtype(), default_config=cfg_src)
+    built = build_model(spec, checkpoint_dtype=index.first_float_dtype())
     model = built.module
     tie_map: dict[str, str] = dict(getattr(model, "all_tied_weights_keys", {}) or {}) if built.is_transformers else {}
 
@@ -285,7 +277,7 @@ def export_checkpoint(
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
         copied = copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
-        if _cancelled(cancel):
+        if is_cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
         finish_staging(staging, out)
     except BaseException as e:
@@ -610,7 +602,7 @@ def _layout(
     rename: Callable[[str], str],
 ) -> tuple[list[_Out], dict[str, int], list[str]]:
     """Decide what to write, under which name, from where."""
-    from .matching import How, Status
+    from .report import How, Status
 
     counts = {"keep": 0, "reinit": 0, "resized": 0, "dropped": 0, "tied": 0, "unexpected_dropped": 0}
     notes: list[str] = []
@@ -751,17 +743,12 @@ def _shard(outs: list[_Out], limit: int | None) -> list[list[_Out]]:
 # --------------------------------------------------------------------------------------------- writing
 
 
-class _WriteState:
-    def __init__(self, total: int, progress: ProgressFn | None, cancel: Any) -> None:
-        self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
-        self.computed: dict[str, Callable[[], torch.Tensor]] = {}
+class _WriteState(Ticker):
+    """Bytes written (the job's progress), the cancel check, and the ``computed`` tensors to write."""
 
-    def step(self, n: int, name: str) -> None:
-        self.done += n
-        if self.progress is not None:
-            self.progress(self.done, self.total, name)
-        if _cancelled(self.cancel):
-            raise ExportCancelled("export cancelled; nothing was written")
+    def __init__(self, total: int, progress: Progress | None, cancel: Any) -> None:
+        super().__init__(total, progress, cancel, error=lambda: ExportCancelled("export cancelled; nothing was written"))
+        self.computed: dict[str, Callable[[], torch.Tensor]] = {}
 
 
 def _fresh(fi: FreshInit, key: str) -> torch.Tensor:

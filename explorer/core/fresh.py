@@ -35,6 +35,7 @@ Calibration (all-MiniLM-L6-v2, BertModel, 104 tensors, ``seed=0``; tests/core/te
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import zlib
@@ -44,8 +45,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import ConfigError, ExplorerError
+from .jobs import Cancel, Progress, Ticker
+from .keys import layer_of
 from .model import BuiltModel, ModelSpec, build_model, transformers_lock
-from .stats import Cancel, Cancelled, Progress
+from .report import Status
 
 if TYPE_CHECKING:
     import torch
@@ -190,10 +193,10 @@ class FreshInit:
                 self.notes.append(note)
 
 
-def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None, default_config: str | None = None) -> BuiltModel:
+def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None) -> BuiltModel:
     if isinstance(spec_or_built, BuiltModel):
         return spec_or_built
-    return build_model(spec_or_built, checkpoint_dtype=checkpoint_dtype, default_config=default_config)
+    return build_model(spec_or_built, checkpoint_dtype=checkpoint_dtype)
 
 
 def fresh_tensor(spec_or_built: ModelSpec | BuiltModel | FreshInit, key: str, *, seed: int = 0) -> torch.Tensor:
@@ -286,6 +289,7 @@ class InitResult:
     details: str = ""
     ckpt_std: float | None = None
     init_std: float | None = None
+    status: Status | None = None  # how the tensor loads (the match report's status for it)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "key": self.key, "init_like": self.init_like, "score": self.score, "ks": self.ks,
@@ -338,8 +342,9 @@ def iter_init_check(
     cancel: Cancel | None = None,
 ) -> Iterator[InitResult]:
     """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time."""
-    from .matching import Status, _QuietTransformers, match
-    from .model import module_tree
+    from .matching import match
+    from .model import module_tree, quiet_transformers
+    from .target import resolve_model
 
     if isinstance(checkpoint, TensorReader):
         reader, owned = checkpoint, False
@@ -348,20 +353,9 @@ def iter_init_check(
         reader, owned = TensorReader(index), True
     index = reader.index
     try:
-        spec = spec or ModelSpec()
-        default_cfg = None
-        if not spec.model and not spec.config:
-            from pathlib import Path
-
-            if not (Path(index.folder) / "config.json").is_file():
-                raise ConfigError(
-                    f"{index.path}: --arch {spec.arch} needs a config: no config.json beside the checkpoint; pass --config"
-                    if spec.arch
-                    else f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model"
-                )
-            default_cfg = index.folder
-        with _QuietTransformers():  # no "Loading weights" progress bar / load report on stderr
-            built = _built(spec, index.first_float_dtype(), default_cfg)
+        spec = resolve_model(index, spec, required=True)
+        with quiet_transformers():  # no "Loading weights" progress bar / load report on stderr
+            built = _built(spec, index.first_float_dtype())
             rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
         fi = FreshInit(built, seed=seed, cache_modules=1)
         groups: dict[str, list[tuple[str, str | None]]] = {}
@@ -371,24 +365,20 @@ def iter_init_check(
             if ck is not None and ck.status is Status.MATCHED and len(ck.targets) == 1:
                 key = ck.targets[0]
             groups.setdefault(_split(key)[0] if key else "\0", []).append((name, key))
-        total = len(index.tensors)
-        done = 0
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
+        tick = Ticker(len(index.tensors), progress, cancel)
+        tick.check()
         for path, items in groups.items():
             for name, key in items:
+                ck = rep.checkpoint_keys.get(name)
                 if key is None:
-                    ck = rep.checkpoint_keys.get(name)
                     why = f"status {ck.status.value}" if ck is not None else "not matched"
                     res = InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})")
                 else:
                     res = compare_to_init(name, key, reader.flat(name), fi.tensor(key), is_buffer=fi.is_buffer(key), seed=seed)
-                done += 1
+                if ck is not None:
+                    res = dataclasses.replace(res, status=ck.status)
                 yield res
-                if progress is not None:
-                    progress(done, total)
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
+                tick.step(1)
     finally:
         if owned:
             reader.close()
@@ -413,9 +403,7 @@ def init_check(
 
 
 def rollup_init(results: list[InitResult], *, depth: int | None = None) -> dict[str, tuple[int, int]]:
-    """Per module group (see stats.layer_of): (init-like tensors, tensors checked), in first-seen order."""
-    from .stats import layer_of
-
+    """Per module group (see keys.layer_of): (init-like tensors, tensors checked), in first-seen order."""
     out: dict[str, tuple[int, int]] = {}
     for r in results:
         g = layer_of(r.name, depth=depth)

@@ -1,4 +1,9 @@
-"""User patterns with bounded time: plan rules, the window's filter and key mappings.
+"""Key names: prefix-safe tests, key mappings, globs, layer groups, and user patterns with bounded time.
+
+Every key test is prefix-safe: ``layers.1`` selects ``layers.1.x`` and never ``layers.10.x``. Natural order is
+transformers' own ``dot_natural_key`` (matching must sort exactly as from_pretrained does).
+
+User patterns (plan rules, the window's filter and key mappings) run with bounded time:
 
 A pattern a user types or a file supplies can be catastrophic: nested repeats such as ``^([a-z_.]+)+\\d$``
 backtrack exponentially on a plain key. Every such pattern is matched here with a time budget and a
@@ -21,10 +26,10 @@ import re
 import subprocess
 import sys
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, ExplorerError, PatternTooSlow
+from .errors import ConfigError, ExplorerError, PatternTooSlow, PlanError, one_line
 
 # budgets are CPU seconds of this process (``time.process_time``, the clock ``regex``'s timeout counts), except
 # the child's, which is wall-clock time
@@ -37,6 +42,31 @@ MAX_KEY_MAPPING_ENTRIES = 256  #: entries of one key mapping (real ones have a h
 MAX_MAPPED_KEY_CHARS = 4096  #: a key mapping may not grow a key past this (``{"": "xx"}`` chained)
 
 _HINT = "nested repeats such as (a+)+ backtrack exponentially; simplify the pattern"
+
+
+# --------------------------------------------------------------------------------------------- prefixes
+
+
+def under(key: str, prefix: str) -> bool:
+    """``key`` is ``prefix`` itself or lies inside the module ``prefix`` (dot boundary: never ``layers.10`` for
+    ``layers.1``). An empty prefix holds every key."""
+    return not prefix or key == prefix or key.startswith(prefix + ".")
+
+
+def prefix_counts(keys: Iterable[str], depth: int = 3) -> Counter[str]:
+    """How many keys lie under each leading module path of up to ``depth`` components (the leaf name excluded)."""
+    c: Counter[str] = Counter()
+    for k in keys:
+        parts = k.split(".")
+        for d in range(1, min(depth, len(parts) - 1) + 1):
+            c[".".join(parts[:d])] += 1
+    return c
+
+
+def leading_prefixes(keys: Iterable[str], depth: int = 2) -> list[str]:
+    """Leading module paths (with their trailing dot) shared by at least half of ``keys``."""
+    keys = list(keys)
+    return [p + "." for p, c in prefix_counts(keys, depth).items() if c * 2 >= len(keys)]
 
 
 # --------------------------------------------------------------------------------------------- timed matching
@@ -62,7 +92,7 @@ class UserPattern:
         try:
             self._rx = regex.compile(source, flags | regex.VERSION0)
         except (regex.error, ValueError, OverflowError) as e:
-            raise error(f"{invalid or label + ': invalid regex'}: {_one(e)}") from None
+            raise error(f"{invalid or label + ': invalid regex'}: {one_line(e)}") from None
 
     def search(self, text: str, *, deadline: float | None = None) -> bool:
         """Whether the pattern occurs in ``text``; ``deadline`` (``time.process_time()``) defaults to one
@@ -114,11 +144,6 @@ def _short(text: str, n: int = 60) -> str:
     return repr(text if len(text) <= n else text[: n - 1] + "…")
 
 
-def _one(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
-
-
 # --------------------------------------------------------------------------------------------- key mappings
 
 
@@ -155,11 +180,11 @@ def check_key_mapping(obj: Any, *, label: str | None = None, error: type[Explore
         try:
             rx = re.compile(pat)
         except (re.error, OverflowError, RecursionError) as e:
-            raise error(f"{label}: invalid regex {pat!r}: {_one(e)}") from None
+            raise error(f"{label}: invalid regex {pat!r}: {one_line(e)}") from None
         try:
             rx.sub(repl, "")  # re parses the whole template up front, even when nothing matches
         except (re.error, IndexError) as e:
-            raise error(f"{label}: invalid replacement {repl!r} for {pat!r}: {_one(e)}") from None
+            raise error(f"{label}: invalid replacement {repl!r} for {pat!r}: {one_line(e)}") from None
     return KeyMapping(obj, label=label)
 
 
@@ -173,6 +198,11 @@ def apply_key_mapping(name: str, key_mapping: Mapping[str, str] | None) -> str:
             label = getattr(key_mapping, "label", "key mapping")
             raise ConfigError(f"{label}: turns a key into {len(name):,} characters, over the {MAX_MAPPED_KEY_CHARS:,} limit")
     return name
+
+
+def strip_prefix_mapping(prefix: str, replacement: str = "") -> dict[str, str]:
+    """The key mapping that replaces a leading module path (``"module"``) with ``replacement`` (``""`` strips it)."""
+    return {("^" + re.escape(prefix) + r"\." if prefix else "^"): (replacement + "." if replacement else "")}
 
 
 _LINEAR = re.compile(r"[*+?{|(]")
@@ -305,3 +335,63 @@ def _last_entry(out: bytes | None) -> int:
         if len(parts) == 2 and parts[1].isdigit():
             return int(parts[1])
     return 0
+
+
+# --------------------------------------------------------------------------------------------- globs
+
+
+def translate_glob(glob: str, *, any_char: str = ".") -> str:
+    """The unanchored regex body of a glob: ``*`` -> ``{any_char}*``, ``?`` -> ``any_char``, ``[0-5]``/``[!0-5]``
+    classes, everything else literal. ``any_char="[^\\n]"`` keeps matches within one line. Raises PlanError."""
+    if not glob:
+        raise PlanError("empty glob")
+    out = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            while i + 1 < n and glob[i + 1] == "*":
+                i += 1
+            out.append(any_char + "*")
+        elif c == "?":
+            out.append(any_char)
+        elif c == "[":
+            j = glob.find("]", i + 2 if i + 1 < n and glob[i + 1] in "!^" else i + 1)
+            if j < 0:
+                raise PlanError(f"bad glob {glob!r}: unclosed '[' at position {i}")
+            body = glob[i + 1 : j]
+            neg = body[:1] in ("!", "^")
+            body = body[1:] if neg else body
+            if not body:
+                raise PlanError(f"bad glob {glob!r}: empty character class at position {i}")
+            body = body.replace("\\", "\\\\")
+            out.append("[" + ("^" if neg else "") + body + "]")
+            i = j
+        elif c == "]":
+            raise PlanError(f"bad glob {glob!r}: unmatched ']' at position {i}")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(glob: str) -> str:
+    """Glob -> regex matching a whole run of dot-separated components (``*`` crosses dots)."""
+    return r"(?:^|\.)" + translate_glob(glob) + r"(?:\.|$)"
+
+
+# --------------------------------------------------------------------------------------------- groups
+
+_INDEX = re.compile(r"^\d+$")
+
+
+def layer_of(key: str, *, depth: int | None = None) -> str:
+    """The module group of a key: its first ``depth`` components, or by default the path up to the first
+    numeric component (``encoder.layer.3``), else the parent module (``embeddings``)."""
+    parts = key.split(".")
+    if depth is not None:
+        return ".".join(parts[: min(depth, max(len(parts) - 1, 1))])
+    for i, p in enumerate(parts[:-1]):
+        if _INDEX.match(p):
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:-1]) if len(parts) > 1 else parts[0]

@@ -8,203 +8,22 @@ and ignore rules are exactly those of ``from_pretrained``. For plain ``nn.Module
 """
 from __future__ import annotations
 
-import logging
 import os
-import re
-import threading
-from collections import Counter
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-from .checkpoint import CheckpointIndex, TensorInfo, open_checkpoint
-from .errors import ConfigError, ExplorerError
-from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed
-from .model import BuiltModel, ModelSpec, ModuleNode, ParamEntry, build_model, module_tree, transformers_lock
-
-
-class Status(str, Enum):
-    """What loading does with a key. (Colours live in the GUI palette, not here.)"""
-
-    MATCHED = "matched"  # loaded
-    MISSING = "missing"  # model key not in the checkpoint: freshly initialised
-    UNEXPECTED = "unexpected"  # checkpoint key the model has no place for: dropped, reported
-    MISMATCHED = "mismatched"  # found but the shape differs: freshly initialised
-    IGNORED = "ignored"  # silenced by the model's ignore rules or dropped as a duplicate: not reported
-    COMPUTED = "computed"  # non-persistent buffer: never saved, computed at init
-
-
-class How(str, Enum):
-    """Why a key matched (or not) the way it did. A key may carry several."""
-
-    EXACT = "exact"
-    RENAMED = "renamed"  # by a WeightRenaming (legacy names, model-specific renames)
-    KEY_MAPPING = "key_mapping"  # by the user's key_mapping
-    CONVERTED = "converted"  # by a WeightConverter (fused/split tensors, e.g. MoE experts)
-    PREFIX_ADDED = "prefix_added"  # base-model checkpoint into a head model
-    PREFIX_STRIPPED = "prefix_stripped"  # head checkpoint into a base model
-    TIED = "tied"  # not in the checkpoint but tied to a loaded weight
-    IGNORED_RULE = "ignored_by_rule"  # _keys_to_ignore_on_load_missing/unexpected
-    DUPLICATE = "duplicate"  # another checkpoint key loaded into the same target first
-    DTYPE_DIFFERS = "dtype_differs"  # loaded with a cast
-
-
-@dataclass(frozen=True)
-class ModelKey:
-    """A model state-dict key and what loading does to it."""
-
-    key: str
-    status: Status
-    how: tuple[How, ...]
-    model_shape: tuple[int, ...]
-    model_dtype: str
-    sources: tuple[str, ...] = ()  # on-disk names that feed it
-    checkpoint_shape: tuple[int, ...] | None = None
-    checkpoint_dtype: str | None = None
-    tied_to: str | None = None  # only for a key loaded through a tie (How.TIED)
-    newly_initialized: bool = False
-    # a tie partner that is also in the checkpoint: from_pretrained ties the pair only if their values are equal
-    tied_if_equal: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "status": self.status.value,
-            "how": [h.value for h in self.how],
-            "sources": list(self.sources),
-            "model_shape": list(self.model_shape),
-            "model_dtype": self.model_dtype,
-            "checkpoint_shape": list(self.checkpoint_shape) if self.checkpoint_shape is not None else None,
-            "checkpoint_dtype": self.checkpoint_dtype,
-            "tied_to": self.tied_to,
-            "tied_if_equal": self.tied_if_equal,
-            "newly_initialized": self.newly_initialized,
-        }
-
-
-@dataclass(frozen=True)
-class CheckpointKey:
-    """A tensor as stored on disk and where loading puts it."""
-
-    name: str
-    status: Status
-    how: tuple[How, ...]
-    targets: tuple[str, ...]  # model keys it loads into (after renames/converters/prefix)
-    reported_as: str  # the name transformers reports it under when unexpected (its renamed form)
-    info: TensorInfo
-
-
-@dataclass(frozen=True)
-class Report:
-    """The immutable result of matching a checkpoint against a model."""
-
-    index: CheckpointIndex
-    spec: ModelSpec | None
-    tree: ModuleNode | None
-    model_keys: Mapping[str, ModelKey]
-    checkpoint_keys: Mapping[str, CheckpointKey]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
-    key_mapping: Mapping[str, str] | None = None
-    suggested_key_mapping: Mapping[str, str] | None = None
-    suggestion_effect: Mapping[str, int] | None = None  # counts after applying the suggestion
-    load_dtype: str | None = None
-    arch: str | None = None
-    base_model_prefix: str | None = None
-    notes: tuple[str, ...] = ()
-
-    @property
-    def has_model(self) -> bool:
-        return self.spec is not None
-
-    @property
-    def is_clean(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def counts(self) -> dict[str, int]:
-        c = Counter(k.status.value for k in self.model_keys.values())
-        return {
-            "matched": c.get("matched", 0),
-            "missing": len(self.missing),
-            "unexpected": len(self.unexpected),
-            "mismatched": len(self.mismatched),
-            "ignored": c.get("ignored", 0) + sum(1 for k in self.checkpoint_keys.values() if k.status is Status.IGNORED),
-            "tensors": len(self.index.tensors),
-        }
-
-    def params_loaded(self) -> tuple[int, int]:
-        """(parameters loaded from the checkpoint, parameters newly initialised)."""
-        import math
-
-        loaded = fresh = 0
-        for k in self.model_keys.values():
-            n = math.prod(k.model_shape)
-            # a key loaded by tying shares its partner's tensor: counted once, with the partner
-            if k.status is Status.COMPUTED or How.TIED in k.how:
-                continue
-            if k.newly_initialized:
-                fresh += n
-            else:
-                loaded += n
-        return loaded, fresh
-
-    def to_json(self) -> dict[str, Any]:
-        matched = [
-            {
-                "key": k.key,
-                "how": [h.value for h in k.how],
-                "source": list(k.sources),
-                "tied_to": k.tied_to,
-                "tied_if_equal": k.tied_if_equal,
-                "checkpoint_dtype": k.checkpoint_dtype,
-                "model_dtype": k.model_dtype,
-            }
-            for k in self.model_keys.values()
-            if k.status is Status.MATCHED
-        ]
-        return {
-            "checkpoint": self.index.path,
-            "format": self.index.format,
-            "files": list(self.index.files),
-            "wrapper_key": self.index.wrapper_key,
-            "wrapper_candidates": list(self.index.wrapper_candidates),
-            "model": self.spec.to_json() if self.spec else None,
-            "arch": self.arch,
-            "load_dtype": self.load_dtype,
-            "counts": self.counts(),
-            "tensors": [t.to_json() for t in self.index.tensors.values()],
-            "missing": list(self.missing),
-            "unexpected": list(self.unexpected),
-            "mismatched": [[k, list(a), list(b)] for k, a, b in self.mismatched],
-            "matched": matched,
-            "ignored": sorted(
-                [k.key for k in self.model_keys.values() if k.status is Status.IGNORED]
-                + [k.name for k in self.checkpoint_keys.values() if k.status is Status.IGNORED]
-            ),
-            "newly_initialized": sorted(k.key for k in self.model_keys.values() if k.newly_initialized),
-            "checkpoint_keys": [
-                {
-                    "name": c.name,
-                    "status": c.status.value,
-                    "how": [h.value for h in c.how],
-                    "targets": list(c.targets),
-                    "reported_as": c.reported_as,
-                }
-                for c in self.checkpoint_keys.values()
-            ],
-            "key_mapping": dict(self.key_mapping) if self.key_mapping else None,
-            "suggested_key_mapping": dict(self.suggested_key_mapping) if self.suggested_key_mapping else None,
-            "suggestion_effect": dict(self.suggestion_effect) if self.suggestion_effect else None,
-            "notes": list(self.notes),
-        }
+from .checkpoint import CheckpointIndex, open_checkpoint
+from .errors import ExplorerError, one_line
+from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed, prefix_counts, strip_prefix_mapping, under
+from .model import BuiltModel, ModelSpec, ModuleNode, build_model, module_tree, quiet_transformers, transformers_lock
+from .report import CheckpointKey, How, ModelKey, Report, Status
+from .target import Target, resolve_model
 
 
 # --------------------------------------------------------------------------------------------- public entry
 
 
 def report(
-    checkpoint: str | os.PathLike[str] | CheckpointIndex,
+    checkpoint: str | os.PathLike[str] | CheckpointIndex | Target,
     spec: ModelSpec | None = None,
     *,
     key_mapping: Mapping[str, str] | None = None,
@@ -215,6 +34,9 @@ def report(
 ) -> Report:
     """Open a checkpoint (headers only), build the model on meta, and classify every key.
 
+    A :class:`~explorer.core.target.Target` brings its own index, model, key mapping, auto-fix and quantization
+    (``key_mapping`` given here overrides its mapping and its auto-fix).
+
     ``spec=None`` gives a checkpoint-only report (the tensor list). If ``spec`` has neither a config nor a class
     path, the checkpoint's folder is used as config when it holds a config.json. ``auto_fix`` applies the
     suggested key mapping when one is found. A config with a ``quantization_config`` is matched against the model
@@ -222,6 +44,11 @@ def report(
     "quantized" the pre-quantized layout whatever this machine supports, "off" the unquantized model; see
     :func:`explorer.core.model.prepare_quantizer`). Raises ExplorerError subclasses with one-line messages.
     """
+    if isinstance(checkpoint, Target):
+        t = checkpoint
+        km = key_mapping if key_mapping is not None else t.key_mapping
+        return report(t.index, t.spec, key_mapping=km, auto_fix=t.auto_fix and key_mapping is None, suggest=suggest,
+                      quantization=t.quantization)
     try:
         return _report(
             checkpoint, spec, key_mapping=key_mapping, auto_fix=auto_fix, wrapper=wrapper, suggest=suggest, quantization=quantization
@@ -230,7 +57,7 @@ def report(
         raise
     except Exception as e:  # noqa: BLE001 - a weird model or file never ends in a traceback
         what = checkpoint.path if isinstance(checkpoint, CheckpointIndex) else os.fspath(checkpoint)
-        raise ExplorerError(f"{what}: cannot report on this checkpoint: {type(e).__name__}: {_one(e)}") from e
+        raise ExplorerError(f"{what}: cannot report on this checkpoint: {type(e).__name__}: {one_line(e)}") from e
 
 
 def _report(
@@ -246,24 +73,12 @@ def _report(
     index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
     if spec is None:
         return checkpoint_only(index)
-    default_cfg = None
-    if not spec.model and not spec.config:
-        from pathlib import Path
-
-        cand = Path(index.folder) / "config.json"
-        if not cand.is_file():
-            raise ConfigError(
-                f"{index.path}: --arch {spec.arch} needs a config: no config.json beside the checkpoint; pass --config"
-                if spec.arch
-                else f"{index.path}: no model given and no config.json beside the checkpoint; pass --config or --model"
-            )
-        default_cfg = str(cand.parent)
+    spec = resolve_model(index, spec, required=True)
 
     def factory() -> BuiltModel:
         return build_model(
             spec,
             checkpoint_dtype=index.first_float_dtype(),
-            default_config=default_cfg,
             checkpoint_files=index.files,
             quantization=quantization,
         )
@@ -327,7 +142,7 @@ def match(
         raise
     except Exception as e:  # noqa: BLE001 - never a traceback for a weird model
         raise ExplorerError(
-            f"{index.path}: cannot match this checkpoint against {built.class_name or 'the model'}: {type(e).__name__}: {_one(e)}"
+            f"{index.path}: cannot match this checkpoint against {built.class_name or 'the model'}: {type(e).__name__}: {one_line(e)}"
         ) from e
 
 
@@ -342,51 +157,6 @@ def _meta_state_dict(index: CheckpointIndex) -> dict[str, Any]:
         dt = getattr(torch, t.dtype, None) or torch.uint8
         out[name] = torch.empty(t.shape, dtype=dt, device="meta")
     return out
-
-
-class _QuietTransformers:
-    """Silence the load report / progress bar and force synchronous loading; restore everything after.
-
-    Process-wide settings, entered from several worker threads at once (GUI): the first block to enter saves
-    them and the last to leave restores them, so one thread never turns the bar back on under another."""
-
-    _lock = threading.Lock()
-    _depth = 0
-    _saved: tuple[str | None, int, bool] | None = None
-
-    def __enter__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        cls = type(self)
-        with cls._lock:
-            if cls._depth == 0:
-                cls._saved = (
-                    os.environ.get("HF_DEACTIVATE_ASYNC_LOAD"),
-                    hf_logging.get_verbosity(),
-                    hf_logging.is_progress_bar_enabled(),
-                )
-                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
-                hf_logging.set_verbosity_error()
-                hf_logging.disable_progress_bar()
-            cls._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        from transformers.utils import logging as hf_logging
-
-        cls = type(self)
-        with cls._lock:
-            cls._depth -= 1
-            if cls._depth or cls._saved is None:
-                return
-            env, verbosity, bar = cls._saved
-            cls._saved = None
-            if env is None:
-                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
-            else:
-                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = env
-            hf_logging.set_verbosity(verbosity)
-            if bar:
-                hf_logging.enable_progress_bar()
 
 
 def _match_transformers(
@@ -435,12 +205,12 @@ def _match_transformers(
         hf_quantizer=quantizer,
     )
     recorder = _Recorder()
-    with transformers_lock, _QuietTransformers():
+    with transformers_lock, quiet_transformers():
         try:
             with recorder:
                 info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)
         except Exception as e:  # a converter failing on unexpected shapes is a finding about the checkpoint
-            raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {_one(e)}") from e
+            raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {one_line(e)}") from e
         missing_before_tie = set(info.missing_keys)
         mismatched_set = {k for k, _, _ in info.mismatched_keys}
         model.tie_weights(missing_keys=info.missing_keys, recompute_mapping=False)
@@ -691,11 +461,6 @@ def _error_line(text: Any) -> str:
     return (msgs[0] if msgs else (lines[-1] if lines else ""))[:300]
 
 
-def _one(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
-
-
 # --------------------------------------------------------------------------------------------- plain nn.Module
 
 
@@ -767,15 +532,6 @@ def _match_plain(built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping
 # --------------------------------------------------------------------------------------------- prefix trouble
 
 
-def _prefixes(keys: Iterable[str], depth: int = 3) -> Counter[str]:
-    c: Counter[str] = Counter()
-    for k in keys:
-        parts = k.split(".")
-        for d in range(1, min(depth, len(parts) - 1) + 1):
-            c[".".join(parts[:d])] += 1
-    return c
-
-
 def suggest_key_mapping(
     rep: Report, factory: Callable[[], BuiltModel], index: CheckpointIndex
 ) -> tuple[dict[str, str], dict[str, int]] | None:
@@ -791,8 +547,8 @@ def suggest_key_mapping(
     expected = [k for k, m in rep.model_keys.items() if m.status is not Status.COMPUTED]
     exp_set = set(expected)
     base = rep.base_model_prefix
-    strip = _prefixes(unexpected_names)
-    add = _prefixes(rep.missing)
+    strip = prefix_counts(unexpected_names)
+    add = prefix_counts(rep.missing)
     cands: list[tuple[str, str]] = [(p, "") for p, _ in strip.most_common(6)]
     cands += [(p, q) for p, _ in strip.most_common(4) for q, _ in add.most_common(4) if p != q]
     cands += [("", q) for q, _ in add.most_common(4)]
@@ -800,7 +556,7 @@ def suggest_key_mapping(
     def naive_hits(p: str, q: str) -> int:
         hits = 0
         for n in unexpected_names:
-            if p and not (n == p or n.startswith(p + ".")):
+            if not under(n, p):
                 continue
             rest = n[len(p) + 1 :] if p else n
             t = f"{q}.{rest}" if q else rest
@@ -815,7 +571,7 @@ def suggest_key_mapping(
     before = len(rep.missing) + len(rep.unexpected) + len(rep.mismatched)
     best: tuple[int, dict[str, str], dict[str, int]] | None = None
     for _, p, q in scored:
-        mapping = {("^" + re.escape(p) + r"\." if p else "^"): (q + "." if q else "")}
+        mapping = strip_prefix_mapping(p, q)
         trial = match(factory(), index, key_mapping=mapping, tree=rep.tree)
         after = len(trial.missing) + len(trial.unexpected) + len(trial.mismatched)
         if after < before and (best is None or after < best[0]):

@@ -28,7 +28,8 @@ from .errors import ExportError
 if TYPE_CHECKING:
     import torch
 
-    from .export import ExportResult, ProgressFn
+    from .export import ExportResult
+    from .jobs import Progress
     from .plan import Plan
 
 
@@ -42,7 +43,7 @@ def export_merged(
     dtype: str | None = None,
     max_shard_size: int | str | None = None,
     seed: int = 0,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     cancel: Any = None,
 ) -> ExportResult:
     """Write ``base`` with ``adapter`` merged into ``out_dir`` (a new folder); ``plan`` applies on top (default: keep

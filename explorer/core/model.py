@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -102,6 +102,59 @@ class BuiltModel:
         return self.config is not None
 
 
+# --------------------------------------------------------------------------------------------- quiet
+
+
+class _Quiet:
+    """See :func:`quiet_transformers`."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved: tuple[str | None, int, bool] | None = None
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                cls._saved = (
+                    os.environ.get("HF_DEACTIVATE_ASYNC_LOAD"),
+                    hf_logging.get_verbosity(),
+                    hf_logging.is_progress_bar_enabled(),
+                )
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+                hf_logging.set_verbosity_error()
+                hf_logging.disable_progress_bar()
+            cls._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth or cls._saved is None:
+                return
+            env, verbosity, bar = cls._saved
+            cls._saved = None
+            if env is None:
+                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+            else:
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = env
+            hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
+
+
+def quiet_transformers() -> _Quiet:
+    """A block that silences transformers (warnings become our notes; no load report, no progress bar) and forces
+    synchronous loading; everything is restored after. The settings are process-wide and the block is entered from
+    several worker threads at once (GUI): the first block to enter saves them and the last to leave restores them,
+    so one thread never turns the bar back on under another. The one way the core quiets transformers."""
+    return _Quiet()
+
+
 # --------------------------------------------------------------------------------------------- config
 
 
@@ -134,7 +187,7 @@ def load_config(config: str | os.PathLike[str]) -> Any:
         # the same reader as from_pretrained / AutoConfig.from_pretrained (from_dict), not the bare constructor
         return CONFIG_MAPPING[model_type].from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # config classes raise many types on bad values
-        raise ConfigError(f"{p}: invalid config for model_type {model_type!r}: {_one_line(e)}") from e
+        raise ConfigError(f"{p}: invalid config for model_type {model_type!r}: {one_line(e)}") from e
 
 
 def _clip(value: Any, limit: int = 80) -> str:
@@ -218,11 +271,6 @@ def _did_you_mean(arch: str, config: Any) -> str:
     return hint
 
 
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
-
-
 # --------------------------------------------------------------------------------------------- building
 
 
@@ -275,16 +323,10 @@ def build_model(
         try:
             dtype = quantizer.update_dtype(load_dtype(config, checkpoint_dtype))
             set_config_dtype(config, dtype)
-            from transformers.utils import logging as hf_logging
-
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()  # e.g. "we will dequantize": the notes say it
-            try:
+            with quiet_transformers():  # e.g. "we will dequantize": the notes say it
                 module = instantiate_meta(
                     cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files
                 )
-            finally:
-                hf_logging.set_verbosity(verbosity)
             return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes)
         except Exception as e:  # noqa: BLE001 - a quantizer needing a missing package: fall back, say so
             notes = (_fallback_note(_quant_method(config), e),)
@@ -330,21 +372,15 @@ def prepare_quantizer(config: Any, *, mode: str = "auto") -> tuple[Any, tuple[st
     method = _quant_method(config)
     if mode == "off":
         return None, (f"quantization_config ({method}) ignored on request: matched against the unquantized model",)
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers' warnings become notes
-    try:
+    with quiet_transformers():  # transformers' warnings become notes
         return _prepare_quantizer(config, qc, method, mode)
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def _fallback_note(method: str, e: BaseException) -> str:
     hint = " (a package it needs is not installed here)" if isinstance(e, (ImportError, NameError)) else ""
     return (
         f"quantization_config ({method}): transformers cannot set up its quantizer here{hint}: {type(e).__name__}: "
-        f"{_one_line(e)}; matched against the unquantized model, so quantization tensors (scales, zero points, packed "
+        f"{one_line(e)}; matched against the unquantized model, so quantization tensors (scales, zero points, packed "
         "weights) show as unexpected"
     )
 
@@ -356,7 +392,7 @@ def _prepare_quantizer(config: Any, qc: Any, method: str, mode: str) -> tuple[An
         raw = qc if isinstance(qc, dict) else qc.to_dict()
         supported = AutoHfQuantizer.supports_quant_method(raw)
     except Exception as e:  # noqa: BLE001 - e.g. no quant_method: from_pretrained fails, the report goes on
-        return None, (f"quantization_config ({method}): from_pretrained would fail on it ({_one_line(e)}); matched against the unquantized model",)
+        return None, (f"quantization_config ({method}): from_pretrained would fail on it ({one_line(e)}); matched against the unquantized model",)
     if not supported:
         # from_pretrained warns and loads as if unquantized: that is also what we match against
         return None, (f"quantization_config ({method}) unknown to this transformers version: from_pretrained skips it",)
@@ -375,7 +411,7 @@ def _prepare_quantizer(config: Any, qc: Any, method: str, mode: str) -> tuple[An
             quantizer.validate_environment(device_map=None, weights_only=True)
         except Exception as e:  # noqa: BLE001 - GPU / package checks must not block a header-only report
             notes.append(
-                f"from_pretrained would refuse on this machine ({type(e).__name__}: {_one_line(e)}); "
+                f"from_pretrained would refuse on this machine ({type(e).__name__}: {one_line(e)}); "
                 "matched as on a machine where it loads"
             )
         if getattr(quantizer.quantization_config, "dequantize", None) and not before:
@@ -401,7 +437,7 @@ def config_for_class(cls: type, config: Any, source: str) -> Any:
     try:
         return config_class.from_pretrained(source, local_files_only=True)
     except Exception as e:  # config classes raise many types on bad values
-        raise ConfigError(f"{source}: cannot read this config as {config_class.__name__} for {cls.__name__}: {_one_line(e)}") from e
+        raise ConfigError(f"{source}: cannot read this config as {config_class.__name__} for {cls.__name__}: {one_line(e)}") from e
 
 
 def set_config_dtype(config: Any, dtype: torch.dtype) -> None:
@@ -456,7 +492,7 @@ def instantiate_meta(
     except Exception as e:
         if quantized:
             raise
-        raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: {_one_line(e)}") from e
+        raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: {one_line(e)}") from e
 
 
 def drop_remote_code(config: Any) -> None:
@@ -496,7 +532,7 @@ def _build_custom(spec: ModelSpec) -> BuiltModel:
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ConfigError(f"{spec.model}: cannot import module {mod_name!r}: {_one_line(e)}") from e
+        raise ConfigError(f"{spec.model}: cannot import module {mod_name!r}: {one_line(e)}") from e
     obj: Any = mod
     for part in qual.split("."):
         obj = getattr(obj, part, None)
@@ -510,7 +546,7 @@ def _build_custom(spec: ModelSpec) -> BuiltModel:
         with torch.device("meta"):
             module = obj(**spec.model_kwargs)
     except Exception as e:
-        raise ConfigError(f"{spec.model}: cannot construct with kwargs {spec.model_kwargs}: {_one_line(e)}") from e
+        raise ConfigError(f"{spec.model}: cannot construct with kwargs {spec.model_kwargs}: {one_line(e)}") from e
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"{spec.model}: returned {type(module).__name__}, expected a torch.nn.Module")
     return BuiltModel(module, spec, torch.get_default_dtype(), None, type(module).__name__)

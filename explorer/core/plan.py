@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import PlanError
-from .keys import KeyMapping, UserPattern, check_key_mapping
+from .keys import KeyMapping, UserPattern, check_key_mapping, glob_to_regex, under
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .matching import Report
+    from .report import Report
 
 PLAN_VERSION = 1
 MATCH_KINDS = ("glob", "regex", "key")
@@ -76,7 +76,7 @@ class Rule:
 
     def matches(self, key: str) -> bool:
         if self.match == "key":
-            return key == self.pattern or key.startswith(self.pattern + ".")
+            return under(key, self.pattern)
         return _compile(self.match, self.pattern).search(key)
 
     def select(self, keys: Iterable[str], *, budget: float | None = None) -> list[str]:
@@ -152,7 +152,7 @@ class Plan:
     @classmethod
     def from_report(cls, report: Report) -> Plan:
         """Defaults from a match report: missing/mismatched -> reinit, unexpected -> drop, matched -> keep."""
-        from .matching import Status
+        from .report import Status
 
         spec = report.spec
         reinit = [k for k, m in report.model_keys.items() if m.status in (Status.MISSING, Status.MISMATCHED)]
@@ -219,7 +219,7 @@ class Plan:
 
         Defaults come from ``report`` (not from the stored defaults), then rules apply in order.
         """
-        from .matching import Status
+        from .report import Status
 
         out: dict[str, Entry] = {}
         for k, m in report.model_keys.items():
@@ -331,46 +331,6 @@ def _action(value: Any, where: str) -> Action:
         return Action(value)
     except ValueError:
         raise PlanError(f"{where}: unknown action {value!r}, expected one of keep, reinit, drop") from None
-
-
-def glob_to_regex(glob: str) -> str:
-    """Glob -> regex matching a whole run of dot-separated components (``*`` crosses dots)."""
-    return r"(?:^|\.)" + translate_glob(glob) + r"(?:\.|$)"
-
-
-def translate_glob(glob: str, *, any_char: str = ".") -> str:
-    """The unanchored regex body of a glob: ``*`` -> ``{any_char}*``, ``?`` -> ``any_char``, ``[0-5]``/``[!0-5]``
-    classes, everything else literal. ``any_char="[^\\n]"`` keeps matches within one line. Raises PlanError."""
-    if not glob:
-        raise PlanError("empty glob")
-    out = []
-    i, n = 0, len(glob)
-    while i < n:
-        c = glob[i]
-        if c == "*":
-            while i + 1 < n and glob[i + 1] == "*":
-                i += 1
-            out.append(any_char + "*")
-        elif c == "?":
-            out.append(any_char)
-        elif c == "[":
-            j = glob.find("]", i + 2 if i + 1 < n and glob[i + 1] in "!^" else i + 1)
-            if j < 0:
-                raise PlanError(f"bad glob {glob!r}: unclosed '[' at position {i}")
-            body = glob[i + 1 : j]
-            neg = body[:1] in ("!", "^")
-            body = body[1:] if neg else body
-            if not body:
-                raise PlanError(f"bad glob {glob!r}: empty character class at position {i}")
-            body = body.replace("\\", "\\\\")
-            out.append("[" + ("^" if neg else "") + body + "]")
-            i = j
-        elif c == "]":
-            raise PlanError(f"bad glob {glob!r}: unmatched ']' at position {i}")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 @lru_cache(maxsize=512)

@@ -1,4 +1,4 @@
-"""Streamed statistics and histograms, and checkpoint A-vs-B comparison, over mmap-backed chunks.
+"""Streamed statistics and histograms of tensors, over mmap-backed chunks.
 
 Nothing here holds more than one chunk per tensor in a wide dtype: a tensor is read through
 ``TensorReader.iter_chunks`` (mmap), each chunk is cast to float32 (bf16/fp16/fp8) or int64 (integer
@@ -10,26 +10,22 @@ at 0.9999987 on some machines).
 Statistics take two passes: pass 1 gives counts, moments, min/max; pass 2 bins the finite values into a
 histogram over pass 1's range. NaN/Inf are counted and excluded from every moment and from the range.
 
-Long jobs take ``progress(done, total)`` (elements processed) and ``cancel() -> bool`` callbacks; cancel
-is polled between chunks and raises :class:`Cancelled`. The fresh-init and "looks untrained" check lives
-in :mod:`explorer.core.fresh` (re-exported here as ``init_check``/``fresh_tensor``).
+Long jobs take the :mod:`explorer.core.jobs` callbacks: ``progress(done, total)`` (elements processed) and
+``cancel``, polled between chunks (raises :class:`Cancelled`). The A-vs-B comparison is :mod:`explorer.core.diff`,
+the "looks untrained" check :mod:`explorer.core.fresh`.
 """
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
-from .errors import Cancelled, CheckpointError, ExplorerError
+from .checkpoint import open_reader
+from .errors import CheckpointError, ExplorerError
+from .jobs import Cancel, Progress, Ticker
 
 if TYPE_CHECKING:
     import torch
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
 
 DEFAULT_CHUNK = 1 << 22  # 4M elements: 16 MB as float32, big enough that per-chunk overhead is noise
 
@@ -121,14 +117,6 @@ class _Src:
     chunks: Callable[[int], Iterator[Any]]
 
 
-def _reader_of(obj: Any) -> tuple[TensorReader, bool]:
-    if isinstance(obj, TensorReader):
-        return obj, False
-    if isinstance(obj, CheckpointIndex):
-        return TensorReader(obj), True
-    return TensorReader(open_checkpoint(obj)), True
-
-
 def _sources(obj: Any, names: Sequence[str] | None) -> tuple[list[_Src], Callable[[], None]]:
     t = _as_tensor(obj)
     if t is not None:
@@ -140,10 +128,10 @@ def _sources(obj: Any, names: Sequence[str] | None) -> tuple[list[_Src], Callabl
 
         name = names[0] if names else "tensor"
         return [_Src(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numel(), chunks)], lambda: None
-    reader, owned = _reader_of(obj)
+    reader, owned = open_reader(obj)
     out = []
     for n in names or ():
-        info = reader._info(n)
+        info = reader.info(n)
         out.append(_Src(n, info.dtype, info.shape, info.numel, lambda c, n=n: reader.iter_chunks(n, chunk_elems=c)))
     return out, (reader.close if owned else (lambda: None))
 
@@ -160,23 +148,6 @@ def _sq_dev64(x: Any, center: float) -> float:
         d = x[i : i + _F64_SLICE].to(torch.float64) - center
         total += float(torch.dot(d, d))
     return total
-
-
-def _pair_sums64(x: Any, y: Any) -> tuple[float, float, float, float, float]:
-    """(Σx², Σy², Σxy, Σ(y−x)², max|y−x|) of two flat float tensors of one length, in float64."""
-    import torch
-
-    aa = bb = ab = dd = mx = 0.0
-    for i in range(0, x.numel(), _F64_SLICE):
-        xs = x[i : i + _F64_SLICE].to(torch.float64)
-        ys = y[i : i + _F64_SLICE].to(torch.float64)
-        d = ys - xs
-        aa += float(torch.dot(xs, xs))
-        bb += float(torch.dot(ys, ys))
-        ab += float(torch.dot(xs, ys))
-        dd += float(torch.dot(d, d))
-        mx = max(mx, float(d.abs().max()))
-    return aa, bb, ab, dd, mx
 
 
 def _is_integer_dtype(name: str) -> bool:
@@ -197,21 +168,6 @@ def _prep(chunk: Any, integer: bool) -> Any:
 
 
 # --------------------------------------------------------------------------------------------- statistics
-
-
-class _Ticker:
-    def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None) -> None:
-        self.total, self.done, self.progress, self.cancel = total, 0, progress, cancel
-
-    def check(self) -> None:
-        if self.cancel is not None and self.cancel():
-            raise Cancelled("cancelled")
-
-    def step(self, n: int) -> None:
-        self.done += n
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-        self.check()
 
 
 def tensor_stats(
@@ -287,7 +243,7 @@ def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: 
     integer = all(_is_integer_dtype(s.dtype) for s in srcs) and bool(srcs)
     numel = sum(s.numel for s in srcs)
     shape = srcs[0].shape if len(srcs) == 1 else (numel,)
-    tick = _Ticker(2 * numel, progress, cancel)
+    tick = Ticker(2 * numel, progress, cancel)
     tick.check()
 
     # pass 1: counts, moments (Chan's parallel combination of per-chunk mean/M2), min/max
@@ -351,7 +307,7 @@ def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: 
     )
 
 
-def _histogram(srcs: list[_Src], integer: bool, lo: float, hi: float, bins: int, chunk_elems: int, tick: _Ticker,
+def _histogram(srcs: list[_Src], integer: bool, lo: float, hi: float, bins: int, chunk_elems: int, tick: Ticker,
                n_finite: int, has_nonfinite: bool, *, as_float: bool = False) -> tuple[tuple[float, ...], tuple[int, ...]]:
     import torch
 
@@ -400,10 +356,10 @@ def stats_many(
 
     ``progress(done, total)`` counts elements over all the tensors.
     """
-    reader, owned = _reader_of(source)
+    reader, owned = open_reader(source)
     try:
         todo = list(names) if names else list(reader.index.tensors)
-        sizes = [reader._info(n).numel for n in todo]
+        sizes = [reader.info(n).numel for n in todo]
         total = 2 * sum(sizes)
         base = 0
         for n, size in zip(todo, sizes):
@@ -413,294 +369,3 @@ def stats_many(
     finally:
         if owned:
             reader.close()
-
-
-# --------------------------------------------------------------------------------------------- A vs B
-
-
-SAME, CHANGED, ONLY_A, ONLY_B, SHAPE_MISMATCH = "same", "changed", "only_a", "only_b", "shape_mismatch"
-
-
-@dataclass(frozen=True)
-class DiffEntry:
-    """One tensor compared between checkpoints A and B (values read as float32, or float64 if either is;
-    products and sums in float64).
-
-    ``rel_change`` = ‖B−A‖/‖A‖ (None when ‖A‖ = 0 and B ≠ A), ``cosine`` = A·B/(‖A‖‖B‖) (None when a norm
-    is 0). Norms are kept so entries can be rolled up per module. Norms, cosine and sums cover the positions
-    finite in both; ``nonfinite`` counts positions that differ where either side is NaN/Inf, and makes
-    ``rel_change``, ``max_abs_diff`` and ``diff_norm`` infinite (a tensor that turned NaN has not "moved 0").
-    """
-
-    name: str  # common key (after key mapping)
-    status: str  # same | changed | only_a | only_b | shape_mismatch
-    name_a: str | None = None
-    name_b: str | None = None
-    shape_a: tuple[int, ...] | None = None
-    shape_b: tuple[int, ...] | None = None
-    dtype_a: str | None = None
-    dtype_b: str | None = None
-    rel_change: float | None = None
-    cosine: float | None = None
-    max_abs_diff: float | None = None
-    norm_a: float | None = None
-    norm_b: float | None = None
-    diff_norm: float | None = None
-    nonfinite: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "name_a": self.name_a,
-            "name_b": self.name_b,
-            "shape_a": list(self.shape_a) if self.shape_a is not None else None,
-            "shape_b": list(self.shape_b) if self.shape_b is not None else None,
-            "dtype_a": self.dtype_a,
-            "dtype_b": self.dtype_b,
-            "rel_change": _fin(self.rel_change),
-            "cosine": _fin(self.cosine),
-            "max_abs_diff": _fin(self.max_abs_diff),
-            "norm_a": _fin(self.norm_a),
-            "norm_b": _fin(self.norm_b),
-            "nonfinite": self.nonfinite,
-        }
-
-
-def _fin(v: float | None) -> float | None:
-    return v if v is None or math.isfinite(v) else None
-
-
-@dataclass(frozen=True)
-class KeyPairing:
-    """How keys of A and B were paired: the common key for each side's on-disk name."""
-
-    a: Mapping[str, str]  # on-disk name in A -> common key
-    b: Mapping[str, str]
-    mapping_a: Mapping[str, str] = field(default_factory=dict)  # regex mapping applied to A's names
-    mapping_b: Mapping[str, str] = field(default_factory=dict)
-
-
-def _leading_prefixes(keys: Iterable[str], depth: int = 2) -> list[str]:
-    """Leading module paths (with their trailing dot) shared by at least half of ``keys``."""
-    from .matching import _prefixes
-
-    keys = list(keys)
-    return [p + "." for p, c in _prefixes(keys, depth).items() if c * 2 >= len(keys)]
-
-
-def pair_keys(
-    names_a: Iterable[str], names_b: Iterable[str], *, key_mapping: Mapping[str, str] | None = None
-) -> KeyPairing:
-    """Pair the tensor names of two checkpoints.
-
-    ``key_mapping`` (``{regex: replacement}``, as in from_pretrained) is applied to both sides. Without it,
-    when few names match exactly, a common leading prefix on either or both sides (``module.``, ``bert.``,
-    ``model.encoder.``) is stripped if that pairs more names; the chosen regexes are in the result.
-    """
-    from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed
-
-    la, lb = list(names_a), list(names_b)
-    if key_mapping:
-        key_mapping = check_key_mapping(key_mapping)
-        check_key_mapping_speed(key_mapping, dict.fromkeys(la + lb))
-        return KeyPairing({n: apply_key_mapping(n, key_mapping) for n in la}, {n: apply_key_mapping(n, key_mapping) for n in lb},
-                          dict(key_mapping), dict(key_mapping))
-    ident_a, ident_b = {n: n for n in la}, {n: n for n in lb}
-    best = (len(set(la) & set(lb)), {}, {})
-    if best[0] * 2 >= min(len(la), len(lb)):
-        return KeyPairing(ident_a, ident_b)
-    cand_a = [""] + _leading_prefixes(la)
-    cand_b = [""] + _leading_prefixes(lb)
-    for pa in cand_a:
-        sa = {n[len(pa):] if pa and n.startswith(pa) else n for n in la}
-        for pb in cand_b:
-            if not pa and not pb:
-                continue
-            sb = {n[len(pb):] if pb and n.startswith(pb) else n for n in lb}
-            score = len(sa & sb)
-            if score > best[0]:
-                ma = {"^" + re.escape(pa): ""} if pa else {}
-                mb = {"^" + re.escape(pb): ""} if pb else {}
-                best = (score, ma, mb)
-    _, ma, mb = best
-    return KeyPairing({n: apply_key_mapping(n, ma) for n in la}, {n: apply_key_mapping(n, mb) for n in lb}, ma, mb)
-
-
-def diff_checkpoints(
-    a: Source,
-    b: Source,
-    *,
-    key_mapping: Mapping[str, str] | None = None,
-    chunk_elems: int = DEFAULT_CHUNK,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-) -> list[DiffEntry]:
-    """Compare two checkpoints tensor by tensor (paths, indexes or readers). Peak memory ≈ two chunks.
-
-    Keys are paired with :func:`pair_keys`. ``progress(done, total)`` counts elements of A's tensors.
-    Returns one entry per common key, in A's file order then B-only keys.
-    """
-    return list(iter_diff(a, b, key_mapping=key_mapping, chunk_elems=chunk_elems, progress=progress, cancel=cancel))
-
-
-def iter_diff(
-    a: Source,
-    b: Source,
-    *,
-    key_mapping: Mapping[str, str] | None = None,
-    chunk_elems: int = DEFAULT_CHUNK,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-) -> Iterator[DiffEntry]:
-    """Generator form of :func:`diff_checkpoints`: yields each entry as soon as it is computed."""
-    ra, own_a = _reader_of(a)
-    try:
-        rb, own_b = _reader_of(b)
-    except BaseException:
-        if own_a:
-            ra.close()
-        raise
-    try:
-        ia, ib = ra.index.tensors, rb.index.tensors
-        pairing = pair_keys(ia, ib, key_mapping=key_mapping)
-        by_b: dict[str, str] = {}
-        for nb, k in pairing.b.items():
-            by_b.setdefault(k, nb)
-        seen_b: set[str] = set()
-        total = sum(ia[n].numel for n in ia if pairing.a[n] in by_b)
-        tick = _Ticker(total, progress, cancel)
-        tick.check()
-        for na, key in pairing.a.items():
-            ta = ia[na]
-            nb = by_b.get(key)
-            if nb is None:
-                yield DiffEntry(key, ONLY_A, na, None, ta.shape, None, ta.dtype, None)
-                continue
-            seen_b.add(nb)
-            tb = ib[nb]
-            if ta.shape != tb.shape:
-                yield DiffEntry(key, SHAPE_MISMATCH, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype)
-                tick.step(ta.numel)
-                continue
-            yield _compare(ra, rb, na, nb, key, ta, tb, chunk_elems, tick)
-        for nb, key in pairing.b.items():
-            if nb not in seen_b:
-                tb = ib[nb]
-                yield DiffEntry(key, ONLY_B, None, nb, None, tb.shape, None, tb.dtype)
-    finally:
-        if own_a:
-            ra.close()
-        if own_b:
-            rb.close()
-
-
-def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta: Any, tb: Any, chunk_elems: int,
-             tick: _Ticker) -> DiffEntry:
-    import torch
-
-    wide = "float64" in (ta.dtype, tb.dtype)
-    target = torch.float64 if wide else torch.float32
-    aa = bb = ab = dd = 0.0
-    mx = 0.0
-    equal = True
-    nonfinite = 0
-    for ca, cb in zip(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
-        x = ca.to(target) if ca.dtype != target else ca
-        y = cb.to(target) if cb.dtype != target else cb
-        if x.is_complex() or y.is_complex():
-            x, y = torch.view_as_real(x).reshape(-1), torch.view_as_real(y).reshape(-1)
-        if equal and not torch.equal(x, y):
-            eq = (x == y) | (torch.isnan(x) & torch.isnan(y))
-            equal = bool(eq.all())
-        keep = torch.isfinite(x) & torch.isfinite(y)
-        if not bool(keep.all()):
-            same = (x == y) | (torch.isnan(x) & torch.isnan(y))
-            nonfinite += int((~keep & ~same).sum())
-            x, y = x[keep], y[keep]
-        if x.numel():
-            caa, cbb, cab, cdd, cmx = _pair_sums64(x, y)
-            aa, bb, ab, dd, mx = aa + caa, bb + cbb, ab + cab, dd + cdd, max(mx, cmx)
-        tick.step(ca.numel())
-    na_, nb_, nd = math.sqrt(aa), math.sqrt(bb), math.sqrt(dd)
-    if equal:
-        return DiffEntry(key, SAME, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, 0.0, 1.0 if na_ > 0 else None, 0.0,
-                         na_, nb_, 0.0)
-    rel = nd / na_ if na_ > 0 else (0.0 if nd == 0 else None)
-    cos = ab / (na_ * nb_) if na_ > 0 and nb_ > 0 else None
-    if cos is not None:
-        cos = max(-1.0, min(1.0, cos))
-    if nonfinite:
-        rel = mx = nd = math.inf
-    return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd, nonfinite)
-
-
-# --------------------------------------------------------------------------------------------- roll-up
-
-
-@dataclass(frozen=True)
-class ModuleDiff:
-    """Entries of one module (or layer) pooled: rel_change = sqrt(Σ‖B−A‖²)/sqrt(Σ‖A‖²)."""
-
-    prefix: str
-    n_tensors: int
-    n_changed: int  # entries not "same"
-    rel_change: float | None  # over the tensors present on both sides with equal shapes
-    max_abs_diff: float | None
-    n_only_a: int = 0
-    n_only_b: int = 0
-    n_shape_mismatch: int = 0
-
-    @property
-    def one_sided(self) -> int:
-        """Entries that have no value comparison (only in A, only in B, shape mismatch)."""
-        return self.n_only_a + self.n_only_b + self.n_shape_mismatch
-
-    def to_json(self) -> dict[str, Any]:
-        return {"module": self.prefix, "n_tensors": self.n_tensors, "n_changed": self.n_changed,
-                "rel_change": _fin(self.rel_change), "max_abs_diff": _fin(self.max_abs_diff),
-                "only_a": self.n_only_a, "only_b": self.n_only_b, "shape_mismatch": self.n_shape_mismatch}
-
-
-_INDEX = re.compile(r"^\d+$")
-
-
-def layer_of(key: str, *, depth: int | None = None) -> str:
-    """The module group of a key: its first ``depth`` components, or by default the path up to the first
-    numeric component (``encoder.layer.3``), else the parent module (``embeddings``)."""
-    parts = key.split(".")
-    if depth is not None:
-        return ".".join(parts[: min(depth, max(len(parts) - 1, 1))])
-    for i, p in enumerate(parts[:-1]):
-        if _INDEX.match(p):
-            return ".".join(parts[: i + 1])
-    return ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
-
-
-def module_rollup(entries: Iterable[DiffEntry], *, depth: int | None = None) -> list[ModuleDiff]:
-    """Group diff entries by :func:`layer_of` and pool their norms, in first-seen order."""
-    groups: dict[str, list[DiffEntry]] = {}
-    for e in entries:
-        groups.setdefault(layer_of(e.name, depth=depth), []).append(e)
-    out = []
-    for prefix, es in groups.items():
-        sa = sum((e.norm_a or 0.0) ** 2 for e in es if e.status in (SAME, CHANGED))
-        sd = sum((e.diff_norm or 0.0) ** 2 for e in es if e.status in (SAME, CHANGED))
-        has_cmp = any(e.status in (SAME, CHANGED) for e in es)
-        rel = (math.sqrt(sd) / math.sqrt(sa) if sa > 0 else (0.0 if sd == 0 else None)) if has_cmp else None
-        mxs = [e.max_abs_diff for e in es if e.max_abs_diff is not None]
-        n = Counter(e.status for e in es)
-        out.append(ModuleDiff(prefix, len(es), sum(1 for e in es if e.status != SAME), rel, max(mxs) if mxs else None,
-                              n[ONLY_A], n[ONLY_B], n[SHAPE_MISMATCH]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------- fresh init
-
-
-def __getattr__(name: str) -> Any:  # init_check & co live in fresh.py (imports transformers)
-    if name in ("init_check", "fresh_tensor", "InitResult", "FreshInit", "iter_init_check"):
-        from . import fresh
-
-        return getattr(fresh, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 Install with ``install_compare_panel(window)``: adds a "Compare" tab and menu. B comes from ``--compare OTHER``
 (``session.extras["compare"]``), the menu, or the tab's button. The diff runs in a worker on the ``"diff"``
-channel (``explorer.core.stats.iter_diff``, streamed, progress + cancel). Shown: a sortable table (status,
+channel (``explorer.core.diff.iter_diff``, streamed, progress + cancel). Shown: a sortable table (status,
 relative change, cosine, max abs diff) | a bar chart of relative change by layer (hover: the layer's name and
 figures; click: select the layer) over a per-layer roll-up, in splitters.
 
@@ -212,7 +212,7 @@ class ComparePanel(QWidget):
 
         def job(progress: Any, cancelled: Any) -> Any:
             from ..core.checkpoint import open_checkpoint
-            from ..core.stats import diff_checkpoints, module_rollup
+            from ..core.diff import diff_checkpoints, module_rollup
 
             index_b = open_checkpoint(other)
             entries = diff_checkpoints(index_a, index_b, progress=progress, cancel=cancelled)
@@ -323,7 +323,7 @@ class ComparePanel(QWidget):
         e = self._by_a.get(sel.names[0])
         if e is None:
             return
-        from ..core.stats import layer_of
+        from ..core.keys import layer_of
 
         self._draw_bars(highlight=layer_of(e.name))
         self.table.follow(lambda r: r is e)
@@ -390,7 +390,7 @@ class ComparePanel(QWidget):
 
     def _select_entry(self, e: Any) -> None:
         """Select ``e``'s tensor in the session (A's on-disk name); a B-only tensor is described on its own."""
-        from ..core.stats import layer_of
+        from ..core.keys import layer_of
 
         self._draw_bars(highlight=layer_of(e.name))
         if e.name_a is not None and self.window.select_tensor(e.name_a):

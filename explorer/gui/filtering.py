@@ -120,7 +120,7 @@ def _drop_classes(glob: str) -> str:
 def _glob_to_regex(pattern: str) -> str:
     """core's glob translation, one name per line. A pattern core rejects (an unclosed ``[`` while typing, a stray
     ``]``, ``[]``) is not an error here: its brackets match literally and its wildcards still work."""
-    from ..core.plan import translate_glob
+    from ..core.keys import translate_glob
 
     try:
         return translate_glob(pattern, any_char=_ANY)

@@ -14,6 +14,7 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
 from explorer.core import resources
+from explorer.core.report import How, Status, display_kind
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,13 @@ PLOT_FOREGROUND = "#333333"
 
 
 def kind_of(status: str, how: Iterable[str] = ()) -> str:
-    """The display kind for a core status value and its how values."""
-    hv = set(how)
-    if status == "matched":
-        if "tied" in hv:
-            return "tied"
-        if hv & {"renamed", "key_mapping", "converted"}:
-            return "renamed"
-        if "dtype_differs" in hv:
-            return "dtype"
-        return "matched"
-    return status if status in LOOKS else "ignored"
+    """The display kind for a core status value and its how values (the rule is core's ``report.display_kind``)."""
+    return _kind(status, frozenset(how))
+
+
+@lru_cache(maxsize=None)
+def _kind(status: str, how: frozenset[str]) -> str:
+    return display_kind(Status(status), [How(h) for h in how]).value
 
 
 def look(kind: str) -> Look:

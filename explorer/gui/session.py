@@ -69,9 +69,8 @@ def load(source: Source, progress: Callable[[int, int], None] | None = None) -> 
 def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded:
     t0 = time.perf_counter()
     imports = _import_heavy(source)
-    from ..core.checkpoint import open_checkpoint
     from ..core.matching import report
-    from ..core.model import ModelSpec
+    from ..core.target import TargetSpec
     from .entries import build_rows, build_tree, index_rows, index_tree
 
     if source.demo:
@@ -83,17 +82,12 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
         raise ValueError("no checkpoint given")
     if progress:
         progress(1, 4)
-    index = open_checkpoint(source.checkpoint, wrapper=source.wrapper)
+    target = TargetSpec(checkpoint=source.checkpoint, config=source.config, arch=source.arch, model=source.model,
+                        model_kwargs=dict(source.model_kwargs), wrapper=source.wrapper, key_mapping=source.key_mapping,
+                        auto_fix=source.auto_fix).resolve()
     if progress:
         progress(2, 4)
-    spec = None
-    if source.model:
-        spec = ModelSpec(model=source.model, model_kwargs=dict(source.model_kwargs))
-    elif source.config or source.arch:
-        spec = ModelSpec(config=source.config, arch=source.arch)
-    elif os.path.isfile(os.path.join(index.folder, "config.json")):
-        spec = ModelSpec(config=index.folder)
-    rep = report(index, spec, key_mapping=source.key_mapping, auto_fix=source.auto_fix)
+    rep = report(target)
     if progress:
         progress(3, 4)
     t1 = time.perf_counter()
@@ -106,8 +100,10 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
 
 def _import_heavy(source: Source) -> float:
     """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent."""
+    from ..core.target import config_beside
+
     names = ["torch"] + ([] if source.checkpoint and not (source.config or source.arch or source.model or source.demo)
-                         and not os.path.isfile(os.path.join(_folder(source.checkpoint), "config.json")) else ["transformers"])
+                         and config_beside(source.checkpoint) is None else ["transformers"])
     todo = [n for n in names if n not in sys.modules]
     if not todo:
         return 0.0
@@ -124,9 +120,6 @@ def _import_heavy(source: Source) -> float:
         import transformers.modeling_utils  # noqa: F401  (the lazy module behind every model class)
     return time.perf_counter() - t
 
-
-def _folder(path: str) -> str:
-    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
 class Session(QObject):

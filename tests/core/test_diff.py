@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from explorer.core.stats import diff_checkpoints, layer_of, module_rollup, pair_keys
+from explorer.core.diff import diff_checkpoints, module_rollup, pair_keys
+from explorer.core.keys import layer_of
 
 Q = "encoder.layer.0.attention.self.query.weight"
 K = "encoder.layer.2.intermediate.dense.weight"

@@ -71,7 +71,7 @@ def test_a_plan_made_for_another_checkpoint_is_noted(src: Path, tmp_path: Path) 
 
 
 def test_atomic_output_replaces_only_on_success(tmp_path: Path) -> None:
-    from explorer.core.export import atomic_output, atomic_write_bytes
+    from explorer.core.fsio import atomic_output, atomic_write_bytes
 
     f = tmp_path / "shot.png"
     atomic_write_bytes(f, b"old")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from explorer.core.errors import ConfigError
 from explorer.core.fresh import FreshInit, compare_to_init, init_check, ks_2samp
 from explorer.core.model import ModelSpec, build_model
-from explorer.core.stats import Cancelled
+from explorer.core.jobs import Cancelled
 
 Q = "encoder.layer.3.attention.self.query.weight"
 B = "encoder.layer.3.attention.self.query.bias"

@@ -12,7 +12,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from explorer.core.matching import How, Status, report
+from explorer.core.matching import report
+from explorer.core.report import How, Status
 from explorer.core.model import ModelSpec
 from tests.helpers import save_tiny, tiny_config
 

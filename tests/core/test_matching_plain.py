@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from explorer.core.matching import How, Status, report
+from explorer.core.matching import report
+from explorer.core.report import How, Status
 from explorer.core.model import ModelSpec
 from tests.core._plain_models import Net
 

@@ -9,7 +9,8 @@ import pytest
 from explorer.core.errors import PlanError
 from explorer.core.matching import report
 from explorer.core.model import ModelSpec
-from explorer.core.plan import Action, Plan, Rule, glob_to_regex, load_plan, plan_schema, save_plan
+from explorer.core.keys import glob_to_regex
+from explorer.core.plan import Action, Plan, Rule, load_plan, plan_schema, save_plan
 from tests.helpers import save_tiny
 
 KEYS = [

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from explorer.core.errors import PlanError
-from explorer.core.plan import glob_to_regex, translate_glob
+from explorer.core.keys import glob_to_regex, translate_glob
 
 
 def test_rule_globs_are_component_bounded() -> None:

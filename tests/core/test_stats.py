@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from explorer.core.checkpoint import TensorReader, open_checkpoint
 from explorer.core.errors import CheckpointError
-from explorer.core.stats import Cancelled, aggregate_stats, stats_many, tensor_stats
+from explorer.core.jobs import Cancelled
+from explorer.core.stats import aggregate_stats, stats_many, tensor_stats
 
 
 def _check_against_torch(s, t: torch.Tensor) -> None:

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from explorer.core.export import export_checkpoint
-from explorer.core.matching import How, report
+from explorer.core.matching import report
+from explorer.core.report import How
 from explorer.core.model import ModelSpec
 from explorer.core.plan import Plan
 from tests.helpers import save_tiny

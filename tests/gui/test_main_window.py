@@ -148,7 +148,7 @@ def test_glob_uses_core_translation_and_forgives_half_typed_brackets(qapp):
         mask = Filter(glob, "glob").mask(index)
         return [n for n, m in zip(names, mask) if m]
 
-    # the same glob language as plan rules (explorer.core.plan.translate_glob): classes, negation, * crosses dots
+    # the same glob language as plan rules (explorer.core.keys.translate_glob): classes, negation, * crosses dots
     assert hits("layer.[0-1].weight") == ["layer.0.weight", "layer.1.weight"]
     assert hits("layer.[!0].weight") == ["layer.1.weight"]
     assert hits("LAYER.1*") == ["layer.1.weight", "layer.10.weight", "layer.1].weight"]

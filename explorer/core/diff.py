@@ -1,0 +1,307 @@
+"""Checkpoint A vs B, tensor by tensor, streamed over mmap-backed chunks (peak memory about two chunks).
+
+Values are read as float32 (float64 if either side is); every product and sum accumulates in float64, slice by slice,
+so the figures do not depend on the summation order of a CPU's float32 kernels. Keys are paired by
+:func:`pair_keys` (a key mapping, or an automatic common-prefix strip). Long work follows :mod:`explorer.core.jobs`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Iterator, Mapping
+
+from .checkpoint import TensorReader, open_reader
+from .jobs import Cancel, Progress, Ticker
+from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed, layer_of, leading_prefixes
+from .stats import DEFAULT_CHUNK, Source
+
+_F64_SLICE = 1 << 20  # elements widened to float64 at a time: 8 MB per operand, whatever the chunk size
+
+
+class DiffStatus(str, Enum):
+    """How one tensor compares between A and B."""
+
+    SAME = "same"
+    CHANGED = "changed"
+    ONLY_A = "only_a"
+    ONLY_B = "only_b"
+    SHAPE_MISMATCH = "shape_mismatch"
+
+    __hash__ = str.__hash__  # equal to its value, so it hashes like it too (counts keyed by "same" find it)
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+SAME, CHANGED, ONLY_A, ONLY_B, SHAPE_MISMATCH = DiffStatus  # short names for the statuses
+
+
+@dataclass(frozen=True)
+class DiffEntry:
+    """One tensor compared between checkpoints A and B (values read as float32, or float64 if either is;
+    products and sums in float64).
+
+    ``rel_change`` = ‖B−A‖/‖A‖ (None when ‖A‖ = 0 and B ≠ A), ``cosine`` = A·B/(‖A‖‖B‖) (None when a norm
+    is 0). Norms are kept so entries can be rolled up per module. Norms, cosine and sums cover the positions
+    finite in both; ``nonfinite`` counts positions that differ where either side is NaN/Inf, and makes
+    ``rel_change``, ``max_abs_diff`` and ``diff_norm`` infinite (a tensor that turned NaN has not "moved 0").
+    """
+
+    name: str  # common key (after key mapping)
+    status: DiffStatus
+    name_a: str | None = None
+    name_b: str | None = None
+    shape_a: tuple[int, ...] | None = None
+    shape_b: tuple[int, ...] | None = None
+    dtype_a: str | None = None
+    dtype_b: str | None = None
+    rel_change: float | None = None
+    cosine: float | None = None
+    max_abs_diff: float | None = None
+    norm_a: float | None = None
+    norm_b: float | None = None
+    diff_norm: float | None = None
+    nonfinite: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "name_a": self.name_a,
+            "name_b": self.name_b,
+            "shape_a": list(self.shape_a) if self.shape_a is not None else None,
+            "shape_b": list(self.shape_b) if self.shape_b is not None else None,
+            "dtype_a": self.dtype_a,
+            "dtype_b": self.dtype_b,
+            "rel_change": _fin(self.rel_change),
+            "cosine": _fin(self.cosine),
+            "max_abs_diff": _fin(self.max_abs_diff),
+            "norm_a": _fin(self.norm_a),
+            "norm_b": _fin(self.norm_b),
+            "nonfinite": self.nonfinite,
+        }
+
+
+def _fin(v: float | None) -> float | None:
+    return v if v is None or math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class KeyPairing:
+    """How keys of A and B were paired: the common key for each side's on-disk name."""
+
+    a: Mapping[str, str]  # on-disk name in A -> common key
+    b: Mapping[str, str]
+    mapping_a: Mapping[str, str] = field(default_factory=dict)  # regex mapping applied to A's names
+    mapping_b: Mapping[str, str] = field(default_factory=dict)
+
+
+def pair_keys(
+    names_a: Iterable[str], names_b: Iterable[str], *, key_mapping: Mapping[str, str] | None = None
+) -> KeyPairing:
+    """Pair the tensor names of two checkpoints.
+
+    ``key_mapping`` (``{regex: replacement}``, as in from_pretrained) is applied to both sides. Without it,
+    when few names match exactly, a common leading prefix on either or both sides (``module.``, ``bert.``,
+    ``model.encoder.``) is stripped if that pairs more names; the chosen regexes are in the result.
+    """
+    la, lb = list(names_a), list(names_b)
+    if key_mapping:
+        key_mapping = check_key_mapping(key_mapping)
+        check_key_mapping_speed(key_mapping, dict.fromkeys(la + lb))
+        return KeyPairing({n: apply_key_mapping(n, key_mapping) for n in la}, {n: apply_key_mapping(n, key_mapping) for n in lb},
+                          dict(key_mapping), dict(key_mapping))
+    ident_a, ident_b = {n: n for n in la}, {n: n for n in lb}
+    best = (len(set(la) & set(lb)), {}, {})
+    if best[0] * 2 >= min(len(la), len(lb)):
+        return KeyPairing(ident_a, ident_b)
+    cand_a = [""] + leading_prefixes(la)
+    cand_b = [""] + leading_prefixes(lb)
+    for pa in cand_a:
+        sa = {n[len(pa):] if pa and n.startswith(pa) else n for n in la}
+        for pb in cand_b:
+            if not pa and not pb:
+                continue
+            sb = {n[len(pb):] if pb and n.startswith(pb) else n for n in lb}
+            score = len(sa & sb)
+            if score > best[0]:
+                ma = {"^" + re.escape(pa): ""} if pa else {}
+                mb = {"^" + re.escape(pb): ""} if pb else {}
+                best = (score, ma, mb)
+    _, ma, mb = best
+    return KeyPairing({n: apply_key_mapping(n, ma) for n in la}, {n: apply_key_mapping(n, mb) for n in lb}, ma, mb)
+
+
+def diff_checkpoints(
+    a: Source,
+    b: Source,
+    *,
+    key_mapping: Mapping[str, str] | None = None,
+    chunk_elems: int = DEFAULT_CHUNK,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> list[DiffEntry]:
+    """Compare two checkpoints tensor by tensor (paths, indexes or readers). Peak memory ≈ two chunks.
+
+    Keys are paired with :func:`pair_keys`. ``progress(done, total)`` counts elements of A's tensors.
+    Returns one entry per common key, in A's file order then B-only keys.
+    """
+    return list(iter_diff(a, b, key_mapping=key_mapping, chunk_elems=chunk_elems, progress=progress, cancel=cancel))
+
+
+def iter_diff(
+    a: Source,
+    b: Source,
+    *,
+    key_mapping: Mapping[str, str] | None = None,
+    chunk_elems: int = DEFAULT_CHUNK,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Iterator[DiffEntry]:
+    """Generator form of :func:`diff_checkpoints`: yields each entry as soon as it is computed."""
+    ra, own_a = open_reader(a)
+    try:
+        rb, own_b = open_reader(b)
+    except BaseException:
+        if own_a:
+            ra.close()
+        raise
+    try:
+        ia, ib = ra.index.tensors, rb.index.tensors
+        pairing = pair_keys(ia, ib, key_mapping=key_mapping)
+        by_b: dict[str, str] = {}
+        for nb, k in pairing.b.items():
+            by_b.setdefault(k, nb)
+        seen_b: set[str] = set()
+        total = sum(ia[n].numel for n in ia if pairing.a[n] in by_b)
+        tick = Ticker(total, progress, cancel)
+        tick.check()
+        for na, key in pairing.a.items():
+            ta = ia[na]
+            nb = by_b.get(key)
+            if nb is None:
+                yield DiffEntry(key, ONLY_A, na, None, ta.shape, None, ta.dtype, None)
+                continue
+            seen_b.add(nb)
+            tb = ib[nb]
+            if ta.shape != tb.shape:
+                yield DiffEntry(key, SHAPE_MISMATCH, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype)
+                tick.step(ta.numel)
+                continue
+            yield _compare(ra, rb, na, nb, key, ta, tb, chunk_elems, tick)
+        for nb, key in pairing.b.items():
+            if nb not in seen_b:
+                tb = ib[nb]
+                yield DiffEntry(key, ONLY_B, None, nb, None, tb.shape, None, tb.dtype)
+    finally:
+        if own_a:
+            ra.close()
+        if own_b:
+            rb.close()
+
+
+def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta: Any, tb: Any, chunk_elems: int,
+             tick: Ticker) -> DiffEntry:
+    import torch
+
+    wide = "float64" in (ta.dtype, tb.dtype)
+    target = torch.float64 if wide else torch.float32
+    aa = bb = ab = dd = 0.0
+    mx = 0.0
+    equal = True
+    nonfinite = 0
+    for ca, cb in zip(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
+        x = ca.to(target) if ca.dtype != target else ca
+        y = cb.to(target) if cb.dtype != target else cb
+        if x.is_complex() or y.is_complex():
+            x, y = torch.view_as_real(x).reshape(-1), torch.view_as_real(y).reshape(-1)
+        if equal and not torch.equal(x, y):
+            eq = (x == y) | (torch.isnan(x) & torch.isnan(y))
+            equal = bool(eq.all())
+        keep = torch.isfinite(x) & torch.isfinite(y)
+        if not bool(keep.all()):
+            same = (x == y) | (torch.isnan(x) & torch.isnan(y))
+            nonfinite += int((~keep & ~same).sum())
+            x, y = x[keep], y[keep]
+        if x.numel():
+            caa, cbb, cab, cdd, cmx = _pair_sums64(x, y)
+            aa, bb, ab, dd, mx = aa + caa, bb + cbb, ab + cab, dd + cdd, max(mx, cmx)
+        tick.step(ca.numel())
+    na_, nb_, nd = math.sqrt(aa), math.sqrt(bb), math.sqrt(dd)
+    if equal:
+        return DiffEntry(key, SAME, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, 0.0, 1.0 if na_ > 0 else None, 0.0,
+                         na_, nb_, 0.0)
+    rel = nd / na_ if na_ > 0 else (0.0 if nd == 0 else None)
+    cos = ab / (na_ * nb_) if na_ > 0 and nb_ > 0 else None
+    if cos is not None:
+        cos = max(-1.0, min(1.0, cos))
+    if nonfinite:
+        rel = mx = nd = math.inf
+    return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd, nonfinite)
+
+
+# --------------------------------------------------------------------------------------------- roll-up
+
+
+@dataclass(frozen=True)
+class ModuleDiff:
+    """Entries of one module (or layer) pooled: rel_change = sqrt(Σ‖B−A‖²)/sqrt(Σ‖A‖²)."""
+
+    prefix: str
+    n_tensors: int
+    n_changed: int  # entries not "same"
+    rel_change: float | None  # over the tensors present on both sides with equal shapes
+    max_abs_diff: float | None
+    n_only_a: int = 0
+    n_only_b: int = 0
+    n_shape_mismatch: int = 0
+
+    @property
+    def one_sided(self) -> int:
+        """Entries that have no value comparison (only in A, only in B, shape mismatch)."""
+        return self.n_only_a + self.n_only_b + self.n_shape_mismatch
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.prefix, "n_tensors": self.n_tensors, "n_changed": self.n_changed,
+                "rel_change": _fin(self.rel_change), "max_abs_diff": _fin(self.max_abs_diff),
+                "only_a": self.n_only_a, "only_b": self.n_only_b, "shape_mismatch": self.n_shape_mismatch}
+
+
+def module_rollup(entries: Iterable[DiffEntry], *, depth: int | None = None) -> list[ModuleDiff]:
+    """Group diff entries by :func:`layer_of` and pool their norms, in first-seen order."""
+    groups: dict[str, list[DiffEntry]] = {}
+    for e in entries:
+        groups.setdefault(layer_of(e.name, depth=depth), []).append(e)
+    out = []
+    for prefix, es in groups.items():
+        sa = sum((e.norm_a or 0.0) ** 2 for e in es if e.status in (SAME, CHANGED))
+        sd = sum((e.diff_norm or 0.0) ** 2 for e in es if e.status in (SAME, CHANGED))
+        has_cmp = any(e.status in (SAME, CHANGED) for e in es)
+        rel = (math.sqrt(sd) / math.sqrt(sa) if sa > 0 else (0.0 if sd == 0 else None)) if has_cmp else None
+        mxs = [e.max_abs_diff for e in es if e.max_abs_diff is not None]
+        n = Counter(e.status for e in es)
+        out.append(ModuleDiff(prefix, len(es), sum(1 for e in es if e.status != SAME), rel, max(mxs) if mxs else None,
+                              n[ONLY_A], n[ONLY_B], n[SHAPE_MISMATCH]))
+    return out
+
+
+def _pair_sums64(x: Any, y: Any) -> tuple[float, float, float, float, float]:
+    """(Σx², Σy², Σxy, Σ(y−x)², max|y−x|) of two flat float tensors of one length, in float64."""
+    import torch
+
+    aa = bb = ab = dd = mx = 0.0
+    for i in range(0, x.numel(), _F64_SLICE):
+        xs = x[i : i + _F64_SLICE].to(torch.float64)
+        ys = y[i : i + _F64_SLICE].to(torch.float64)
+        d = ys - xs
+        aa += float(torch.dot(xs, xs))
+        bb += float(torch.dot(ys, ys))
+        ab += float(torch.dot(xs, ys))
+        dd += float(torch.dot(d, d))
+        mx = max(mx, float(d.abs().max()))
+    return aa, bb, ab, dd, mx

@@ -1,0 +1,223 @@
+"""What matching found, as immutable records: per key a :class:`Status` and the :class:`How` behind it, the
+:class:`Report` of a checkpoint against a model, and the :class:`DisplayKind` a front-end shows for a key
+(a status refined by its how: tied, renamed, dtype). Colours and icons for the kinds live in the GUI palette.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointIndex, TensorInfo
+    from .model import ModelSpec, ModuleNode
+
+
+class Status(str, Enum):
+    """What loading does with a key. (Colours live in the GUI palette, not here.)"""
+
+    MATCHED = "matched"  # loaded
+    MISSING = "missing"  # model key not in the checkpoint: freshly initialised
+    UNEXPECTED = "unexpected"  # checkpoint key the model has no place for: dropped, reported
+    MISMATCHED = "mismatched"  # found but the shape differs: freshly initialised
+    IGNORED = "ignored"  # silenced by the model's ignore rules or dropped as a duplicate: not reported
+    COMPUTED = "computed"  # non-persistent buffer: never saved, computed at init
+
+
+class How(str, Enum):
+    """Why a key matched (or not) the way it did. A key may carry several."""
+
+    EXACT = "exact"
+    RENAMED = "renamed"  # by a WeightRenaming (legacy names, model-specific renames)
+    KEY_MAPPING = "key_mapping"  # by the user's key_mapping
+    CONVERTED = "converted"  # by a WeightConverter (fused/split tensors, e.g. MoE experts)
+    PREFIX_ADDED = "prefix_added"  # base-model checkpoint into a head model
+    PREFIX_STRIPPED = "prefix_stripped"  # head checkpoint into a base model
+    TIED = "tied"  # not in the checkpoint but tied to a loaded weight
+    IGNORED_RULE = "ignored_by_rule"  # _keys_to_ignore_on_load_missing/unexpected
+    DUPLICATE = "duplicate"  # another checkpoint key loaded into the same target first
+    DTYPE_DIFFERS = "dtype_differs"  # loaded with a cast
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model state-dict key and what loading does to it."""
+
+    key: str
+    status: Status
+    how: tuple[How, ...]
+    model_shape: tuple[int, ...]
+    model_dtype: str
+    sources: tuple[str, ...] = ()  # on-disk names that feed it
+    checkpoint_shape: tuple[int, ...] | None = None
+    checkpoint_dtype: str | None = None
+    tied_to: str | None = None  # only for a key loaded through a tie (How.TIED)
+    newly_initialized: bool = False
+    # a tie partner that is also in the checkpoint: from_pretrained ties the pair only if their values are equal
+    tied_if_equal: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "status": self.status.value,
+            "how": [h.value for h in self.how],
+            "sources": list(self.sources),
+            "model_shape": list(self.model_shape),
+            "model_dtype": self.model_dtype,
+            "checkpoint_shape": list(self.checkpoint_shape) if self.checkpoint_shape is not None else None,
+            "checkpoint_dtype": self.checkpoint_dtype,
+            "tied_to": self.tied_to,
+            "tied_if_equal": self.tied_if_equal,
+            "newly_initialized": self.newly_initialized,
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointKey:
+    """A tensor as stored on disk and where loading puts it."""
+
+    name: str
+    status: Status
+    how: tuple[How, ...]
+    targets: tuple[str, ...]  # model keys it loads into (after renames/converters/prefix)
+    reported_as: str  # the name transformers reports it under when unexpected (its renamed form)
+    info: TensorInfo
+
+
+@dataclass(frozen=True)
+class Report:
+    """The immutable result of matching a checkpoint against a model."""
+
+    index: CheckpointIndex
+    spec: ModelSpec | None
+    tree: ModuleNode | None
+    model_keys: Mapping[str, ModelKey]
+    checkpoint_keys: Mapping[str, CheckpointKey]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    key_mapping: Mapping[str, str] | None = None
+    suggested_key_mapping: Mapping[str, str] | None = None
+    suggestion_effect: Mapping[str, int] | None = None  # counts after applying the suggestion
+    load_dtype: str | None = None
+    arch: str | None = None
+    base_model_prefix: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_model(self) -> bool:
+        return self.spec is not None
+
+    @property
+    def is_clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(k.status.value for k in self.model_keys.values())
+        return {
+            "matched": c.get("matched", 0),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "mismatched": len(self.mismatched),
+            "ignored": c.get("ignored", 0) + sum(1 for k in self.checkpoint_keys.values() if k.status is Status.IGNORED),
+            "tensors": len(self.index.tensors),
+        }
+
+    def params_loaded(self) -> tuple[int, int]:
+        """(parameters loaded from the checkpoint, parameters newly initialised)."""
+        loaded = fresh = 0
+        for k in self.model_keys.values():
+            n = math.prod(k.model_shape)
+            # a key loaded by tying shares its partner's tensor: counted once, with the partner
+            if k.status is Status.COMPUTED or How.TIED in k.how:
+                continue
+            if k.newly_initialized:
+                fresh += n
+            else:
+                loaded += n
+        return loaded, fresh
+
+    def to_json(self) -> dict[str, Any]:
+        matched = [
+            {
+                "key": k.key,
+                "how": [h.value for h in k.how],
+                "source": list(k.sources),
+                "tied_to": k.tied_to,
+                "tied_if_equal": k.tied_if_equal,
+                "checkpoint_dtype": k.checkpoint_dtype,
+                "model_dtype": k.model_dtype,
+            }
+            for k in self.model_keys.values()
+            if k.status is Status.MATCHED
+        ]
+        return {
+            "checkpoint": self.index.path,
+            "format": self.index.format,
+            "files": list(self.index.files),
+            "wrapper_key": self.index.wrapper_key,
+            "wrapper_candidates": list(self.index.wrapper_candidates),
+            "model": self.spec.to_json() if self.spec else None,
+            "arch": self.arch,
+            "load_dtype": self.load_dtype,
+            "counts": self.counts(),
+            "tensors": [t.to_json() for t in self.index.tensors.values()],
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "mismatched": [[k, list(a), list(b)] for k, a, b in self.mismatched],
+            "matched": matched,
+            "ignored": sorted(
+                [k.key for k in self.model_keys.values() if k.status is Status.IGNORED]
+                + [k.name for k in self.checkpoint_keys.values() if k.status is Status.IGNORED]
+            ),
+            "newly_initialized": sorted(k.key for k in self.model_keys.values() if k.newly_initialized),
+            "checkpoint_keys": [
+                {
+                    "name": c.name,
+                    "status": c.status.value,
+                    "how": [h.value for h in c.how],
+                    "targets": list(c.targets),
+                    "reported_as": c.reported_as,
+                }
+                for c in self.checkpoint_keys.values()
+            ],
+            "key_mapping": dict(self.key_mapping) if self.key_mapping else None,
+            "suggested_key_mapping": dict(self.suggested_key_mapping) if self.suggested_key_mapping else None,
+            "suggestion_effect": dict(self.suggestion_effect) if self.suggestion_effect else None,
+            "notes": list(self.notes),
+        }
+
+
+class DisplayKind(str, Enum):
+    """What a front-end shows for a key: its Status, refined by its How (legend order)."""
+
+    MATCHED = "matched"
+    RENAMED = "renamed"  # loaded under another name: a rename, key mapping or converter
+    TIED = "tied"  # not stored: shares the weight it is tied to
+    DTYPE = "dtype"  # loaded with a cast
+    MISSING = "missing"
+    MISMATCHED = "mismatched"
+    UNEXPECTED = "unexpected"
+    IGNORED = "ignored"
+    COMPUTED = "computed"
+    UNTRAINED = "untrained"  # not a loading status: the init check's verdict, shown beside the status
+
+
+_RENAMED = frozenset({How.RENAMED, How.KEY_MAPPING, How.CONVERTED})
+
+
+def display_kind(status: Status, how: Iterable[How] = ()) -> DisplayKind:
+    """The display kind of a key: a matched key shows how it matched (tied before renamed before dtype); any other
+    status is its own kind."""
+    if status is Status.MATCHED:
+        hv = set(how)
+        if How.TIED in hv:
+            return DisplayKind.TIED
+        if hv & _RENAMED:
+            return DisplayKind.RENAMED
+        if How.DTYPE_DIFFERS in hv:
+            return DisplayKind.DTYPE
+        return DisplayKind.MATCHED
+    return DisplayKind(status.value)
