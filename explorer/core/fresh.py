@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import ConfigError, ExplorerError
-from .jobs import Cancel, Progress, Ticker
+from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
 from .keys import layer_of
 from .model import BuiltModel, ModelSpec, build_model, transformers_lock
 from .report import Status

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .checkpoint import open_reader
 from .errors import CheckpointError, ExplorerError
-from .jobs import Cancel, Progress, Ticker
+from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
 
 if TYPE_CHECKING:
     import torch

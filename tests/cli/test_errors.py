@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from explorer.cli import main
+from tests.helpers import save_tiny
 
 MARKER_NAME = "pwned"
 
@@ -230,3 +231,56 @@ def test_wrapper_on_a_safetensors_file_is_an_error(tmp_path, capsys):
     assert main(["report", str(f), "--wrapper", "state_dict", "--no-model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(f) in err[0] and "no sub-dicts" in err[0]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bert")
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["stats", "{ckpt}", "--bins", "1000000000"], "--bins must be between 1 and 1000000, found 1000000000"),
+    (["stats", "{ckpt}", "--bins", "0"], "--bins must be between 1 and 1000000, found 0"),
+    (["diff", "{ckpt}", "{ckpt}", "--depth", "0"], "--depth must be at least 1"),
+])
+def test_option_ranges(capsys, bert: Path, argv: list[str], says: str) -> None:
+    code, out, err = _run(capsys, *[a.format(ckpt=bert) for a in argv])
+    assert code == 2 and out == "" and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_exception_is_one_line_with_the_debug_hint(capsys, bert: Path, monkeypatch) -> None:
+    import explorer.cli.stats as stats_cli
+
+    def boom(args):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(stats_cli, "run", boom)
+    code, out, err = _run(capsys, "stats", str(bert))
+    assert code == 2 and out == ""
+    assert err == ("ckpt-explorer: error: RuntimeError: something broke "
+                   "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)\n")
+    monkeypatch.setenv("CKPT_EXPLORER_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something broke"):
+        main(["stats", str(bert)])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["report", "{ckpt}", "--arch", "A", "--model", "x:y"],
+     "argument --model: not allowed with argument --arch (see ckpt-explorer report --help)"),
+    (["plan", "{ckpt}"], "the following arguments are required: -o/--output (see ckpt-explorer plan --help)"),
+    (["stats", "{ckpt}", "--bins", "x"], "argument --bins: invalid int value: 'x' (see ckpt-explorer stats --help)"),
+])
+def test_usage_errors_are_one_line(capsys, bert: Path, argv: list[str], says: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([a.format(ckpt=bert) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == f"ckpt-explorer: error: {says}\n"

@@ -136,3 +136,44 @@ def test_text_summary_counts(capsys, minilm):
     assert "matched" in out and "missing" in out
     assert "cls.predictions.transform.dense.weight" in out
     assert "\033[" not in out  # not a terminal: no colour codes
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_text_names_the_other_sub_dicts(capsys, tmp_path: Path) -> None:
+    f = tmp_path / "w.pt"
+    torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "ema": {"a.weight": torch.ones(2, 2)}, "epoch": 3}, f)
+    code, out, err = _run(capsys, "report", str(f))
+    assert code == 0, err
+    assert "sub-dict 'state_dict' (also holds 'ema': choose with --wrapper)" in out
+
+
+def _err_line(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_mistyped_arch_blames_the_option_and_suggests(capsys, bert):
+    line = _err_line(capsys, ["report", str(bert), "--arch", "BertForMaskdLM"])
+    assert line == "ckpt-explorer: error: --arch BertForMaskdLM: unknown transformers model class; did you mean BertForMaskedLM?"
+    assert "config.json" not in line
+    line = _err_line(capsys, ["report", str(bert), "--arch", "LlamaForCausalLMM"])
+    assert "did you mean LlamaForCausalLM?" in line  # not a bert class: found among all transformers names
+
+
+def test_arch_without_a_config_says_so(capsys, tmp_path, bert):
+    (tmp_path / "nocfg").mkdir()
+    (tmp_path / "nocfg" / "model.safetensors").write_bytes((bert / "model.safetensors").read_bytes())
+    for cmd in ("report", "init-check"):
+        line = _err_line(capsys, [cmd, str(tmp_path / "nocfg"), "--arch", "BertModel"])
+        assert "--arch BertModel needs a config: no config.json beside the checkpoint; pass --config" in line
+        assert "no model given" not in line
