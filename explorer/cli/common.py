@@ -53,13 +53,26 @@ def parse_json_arg(text: str | None, what: str) -> Any:
     return parse_json(src, source=where, what="JSON", error=ConfigError)
 
 
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--model-kwargs: expected a JSON object")
+    return kwargs
+
+
+def model_spec(args: argparse.Namespace):  # -> ModelSpec | None
+    """The model arguments alone (``--config/--arch/--model/--model-kwargs``), None when none is given."""
+    from ..core.target import TargetSpec
+
+    return TargetSpec(checkpoint="", config=getattr(args, "config", None), arch=getattr(args, "arch", None),
+                      model=getattr(args, "model", None), model_kwargs=_model_kwargs(args)).model_spec()
+
+
 def target_spec(args: argparse.Namespace, *, need_model: bool | None = None):  # -> TargetSpec
     """The TargetSpec of the model arguments (``add_model_args``, ``add_mapping_args``, ``--quantization``)."""
     from ..core.target import TargetSpec
 
-    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise ConfigError("--model-kwargs: expected a JSON object")
+    kwargs = _model_kwargs(args)
     return TargetSpec(
         checkpoint=args.checkpoint,
         config=getattr(args, "config", None),

@@ -78,7 +78,7 @@ def convert_checkpoint(
     ``config`` (a config.json or its folder, default the checkpoint's folder when it has one) is copied beside
     the weights. The result is re-opened and checked tensor by tensor (names, shapes, dtypes). Raises
     ExportError (ExportCancelled when cancelled); on failure nothing is left behind."""
-    from .matching import apply_key_mapping
+    from .keys import apply_key_mapping
 
     t0 = time.perf_counter()
     dtype = parse_dtype(dtype)
