@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 PLAN_VERSION = 1
 MATCH_KINDS = ("glob", "regex", "key")
+MAX_PLAN_RULES = 4096  #: rules in one plan file (each is matched against every key; real plans have tens)
 
 
 class Action(str, Enum):
@@ -391,6 +392,8 @@ def validate_plan_json(data: Any, *, source: str = "plan") -> None:
     rules = data.get("rules", [])
     if not isinstance(rules, list):
         raise PlanError(f"{source}: \"rules\" must be a list")
+    if len(rules) > MAX_PLAN_RULES:
+        raise PlanError(f"{source}: {len(rules):,} rules, over the {MAX_PLAN_RULES:,} limit")
     for i, r in enumerate(rules):
         if not isinstance(r, dict):
             raise PlanError(f"{source}: rules[{i}] must be an object")

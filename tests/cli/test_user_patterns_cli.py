@@ -84,3 +84,15 @@ def test_lr_scale_option_must_be_finite_and_positive(capsys, bert, tmp_path, val
     err = one_line_error(capsys, ["plan", str(bert), "--lr-scale", value, "-o", str(tmp_path / "p.json")])
     assert err == f"--lr-scale {value!r}: rule 'pooler*': lr_scale must be a finite number > 0, found {found}"
     assert not (tmp_path / "p.json").exists()
+
+
+def test_plan_key_mapping_is_time_bounded_and_names_the_plan(capsys, bert, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(keys, "KEY_MAPPING_BUDGET", 1.0)
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"version": 1, "source": {"config": str(bert), "arch": "BertModel"},
+                                "key_mapping": {RE_SLOW: "x"}}))
+    err = one_line_error(capsys, ["export", str(bert), "--plan", str(plan), "-o", str(tmp_path / "out")])
+    assert err.startswith(f"{plan}: key_mapping: pattern '^([a-z_.]+)+\\\\d$' is too slow")
+    assert not (tmp_path / "out").exists()

@@ -108,3 +108,11 @@ def test_catastrophic_rule_is_a_plan_error_not_a_hang(monkeypatch):
     glob = Rule("*.*.*.*.*.*.*.*.*.*.*.*x", "glob", trainable=False)
     with pytest.raises(PlanError, match=r"^glob rule '\*\.\*\..*too slow"):
         glob.select(["a." * 200 + "xb"])
+
+
+def test_too_many_rules_are_refused_before_matching(tmp_path):
+    from explorer.core.plan import MAX_PLAN_RULES
+
+    p = tmp_path / "plan.json"
+    p.write_text(plan_text(rules=[{"pattern": f"layer.{i}", "trainable": False} for i in range(MAX_PLAN_RULES + 1)]))
+    assert load_error(p) == f"{p}: 4,097 rules, over the 4,096 limit"
