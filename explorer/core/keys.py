@@ -25,6 +25,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
@@ -248,6 +249,7 @@ out.write("ok\n")
 """
 
 _SPEED_OK: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # pattern sets already run over these names
+_SPEED_LOCK = threading.Lock()  # the window's workers check mappings concurrently
 
 
 def check_key_mapping_speed(
@@ -300,9 +302,10 @@ def _run_child(job: dict[str, Any], shown: Sequence[str], names: Iterable[str], 
     names = list(names)
     digest = hashlib.blake2b("\n".join(names).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     memo = (json.dumps(job), digest, len(names))
-    if memo in _SPEED_OK:
-        _SPEED_OK.move_to_end(memo)
-        return
+    with _SPEED_LOCK:
+        if memo in _SPEED_OK:
+            _SPEED_OK.move_to_end(memo)
+            return
     payload = json.dumps({"keys": names, "limit": MAX_MAPPED_KEY_CHARS, **job}).encode()
     try:
         done = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=payload, capture_output=True,
@@ -323,9 +326,10 @@ def _run_child(job: dict[str, Any], shown: Sequence[str], names: Iterable[str], 
         why = done.stderr.decode(errors="replace").strip().splitlines()
         raise ConfigError(f"{label}: pattern {shown[_last_entry(done.stdout)]!r} could not be applied to the "
                           f"checkpoint's keys: {why[-1] if why else f'exit {done.returncode}'}")
-    _SPEED_OK[memo] = None
-    while len(_SPEED_OK) > 64:
-        _SPEED_OK.popitem(last=False)
+    with _SPEED_LOCK:
+        _SPEED_OK[memo] = None
+        while len(_SPEED_OK) > 64:
+            _SPEED_OK.popitem(last=False)
 
 
 def _last_entry(out: bytes | None) -> int:
