@@ -582,6 +582,21 @@ class DcpReader:
         except RuntimeError as e:
             raise CheckpointError(f"{where}: its strides do not fit its storage ({e})") from None
 
+    def _release(self, c: Chunk) -> None:
+        """Drop a streamed chunk's pages from this process (the private mapping is never written, so a later read
+        faults them in again from the file): a conversion's RSS stays about one chunk, not the whole checkpoint."""
+        m = self._maps.get(c.file)
+        if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = c.offset - c.offset % mmap.PAGESIZE
+        end = min(len(m), c.offset + c.length)
+        end -= (end % mmap.PAGESIZE) if end < len(m) else 0
+        if end > start:
+            try:
+                m.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except OSError:
+                pass
+
     def tensor(self, name: str) -> torch.Tensor:
         """The global tensor, assembled from its chunks (a view, without copy, when one chunk holds it all)."""
         import torch
@@ -605,6 +620,8 @@ class DcpReader:
                 flat = self.chunk(t, c).reshape(-1)
                 for s in range(0, flat.numel(), chunk_elems):
                     yield flat[s : s + chunk_elems]
+                del flat
+                self._release(c)
             return
         flat = self.tensor(name).reshape(-1)
         for s in range(0, flat.numel(), chunk_elems):
