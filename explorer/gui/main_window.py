@@ -943,7 +943,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         rec = self._recent()
         for p in rec:
-            a = self.recent_menu.addAction(p)
+            a = self.recent_menu.addAction(safe_text(p).replace("&", "&&"))  # shown escaped; "&" is not a mnemonic
             a.triggered.connect(lambda _c=False, p=p: self.open_path(p))
         self.recent_menu.setEnabled(bool(rec))
 

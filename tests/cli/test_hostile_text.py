@@ -291,3 +291,28 @@ def test_guard_restores_streams_and_hooks() -> None:
     _guarded_run(lambda: None)
     assert (sys.stdout, sys.stderr, sys.excepthook, threading.excepthook, warnings.formatwarning) == before
     assert isinstance(SafeStream(_Raw()).encoding, (str, type(None)))
+
+
+def test_commands_print_one_line_per_call() -> None:
+    """A guarded stream shows a newline inside a printed value as ``\\x0a`` (that is what stops a tensor name from
+    forging a line), so the commands' own text must not embed one: a blank line is ``print()``."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "explorer" / "cli").glob("*.py")):
+        if path.name == "terminal.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if name not in ("print", "write"):
+                continue
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and arg.value in ("\n", "\r"):
+                    continue  # a line end written on its own: passes the guard as a line end
+                for c in ast.walk(arg):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str) and "\n" in c.value:
+                        offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders

@@ -119,3 +119,5 @@ def test_errors_quoting_names_are_shown_escaped(qtbot, window, hostile) -> None:
     open_and_wait(qtbot, window, checkpoint=str(hostile["named"]))  # a file name with escapes in it
     assert "m\\x1b]0;pwn\\x07.safetensors" in window.windowTitle() and not unsafe_chars(window.windowTitle())
     assert not unsafe_chars(window.summary_label.text())
+    recent = [a.text() for a in window.recent_menu.actions()]
+    assert any("m\\x1b]0;pwn\\x07.safetensors" in t for t in recent) and not any(unsafe_chars(t) for t in recent)
