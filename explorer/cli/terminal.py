@@ -78,7 +78,11 @@ class SafeStream:
                 sh.pending = self
             if needs_escape(body):
                 body = _render(body)
-            self.raw.write(body)
+            try:
+                self.raw.write(body)
+            except UnicodeEncodeError:  # a name in a script the terminal's encoding lacks: \uXXXX, not a crash
+                enc = getattr(self.raw, "encoding", None) or "ascii"
+                self.raw.write(body.encode(enc, "backslashreplace").decode(enc))
         return len(s)
 
     def writelines(self, lines: Any) -> None:
@@ -164,7 +168,10 @@ def guarded() -> Iterator[None]:
         yield
     finally:
         with shared.lock:
-            shared.release()
+            try:
+                shared.release()
+            except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing left to end
+                pass
         sys.stdout, sys.stderr = out, err
         warnings.formatwarning, threading.excepthook = saved[0], saved[2]
         if sys.excepthook is _guarded_excepthook:  # not replaced meanwhile (CKPT_EXPLORER_DEBUG installs excepthook)

@@ -316,3 +316,12 @@ def test_commands_print_one_line_per_call() -> None:
                     if isinstance(c, ast.Constant) and isinstance(c.value, str) and "\n" in c.value:
                         offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_a_terminal_without_the_script_gets_escapes_not_a_crash() -> None:
+    raw = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    s = SafeStream(raw)
+    s.write("name µ 中" + CLEAR)
+    s.write("\n")
+    raw.flush()
+    assert raw.buffer.getvalue() == b"name \\xb5 \\u4e2d\\x1b[2J\n"
