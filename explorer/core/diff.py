@@ -223,14 +223,13 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
         if equal and not torch.equal(x, y):
             eq = (x == y) | (torch.isnan(x) & torch.isnan(y))
             equal = bool(eq.all())
-        keep = torch.isfinite(x) & torch.isfinite(y)
-        if not bool(keep.all()):
+        caa, cbb, cab, cdd, cmx = _pair_sums64(x, y)
+        if not math.isfinite(caa + cbb):  # a NaN/Inf on either side (float32 squares never overflow float64)
+            keep = torch.isfinite(x) & torch.isfinite(y)
             same = (x == y) | (torch.isnan(x) & torch.isnan(y))
             nonfinite += int((~keep & ~same).sum())
-            x, y = x[keep], y[keep]
-        if x.numel():
-            caa, cbb, cab, cdd, cmx = _pair_sums64(x, y)
-            aa, bb, ab, dd, mx = aa + caa, bb + cbb, ab + cab, dd + cdd, max(mx, cmx)
+            caa, cbb, cab, cdd, cmx = _pair_sums64(x[keep], y[keep])
+        aa, bb, ab, dd, mx = aa + caa, bb + cbb, ab + cab, dd + cdd, max(mx, cmx)
         tick.step(ca.numel())
     na_, nb_, nd = math.sqrt(aa), math.sqrt(bb), math.sqrt(dd)
     if equal:
@@ -294,14 +293,17 @@ def _pair_sums64(x: Any, y: Any) -> tuple[float, float, float, float, float]:
     """(Σx², Σy², Σxy, Σ(y−x)², max|y−x|) of two flat float tensors of one length, in float64."""
     import torch
 
+    n = x.numel()
     aa = bb = ab = dd = mx = 0.0
-    for i in range(0, x.numel(), _F64_SLICE):
-        xs = x[i : i + _F64_SLICE].to(torch.float64)
-        ys = y[i : i + _F64_SLICE].to(torch.float64)
-        d = ys - xs
-        aa += float(torch.dot(xs, xs))
-        bb += float(torch.dot(ys, ys))
-        ab += float(torch.dot(xs, ys))
+    buf = torch.empty(2, min(n, _F64_SLICE), dtype=torch.float64)
+    for i in range(0, n, _F64_SLICE):
+        m = min(_F64_SLICE, n - i)
+        v = buf[:, :m]
+        v[0].copy_(x[i : i + m])
+        v[1].copy_(y[i : i + m])
+        g = v @ v.T  # Σx², Σxy, Σy² in one float64 BLAS pass: as fast as the float32 dots were
+        d = v[1] - v[0]
+        aa, ab, bb = aa + float(g[0, 0]), ab + float(g[0, 1]), bb + float(g[1, 1])
         dd += float(torch.dot(d, d))
         mx = max(mx, float(d.abs().max()))
     return aa, bb, ab, dd, mx

@@ -145,7 +145,7 @@ def _sq_dev64(x: Any, center: float) -> float:
 
     total = 0.0
     for i in range(0, x.numel(), _F64_SLICE):
-        d = x[i : i + _F64_SLICE].to(torch.float64) - center
+        d = x[i : i + _F64_SLICE].to(torch.float64).sub_(center)
         total += float(torch.dot(d, d))
     return total
 

@@ -132,3 +132,21 @@ def test_figures_do_not_depend_on_float32_summation_order(tmp_path: Path) -> Non
     assert e["w"].max_abs_diff == pytest.approx(mx, rel=1e-12)
     assert e["w"].norm_a == pytest.approx(float(a.double().norm()), rel=1e-9)
     assert e["same"].status == "same" and e["same"].cosine == 1.0
+
+
+def test_figures_cover_the_positions_finite_on_both_sides(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(3000, generator=g)
+    b = a * 0.9 + 0.01 * torch.randn(3000, generator=g)
+    a[5] = b[5] = float("nan")  # NaN on both sides: the same, not a difference
+    b[7] = float("inf")  # differs as Inf
+    a[9] = float("-inf")
+    save_file({"w": a}, tmp_path / "a.safetensors")
+    save_file({"w": b}, tmp_path / "b.safetensors")
+    e = diff_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors", chunk_elems=1000)[0]
+    keep = torch.isfinite(a) & torch.isfinite(b)
+    rel, cos, _mx = _figures64(a[keep], b[keep])
+    assert e.status == "changed" and e.nonfinite == 2 and e.rel_change == float("inf")
+    assert e.cosine == pytest.approx(cos, abs=1e-12)
+    assert e.norm_a == pytest.approx(float(a[keep].double().norm()), rel=1e-12)
+    assert e.diff_norm == float("inf") and rel < 1
