@@ -13,15 +13,19 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from .errors import ExplorerError
 
 MiB = 1 << 20
 MAX_JSON_BYTES = 64 * MiB        #: config.json, plan files, adapter configs
 MAX_INDEX_BYTES = 256 * MiB      #: a sharded checkpoint's *.index.json (the 46k-tensor MoE's is ~5 MB)
-MAX_HEADER_BYTES = 100 * MiB     #: a safetensors header, as safetensors itself caps it
+MAX_HEADER_BYTES = 100_000_000  #: a safetensors header: safetensors' own MAX_HEADER_SIZE (decimal bytes)
 MAX_JSON_DEPTH = 64              #: nesting of any JSON document we parse (configs nest ~4 levels)
+# torch zip checkpoints (``torch.load`` inflates a member into memory at its declared size, before unpickling):
+MAX_PICKLE_BYTES = 256 * MiB     #: declared uncompressed size of a zip's data.pkl (a 100k-tensor one is ~20 MB)
+MAX_ZIP_RATIO = 100              #: declared uncompressed / compressed size of any compressed member (torch.save
+                                 #: stores members uncompressed; a deflate bomb of zeros reaches ~1000x)
 
 
 def _fmt_size(n: int) -> str:
@@ -46,6 +50,25 @@ def check_regular(path: str | os.PathLike[str], *, what: str = "file",
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{p}: {what} is {_fmt_size(st.st_size)}, over the {_fmt_size(max_bytes)} limit")
     return st
+
+
+def open_regular(path: str | os.PathLike[str], *, what: str = "file",
+                 error: type[ExplorerError] = ExplorerError) -> BinaryIO:
+    """A regular file opened for binary reading: non-blocking open (a FIFO never hangs us), type checked on the
+    open descriptor (the name may have been swapped after any earlier stat). Raises ``error`` naming the path."""
+    p = Path(path)
+    check_regular(p, what=what, error=error)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{p}: expected a {what}, found not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_bounded(path: str | os.PathLike[str], *, max_bytes: int, what: str = "file",
@@ -73,17 +96,15 @@ def read_bounded(path: str | os.PathLike[str], *, max_bytes: int, what: str = "f
 
 def json_depth_ok(obj: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
     """True when ``obj`` (parsed JSON) nests at most ``max_depth`` containers deep. Iterative: no recursion."""
+    if not isinstance(obj, (dict, list)):
+        return True
     stack = [(obj, 1)]
     while stack:
         o, d = stack.pop()
-        if isinstance(o, dict):
-            if d > max_depth:
-                return False
-            stack.extend((v, d + 1) for v in o.values())
-        elif isinstance(o, list):
-            if d > max_depth:
-                return False
-            stack.extend((v, d + 1) for v in o)
+        if d > max_depth:
+            return False
+        # only containers are pushed: a 46k-entry index of strings costs one pass, not 46k stack entries
+        stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o) if isinstance(v, (dict, list)))
     return True
 
 
