@@ -1,8 +1,8 @@
 """The model side: a config or class path -> a model on the meta device -> a module tree with per-subtree totals."""
 from __future__ import annotations
 
+import contextlib
 import importlib
-import json
 import math
 import os
 import threading
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ConfigError, one_line
+from .fmt import safe_text
+from .fsio import check_regular, load_json
 
 if TYPE_CHECKING:
     import torch
@@ -158,24 +160,66 @@ def quiet_transformers() -> _Quiet:
 # --------------------------------------------------------------------------------------------- config
 
 
+# Bounds on what a config may make us build (SECURITY.md lists them). A config is data from a stranger: a
+# ``num_hidden_layers`` of a million would build for hours (and some config classes allocate a list per layer
+# before any module exists), so counts are checked before transformers sees the config, and the build itself
+# counts the tensors and modules it creates. Generous for real models: the largest published MoEs have ~100
+# layers, <= 512 experts, ~100k tensors in transformers' layout and ~2T parameters.
+MAX_CONFIG_LAYERS = 10_000        #: any integer config value whose key mentions "layer" (num_hidden_layers, n_layer, ...)
+MAX_CONFIG_EXPERTS = 65_536       #: num_*/n_* config values whose key mentions "expert" (num_experts, n_routed_experts, ...)
+MAX_MODEL_TENSORS = 200_000       #: parameters + buffers registered while the model is built
+MAX_MODEL_MODULES = 400_000       #: submodules registered while the model is built
+MAX_MODEL_PARAMS = 10**14         #: elements of those parameters and buffers (100T; meta tensors cost no memory)
+
+
 def config_path(config: str | os.PathLike[str]) -> Path:
     p = Path(config)
     if p.is_dir():
         p = p / "config.json"
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: config not found")
+    check_regular(p, what="config.json", error=ConfigError)
     return p
 
 
+def check_config_counts(raw: Any, source: str) -> None:
+    """Refuse layer/expert counts past :data:`MAX_CONFIG_LAYERS` / :data:`MAX_CONFIG_EXPERTS`, in the config and
+    its sub-configs (text_config, vision_config, ...), before any config class turns them into lists or modules."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        where, o = stack.pop()
+        if not isinstance(o, dict):
+            continue
+        for k, v in o.items():
+            key = str(k)
+            if isinstance(v, dict):
+                stack.append((f"{where}{key}.", v))
+                continue
+            if type(v) is not int:
+                continue
+            low = key.lower()
+            if "layer" in low and abs(v) > MAX_CONFIG_LAYERS:
+                limit, what = MAX_CONFIG_LAYERS, "layers"
+            elif "expert" in low and low.startswith(("num_", "n_", "moe_num_", "moe_n_")) and abs(v) > MAX_CONFIG_EXPERTS:
+                limit, what = MAX_CONFIG_EXPERTS, "experts"
+            else:
+                continue
+            raise ConfigError(
+                f"{source}: {safe_text(where + key)} is {v}, over the limit of {limit:,} {what} this tool builds "
+                "(no real model comes close); refusing to build it"
+            )
+
+
 def load_config(config: str | os.PathLike[str]) -> Any:
-    """Read a Hugging Face config.json (a directory or the file) into its transformers config class."""
+    """Read a Hugging Face config.json (a directory or the file) into its transformers config class.
+
+    The file is read bounded (a regular file of at most ``fsio.MAX_JSON_BYTES``, nesting capped) and its counts
+    checked (:func:`check_config_counts`) before transformers parses it."""
     p = config_path(config)
-    try:
-        raw = json.loads(p.read_text())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{p}: invalid config.json: {e}") from e
+    raw = load_json(p, what="config.json", error=ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: invalid config.json: expected a JSON object")
+    check_config_counts(raw, str(p))
     model_type = raw.get("model_type")
     if not model_type:
         raise ConfigError(f"{p}: config.json has no \"model_type\"; cannot tell which transformers model it is")
@@ -328,6 +372,8 @@ def build_model(
                     cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files
                 )
             return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes)
+        except ConfigError:
+            raise  # a build past the limits: no fallback would be smaller
         except Exception as e:  # noqa: BLE001 - a quantizer needing a missing package: fall back, say so
             notes = (_fallback_note(_quant_method(config), e),)
             config = config_for_class(cls, load_config(cfg_src), source)
@@ -478,7 +524,8 @@ def instantiate_meta(
     drop_remote_code(config)
     quantized = hf_quantizer is not None
     try:
-        with transformers_lock, ContextManagers(cls.get_init_context(dtype, quantized, False, False)):
+        init = ContextManagers(cls.get_init_context(dtype, quantized, False, False))
+        with transformers_lock, build_budget(source), init:
             model = cls(config)
             if quantized:
                 hf_quantizer.preprocess_model(
@@ -489,6 +536,10 @@ def instantiate_meta(
                     use_kernels=False,
                 )
             return model
+    except ConfigError:
+        raise
+    except RecursionError as e:
+        raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: it nests modules too deeply") from e
     except Exception as e:
         if quantized:
             raise
@@ -522,6 +573,51 @@ def drop_remote_code(config: Any) -> None:
                 stack.extend(x for x in v.values() if isinstance(x, PretrainedConfig))
 
 
+@contextlib.contextmanager
+def build_budget(source: str) -> Iterator[None]:
+    """Count the tensors, modules and elements registered on this thread while the block runs (torch's global
+    registration hooks), and stop the build with a ConfigError naming ``source`` past :data:`MAX_MODEL_TENSORS`,
+    :data:`MAX_MODEL_MODULES` or :data:`MAX_MODEL_PARAMS`. Builds on other threads are not counted."""
+    from torch.nn.modules import module as torch_module
+
+    owner = threading.get_ident()
+    counts = {"tensors": 0, "modules": 0, "elements": 0}
+
+    def stop(what: str, limit: int) -> ConfigError:
+        return ConfigError(
+            f"{source}: the model would have more than {limit:,} {what}; refusing to build it (a config this large is "
+            "not a real model; the limits are in explorer.core.model)"
+        )
+
+    def on_tensor(module: Any, name: str, t: Any) -> None:
+        if t is None or threading.get_ident() != owner:
+            return
+        counts["tensors"] += 1
+        counts["elements"] += t.numel()
+        if counts["tensors"] > MAX_MODEL_TENSORS:
+            raise stop("tensors (parameters and buffers)", MAX_MODEL_TENSORS)
+        if counts["elements"] > MAX_MODEL_PARAMS:
+            raise stop("parameter elements", MAX_MODEL_PARAMS)
+
+    def on_module(module: Any, name: str, sub: Any) -> None:
+        if sub is None or threading.get_ident() != owner:
+            return
+        counts["modules"] += 1
+        if counts["modules"] > MAX_MODEL_MODULES:
+            raise stop("modules", MAX_MODEL_MODULES)
+
+    handles = [
+        torch_module.register_module_parameter_registration_hook(on_tensor),
+        torch_module.register_module_buffer_registration_hook(on_tensor),
+        torch_module.register_module_module_registration_hook(on_module),
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _build_custom(spec: ModelSpec) -> BuiltModel:
     import torch
 
@@ -543,8 +639,10 @@ def _build_custom(spec: ModelSpec) -> BuiltModel:
         raise ConfigError(f"{spec.model}: not a torch.nn.Module class (found {type(obj).__name__}); "
                           "--model names a class like pkg.module:Class")
     try:
-        with torch.device("meta"):
+        with build_budget(spec.model), torch.device("meta"):
             module = obj(**spec.model_kwargs)
+    except ConfigError:
+        raise
     except Exception as e:
         raise ConfigError(f"{spec.model}: cannot construct with kwargs {spec.model_kwargs}: {one_line(e)}") from e
     if not isinstance(module, torch.nn.Module):
