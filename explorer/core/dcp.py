@@ -531,9 +531,13 @@ class DcpReader:
         import torch
 
         m = self._map(c.file)
-        if c.offset + c.length > len(m):
+        try:  # the file now, not the mapping: a rank file truncated after it was mapped would be a SIGBUS
+            size = min(len(m), os.stat(c.file).st_size)
+        except OSError:
+            size = 0
+        if c.offset + c.length > size:
             raise CheckpointError(f"{c.file}: tensor {t.key!r}: chunk ends at byte {c.offset + c.length}, past the end "
-                                  f"of the file ({len(m)} bytes; changed since it was opened?)")
+                                  f"of the file ({size} bytes; changed on disk since it was opened?)")
         where = f"{c.file}: tensor {t.key!r}: chunk at {list(c.offsets)}"
         try:
             z = zipfile.ZipFile(_Window(m, c.offset, c.length))

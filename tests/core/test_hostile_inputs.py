@@ -694,3 +694,32 @@ def test_rewritten_file_is_reported_changed(tmp_path):
     with TensorReader(idx) as r, pytest.raises(CheckpointError) as e:
         r.tensor("w")
     _one_line(e.value, f, "changed on disk")
+
+
+def test_dcp_rank_file_truncated_after_mapping_is_a_clean_error(tmp_path):
+    # the DCP reader maps rank files whole; a truncation after the first read used to be a SIGBUS. In a child, so
+    # a regression reports a signal instead of taking the test run down.
+    from tests.dcp_helpers import save_no_dist
+
+    g = torch.Generator().manual_seed(0)
+    folder = save_no_dist(tmp_path / "dcp", {"model": {"a": torch.randn(64, generator=g), "b": torch.randn(4096, generator=g)}})
+    code = (
+        "import os\n"
+        "from pathlib import Path\n"
+        "from explorer.core.checkpoint import open_checkpoint, TensorReader\n"
+        "from explorer.core.errors import CheckpointError\n"
+        f"idx = open_checkpoint({str(folder)!r})\n"
+        "r = TensorReader(idx)\n"
+        "a = next(n for n in idx.tensors if n.endswith('a')); b = next(n for n in idx.tensors if n.endswith('b'))\n"
+        "assert r.tensor(a).numel() == 64  # the rank file is mapped now\n"
+        "rank = Path(idx.tensors[b].file)\n"
+        "os.truncate(rank, rank.stat().st_size // 2)\n"
+        "try:\n"
+        "    print(float(r.tensor(b).sum()))\n"
+        "except CheckpointError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.startswith("ERR") and "changed on disk" in res.stdout and "\n" not in res.stdout.strip(), res.stdout
