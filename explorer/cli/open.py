@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from .common import add_mapping_args, add_model_args
+from .common import add_mapping_args, add_model_args, key_mapping, parse_json_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,17 +39,32 @@ def check_screenshot(args: argparse.Namespace) -> None:
     check_output(args.screenshot, inputs=inputs, is_ours=is_png, force=args.force, what="screenshot PNG")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.demo and args.checkpoint:
-        from ..core.errors import ExplorerError
+def open_request(args: argparse.Namespace):  # -> explorer.gui.request.OpenRequest (Qt-free)
+    """The window's typed request from the parsed arguments; bad --key-mapping etc. fail here, as CLI errors."""
+    from ..core.errors import ConfigError, ExplorerError
+    from ..gui.request import OpenRequest, Source
 
+    if args.demo and args.checkpoint:
         raise ExplorerError("--demo opens the built-in demo; do not also give a checkpoint")
     if args.screenshot:
         check_screenshot(args)
     elif args.force:
-        from ..core.errors import ExplorerError
-
         raise ExplorerError("--force only applies to --screenshot")
+    km = key_mapping(args)
+    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--model-kwargs: expected a JSON object")
+    source = None
+    if args.demo or args.checkpoint:
+        source = Source(checkpoint=None if args.demo else args.checkpoint, config=args.config, arch=args.arch,
+                        model=args.model, model_kwargs=dict(kwargs), wrapper=args.wrapper, key_mapping=km,
+                        auto_fix=bool(args.auto_fix), demo=bool(args.demo))
+    return OpenRequest(source=source, compare=os.path.abspath(args.compare) if args.compare else None,
+                       screenshot=args.screenshot, force=bool(args.force))
+
+
+def run(args: argparse.Namespace) -> int:
+    request = open_request(args)
     from ..gui.app import main as gui_main  # Qt is imported only here
 
-    return gui_main(args)
+    return gui_main(request)

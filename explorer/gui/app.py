@@ -1,44 +1,22 @@
 """``ckpt-explorer open``: create the QApplication, paint the window, then load in the background.
 
 torch/transformers are imported by the first load job (a worker), after the window is on screen.
-``--screenshot PNG`` waits until the report and the first histogram are shown, saves the window, exits; with
-``--compare OTHER`` it waits for the diff and shows the Compare tab with the most-changed tensor selected.
+``main`` takes a typed ``OpenRequest`` (built by ``explorer.cli.open``; the GUI never imports the CLI). With a
+``screenshot`` it waits until the report and the first histogram are shown, saves the window and exits; with
+``compare`` it waits for the diff and shows the Compare tab with the most-changed tensor selected.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from typing import Any
 
+from .request import OpenRequest
+
 T0 = time.perf_counter()
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT_S = 300
-
-
-def source_from_args(args: argparse.Namespace) -> Any:
-    """A session Source from the parsed ``open`` arguments (None: nothing to open yet)."""
-    from ..cli.common import key_mapping, parse_json_arg
-    from .session import Source
-
-    km = key_mapping(args)
-    kwargs = parse_json_arg(getattr(args, "model_kwargs", None), "--model-kwargs") or {}
-    demo = bool(getattr(args, "demo", False))
-    ckpt = getattr(args, "checkpoint", None)
-    if not demo and not ckpt:
-        return None
-    return Source(
-        checkpoint=None if demo else ckpt,
-        config=getattr(args, "config", None),
-        arch=getattr(args, "arch", None),
-        model=getattr(args, "model", None),
-        model_kwargs=dict(kwargs),
-        wrapper=getattr(args, "wrapper", None),
-        key_mapping=km,
-        auto_fix=bool(getattr(args, "auto_fix", False)),
-        demo=demo,
-    )
 
 
 _QUIET = ("This plugin does not support propagateSizeHints()",)  # offscreen/xvfb noise, nothing a user can act on
@@ -102,10 +80,9 @@ def ensure_display(*, screenshot: bool) -> bool:
     return False
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the window until it is closed (or, with ``--screenshot``, until the PNG is written)."""
-    source = source_from_args(args)  # bad --key-mapping etc. fail here, as a one-line CLI error
-    shot = getattr(args, "screenshot", None)
+def main(request: OpenRequest) -> int:
+    """Run the window until it is closed (or, with a screenshot, until the PNG is written)."""
+    source, shot = request.source, request.screenshot
     if not ensure_display(screenshot=bool(shot)):
         print(f"ckpt-explorer: error: {NO_DISPLAY}", file=sys.stderr)
         return 2
@@ -113,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
 
     from .main_window import MainWindow
+    from .panels import ComparePanel
 
     settings = None
     if shot:  # a screenshot shows the defaults (layout, log-y, bins), never this user's saved ones: reproducible
@@ -124,16 +102,8 @@ def main(args: argparse.Namespace) -> int:
         app.aboutToQuit.connect(tmp.cleanup)
         settings = QSettings(os.path.join(tmp.name, "settings.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, interactive=not shot)
-    from .plan_editor import install_plan_editor
-
-    install_plan_editor(win)  # "Plan" tab + menu, context menus and badges on the tree/table
-    from .compare_panel import install_compare_panel
-    from .init_panel import install_init_panel
-
-    init_panel = install_init_panel(win)  # "Looks untrained" tab + fresh-init overlay in the details histogram
-    compare_panel = install_compare_panel(win)  # "Compare A/B" tab + menu (--compare OTHER)
-    if getattr(args, "compare", None):
-        win.session.extras["compare"] = os.path.abspath(args.compare)  # picked up by the A-vs-B panel
+    if request.compare:
+        win.session.compare_path = request.compare  # compared as soon as the report is loaded
     if shot:
         win.resize(*SCREENSHOT_SIZE)
     win.show()
@@ -141,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     if shot:
         def done() -> None:
             # the window shows its errors in the message bar; a script reading stderr/exit code needs them too
-            failed = win.session.current is None or (getattr(args, "compare", None) and compare_panel.error)
+            failed = win.session.current is None or (request.compare and win.panel(ComparePanel).error)
             for msg in dict.fromkeys(win.errors):
                 print(f"ckpt-explorer: error: {msg}", file=sys.stderr)
             if failed:
@@ -150,7 +120,7 @@ def main(args: argparse.Namespace) -> int:
 
             try:
                 app.processEvents()
-                win.save_screenshot(shot, force=bool(getattr(args, "force", False)))
+                win.save_screenshot(shot, force=request.force)
                 print(f"screenshot: {shot}", file=sys.stderr)
             except (OSError, ExplorerError) as e:
                 print(f"ckpt-explorer: error: {e}", file=sys.stderr)
@@ -165,10 +135,7 @@ def main(args: argparse.Namespace) -> int:
 
         win.ready.connect(done)
         QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, timeout)
-        win.when_ready()
-        init_panel.run_before_ready()  # small checkpoints with a model: badges + overlay verdict in the shot
-        if getattr(args, "compare", None):
-            compare_panel.show_before_ready()  # the Compare tab, most-changed tensor, A/B overlay in the shot
+        win.when_ready()  # the panels' parts too: the init check's badges, the Compare tab with --compare
         if source is None:
             QTimer.singleShot(0, win.ready.emit)
     if source is not None:

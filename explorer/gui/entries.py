@@ -15,9 +15,11 @@ import numpy as np
 
 from ..core.fmt import human_count
 from ..core.fmt import safe_text as _t  # names in the multi-line tooltips: a newline in a name stays on its line
-from .palette import TROUBLE, kind_of, look
+from .kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind, kind_of
+from ..core.matching import How, Status
+from .palette import look
 
-LOADED_KINDS = ("matched", "renamed", "tied", "dtype")
+LOADED_KINDS = LOADED
 _HOW_TEXT = {
     "exact": "exact name",
     "renamed": "renamed",
@@ -68,7 +70,7 @@ class TreeItem:
     parent: TreeItem | None = None
     row: int = 0
     children: list[TreeItem] = field(default_factory=list)
-    kind: str = "matched"
+    kind: Kind | None = Kind.MATCHED  # None: a module with nothing below it
     status_text: str = ""
     shape: str = ""
     dtype: str = ""
@@ -82,6 +84,7 @@ class TreeItem:
     fresh: int = 0  # of ``numel``: values newly initialised (missing, mismatched); ``numel - fresh`` load
     tied_to: str = ""  # a key that shares its partner's tensor: shown, but counted once (with the partner)
     uid: int = -1  # pre-order number, set by index_tree
+    group: bool = False  # the "(not in model)" branch: checkpoint tensors that load into no model key
 
     def walk(self):
         yield self
@@ -94,15 +97,26 @@ class Row:
     """One line of the tensor table: an on-disk tensor, or a model key that the checkpoint lacks."""
 
     name: str  # on-disk name ("" when missing)
-    key: str  # mapped model key ("" when unexpected/ignored)
+    key: str  # mapped model key ("" when unexpected/ignored); the first when it loads into several
     shape: str
     dtype: str
     nbytes: int
     numel: int
-    kind: str
+    kind: Kind
     how: str
     tooltip: str
     search: str
+    more_keys: int = 0  # further model keys it loads into (shown as "key (+N)")
+
+    @property
+    def key_text(self) -> str:
+        """The Model key as shown: ``key (+N)`` when it loads into several."""
+        return f"{self.key} (+{self.more_keys})" if self.more_keys else self.key
+
+    @property
+    def target(self) -> str:
+        """The tree key of this row: its model key, or the on-disk name when it has none."""
+        return self.key or self.name
 
 
 UNPLACED = "(not in model)"
@@ -119,35 +133,35 @@ def counted(k: Any) -> tuple[int, int]:
     """(values, of which newly initialised) a model key adds to the totals — the rule of
     ``Report.params_loaded``: computed buffers and keys loaded through a tie (their partner holds the
     tensor) add nothing, so a tied decoder weight is counted once."""
-    if k is None or k.status.value == "computed" or any(h.value == "tied" for h in k.how):
+    if k is None or k.status is Status.COMPUTED or How.TIED in k.how:
         return 0, 0
     n = math.prod(k.model_shape)
     return n, (n if k.newly_initialized else 0)
 
 
 def rollup_text(counts: Counter) -> str:
-    total = sum(v for k, v in counts.items() if k not in ("computed", "unexpected", "ignored"))
-    loaded = sum(counts.get(k, 0) for k in LOADED_KINDS)
+    total = sum(v for k, v in counts.items() if k not in NOT_MODEL_KEYS)
+    loaded = sum(counts.get(k, 0) for k in LOADED)
     parts = []
     if total:
         parts.append(f"{loaded}/{total} loaded")
-    for k, word in (("missing", "missing"), ("mismatched", "mismatched"), ("unexpected", "unexpected")):
+    for k in TROUBLE:
         if counts.get(k):
-            parts.append(f"{counts[k]} {word}")
-    if not parts and counts.get("ignored"):
-        parts.append(f"{counts['ignored']} ignored")
+            parts.append(f"{counts[k]} {k.value}")
+    if not parts and counts.get(Kind.IGNORED):
+        parts.append(f"{counts[Kind.IGNORED]} ignored")
     return ", ".join(parts)
 
 
-def rollup_kind(counts: Counter) -> str:
+def rollup_kind(counts: Counter) -> Kind | None:
     for k in TROUBLE:
         if counts.get(k):
             return k
-    if any(counts.get(k) for k in LOADED_KINDS):
-        return "matched"
-    if counts.get("ignored"):
-        return "ignored"
-    return "computed" if counts.get("computed") else "none"
+    if any(counts.get(k) for k in LOADED):
+        return Kind.MATCHED
+    if counts.get(Kind.IGNORED):
+        return Kind.IGNORED
+    return Kind.COMPUTED if counts.get(Kind.COMPUTED) else None  # a module with nothing below it
 
 
 def build_tree(report: Any) -> TreeItem:
@@ -161,15 +175,15 @@ def build_tree(report: Any) -> TreeItem:
         root.counts.update(top.counts)
     unplaced = [c for c in report.checkpoint_keys.values() if not c.targets]
     if unplaced:
-        node = TreeItem(UNPLACED, UNPLACED, False, parent=root, row=len(root.children), class_name="")
+        node = TreeItem(UNPLACED, UNPLACED, False, parent=root, row=len(root.children), class_name="", group=True)
         node.tooltip = "Checkpoint tensors that load into no model key: unexpected (dropped) or ignored"
         for c in unplaced:
-            kind = kind_of(c.status.value, [h.value for h in c.how])
+            kind = kind_of(c.status, c.how)
             it = TreeItem(c.name, c.name, True, parent=node, row=len(node.children), kind=kind,
                           shape=fmt_shape(c.info.shape), dtype=c.info.dtype, numel=c.info.numel,
                           ckpt_names=(c.name,))
             it.status_text = look(kind).label
-            it.how = how_text(tuple(h.value for h in c.how)) or ("no model key" if kind == "unexpected" else "")
+            it.how = how_text(tuple(h.value for h in c.how)) or ("no model key" if kind is Kind.UNEXPECTED else "")
             if c.reported_as != c.name:
                 it.how = (it.how + ", " if it.how else "") + f"reported as {c.reported_as}"
             it.tooltip = f"{_t(c.name)}\n{look(kind).label}: {look(kind).meaning}"
@@ -200,32 +214,32 @@ def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:
     for p in node.params:
         k = mk.get(p.key)
         if k is None:
-            kind, how, status = ("computed" if not p.persistent else "ignored"), "", None
+            kind, how, status = (Kind.COMPUTED if not p.persistent else Kind.IGNORED), "", None
             sources: tuple[str, ...] = ()
         else:
             hv = tuple(h.value for h in k.how)
-            kind = kind_of(k.status.value, hv)
+            kind = kind_of(k.status, k.how)
             how = how_text(hv, sources=k.sources, key=p.key, tied_to=k.tied_to, ck_dtype=k.checkpoint_dtype, model_dtype=k.model_dtype)
             sources = k.sources
             status = k
         n, fresh = counted(k)
         pi = TreeItem(p.key.rsplit(".", 1)[-1], p.key, True, parent=it, row=len(it.children), kind=kind,
                       shape=fmt_shape(p.shape), dtype=p.dtype, numel=p.numel, how=how, ckpt_names=sources,
-                      fresh=fresh if n else 0, tied_to=(k.tied_to or "") if k is not None and not n and kind == "tied" else "")
+                      fresh=fresh if n else 0, tied_to=(k.tied_to or "") if k is not None and not n and kind is Kind.TIED else "")
         it.numel += n
         it.fresh += fresh
         lbl = look(kind).label
-        if status is not None and kind == "mismatched" and status.checkpoint_shape is not None:
+        if status is not None and kind is Kind.MISMATCHED and status.checkpoint_shape is not None:
             # short (the status column stays narrow); the tooltip and the details panel's How say it in full
             lbl = f"mismatch {fmt_shape(status.checkpoint_shape)} ≠ {fmt_shape(p.shape)}"
             pi.how = f"checkpoint has {fmt_shape(status.checkpoint_shape)}, model wants {fmt_shape(p.shape)}" + (f"; {pi.how}" if pi.how else "")
-        if kind == "dtype" and status is not None:
+        if kind is Kind.DTYPE and status is not None:
             pi.dtype = f"{status.checkpoint_dtype}→{p.dtype}"
         if p.kind == "buffer":
             pi.class_name = "buffer" if p.persistent else "buffer (non-persistent)"
         pi.status_text = lbl
         tip = [_t(p.key), f"{look(kind).label}: {look(kind).meaning}"]
-        if kind == "mismatched" and status is not None and status.checkpoint_shape is not None:
+        if kind is Kind.MISMATCHED and status is not None and status.checkpoint_shape is not None:
             tip.append(f"checkpoint {fmt_shape(status.checkpoint_shape)}, model {fmt_shape(p.shape)}")
         if sources and sources[0] != p.key:
             tip.append("on disk: " + ", ".join(map(_t, sources[:4])) + (" …" if len(sources) > 4 else ""))
@@ -253,44 +267,42 @@ def build_rows(report: Any) -> list[Row]:
     mk = report.model_keys
     for c in report.checkpoint_keys.values():
         hv = tuple(h.value for h in c.how)
-        kind = kind_of(c.status.value, hv)
+        kind = kind_of(c.status, c.how)
         key = c.targets[0] if c.targets else ""
         m = mk.get(key) if key else None
-        if m is not None and c.status.value == "matched":
+        if m is not None and c.status is Status.MATCHED:
             mh = tuple(h.value for h in m.how)
-            kind = kind_of(m.status.value, tuple(set(hv) | set(mh)))
+            kind = kind_of(m.status, set(c.how) | set(m.how))
             how = how_text(mh, sources=(c.name,), key=key, ck_dtype=m.checkpoint_dtype, model_dtype=m.model_dtype)
         else:
             how = how_text(hv, sources=(c.name,), key=key)
-        if len(c.targets) > 1:
-            key = f"{c.targets[0]} (+{len(c.targets) - 1})"
         shape = fmt_shape(c.info.shape)
-        if kind == "mismatched" and m is not None:
+        if kind is Kind.MISMATCHED and m is not None:
             shape += f"  (model {fmt_shape(m.model_shape)})"
-        if kind == "unexpected" and not how:
+        if kind is Kind.UNEXPECTED and not how:
             how = "no model key" + (f", reported as {c.reported_as}" if c.reported_as != c.name else "")
         tip = f"{_t(c.name)}\n{look(kind).label}: {look(kind).meaning}"
         if c.targets:
             tip += "\nloads into: " + ", ".join(map(_t, c.targets[:4]))
         rows.append(Row(c.name, key, shape, c.info.dtype, c.info.nbytes, c.info.numel, kind, how, tip,
-                        c.name + "\n" + "\n".join(c.targets)))
+                        c.name + "\n" + "\n".join(c.targets), more_keys=max(len(c.targets) - 1, 0)))
     for m in mk.values():
-        if m.sources or m.status.value not in ("missing", "matched"):
+        if m.sources or m.status not in (Status.MISSING, Status.MATCHED):
             continue  # on-disk keys are listed above; computed buffers are never in a checkpoint
         hv = tuple(h.value for h in m.how)
-        kind = kind_of(m.status.value, hv)
+        kind = kind_of(m.status, m.how)
         n = math.prod(m.model_shape)
-        how = how_text(hv, key=m.key, tied_to=m.tied_to) or ("newly initialised" if kind == "missing" else "")
+        how = how_text(hv, key=m.key, tied_to=m.tied_to) or ("newly initialised" if kind is Kind.MISSING else "")
         rows.append(Row("", m.key, fmt_shape(m.model_shape), m.model_dtype, 0, n, kind, how,
                         f"{_t(m.key)}\n{look(kind).label}: {look(kind).meaning}", m.key))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- indexes
-KIND_CODES = {k: i for i, k in enumerate(("matched", "renamed", "tied", "dtype", "missing", "mismatched",
-                                          "unexpected", "ignored", "computed", "none"))}
-KIND_ORDER = {k: i for i, k in enumerate(("missing", "mismatched", "unexpected", "dtype", "renamed", "tied", "matched",
-                                          "ignored", "computed"))}
+KIND_CODES = {k: i for i, k in enumerate((Kind.MATCHED, Kind.RENAMED, Kind.TIED, Kind.DTYPE, Kind.MISSING, Kind.MISMATCHED,
+                                          Kind.UNEXPECTED, Kind.IGNORED, Kind.COMPUTED))}
+KIND_ORDER = {k: i for i, k in enumerate((Kind.MISSING, Kind.MISMATCHED, Kind.UNEXPECTED, Kind.DTYPE, Kind.RENAMED, Kind.TIED,
+                                          Kind.MATCHED, Kind.IGNORED, Kind.COMPUTED))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -360,7 +372,7 @@ def index_rows(rows: list[Row], *, warm: bool = True) -> TableIndex:
     by_key: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         if r.key:
-            by_key.setdefault(r.key.split(" (+", 1)[0], []).append(i)
+            by_key.setdefault(r.key, []).append(i)
     t = TableIndex(rows, SearchIndex.build([r.search for r in rows], [r.kind for r in rows]),
                    {r.name: i for i, r in enumerate(rows) if r.name}, by_key, sorted(by_key))
     return t.warm() if warm else t

@@ -197,11 +197,11 @@ class HistogramWidget(QWidget):
         """Write ``left,right,count`` rows (atomically). Never over an input of the window or anything but a regular
         file; over an existing file that is not such a CSV only with ``force``. Raises ExplorerError or OSError."""
         lines = [CSV_HEADER]
-        lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(self._edges[:-1], self._edges[1:], self._counts)]
+        lines += [f"{float(a)!r},{float(b)!r},{int(n)}" for a, b, n in zip(self._edges[:-1], self._edges[1:], self._counts)]
         if self._ov is not None:
             lab, e, c = self._ov
             lines.append(f"# overlay: {lab}")
-            lines += [f"{a!r},{b!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
+            lines += [f"{float(a)!r},{float(b)!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
         from ..core.fsio import atomic_write_bytes, check_output  # on demand: keeps core.export off the start-up path
 
         check_output(path, inputs=self._inputs(), is_ours=is_histogram_csv, force=force, what="histogram CSV")

@@ -1,128 +1,145 @@
-"""The main window: module tree | tensor table over the details panel, with a summary and filter bar.
+"""The main window: module tree | tabs (tensor table and the panels of ``panels.PANELS``) over the details panel,
+with a summary and a filter bar. Layout, menus and selection sync; everything else lives in its own module.
 
-Extension points for other panels:
-
-- ``MainWindow.add_panel(title, widget) -> int`` adds a tab next to "Tensors" (e.g. an A-vs-B table or a
-  plan editor) and returns its tab index; ``MainWindow.details.histogram`` is the ``HistogramWidget``
-  whose ``set_overlay(label, edges, counts)`` / ``clear_overlay()`` draw a second series.
-- ``MainWindow.session`` (``Session``) emits ``loaded(Loaded)`` for every new report; ``selectionChanged``
-  on the window carries the details ``Selection`` (title, on-disk names, is_module) the user is looking at.
+The window builds every panel with a ``PanelHost`` (the session and a few typed hooks) and asks them, through
+the ``Panel`` protocol, for their menus, badges, context-menu entries and drop meanings. The open tab sets the
+session's overlay choice (``Panel.overlay``); who draws the histogram overlay follows from that state.
 """
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
-from PySide6.QtCore import QByteArray, QItemSelection, QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QItemSelection, QItemSelectionModel, QModelIndex, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QMainWindow,
-    QMenu,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSizePolicy,
-    QSplitter,
-    QTableView,
-    QTabWidget,
-    QToolButton,
-    QTreeView,
-    QVBoxLayout,
+    QAbstractItemView, QDialog, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox,
+    QProgressBar, QPushButton, QScrollArea, QSplitter, QTableView, QTabWidget, QToolButton, QTreeView, QVBoxLayout,
     QWidget,
 )
 
-from ..core.fmt import human_count, safe_text
-from . import palette
-from .details import DetailsPanel, Selection, selection_for_item, selection_for_row
-from .entries import LOADED_KINDS, TreeItem, fmt_percent
-from .filtering import MODES, Filter, FilterProxy
+from ..core.fmt import safe_text
+from .kinds import TROUBLE, Kind
+from . import drops, help as help_text, palette, summary
+from .badges import KeyDelegate, badge_delegate
+from .dialogs import HeadClassDialog, rich_box
+from .entries import TreeItem
+from .filter_bar import FilterBar
+from .filtering import Filter, FilterProxy
 from .histogram import save_png
-from .session import Loaded, Session, Source
+from .panels import PANELS, Panel, PanelHost
+from .panels.details import DetailsPanel, Selection, selection_for_item, selection_for_row
+from .screenshot import ReadyGate
+from .session import Loaded, Overlay, Session, Source
 from .table_model import TensorTableModel
-from .tree_model import ModuleTreeModel, install_column_menu, size_tree_columns, tree_width_needed
+from .table_view import fit_key_column, size_table_columns
+from .tree_model import ModuleTreeModel, size_tree_columns, tree_width_needed
 
-FILTER_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored")
 MAX_RECENT = 10
-CHIP_LABELS = {"dtype": "dtype", "mismatched": "mismatch", "untrained": "untrained?"}  # short: the bar fits 1280 px
 
 
 class MainWindow(QMainWindow):
-    selectionChanged = Signal(object)  # details Selection or None
-    ready = Signal()  # a report is shown and its first histogram drawn (or there is nothing to measure)
-    readyLoaded = Signal()  # (when_ready) a report arrived, before the interesting tensor is selected
-
-    def __init__(self, *, settings: QSettings | None = None, interactive: bool = True) -> None:
+    def __init__(self, *, settings: QSettings | None = None, interactive: bool = True,
+                 panels: Sequence[type[Panel]] = PANELS) -> None:
         super().__init__()
         self.settings = settings or QSettings("ckpt-explorer", "ckpt-explorer")
         self.interactive = interactive  # False: errors go to the message bar only (screenshots, scripts)
         self.persist = interactive  # save geometry/splitters on close
-        self.session = Session(self)
+        self.session = s = Session(self)
         self._syncing = False
+        self._good_filter = Filter()  # the last filter that ran (a too-slow regex falls back to it)
         self._t_open = 0.0
         self.errors: list[str] = []
         self.setWindowTitle("Checkpoint Explorer")
         self.setAcceptDrops(True)
         self.resize(1400, 860)
 
-        # models
+        # models adapt the session
         self.tree_model = ModuleTreeModel(self)
         self.tree_proxy = FilterProxy(self, tree=True)
         self.tree_proxy.setSourceModel(self.tree_model)
-        self.table_model = TensorTableModel(self)
+        self.table_model = TensorTableModel(self, plan_badge=self._plan_text)
         self.table_proxy = FilterProxy(self)
         self.table_proxy.setSourceModel(self.table_model)
+        self.tree, self.table = self._build_tree(), self._build_table()
 
-        # views
-        self.tree = QTreeView()
-        self.tree.setModel(self.tree_proxy)
-        self.tree.setUniformRowHeights(True)
-        self.tree.setAlternatingRowColors(False)
-        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tree.setSortingEnabled(False)
-        self.tree.setAnimated(False)
-        self.tree.setAllColumnsShowFocus(True)
-        size_tree_columns(self.tree, first=True)  # name stretches, status fits the roll-ups, dtype/how on demand
-
-        self.table = QTableView()
-        self.table.setModel(self.table_proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(TensorTableModel.STATUS, Qt.SortOrder.AscendingOrder)  # trouble first
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setWordWrap(False)
-        # names differ in their tails (layer numbers, weight/bias): elide the start, the tooltip has it all
-        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
-        self.table.setShowGrid(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setHighlightSections(False)
-        size_table_columns(self.table)
-        from .badges import KeyDelegate, badge_delegate
-
-        self._key_delegate = KeyDelegate(self.table)
-        for col in (TensorTableModel.NAME, TensorTableModel.KEY):
-            self.table.setItemDelegateForColumn(col, self._key_delegate)
-        badge_delegate(self.tree, 0).providers.append(self._untrained_badge)
-        badge_delegate(self.table, TensorTableModel.STATUS).providers.append(self._untrained_badge)
-
-        self.details = DetailsPanel(self.session)
+        self.details = DetailsPanel(s)
+        self.ready_gate = ReadyGate(s, self.select_key, self)
+        self.ready = self.ready_gate.ready  # (screenshots) a report is shown and its first histogram drawn
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.table, "Tensors")
+        host = PanelHost(session=s, details=self.details, ready=self.ready_gate, select=self.select_tensor,
+                         show_selection=self.show_selection, show_error=self.show_error, open_source=self.open_source,
+                         raise_panel=self.tabs.setCurrentWidget, interactive=interactive, inputs=self.input_files)
+        self.panels: list[Panel] = [cls(host) for cls in panels]
+        for p in self.panels:
+            self.tabs.addTab(p, p.title)
+        self._build_layout()
+        self._build_actions()
+        self.table.setColumnHidden(TensorTableModel.PLAN, not any(p.title == "Plan" for p in self.panels))
 
+        s.loadingStarted.connect(self._on_loading)
+        s.loaded.connect(self._on_loaded)
+        s.loadFailed.connect(self._on_load_failed)
+        s.busyChanged.connect(self.busy.setVisible)
+        s.initChanged.connect(self._on_init_changed)
+        s.planChanged.connect(self._on_plan_changed)
+        self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
+        self.table.selectionModel().currentChanged.connect(self._on_table_current)
+        self.details.statsReady.connect(lambda _s: self.ready_gate.settle())
+        self.details.statsFailed.connect(lambda _m: self.ready_gate.settle())
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.filter_bar.changed.connect(self.apply_filter)
+        self.filter_bar.untrainedToggled.connect(self._on_untrained_toggled)
+        self._restore_settings()
+        self.summary_label.setText(summary.WELCOME)
+
+    def panel(self, cls: type[Panel]) -> Any:
+        """The panel of type ``cls`` (KeyError when this window was built without it)."""
+        for p in self.panels:
+            if isinstance(p, cls):
+                return p
+        raise KeyError(cls.__name__)
+
+    # ------------------------------------------------------------------ building
+    def _build_tree(self) -> QTreeView:
+        tree = QTreeView()
+        tree.setModel(self.tree_proxy)
+        tree.setUniformRowHeights(True)
+        tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        tree.setAnimated(False)
+        tree.setAllColumnsShowFocus(True)
+        size_tree_columns(tree, first=True)  # name stretches, status fits the roll-ups, dtype/how on demand
+        badge_delegate(tree, 0).providers.append(self._tree_badges)
+        return tree
+
+    def _build_table(self) -> QTableView:
+        table = QTableView()
+        table.setModel(self.table_proxy)
+        table.setSortingEnabled(True)
+        table.sortByColumn(TensorTableModel.STATUS, Qt.SortOrder.AscendingOrder)  # trouble first
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        table.setWordWrap(False)
+        # names differ in their tails (layer numbers, weight/bias): elide the start, the tooltip has it all
+        table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        table.setShowGrid(False)
+        table.verticalHeader().setVisible(False)
+        table.verticalHeader().setDefaultSectionSize(22)
+        table.horizontalHeader().setHighlightSections(False)
+        size_table_columns(table)
+        self._key_delegate = KeyDelegate(table)
+        for col in (TensorTableModel.NAME, TensorTableModel.KEY):
+            table.setItemDelegateForColumn(col, self._key_delegate)
+        badge_delegate(table, TensorTableModel.STATUS).providers.append(self._untrained_badge)
+        return table
+
+    def _build_layout(self) -> None:
+        for view in (self.tree, self.table):
+            view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            view.customContextMenuRequested.connect(lambda pos, v=view: self._on_context_menu(v, pos))
         self.right = QSplitter(Qt.Orientation.Vertical)
         self.right.addWidget(self.tabs)
         self.right.addWidget(self.details)
@@ -143,164 +160,12 @@ class MainWindow(QMainWindow):
         self.split.setStretchFactor(1, 1)
         self.split.setSizes([690, 750])  # the tree carries the roll-ups; the table's two names need the rest
         self._split_chosen = False  # the user moved the splitter (now or in a saved session): keep their width
-        self.split.splitterMoved.connect(self._on_split_moved)
+        self.split.splitterMoved.connect(lambda _p, _i: setattr(self, "_split_chosen", True))
         self.right.setSizes([400, 380])
 
-        # bars
-        self.message_bar = self._build_message_bar()
-        self.summary = self._build_summary()
-        self.filter_bar = self._build_filter_bar()
-        central = QWidget()
-        lay = QVBoxLayout(central)
-        lay.setContentsMargins(6, 4, 6, 2)
-        lay.setSpacing(4)
-        lay.addWidget(self.message_bar)
-        lay.addWidget(self.summary)
-        lay.addWidget(self.filter_bar)
-        lay.addWidget(self.split, 1)
-        self.setCentralWidget(central)
-
-        self.busy = QProgressBar()
-        self.busy.setRange(0, 0)
-        self.busy.setMaximumWidth(160)
-        self.busy.setFixedHeight(12)
-        self.busy.hide()
-        self.status_label = QLabel("")
-        self.statusBar().addWidget(self.status_label, 1)
-        self.statusBar().addPermanentWidget(self.busy)
-        self._build_actions()
-
-        # wiring
-        self.session.loadingStarted.connect(self._on_loading)
-        self.session.loaded.connect(self._on_loaded)
-        self.session.loadFailed.connect(self._on_load_failed)
-        self.session.busyChanged.connect(self.busy.setVisible)
-        self.session.initChanged.connect(self._on_init_changed)
-        self.session.jobs.result.connect(self._on_job_result)
-        self.session.jobs.error.connect(self._on_job_error)
-        self.tree.selectionModel().currentChanged.connect(self._on_tree_current)
-        self.table.selectionModel().currentChanged.connect(self._on_table_current)
-        self.details.statsReady.connect(lambda _s: self._maybe_ready())
-        self.details.statsFailed.connect(lambda _m: self._maybe_ready())
-        self._waiting_ready = False
-        self._ready_holds: set[str] = set()  # panels still drawing something the screenshot should show
-        # (screenshots) callables tried in order before interesting_key(): each may select something and return True
-        self.interesting_hooks: list[Any] = []
-        self.tabs.currentChanged.connect(self._on_tab_changed)
-        self._filter_timer = QTimer(self, singleShot=True, interval=120)
-        self._filter_timer.timeout.connect(self.apply_filter)
-        self._restore_settings()
-        self._show_welcome()
-
-    # ------------------------------------------------------------------ extension points
-    def add_panel(self, title: str, widget: QWidget) -> int:
-        """Add a tab beside "Tensors" (other features' tables/editors). Returns the tab index."""
-        return self.tabs.addTab(widget, title)
-
-    # ------------------------------------------------------------------ building
-    def _build_actions(self) -> None:
-        m = self.menuBar()
-        fm = m.addMenu("&File")
-        self.act_open = self._action("&Open checkpoint…", QKeySequence.StandardKey.Open, self.open_dialog, fm)
-        self.act_config = self._action("Open &config…", "Ctrl+Shift+O", self.open_config_dialog, fm)
-        self.act_head = self._action("Choose &head class…", "Ctrl+H", self.choose_head, fm)
-        self.act_demo = self._action("Open &demo", None, lambda: self.open_source(Source(demo=True)), fm)
-        self.recent_menu = fm.addMenu("&Recent")
-        self._fill_recent()
-        fm.addSeparator()
-        self.act_reload = self._action("&Reload", "F5", self.reload, fm)
-        fm.addSeparator()
-        self.act_quit = self._action("&Quit", "Ctrl+Q", self.close, fm)
-        vm = m.addMenu("&View")
-        self._action("&Find…", QKeySequence.StandardKey.Find, self.focus_search, vm)
-        self._action("Clear &filter", "Esc", self.clear_filter, vm)
-        self._action("Expand &trouble", "Ctrl+T", self.expand_trouble, vm)
-        self._action("&Collapse all", "Ctrl+Shift+T", self.tree.collapseAll, vm)
-        self.help_menu = hm = m.addMenu("&Help")
-        self._action("&Keyboard shortcuts", "F1", self.show_shortcuts, hm)
-        self._action("&Legend", None, self._show_legend, hm)
-        self._action("&About Checkpoint Explorer", None, self.show_about, hm)
-        tb = self.addToolBar("Main")
-        tb.setObjectName("mainToolbar")
-        tb.setMovable(False)
-        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-        for a in (self.act_open, self.act_config, self.act_head, self.act_reload, self.act_demo):
-            tb.addAction(a)
-            if not a.shortcut().isEmpty():
-                a.setToolTip(f"{a.text().replace('&', '').rstrip('…')} ({a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
-
-    def add_menu(self, title: str) -> Any:
-        """A top-level menu for a panel, placed before Help."""
-        menu = QMenu(title, self)
-        self.menuBar().insertMenu(self.help_menu.menuAction(), menu)
-        return menu
-
-    def shortcuts(self) -> list[tuple[str, str, str]]:
-        """(menu, action, shortcut) for every menu action that has a shortcut, in menu order."""
-        out = []
-
-        def walk(menu: Any, where: str) -> None:
-            for a in menu.actions():
-                if a.menu() is not None:
-                    walk(a.menu(), where)
-                elif not a.isSeparator() and a.shortcuts():
-                    keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts())
-                    out.append((where, a.text().replace("&", "").split("\t")[0], keys))
-
-        for top in self.menuBar().actions():
-            if top.menu() is not None:
-                walk(top.menu(), top.text().replace("&", ""))
-        return out
-
-    def shortcuts_html(self) -> str:
-        rows, last = [], None
-        for where, text, keys in self.shortcuts():
-            if where != last:
-                rows.append(f"<tr><td colspan=2 style='padding-top:6px'><b>{_esc(where)}</b></td></tr>")
-                last = where
-            rows.append(f"<tr><td style='padding-right:18px'><code>{_esc(keys)}</code></td><td>{_esc(text)}</td></tr>")
-        extra = ("<tr><td colspan=2 style='padding-top:6px'><b>Elsewhere</b></td></tr>"
-                 "<tr><td><code>right-click</code></td><td>plan menu on a module or tensor; column menu on a header</td></tr>"
-                 "<tr><td><code>drop a file</code></td><td>open it, compare with it, use it as the config, or load a plan</td></tr>")
-        return f"<table cellspacing=2>{''.join(rows)}{extra}</table>"
-
-    def _rich_box(self, title: str, html: str) -> QMessageBox:
-        """A rich-text information box, shown modally only when the window is interactive (tests inspect it)."""
-        box = QMessageBox(QMessageBox.Icon.NoIcon, title, html, parent=self)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        if self.interactive:
-            box.exec()
-        return box
-
-    def show_shortcuts(self) -> QMessageBox:
-        return self._rich_box("Keyboard shortcuts", self.shortcuts_html())
-
-    def show_about(self) -> QMessageBox:
-        from .. import __version__ as ver
-        text = (f"<h3>Checkpoint Explorer {ver}</h3>"
-                "<p>Does this checkpoint load into this model, and is what loads actually trained?<br>"
-                "Module tree and tensors colour-coded by how they load, histograms beside a fresh initialisation, "
-                "checkpoint A vs B, and a plan to export a patched checkpoint.</p>"
-                "<p>The same answers from the command line: <code>ckpt-explorer report | init-check | diff | stats | plan | export</code>.</p>"
-                f"<p><b>Shortcuts</b></p>{self.shortcuts_html()}")
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "About Checkpoint Explorer", text, parent=self)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        if self.interactive:
-            box.exec()
-        return box
-
-    def _action(self, text: str, shortcut: Any, slot: Any, menu: Any) -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        a.triggered.connect(lambda _c=False: slot())
-        menu.addAction(a)
-        return a
-
-    def _build_message_bar(self) -> QFrame:
-        bar = QFrame()
-        bar.setObjectName("messageBar")
-        lay = QHBoxLayout(bar)
+        self.message_bar = QFrame()
+        self.message_bar.setObjectName("messageBar")
+        lay = QHBoxLayout(self.message_bar)
         lay.setContentsMargins(8, 4, 4, 4)
         self.message_label = QLabel("")
         self.message_label.setTextFormat(Qt.TextFormat.PlainText)  # error messages quote names from files
@@ -308,13 +173,11 @@ class MainWindow(QMainWindow):
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QToolButton(text="✕")
         close.setAutoRaise(True)
-        close.clicked.connect(bar.hide)
+        close.clicked.connect(self.message_bar.hide)
         lay.addWidget(self.message_label, 1)
         lay.addWidget(close)
-        bar.hide()
-        return bar
+        self.message_bar.hide()
 
-    def _build_summary(self) -> QFrame:
         box = QFrame()
         box.setObjectName("summary")
         lay = QHBoxLayout(box)
@@ -335,55 +198,85 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.summary_label, 1)
         lay.addWidget(self.suggest_label)
         lay.addWidget(self.suggest_btn)
-        return box
 
-    def _build_filter_bar(self) -> QWidget:
-        w = QWidget()
-        lay = QHBoxLayout(w)
-        lay.setContentsMargins(0, 0, 0, 0)
+        self.filter_bar = fb = FilterBar()
+        self.search, self.mode, self.kind_buttons = fb.search, fb.mode, fb.kind_buttons
+        self.untrained_button, self.match_label = fb.untrained_button, fb.match_label
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(6, 4, 6, 2)
         lay.setSpacing(4)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Filter names (Ctrl+F): substring, glob (*.attention.*) or regex")
-        self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(lambda _t: self._filter_timer.start())
-        self.search.returnPressed.connect(self.apply_filter)
-        self.search.setMinimumWidth(150)
-        self.mode = QComboBox()
-        self.mode.addItems(list(MODES))
-        self.mode.setToolTip("How the filter text matches names")
-        self.mode.currentIndexChanged.connect(lambda _i: self.apply_filter())
-        lay.addWidget(self.search, 2)
-        lay.addWidget(self.mode)
-        self.kind_buttons: dict[str, QToolButton] = {}
-        for k in FILTER_KINDS:
-            lk = palette.look(k)
-            b = QToolButton()
-            b.setCheckable(True)
-            b.setIcon(palette.icon(k))
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            b.setText(CHIP_LABELS.get(k, lk.label))
-            b.setToolTip(f"{lk.label}: {lk.meaning}\nClick to show only this status (several can be combined)")
-            b.setObjectName("kindChip")
-            b.toggled.connect(lambda _c: self.apply_filter())
-            lay.addWidget(b)
-            self.kind_buttons[k] = b
-        ul = palette.look("untrained")
-        self.untrained_button = b = QToolButton()
-        b.setCheckable(True)
-        b.setIcon(palette.icon("untrained"))
-        b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        b.setText(CHIP_LABELS["untrained"])
-        b.setObjectName("kindChip")
-        b.setToolTip(f"{ul.label}: {ul.meaning}\nClick to show only these (runs the init check first if needed)")
-        b.setEnabled(False)
-        b.toggled.connect(self._on_untrained_toggled)
-        lay.addWidget(b)
-        self.match_label = QLabel("")
-        self.match_label.setObjectName("muted")
-        lay.addWidget(self.match_label)
-        # never force the window wider than the screen: on a narrow window the last chips are clipped
-        w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        return w
+        for w in (self.message_bar, box, fb):
+            lay.addWidget(w)
+        lay.addWidget(self.split, 1)
+        self.setCentralWidget(central)
+
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(160)
+        self.busy.setFixedHeight(12)
+        self.busy.hide()
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.busy)
+
+    def _build_actions(self) -> None:
+        m = self.menuBar()
+        fm = m.addMenu("&File")
+        self.act_open = self._action("&Open checkpoint…", QKeySequence.StandardKey.Open, self.open_dialog, fm)
+        self.act_config = self._action("Open &config…", "Ctrl+Shift+O", self.open_config_dialog, fm)
+        self.act_head = self._action("Choose &head class…", "Ctrl+H", self.choose_head, fm)
+        self.act_demo = self._action("Open &demo", None, lambda: self.open_source(Source(demo=True)), fm)
+        self.recent_menu = fm.addMenu("&Recent")
+        self._fill_recent()
+        fm.addSeparator()
+        self.act_reload = self._action("&Reload", "F5", self.reload, fm)
+        fm.addSeparator()
+        self.act_quit = self._action("&Quit", "Ctrl+Q", self.close, fm)
+        vm = m.addMenu("&View")
+        self._action("&Find…", QKeySequence.StandardKey.Find, self.filter_bar.focus, vm)
+        self._action("Clear &filter", "Esc", self.clear_filter, vm)
+        self._action("Expand &trouble", "Ctrl+T", self.expand_trouble, vm)
+        self._action("&Collapse all", "Ctrl+Shift+T", self.tree.collapseAll, vm)
+        for p in self.panels:
+            if p.menu_title:
+                p.fill_menu(m.addMenu(p.menu_title))
+        hm = m.addMenu("&Help")
+        self._action("&Keyboard shortcuts", "F1", self.show_shortcuts, hm)
+        self._action("&Legend", None, self.show_legend, hm)
+        self._action("&About Checkpoint Explorer", None, self.show_about, hm)
+        tb = self.addToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for a in (self.act_open, self.act_config, self.act_head, self.act_reload, self.act_demo):
+            tb.addAction(a)
+            if not a.shortcut().isEmpty():
+                a.setToolTip(f"{a.text().replace('&', '').rstrip('…')} ({a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
+
+    def _action(self, text: str, shortcut: Any, slot: Any, menu: Any) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.triggered.connect(lambda _c=False: slot())
+        menu.addAction(a)
+        return a
+
+    # ------------------------------------------------------------------ help
+    def shortcuts(self) -> list[tuple[str, str, str]]:
+        return help_text.shortcuts(self.menuBar())
+
+    def legend_html(self) -> str:
+        return help_text.legend_html()
+
+    def show_shortcuts(self) -> QMessageBox:
+        return rich_box(self, "Keyboard shortcuts", help_text.shortcuts_html(self.menuBar()), show=self.interactive)
+
+    def show_about(self) -> QMessageBox:
+        return rich_box(self, "About Checkpoint Explorer", help_text.about_html(self.menuBar()), show=self.interactive)
+
+    def show_legend(self) -> QMessageBox:
+        return rich_box(self, "Legend", help_text.legend_html(), show=self.interactive)
 
     # ------------------------------------------------------------------ opening
     def open_source(self, source: Source) -> None:
@@ -397,11 +290,9 @@ class MainWindow(QMainWindow):
         self.open_source(Source(checkpoint=path))
 
     def open_dialog(self) -> None:
-        start = self.settings.value("lastDir", os.getcwd())
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open checkpoint", str(start),
-            "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)",
-        )
+            self, "Open checkpoint", str(self.settings.value("lastDir", os.getcwd())),
+            "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)")
         if path:
             self.settings.setValue("lastDir", os.path.dirname(path))
             self.open_path(path)
@@ -414,10 +305,17 @@ class MainWindow(QMainWindow):
         if path:
             self.session.reload(config=path)
 
-    def reload(self) -> None:
+    def open_config(self, path: str) -> None:
+        if self.session.source is None:
+            self.show_error("Open a checkpoint first, then drop the config to check it against.")
+            return
+        self._t_open = time.perf_counter()
+        self.session.reload(config=path)
+
+    def reload(self, **changes: Any) -> None:
         if self.session.source is not None:
             self._t_open = time.perf_counter()
-            self.session.reload()
+            self.session.reload(**changes)
 
     def choose_head(self) -> None:
         src = self.session.source
@@ -431,32 +329,23 @@ class MainWindow(QMainWindow):
 
             return head_classes(load_config(cfg))
 
-        self.session.jobs.start("heads", job)
+        h = self.session.jobs.start(job, purpose="heads")
+        h.returned.connect(self._head_dialog)
+        h.errored.connect(self.show_error)
+
+    def _head_dialog(self, names: list[str]) -> None:
+        dlg = HeadClassDialog(list(names), current=self.session.report.arch if self.session.report else None, parent=self)
+        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.choice:
+            self.reload(arch=dlg.choice)
 
     def apply_suggestion(self) -> None:
         rep = self.session.report
         if rep is not None and rep.suggested_key_mapping:
-            self._t_open = time.perf_counter()
-            self.session.reload(key_mapping=dict(rep.suggested_key_mapping), auto_fix=False)
-
-    def _on_job_result(self, channel: str, value: object) -> None:
-        if channel == "heads":
-            self._head_dialog(list(value))  # type: ignore[arg-type]
-
-    def _on_job_error(self, channel: str, msg: str) -> None:
-        if channel == "heads":
-            self.show_error(msg)
-
-    def _head_dialog(self, names: list[str]) -> None:
-        dlg = HeadClassDialog(names, current=self.session.report.arch if self.session.report else None, parent=self)
-        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.choice:
-            self._t_open = time.perf_counter()
-            self.session.reload(arch=dlg.choice)
+            self.reload(key_mapping=dict(rep.suggested_key_mapping), auto_fix=False)
 
     # ------------------------------------------------------------------ session events
     def _on_loading(self, what: str) -> None:
-        self.summary_label.setText(f"<b>Opening</b> {_esc(what)} … <span style='color:{palette.MUTED_TEXT}'>"
-                                   "reading headers, building the model on the meta device</span>")
+        self.summary_label.setText(summary.loading_html(what))
         self.status_label.setText("loading…")
 
     def _on_loaded(self, loaded: Loaded) -> None:
@@ -469,7 +358,7 @@ class MainWindow(QMainWindow):
         self.tree.setMinimumWidth(min(tree_width_needed(self.tree, names_only=True), max(self.width() // 2, 240)))
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         fit_key_column(self.table, self.table_model)
-        self._update_summary(loaded)
+        self._show_summary(loaded)
         self.apply_filter()
         self.expand_trouble()
         if loaded.source.checkpoint and not loaded.source.demo:
@@ -480,14 +369,22 @@ class MainWindow(QMainWindow):
         self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
                                   f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}")
 
+    def _show_summary(self, loaded: Loaded) -> None:
+        self.filter_bar.set_counts(loaded.tree.counts)
+        self.summary_label.setText(summary.summary_html(loaded))
+        sugg = summary.suggestion_html(loaded.report)
+        self.suggest_label.setText(sugg)
+        self.suggest_label.setVisible(bool(sugg))
+        self.suggest_btn.setVisible(bool(sugg))
+
     def _on_load_failed(self, msg: str) -> None:
         self.status_label.setText("load failed")
         if self.session.current is None:
-            self._show_welcome()
+            self.summary_label.setText(summary.WELCOME)
         else:
-            self._update_summary(self.session.current)
+            self._show_summary(self.session.current)
         self.show_error(msg)
-        self._maybe_ready(force=True)
+        self.ready_gate.settle(force=True)
 
     def show_error(self, msg: str) -> None:
         """Message bar always; a dialog too when interactive. The window stays usable. ``errors`` keeps every
@@ -499,109 +396,58 @@ class MainWindow(QMainWindow):
         if self.interactive:
             QMessageBox.warning(self, "Checkpoint Explorer", shown)
 
-    def _show_welcome(self) -> None:
-        self.summary_label.setText(
-            "<b>Open a checkpoint</b> (Ctrl+O) or drop a file or folder here — with its config.json beside it, "
-            "every key is checked against the model class. No data? Try <b>File › Open demo</b>."
-        )
+    def _on_plan_changed(self, _plan: Any) -> None:
+        self.table_model.plan_changed()
+        self.tree.viewport().update()
 
-    def _update_summary(self, loaded: Loaded) -> None:
-        rep = loaded.report
-        counts = loaded.tree.counts  # one place: the tree's roll-up (model keys; "(not in model)": checkpoint tensors)
-        n_keys = sum(v for k, v in counts.items() if k not in ("computed", "unexpected", "ignored"))
-        n_loading = sum(counts.get(k, 0) for k in LOADED_KINDS)
-        for k, b in self.kind_buttons.items():
-            n = counts.get(k, 0)
-            b.setText(f"{CHIP_LABELS.get(k, palette.look(k).label)} {n:,}")
-            b.setToolTip(chip_tooltip(k, n, n_loading=n_loading, n_keys=n_keys))
-            b.setVisible(n > 0 or b.isChecked())  # only the statuses present: a legend of this report
-        model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
-        parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
-        if rep.has_model:
-            top = next((c for c in loaded.tree.children if c.path != "(not in model)"), None)
-            total = top.numel if top is not None else 0
-            fresh = top.fresh if top is not None else 0
-            loaded_n = total - fresh
-            bad = sum(counts.get(k, 0) for k in palette.TROUBLE)
-            verdict = (f"<span style='color:{palette.look('matched').color}'><b>✓ everything loads</b></span>" if rep.is_clean
-                       else f"<span style='color:{palette.look('missing').color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
-            parts.append(verdict)
-            parts.append(f"{n_loading}/{n_keys} keys load · {human_count(loaded_n, digits=1)} params loaded · "
-                         f"<b>{human_count(fresh, digits=1)}</b> newly initialised ({fmt_percent(100 * fresh / (total or 1))})")
-            if rep.load_dtype:
-                parts.append(f"loads as {rep.load_dtype}")
-        else:
-            parts.append(f"{len(rep.index.tensors):,} tensors, {human_count(rep.index.total_params, digits=1)} values")
-        text = " &nbsp;·&nbsp; ".join(parts)
-        trouble = []
-        for k, keys in (("missing", rep.missing), ("mismatched", [m[0] for m in rep.mismatched]), ("unexpected", rep.unexpected)):
-            if keys:
-                lk = palette.look(k)
-                shown = ", ".join(_esc(x) for x in list(keys)[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-                trouble.append(f"<span style='color:{lk.color}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
-        if trouble:
-            text += "<br>" + " &nbsp;&nbsp; ".join(trouble)
-        self.summary_label.setText(text)
-        sugg = rep.suggested_key_mapping
-        if sugg:
-            eff = rep.suggestion_effect or {}
-            txt = ", ".join(f"{k!s} → {v!r}" for k, v in sugg.items())
-            after = f" (then {eff.get('missing', '?')} missing, {eff.get('unexpected', '?')} unexpected)" if eff else ""
-            self.suggest_label.setText(f"Suggested key mapping: <code>{_esc(txt)}</code>{after}")
-            self.suggest_label.show()
-            self.suggest_btn.show()
-        else:
-            self.suggest_label.hide()
-            self.suggest_btn.hide()
-        km = rep.key_mapping
-        if km:
-            self.summary_label.setText(self.summary_label.text() + f" &nbsp;·&nbsp; key mapping: <code>{_esc(str(dict(km)))}</code>")
+    def _plan_text(self, key: str) -> str:
+        return " ".join(t for p in self.panels for t, _c in p.badges(key, True) if t) if self.session.plan else ""
+
+    def _tree_badges(self, index: QModelIndex) -> list[tuple[str, str]]:
+        """Badges right of a tree name: every panel's (the plan's), then the init check's."""
+        if not index.isValid():
+            return []
+        it = self.tree_proxy.mapToSource(index).internalPointer()
+        return [b for p in self.panels for b in p.badges(it.path, it.is_param)] + self._untrained_badge(index)
 
     # ------------------------------------------------------------------ init check (published by the session)
     def _on_init_changed(self) -> None:
         """Badges, column and filter chip from ``session.init_results`` (one place for every view)."""
         from .entries import untrained_rows, untrained_tree
 
-        res = self.session.init_results
-        b = self.untrained_button
-        if not res:
+        if not self.session.init_results:
             self.tree_model.set_untrained(None, None)
             self.table_model.set_untrained(None)
             rep = self.session.report
-            b.setText(CHIP_LABELS["untrained"])
-            b.setEnabled(rep is not None and rep.spec is not None and hasattr(self, "init_panel"))
+            self.filter_bar.set_untrained(None, can_check=rep is not None and rep.spec is not None)
         else:
             flagged = self.session.untrained
             self.tree_model.set_untrained(*untrained_tree(self.tree_model.tree_index, flagged))
             self.table_model.set_untrained(untrained_rows(self.table_model.rows, flagged))
             self.tree.viewport().update()
             self.table.viewport().update()
-            b.setText(f"{CHIP_LABELS['untrained']} {len(flagged):,}")
-            b.setEnabled(bool(flagged) or b.isChecked())
+            self.filter_bar.set_untrained(len(flagged), can_check=True)
         self.apply_filter()
 
     def _untrained_badge(self, index: QModelIndex) -> list[tuple[str, str]]:
         """The "looks untrained" badge of a tree item (rolled up: "3 untrained") or table row."""
         if not self.session.init_results or not index.isValid():
             return []
-        col = palette.look("untrained").color
+        col = palette.look(Kind.UNTRAINED).color
         if index.model() is self.tree_proxy:
             it = self.tree_proxy.mapToSource(index).internalPointer()
             n = self.tree_model.untrained_count(it)
             return [("?" if it.is_param else f"? {n}", col)] if n else []
-        row = self.table_proxy.mapToSource(index).row()
-        return [("?", col)] if self.table_model.untrained_text(self.table_model._vis[row]) else []
+        return [("?", col)] if self.table_model.untrained_shown(self.table_proxy.mapToSource(index).row()) else []
 
     def _on_untrained_toggled(self, on: bool) -> None:
-        if on and not self.session.init_results and hasattr(self, "init_panel"):
-            self.init_panel.run()  # the filter applies when its results arrive (initChanged)
+        if on and not self.session.init_results:
+            self.session.request_init_check()  # the filter applies when its results arrive (initChanged)
         self.apply_filter()
 
     # ------------------------------------------------------------------ filtering
     def current_filter(self) -> Filter:
-        kinds = frozenset(k for k, b in self.kind_buttons.items() if b.isChecked())
-        return Filter(self.search.text().strip(), self.mode.currentText(), kinds or None,
-                      untrained=self.untrained_button.isChecked())
+        return self.filter_bar.current_filter()
 
     def apply_filter(self) -> None:
         from ..core.errors import ExplorerError, PatternTooSlow
@@ -612,30 +458,26 @@ class MainWindow(QMainWindow):
             self.tree_proxy.set_filter(flt)  # vectorised masks, regexes under a time budget; see filtering.py
             n_rows = self.table_proxy.set_filter(flt)
         except Exception as e:  # a half-typed or catastrophic regex: say so, keep the last filter
-            self.search.setStyleSheet(f"border: 1px solid {palette.look('missing').color};")
             slow = isinstance(e, PatternTooSlow)
-            self.match_label.setText("regex too slow" if slow else str(e) if isinstance(e, ExplorerError) else f"bad regex: {e}")
-            self.match_label.setToolTip(str(e))
+            self.filter_bar.show_error("regex too slow" if slow else str(e) if isinstance(e, ExplorerError)
+                                       else f"bad regex: {e}", tip=str(e))
             if slow:  # the tree may already show the new filter: both views go back to the last one that ran
-                good = getattr(self, "_good_filter", None) or Filter()
-                self.tree_proxy.set_filter(good)
-                self.table_proxy.set_filter(good)
+                self.tree_proxy.set_filter(self._good_filter)
+                self.table_proxy.set_filter(self._good_filter)
             return
         self._good_filter = flt
-        self.search.setStyleSheet("")
-        self.match_label.setToolTip("")
+        self.filter_bar.show_count(n_rows if flt.active else None, len(self.table_model.rows))
         if flt.active:
-            self.match_label.setText(f"{n_rows:,} of {len(self.table_model.rows):,} tensors")
-            self._expand_matches()
-        else:
-            self.match_label.setText("")
+            self._expand_items(self.tree_proxy.first_matches(200))
 
-    def _expand_matches(self, limit: int = 200) -> None:
-        """Expand the branches that lead to the first ``limit`` matching parameters."""
+    def clear_filter(self) -> None:
+        self.filter_bar.clear()
+
+    def _expand_items(self, items: Sequence[TreeItem]) -> None:
+        """Expand the branches that lead to ``items``."""
         seen: set[int] = set()
-        for it in self.tree_proxy.first_matches(limit):
-            p = it.parent
-            chain = []
+        for it in items:
+            p, chain = it.parent, []
             while p is not None and p is not self.tree_model.root and id(p) not in seen:
                 seen.add(id(p))
                 chain.append(p)
@@ -645,36 +487,16 @@ class MainWindow(QMainWindow):
                 if idx.isValid():
                     self.tree.expand(idx)
 
-    def focus_search(self) -> None:
-        self.search.setFocus()
-        self.search.selectAll()
-
-    def clear_filter(self) -> None:
-        self.search.clear()
-        for b in (*self.kind_buttons.values(), self.untrained_button):
-            b.blockSignals(True)
-            b.setChecked(False)
-            b.blockSignals(False)
-        self.apply_filter()
-
     def expand_trouble(self, limit: int = 300) -> None:
-        """Expand the top of the tree and every branch that holds a missing/mismatched/unexpected entry."""
+        """Expand the top of the tree, every branch that holds a missing/mismatched/unexpected entry and the
+        "(not in model)" branch."""
         top = self.tree_proxy.index(0, 0)
         if top.isValid():
             self.tree.expand(top)
-        n = 0
-        for it in self.tree_model.param_items():
-            if it.kind in palette.TROUBLE and n < limit:
-                p = it.parent
-                while p is not None and p is not self.tree_model.root:
-                    idx = self.tree_proxy.mapFromSource(self.tree_model.createIndex(p.row, 0, p))
-                    if idx.isValid():
-                        self.tree.expand(idx)
-                    p = p.parent
-                n += 1
+        self._expand_items([it for it in self.tree_model.param_items() if it.kind in TROUBLE][:limit])
         for i in range(self.tree_proxy.rowCount()):
             idx = self.tree_proxy.index(i, 0)
-            if self.tree_proxy.mapToSource(idx).internalPointer().name == "(not in model)":
+            if self.tree_proxy.mapToSource(idx).internalPointer().group:
                 self.tree.expand(idx)
 
     # ------------------------------------------------------------------ selection sync
@@ -695,89 +517,10 @@ class MainWindow(QMainWindow):
         self.tree.scrollTo(idx)
         return True
 
-    def _on_tree_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if self._syncing or not cur.isValid():
-            return
-        it: TreeItem = self.tree_proxy.mapToSource(cur).internalPointer()
-        rep = self.session.report
-        if rep is None:
-            return
-        self._syncing = True
-        try:
-            if it.is_param:
-                rows = self.table_model.rows_for_key(it.path)
-                if not rows:
-                    r = self.table_model.row_for_name(it.path)
-                    rows = [r] if r is not None else []
-            else:
-                rows = self.table_model.rows_under(it.path) if it.path != "(not in model)" else [
-                    self.table_model.row_for_name(c.path) for c in it.children]
-            self._select_table_rows([r for r in rows if r is not None])
-        finally:
-            self._syncing = False
-        self._set_selection(selection_for_item(rep, it))
-
-    def _select_table_rows(self, rows: list[int]) -> None:
-        sm = self.table.selectionModel()
-        sel = QItemSelection()
-        proxy_rows = sorted(r2 for r2 in (self.table_proxy.mapFromSource(self.table_model.index(r, 0)).row() for r in rows) if r2 >= 0)
-        last_col = self.table_proxy.columnCount() - 1
-        start = prev = None
-        for r in proxy_rows + [None]:
-            if start is not None and (r is None or r != prev + 1):
-                sel.select(self.table_proxy.index(start, 0), self.table_proxy.index(prev, last_col))
-                start = None
-            if r is not None and start is None:
-                start = r
-            prev = r
-        sm.select(sel, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-        if proxy_rows:
-            first = self.table_proxy.index(proxy_rows[0], 0)
-            sm.setCurrentIndex(first, QItemSelectionModel.SelectionFlag.NoUpdate)
-            self.table.scrollTo(first, QAbstractItemView.ScrollHint.PositionAtTop if len(proxy_rows) > 1 else QAbstractItemView.ScrollHint.EnsureVisible)
-
-    def _on_table_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if self._syncing or not cur.isValid():
-            return
-        row = self.table_model.row(self.table_proxy.mapToSource(cur).row())
-        rep = self.session.report
-        if rep is None:
-            return
-        self._syncing = True
-        try:
-            key = row.key.split(" (+", 1)[0] if row.key else row.name
-            src = self.tree_model.index_for_key(key)
-            idx = self.tree_proxy.mapFromSource(src) if src.isValid() else QModelIndex()
-            if idx.isValid():
-                self.tree.selectionModel().setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-                self.tree.scrollTo(idx)
-            else:
-                self.tree.selectionModel().clearSelection()
-        finally:
-            self._syncing = False
-        self._set_selection(selection_for_row(rep, row))
-
-    def _set_selection(self, sel: Selection) -> None:
-        self.details.show_selection(sel)
-        self.selectionChanged.emit(sel)
-        if not sel.names:
-            self._maybe_ready()
-
-    def show_selection(self, sel: Selection) -> None:
-        """Show a selection that has no row in the tree or table (e.g. a tensor only in checkpoint B)."""
-        self._syncing = True
-        try:
-            self.tree.selectionModel().clearSelection()
-            self.table.selectionModel().clearSelection()
-        finally:
-            self._syncing = False
-        self._set_selection(sel)
-
     def select_tensor(self, name: str) -> bool:
-        """Select an on-disk tensor (or model key / module path) as if clicked in the tree or table, so the
-        details panel shows it — what the Compare and Looks-untrained tabs call for their rows. A tensor a
-        filter hides is still shown in the details panel. Reselecting what is shown redraws it (a tab may
-        have changed what the histogram overlays). True if found."""
+        """Select an on-disk tensor (or model key / module path) as if clicked in the tree or table — what the
+        panels call for their rows. A tensor a filter hides is still shown in the details panel. Reselecting what
+        is shown redraws it (the overlay choice may have changed). True if found."""
         sel = self.details.selection
         if sel is not None and (sel.title == name or sel.names == (name,)):
             self.details.redraw()
@@ -791,111 +534,161 @@ class MainWindow(QMainWindow):
         self.show_selection(selection_for_row(rep, self.table_model.row(r)))
         return True
 
+    def show_selection(self, sel: Selection) -> None:
+        """Show a selection that has no row in the tree or table (e.g. a tensor only in checkpoint B)."""
+        self._syncing = True
+        try:
+            self.tree.selectionModel().clearSelection()
+            self.table.selectionModel().clearSelection()
+        finally:
+            self._syncing = False
+        self._set_selection(sel)
+
+    def _set_selection(self, sel: Selection) -> None:
+        self.session.select(sel)
+        if not sel.names:
+            self.ready_gate.settle()
+
+    def _on_tree_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if self._syncing or not cur.isValid() or self.session.report is None:
+            return
+        it: TreeItem = self.tree_proxy.mapToSource(cur).internalPointer()
+        tm = self.table_model
+        if it.is_param:
+            rows = tm.rows_for_key(it.path) or [tm.row_for_name(it.path)]
+        else:
+            rows = [tm.row_for_name(c.path) for c in it.children] if it.group else tm.rows_under(it.path)
+        self._syncing = True
+        try:
+            self._select_table_rows([r for r in rows if r is not None])
+        finally:
+            self._syncing = False
+        self._set_selection(selection_for_item(self.session.report, it))
+
+    def _select_table_rows(self, rows: list[int]) -> None:
+        sm, proxy = self.table.selectionModel(), self.table_proxy
+        sel = QItemSelection()
+        proxy_rows = sorted(r2 for r2 in (proxy.mapFromSource(self.table_model.index(r, 0)).row() for r in rows) if r2 >= 0)
+        last_col = proxy.columnCount() - 1
+        start = prev = None
+        for r in proxy_rows + [None]:
+            if start is not None and (r is None or r != prev + 1):
+                sel.select(proxy.index(start, 0), proxy.index(prev, last_col))
+                start = None
+            if r is not None and start is None:
+                start = r
+            prev = r
+        sm.select(sel, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        if proxy_rows:
+            first = proxy.index(proxy_rows[0], 0)
+            sm.setCurrentIndex(first, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.table.scrollTo(first, QAbstractItemView.ScrollHint.PositionAtTop if len(proxy_rows) > 1
+                                else QAbstractItemView.ScrollHint.EnsureVisible)
+
+    def _on_table_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
+        if self._syncing or not cur.isValid() or self.session.report is None:
+            return
+        row = self.table_model.row(self.table_proxy.mapToSource(cur).row())
+        self._syncing = True
+        try:
+            src = self.tree_model.index_for_key(row.target)
+            idx = self.tree_proxy.mapFromSource(src) if src.isValid() else QModelIndex()
+            if idx.isValid():
+                self.tree.selectionModel().setCurrentIndex(
+                    idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                self.tree.scrollTo(idx)
+            else:
+                self.tree.selectionModel().clearSelection()
+        finally:
+            self._syncing = False
+        self._set_selection(selection_for_row(self.session.report, row))
+
     def _on_tab_changed(self, _i: int) -> None:
-        # the open tab decides the histogram's overlay (fresh init, or checkpoint B on the Compare tab)
+        # the open tab chooses the histogram's overlay (fresh init, or checkpoint B on the Compare tab)
+        w = self.tabs.currentWidget()
+        self.session.set_overlay((w.overlay if isinstance(w, Panel) else None) or Overlay.FRESH_INIT)
         if self.details.selection is not None:
             self.details.redraw()
 
-    # ------------------------------------------------------------------ screenshots / readiness
-    def interesting_key(self) -> str | None:
-        """A tensor worth showing first. With a model: one the init check flagged, else the largest loaded 2-D
-        weight (its fresh-init overlay shows pretrained vs fresh). Without: a mismatched/unexpected one."""
-        rep = self.session.report
-        if rep is None:
+    # ------------------------------------------------------------------ context menus
+    def context_paths(self, view: QAbstractItemView, index: QModelIndex) -> list[str]:
+        """Keys/module paths of the clicked row (and the other selected rows in the table)."""
+        from .tree_model import ITEM_ROLE, KEY_ROLE
+
+        indexes = [index]
+        if view is self.table:
+            sel = list(view.selectionModel().selectedRows())
+            if index in sel or any(i.row() == index.row() for i in sel):
+                indexes = sel
+        paths: list[str] = []
+        for i in indexes:
+            item, key = i.data(ITEM_ROLE), i.data(KEY_ROLE)
+            if view is self.tree and isinstance(item, TreeItem) and item.group:
+                continue  # a grouping row: the "(not in model)" branch
+            if isinstance(key, str) and key not in paths:
+                paths.append(key)
+        return paths
+
+    def context_menu(self, view: QAbstractItemView, index: QModelIndex) -> QMenu | None:
+        """The right-click menu of a tree/table row: every panel's entries (None when none has any)."""
+        if not index.isValid():
             return None
-        flagged = self.session.untrained
-        if rep.spec is not None and flagged:
-            rows = [r for r in self.table_model.rows if r.name in flagged and r.kind in LOADED_KINDS]
-            if rows:
-                r = max(rows, key=lambda r: (rep.index.tensors[r.name].numel, r.name))
-                return r.key.split(" (+", 1)[0] or r.name
-        best = None
-        odd = [(rep.index.tensors[r.name].numel, r.name) for r in self.table_model.rows
-               if r.name and r.kind in ("mismatched", "unexpected") and rep.index.tensors[r.name].is_floating]
-        if rep.spec is None and odd and max(odd)[0] >= 256:
-            return max(odd)[1]
-        for r in self.table_model.rows:
-            info = rep.index.tensors.get(r.name) if r.name else None
-            if info is not None and info.is_floating and len(info.shape) == 2 and r.kind in LOADED_KINDS:
-                if "embed" in r.name and best is not None:
-                    continue
-                if best is None or info.numel > best[0] and "embed" not in r.name:
-                    best = (info.numel, r.key or r.name)
-        if best is None and odd:
-            return max(odd)[1]
-        return best[1] if best else None
+        paths = self.context_paths(view, index)
+        menu = QMenu(view)
+        for p in self.panels:
+            p.context_menu(paths, menu)
+        return menu if menu.actions() else None
 
+    def _on_context_menu(self, view: QAbstractItemView, pos: Any) -> None:
+        menu = self.context_menu(view, view.indexAt(pos))
+        if menu is not None:
+            menu.exec(view.viewport().mapToGlobal(pos))
+
+    # ------------------------------------------------------------------ drops
+    def drop_choices(self, path: str) -> list[drops.DropChoice]:
+        return drops.drop_choices(path, open_checkpoint=lambda: self.open_path(path, as_checkpoint=True),
+                                  open_config=lambda: self.open_config(path), panels=self.panels)
+
+    def handle_drop(self, mime: Any, pos: Any = None) -> Any:
+        """Act on dropped files. Nothing open yet: open it. Otherwise a menu at the drop position offers what it
+        can be (a plan JSON goes to the plan at once). Returns the menu (shown only when interactive), None when
+        acted at once, False when there was nothing to drop."""
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+        if not paths:
+            return False
+        path = paths[0]
+        if self.session.current is None and not (path.lower().endswith(".json") and os.path.basename(path) == "config.json"):
+            self.open_path(path)
+            return None
+        choices = self.drop_choices(path)
+        if len(choices) == 1 and choices[0].only:
+            choices[0].run()
+            return None
+        menu = drops.choice_menu(self, path, choices)
+        if self.interactive:
+            drops.show_menu(menu, self, pos)
+        return menu
+
+    def dragEnterEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event: Any) -> None:  # noqa: N802
+        if self.handle_drop(event.mimeData(), event.position().toPoint()) is not False:
+            event.acceptProposedAction()
+
+    # ------------------------------------------------------------------ screenshots
     def when_ready(self) -> None:
-        """Emit ``ready`` once the current report is shown, its first histogram drawn, and every panel holding
-        the ready state (``hold_ready``: the fresh-init overlay, a screenshot's init check) has released it."""
-        self._waiting_ready = True
-        self.session.loaded.connect(self._on_loaded_for_ready)
-
-    def _on_loaded_for_ready(self, _loaded: Any = None) -> None:
-        if not self._waiting_ready:
-            return
-        self.readyLoaded.emit()  # panels may hold the ready state here (e.g. run the init check first)
-        if not self._preparing():
-            self._select_interesting()
-
-    def _preparing(self) -> bool:
-        return any(h.startswith("prepare") for h in self._ready_holds)
-
-    def _select_interesting(self, _loaded: Any = None) -> None:
-        for hook in self.interesting_hooks:
-            if hook():
-                return
-        key = self.interesting_key()
-        if key is None or not self.select_key(key):
-            self._maybe_ready(force=True)
-
-    def hold_ready(self, name: str) -> None:
-        """Keep ``ready`` from firing until ``release_ready(name)`` (only while waiting for it). Holds named
-        ``prepare…`` (an init check, a diff) also delay choosing the tensor to show until all are released."""
-        if self._waiting_ready:
-            self._ready_holds.add(name)
-
-    def release_ready(self, name: str) -> None:
-        if name not in self._ready_holds:
-            return
-        self._ready_holds.discard(name)
-        if name.startswith("prepare"):
-            if not self._preparing():
-                self._select_interesting()
-        else:
-            self._maybe_ready()
-
-    def _maybe_ready(self, force: bool = False) -> None:
-        if self._waiting_ready and (force or self.session.current is not None):
-            if force:
-                self._ready_holds.clear()
-            # checked on the next turn: slots connected after ours (the overlay) may still take a hold
-            QTimer.singleShot(0, self._emit_ready)
-
-    def _emit_ready(self) -> None:
-        if self._waiting_ready and not self._ready_holds:
-            self._waiting_ready = False
-            self.ready.emit()
-
-    def _on_split_moved(self, _pos: int, _index: int) -> None:
-        self._split_chosen = True
-
-    def _fit_split(self) -> None:
-        """Unless the user chose a width, give the tree what its names (``NAME_LEVELS``) and roll-ups need, up to
-        60% of the window; the tabs and details take the rest."""
-        if self._split_chosen:
-            return
-        sizes = self.split.sizes()
-        total = sum(sizes)
-        if total <= 0:
-            return
-        tree = min(max(tree_width_needed(self.tree), sizes[0]), int(0.6 * total))
-        if tree != sizes[0]:
-            self.split.blockSignals(True)  # not a user's move
-            try:
-                self.split.setSizes([tree, total - tree])
-            finally:
-                self.split.blockSignals(False)
+        """Emit ``ready`` once the next report is shown, the tensor worth showing selected and drawn, and every
+        job the panels wait for (a small checkpoint's init check, a diff, an overlay) has finished."""
+        for p in self.panels:
+            pick = p.prepare_screenshot()
+            if pick is not None:
+                self.ready_gate.pickers.append(pick)
+        self.ready_gate.start()
 
     def input_files(self) -> list[str]:
         """Every file the window read or was asked to read (checkpoint and config, checkpoint B): whatever the
@@ -909,11 +702,9 @@ class MainWindow(QMainWindow):
             out += map(str, named_inputs(src.checkpoint, src.config))
         if s.current is not None:
             out += report_inputs(s.current.report)
-        cmp = getattr(self, "compare_panel", None)
-        out += map(str, named_inputs(s.extras.get("compare"), getattr(cmp, "other", None)))
-        idx_b = getattr(cmp, "index_b", None)
-        if idx_b is not None:
-            out += [idx_b.path, *idx_b.files]
+        out += map(str, named_inputs(s.compare_path))
+        if s.comparison is not None:
+            out += [s.comparison.index_b.path, *s.comparison.index_b.files]
         return list(dict.fromkeys(out))
 
     def save_screenshot(self, path: str, *, force: bool = False) -> None:
@@ -925,19 +716,30 @@ class MainWindow(QMainWindow):
         check_output(path, inputs=self.input_files(), is_ours=is_png, force=force, what="screenshot PNG")
         save_png(self.grab(), path)
 
-    # ------------------------------------------------------------------ recent files, settings, drops
+    def _fit_split(self) -> None:
+        """Unless the user chose a width, give the tree what its names (``NAME_LEVELS``) and roll-ups need, up to
+        60% of the window; the tabs and details take the rest."""
+        sizes = self.split.sizes()
+        total = sum(sizes)
+        if self._split_chosen or total <= 0:
+            return
+        tree = min(max(tree_width_needed(self.tree), sizes[0]), int(0.6 * total))
+        if tree != sizes[0]:
+            self.split.blockSignals(True)  # not a user's move
+            try:
+                self.split.setSizes([tree, total - tree])
+            finally:
+                self.split.blockSignals(False)
+
+    # ------------------------------------------------------------------ recent files, settings
     def _add_recent(self, path: str) -> None:
         path = os.path.abspath(path)
-        rec = [p for p in self._recent() if p != path]
-        rec.insert(0, path)
-        self.settings.setValue("recent", rec[:MAX_RECENT])
+        self.settings.setValue("recent", [path, *(p for p in self._recent() if p != path)][:MAX_RECENT])
         self._fill_recent()
 
     def _recent(self) -> list[str]:
         v = self.settings.value("recent", [])
-        if isinstance(v, str):
-            v = [v]
-        return [str(p) for p in (v or [])]
+        return [str(p) for p in ([v] if isinstance(v, str) else (v or []))]
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -969,207 +771,8 @@ class MainWindow(QMainWindow):
         self.settings.setValue("bins", self.details.histogram.bins.value())
         self.settings.sync()
 
-    def closeEvent(self, event: Any) -> None:
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         if self.persist:
             self._save_settings()
         self.session.close()
         super().closeEvent(event)
-
-    def dragEnterEvent(self, event: Any) -> None:
-        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
-            event.acceptProposedAction()
-
-    def dragMoveEvent(self, event: Any) -> None:
-        self.dragEnterEvent(event)
-
-    def dropEvent(self, event: Any) -> None:
-        if self.handle_drop(event.mimeData(), event.position().toPoint()) is not False:
-            event.acceptProposedAction()
-
-    def drop_choices(self, path: str) -> list[tuple[str, Any]]:
-        """What a file dropped on the window can be, as (menu text, action) — first is the default."""
-        from .plan_editor import looks_like_plan
-
-        ed = getattr(self, "plan_editor", None)
-        cmp = getattr(self, "compare_panel", None)
-        is_json = path.lower().endswith(".json") and os.path.isfile(path)
-        name = os.path.basename(path)
-        if is_json and ed is not None and ed.plan is not None and looks_like_plan(path):
-            return [("Load as plan", lambda: self._load_dropped_plan(path))]
-        out: list[tuple[str, Any]] = []
-        if not (is_json and name != "model.safetensors.index.json" and not name.endswith(".index.json")):
-            out.append(("Open as checkpoint", lambda: self.open_path(path, as_checkpoint=True)))
-            if cmp is not None:
-                out.append(("Compare with current", lambda: self._compare_dropped(path)))
-        if is_json or os.path.isfile(os.path.join(path, "config.json")):
-            out.append(("Open as config", lambda: self._config_dropped(path)))
-        return out
-
-    def handle_drop(self, mime: Any, pos: Any = None) -> Any:
-        """Act on dropped files. Nothing open yet: open it. Otherwise a menu at the drop position offers
-        open / compare / use as config (a dropped plan JSON goes to the plan editor). Returns the menu (it is
-        only shown when interactive), None when acted at once, False when there was nothing to drop."""
-        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-        if not paths:
-            return False
-        path = paths[0]
-        if self.session.current is None and not (path.lower().endswith(".json") and os.path.basename(path) == "config.json"):
-            self.open_path(path)
-            return None
-        choices = self.drop_choices(path)
-        if len(choices) == 1 and choices[0][0] == "Load as plan":
-            choices[0][1]()
-            return None
-        menu = QMenu(self)
-        title = menu.addAction(os.path.basename(os.path.normpath(path)) or path)
-        title.setEnabled(False)
-        menu.addSeparator()
-        for text, fn in choices:
-            menu.addAction(text).triggered.connect(lambda _c=False, f=fn: f())
-        if self.interactive:
-            from PySide6.QtCore import QPoint
-
-            menu.exec(self.mapToGlobal(pos if pos is not None else QPoint(self.width() // 2, self.height() // 2)))
-        return menu
-
-    def _load_dropped_plan(self, path: str) -> None:
-        ed = self.plan_editor
-        self.tabs.setCurrentWidget(ed)
-        ed._guard(ed.load_plan, path)
-
-    def _compare_dropped(self, path: str) -> None:
-        self.tabs.setCurrentWidget(self.compare_panel)
-        self.compare_panel.compare_with(path)
-
-    def _config_dropped(self, path: str) -> None:
-        if self.session.source is None:
-            self.show_error("Open a checkpoint first, then drop the config to check it against.")
-            return
-        self._t_open = time.perf_counter()
-        self.session.reload(config=path)
-
-    def legend_html(self) -> str:
-        """Help › Legend: every status (colour, glyph, meaning) and every badge drawn beside names."""
-        from .badges import BADGE_HELP
-
-        rows = "".join(
-            f"<tr><td style='color:{lk.color};font-weight:bold'>{lk.glyph}</td><td><b>{lk.label}</b></td><td>{lk.meaning}</td></tr>"
-            for lk in palette.LOOKS.values()
-        )
-        rows += "<tr><td colspan=3 style='padding-top:8px'><b>Badges</b> (right of a name; on a module they count what is below)</td></tr>"
-        rows += "".join(f"<tr><td style='font-weight:bold'>{_esc(g)}</td><td><b>{_esc(label)}</b></td><td>{_esc(meaning)}</td></tr>"
-                        for g, label, meaning in BADGE_HELP)
-        return f"<table cellspacing=6>{rows}</table>"
-
-    def _show_legend(self) -> QMessageBox:
-        return self._rich_box("Legend", self.legend_html())
-
-
-def chip_tooltip(kind: str, n: int, *, n_loading: int, n_keys: int) -> str:
-    """What a status chip counts. Model-key statuses count keys of the model (so matched + renamed + tied + dtype
-    is the tree's "N/M loaded"); unexpected and ignored count checkpoint tensors, which have no model key."""
-    lk = palette.look(kind)
-    if kind in ("unexpected", "ignored"):
-        what = f"{n:,} checkpoint tensor{'s' if n != 1 else ''} (not model keys): {lk.meaning}"
-    else:
-        what = f"{n:,} model key{'s' if n != 1 else ''}: {lk.meaning}"
-        if kind in LOADED_KINDS:
-            what += (f"\nmatched + renamed + tied + dtype = {n_loading:,} of {n_keys:,} model keys load "
-                     "(the tree's “loaded”)")
-    return f"{lk.label}: {what}\nClick to show only this status (several can be combined)"
-
-
-TABLE_HIDDEN = (TensorTableModel.DTYPE, TensorTableModel.SIZE, TensorTableModel.HOW, TensorTableModel.PLAN,
-                TensorTableModel.UNTRAINED)
-
-
-def size_table_columns(view: QTableView) -> None:
-    """The tensor table's columns: the two names share the free width (they are what a user reads); status,
-    plan, init check and shape are as wide as their longest usual text and resizable; dtype, size and how
-    (all in the details panel and the row tooltip) wait behind the header's right-click menu. The plan and
-    init-check columns sit beside the key and appear when their panels have something to show."""
-    T = TensorTableModel
-    h = view.horizontalHeader()
-    fm = view.fontMetrics()
-    h.setStretchLastSection(False)
-    h.setMinimumSectionSize(36)
-    for col, visual in ((T.PLAN, 3), (T.UNTRAINED, 4)):
-        h.moveSection(h.visualIndex(col), visual)
-    for col in range(h.count()):
-        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-    for col in (T.NAME, T.KEY):
-        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
-    widths = {T.STATUS: fm.horizontalAdvance("unexpected") + 54, T.PLAN: fm.horizontalAdvance("↻ reinit") + 16,
-              T.UNTRAINED: fm.horizontalAdvance("⚠ untrained?") + 14, T.SHAPE: fm.horizontalAdvance("1536×384") + 18,
-              T.DTYPE: fm.horizontalAdvance("bfloat16") + 16, T.SIZE: fm.horizontalAdvance("88.0 MiB") + 18, T.HOW: 240}
-    for col, w in widths.items():
-        view.setColumnWidth(col, w)
-    for col in TABLE_HIDDEN:
-        view.setColumnHidden(col, True)
-    install_column_menu(h)
-
-
-def fit_key_column(view: QTableView, model: TensorTableModel) -> None:
-    """When nearly every Model key is the on-disk name (or it with a prefix added/removed, shown as "= on-disk" /
-    "+ bert."), the Model key column shrinks to those short notes and the On-disk name column takes the width;
-    otherwise both names share it."""
-    T = TensorTableModel
-    h = view.horizontalHeader()
-    full, notes = model.key_notes()
-    if model.rows and len(full) <= len(model.rows) // 2:
-        fm = view.fontMetrics()
-        w = max([fm.horizontalAdvance(n) for n in notes] + [fm.horizontalAdvance(T.COLUMNS[T.KEY])]
-                + [min(fm.horizontalAdvance(k), 130) for k in full[:200]]) + 24
-        h.setSectionResizeMode(T.KEY, QHeaderView.ResizeMode.Interactive)
-        view.setColumnWidth(T.KEY, w)
-    else:
-        h.setSectionResizeMode(T.KEY, QHeaderView.ResizeMode.Stretch)
-
-
-class HeadClassDialog(QDialog):
-    """A searchable list of transformers classes for the config's model type."""
-
-    def __init__(self, names: list[str], *, current: str | None = None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Choose head class")
-        self.choice: str | None = None
-        self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter classes…")
-        self.list = QListWidget()
-        self.list.addItems(names)
-        if current in names:
-            self.list.setCurrentRow(names.index(current))
-        self.filter.textChanged.connect(self._on_filter)
-        self.list.itemDoubleClicked.connect(lambda _i: self.accept())
-        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        bb.accepted.connect(self.accept)
-        bb.rejected.connect(self.reject)
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.filter)
-        lay.addWidget(self.list)
-        lay.addWidget(bb)
-        self.resize(420, 480)
-
-    def _on_filter(self, text: str) -> None:
-        t = text.lower()
-        first = None
-        for i in range(self.list.count()):
-            it = self.list.item(i)
-            hide = t not in it.text().lower()
-            it.setHidden(hide)
-            if not hide and first is None:
-                first = i
-        if first is not None:
-            self.list.setCurrentRow(first)
-
-    def accept(self) -> None:
-        it = self.list.currentItem()
-        self.choice = it.text() if it is not None and not it.isHidden() else None
-        super().accept()
-
-
-def _esc(s: Any) -> str:
-    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped."""
-    import html
-
-    return html.escape(safe_text(s))

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
 from explorer.core import resources
-from explorer.core.report import How, Status, display_kind
+from .kinds import TROUBLE  # noqa: F401  (re-exported: the kinds drawn on a tinted background)
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,6 @@ LOOKS: dict[str, Look] = {
     "untrained": Look("untrained", "looks untrained", "?", "#882255", "#F3E1EA",
                       "statistically indistinguishable from the model's fresh initialisation: probably never trained"),
 }
-TROUBLE = ("missing", "mismatched", "unexpected")
 MODULE_COLOR = "#222222"
 MUTED_TEXT = "#666666"
 ACCENT = "#0072B2"
@@ -51,16 +49,6 @@ HIST_COLOR = "#0072B2"
 HIST_FILL = (0, 114, 178, 90)
 PLOT_BACKGROUND = "#FFFFFF"
 PLOT_FOREGROUND = "#333333"
-
-
-def kind_of(status: str, how: Iterable[str] = ()) -> str:
-    """The display kind for a core status value and its how values (the rule is core's ``report.display_kind``)."""
-    return _kind(status, frozenset(how))
-
-
-@lru_cache(maxsize=None)
-def _kind(status: str, how: frozenset[str]) -> str:
-    return display_kind(Status(status), [How(h) for h in how]).value
 
 
 def look(kind: str) -> Look:

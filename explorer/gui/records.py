@@ -148,12 +148,11 @@ class RecordTable(QTableView):
 
 
 class JobProgress(QWidget):
-    """A thin progress bar and a Cancel button for one channel of the session's workers; hidden while idle."""
+    """A thin progress bar and a Cancel button for the job it ``track``s; hidden while idle."""
 
-    def __init__(self, jobs: Any, channel: str, *, on_cancel: Callable[[], Any], tooltip: str = "",
+    def __init__(self, *, on_cancel: Callable[[], Any], tooltip: str = "",
                  height: int = 8, max_width: int | None = 180, parent: Any = None) -> None:
         super().__init__(parent)
-        self.channel = channel
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)
@@ -168,14 +167,21 @@ class JobProgress(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.bar, 1)
         lay.addWidget(self.cancel_btn)
-        jobs.progress.connect(self._on_progress)
+        self._job: Any = None
         self.set_busy(False)
+
+    def track(self, handle: Any) -> None:
+        """Show ``handle``'s progress until it finishes (or another job is tracked)."""
+        self._job = handle
+        self.set_busy(True)
+        handle.progress.connect(lambda d, t, h=handle: self._on_progress(h, d, t))
+        handle.finished.connect(lambda h=handle: self.set_busy(False) if h is self._job else None)
 
     def set_busy(self, busy: bool) -> None:
         if busy:
             self.bar.setValue(0)
         self.setVisible(busy)
 
-    def _on_progress(self, channel: str, done: int, total: int) -> None:
-        if channel == self.channel and total:
+    def _on_progress(self, handle: Any, done: int, total: int) -> None:
+        if handle is self._job and total:
             self.bar.setValue(int(1000 * done / total))

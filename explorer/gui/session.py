@@ -1,8 +1,9 @@
-"""The GUI's only state: what is open (checkpoint, model spec, key mapping), its Report and display records.
+"""The GUI's typed state and its signals (napari-style: widgets and item models adapt it, never copy it).
 
-Loading runs in a worker (channel ``"load"``): open headers, build the model on meta, match, and build the
-tree items / table rows. Widgets listen to the signals; they never hold their own copy of the state.
-Other panels can keep per-session data in ``Session.extras`` and react to ``reportChanged``.
+State: the open ``source`` and its ``current`` report (``Loaded``), the ``selection`` shown in the details panel,
+the ``plan`` with its undo stack, the last init check (``init_results``), the A-vs-B ``comparison`` and which
+histogram ``overlay`` is shown. Loading runs in a job (purpose ``"load"``): open headers, build the model on meta,
+match, build the tree items / table rows. Panels change state through the methods here; everyone else listens.
 """
 from __future__ import annotations
 
@@ -11,30 +12,16 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from .workers import Jobs, quiet_gc
+from .request import OpenRequest, Source
+from .workers import JobHandle, Jobs, quiet_gc
 
-
-@dataclass(frozen=True)
-class Source:
-    """What to open. ``checkpoint=None`` with ``demo=True`` opens the built-in demo."""
-
-    checkpoint: str | None = None
-    config: str | None = None
-    arch: str | None = None
-    model: str | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    wrapper: str | None = None
-    key_mapping: dict[str, str] | None = None
-    auto_fix: bool = False
-    demo: bool = False
-
-    def describe(self) -> str:
-        name = "demo" if self.demo else os.path.basename(os.path.normpath(self.checkpoint or "")) or "?"
-        return f"{name} → {self.arch or self.model or 'config architecture'}"
+__all__ = ["Comparison", "Loaded", "OpenRequest", "Overlay", "Selection", "Session", "Source", "load"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +45,56 @@ class Loaded:
         return text
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What the details panel shows: a title, the on-disk tensors to measure, and description rows."""
+
+    title: str
+    kind: str
+    names: tuple[str, ...]  # on-disk tensors (empty: nothing to measure)
+    facts: tuple[tuple[str, str], ...]
+    is_module: bool = False
+    empty_reason: str = ""
+
+
+class Overlay(str, Enum):
+    """What the details histogram draws over a single tensor's own histogram."""
+
+    FRESH_INIT = "fresh init"  # the owning module's own initialisation (init panel)
+    CHECKPOINT_B = "checkpoint B"  # the same tensor in the compared checkpoint (compare panel)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A finished A-vs-B diff of the current report's checkpoint against ``path``."""
+
+    path: str
+    entries: tuple  # core.diff DiffEntry
+    rollup: tuple  # core.diff ModuleDiff
+    index_b: Any  # CheckpointIndex of B
+
+    def entry_for_a(self, name: str) -> Any:
+        by = self.__dict__.get("_by_a")
+        if by is None:
+            by = {e.name_a: e for e in self.entries if e.name_a}
+            object.__setattr__(self, "_by_a", by)
+        return by.get(name)
+
+
+class _PlanCommand(QUndoCommand):
+    """One plan edit: swap the session's plan between ``before`` and ``after``."""
+
+    def __init__(self, session: Session, before: Any, after: Any, text: str) -> None:
+        super().__init__(text)
+        self.session, self.before, self.after = session, before, after
+
+    def redo(self) -> None:
+        self.session._show_plan(self.after)
+
+    def undo(self) -> None:
+        self.session._show_plan(self.before)
+
+
 def load(source: Source, progress: Callable[[int, int], None] | None = None) -> Loaded:
     """Open + match + build display records and their indexes. Runs in a worker; imports torch/transformers
     on first use (timed apart, so the status bar can say what the report itself cost). The cyclic GC is held
@@ -70,7 +107,6 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
     t0 = time.perf_counter()
     imports = _import_heavy(source)
     from ..core.matching import report
-    from ..core.target import TargetSpec
     from .entries import build_rows, build_tree, index_rows, index_tree
 
     if source.demo:
@@ -82,9 +118,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
         raise ValueError("no checkpoint given")
     if progress:
         progress(1, 4)
-    target = TargetSpec(checkpoint=source.checkpoint, config=source.config, arch=source.arch, model=source.model,
-                        model_kwargs=dict(source.model_kwargs), wrapper=source.wrapper, key_mapping=source.key_mapping,
-                        auto_fix=source.auto_fix).resolve()
+    target = target_spec(source).resolve()
     if progress:
         progress(2, 4)
     rep = report(target)
@@ -96,6 +130,16 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
     t2 = time.perf_counter()
     return Loaded(source, rep, tree, rows, tree_index, table_index,
                   {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0})
+
+
+def target_spec(source: Source) -> Any:
+    """The core ``TargetSpec`` of ``source`` (resolving it applies the "config.json beside the checkpoint" rule,
+    in core only)."""
+    from ..core.target import TargetSpec
+
+    return TargetSpec(checkpoint=source.checkpoint, config=source.config, arch=source.arch, model=source.model,
+                      model_kwargs=dict(source.model_kwargs), wrapper=source.wrapper, key_mapping=source.key_mapping,
+                      auto_fix=source.auto_fix)
 
 
 def _import_heavy(source: Source) -> float:
@@ -121,15 +165,20 @@ def _import_heavy(source: Source) -> float:
     return time.perf_counter() - t
 
 
-
 class Session(QObject):
-    """Holds the open checkpoint and its report; runs the background jobs."""
+    """Holds the open checkpoint and everything derived from it; runs the background jobs."""
 
     loadingStarted = Signal(str)  # what is being opened
     loaded = Signal(object)  # Loaded
     loadFailed = Signal(str)  # one-line message
     busyChanged = Signal(bool)
+    selectionChanged = Signal(object)  # Selection | None
+    planChanged = Signal(object)  # Plan | None
     initChanged = Signal()  # init_results replaced (a check finished, or a new report cleared them)
+    initCheckRequested = Signal()  # someone (the filter chip) wants an init check run
+    compareChanged = Signal(object)  # the path of checkpoint B (str) or None: a comparison should (re)start
+    comparisonChanged = Signal(object)  # Comparison | None
+    overlayChanged = Signal(object)  # Overlay
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -137,12 +186,17 @@ class Session(QObject):
         self.source: Source | None = None
         self.current: Loaded | None = None
         self.reader: Any = None  # TensorReader of the current index
-        self.extras: dict[str, Any] = {}
+        self.selection: Selection | None = None
+        self.plan: Any = None  # core.plan.Plan (None: no model to plan for)
+        self.plan_entries: dict[str, Any] = {}  # Plan.resolve(report)
+        self.undo_stack = QUndoStack(self)
         self.init_results: dict[str, Any] = {}  # on-disk name -> core.fresh.InitResult of the last init check
+        self.compare_path: str | None = None  # checkpoint B (kept across reports: --compare, drops, the menu)
+        self.comparison: Comparison | None = None
+        self.overlay = Overlay.FRESH_INIT
+        self._fresh: tuple[Any, Any] | None = None  # (report, core.fresh.FreshInit), built by a worker
         self._stats_cache: OrderedDict[tuple, Any] = OrderedDict()
-        self.jobs.result.connect(self._on_result)
-        self.jobs.error.connect(self._on_error)
-        self.jobs.finished.connect(self._on_finished)
+        self._load_job: JobHandle | None = None
 
     @property
     def report(self) -> Any:
@@ -150,13 +204,17 @@ class Session(QObject):
 
     @property
     def busy(self) -> bool:
-        return self.jobs.busy("load")
+        return self._load_job is not None and self._load_job.running
 
+    # ------------------------------------------------------------------ opening
     def open(self, source: Source) -> None:
-        """Start loading ``source`` (drops any load in flight)."""
+        """Start loading ``source`` (cancels any load in flight)."""
         self.source = source
         self.loadingStarted.emit(source.describe())
-        self.jobs.start("load", lambda progress, cancelled: load(source, progress))
+        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress), purpose="load")
+        h.returned.connect(self._on_loaded)
+        h.errored.connect(self.loadFailed.emit)
+        h.finished.connect(lambda: self.busyChanged.emit(False) if h is self._load_job else None)
         self.busyChanged.emit(True)
 
     def reload(self, **changes: Any) -> None:
@@ -165,17 +223,117 @@ class Session(QObject):
         if src is not None:
             self.open(replace(src, **changes))
 
+    def _on_loaded(self, value: Loaded) -> None:
+        from ..core.checkpoint import TensorReader
+
+        self.jobs.cancel("stats")
+        if self.reader is not None:
+            self.reader.close()
+        self._stats_cache.clear()
+        self.current = value
+        self.source = value.source
+        self.reader = TensorReader(value.report.index)
+        self.init_results = {}
+        self.comparison = None
+        self._fresh = None
+        self.selection = None
+        self.undo_stack.clear()
+        from ..core.plan import Plan
+
+        self._show_plan(Plan.from_report(value.report) if value.report.has_model else None, emit=False)
+        self.loaded.emit(value)
+        self.planChanged.emit(self.plan)
+        self.initChanged.emit()
+        self.comparisonChanged.emit(None)
+        if self.compare_path:
+            self.compareChanged.emit(self.compare_path)
+
+    # ------------------------------------------------------------------ selection and overlay
+    def select(self, sel: Selection | None) -> None:
+        """Show ``sel`` in the details panel (and follow it in every panel)."""
+        self.selection = sel
+        self.selectionChanged.emit(sel)
+
+    def set_overlay(self, overlay: Overlay) -> None:
+        if overlay is not self.overlay:
+            self.overlay = overlay
+            self.overlayChanged.emit(overlay)
+
+    def ab_entry(self, sel: Selection | None) -> Any:
+        """The diff entry whose A/B overlay the histogram shows for ``sel``: when the overlay choice is checkpoint B,
+        for a single tensor present in both checkpoints with the same shape. Else None."""
+        cmp = self.comparison
+        if cmp is None or self.overlay is not Overlay.CHECKPOINT_B or sel is None or sel.is_module or len(sel.names) != 1:
+            return None
+        from ..core.diff import CHANGED, SAME
+
+        e = cmp.entry_for_a(sel.names[0])
+        return e if e is not None and e.name_b is not None and e.status in (SAME, CHANGED) else None
+
+    def overlay_for(self, sel: Selection | None) -> Overlay:
+        """Which overlay the histogram shows for ``sel``: checkpoint B where it applies, else the fresh init."""
+        return Overlay.CHECKPOINT_B if self.ab_entry(sel) is not None else Overlay.FRESH_INIT
+
+    # ------------------------------------------------------------------ plan
+    def set_plan(self, plan: Any, text: str) -> None:
+        """Replace the plan as one undoable step (nothing without a model, or when unchanged)."""
+        if self.plan is None or plan == self.plan:
+            return
+        self.undo_stack.push(_PlanCommand(self, self.plan, plan, text))
+
+    def load_plan(self, path: str) -> None:
+        """Load a plan file as one undoable step. Raises ExplorerError naming the file."""
+        from ..core.plan import load_plan
+
+        plan = load_plan(path)
+        if self.report is not None:
+            plan.resolve(self.report)  # a rule too slow for these keys fails here (PlanError), before it is pushed
+        self.set_plan(plan, f"Load plan {os.path.basename(path)}")
+
+    def _show_plan(self, plan: Any, *, emit: bool = True) -> None:
+        rep = self.report
+        self.plan = plan
+        self.plan_entries = plan.resolve(rep) if plan is not None and rep is not None else {}
+        if emit:
+            self.planChanged.emit(plan)
+
+    # ------------------------------------------------------------------ init check
     def set_init_results(self, results: Any) -> None:
         """Publish an init check of the current report (a list of InitResult); the tree, table, filter bar and
         the "Looks untrained" tab all read it from here."""
         self.init_results = {r.name: r for r in results}
         self.initChanged.emit()
 
+    def request_init_check(self) -> None:
+        self.initCheckRequested.emit()
+
     @property
     def untrained(self) -> frozenset[str]:
         """On-disk names the last init check flagged as looking untrained."""
         return frozenset(n for n, r in self.init_results.items() if r.init_like)
 
+    def fresh_init(self) -> Any:
+        """The current report's FreshInit if a worker built one (pass it to the next job), else None."""
+        return self._fresh[1] if self._fresh is not None and self._fresh[0] is self.report else None
+
+    def keep_fresh_init(self, report: Any, fi: Any) -> None:
+        """Remember a FreshInit a job built for ``report`` (GUI thread, from the job's result)."""
+        if report is self.report:
+            self._fresh = (report, fi)
+
+    # ------------------------------------------------------------------ comparison
+    def compare_with(self, path: str | None) -> None:
+        """Compare the open checkpoint with ``path`` (B); the compare panel runs the diff."""
+        self.compare_path = os.path.abspath(path) if path else None
+        self.comparison = None
+        self.comparisonChanged.emit(None)
+        self.compareChanged.emit(self.compare_path)
+
+    def set_comparison(self, cmp: Comparison | None) -> None:
+        self.comparison = cmp
+        self.comparisonChanged.emit(cmp)
+
+    # ------------------------------------------------------------------ statistics cache
     def cached_stats(self, key: tuple) -> Any:
         v = self._stats_cache.get(key)
         if v is not None:
@@ -193,28 +351,3 @@ class Session(QObject):
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-
-    def _on_result(self, channel: str, value: object) -> None:
-        if channel != "load":
-            return
-        from ..core.checkpoint import TensorReader
-
-        assert isinstance(value, Loaded)
-        self.jobs.cancel("stats")
-        if self.reader is not None:
-            self.reader.close()
-        self._stats_cache.clear()
-        self.current = value
-        self.source = value.source
-        self.reader = TensorReader(value.report.index)
-        self.init_results = {}
-        self.loaded.emit(value)
-        self.initChanged.emit()
-
-    def _on_error(self, channel: str, msg: str) -> None:
-        if channel == "load":
-            self.loadFailed.emit(msg)
-
-    def _on_finished(self, channel: str) -> None:
-        if channel == "load":
-            self.busyChanged.emit(False)

@@ -6,7 +6,7 @@ the size column so sorting is numeric. Filtering and sorting happen here, on pre
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
@@ -27,7 +27,7 @@ def key_note(name: str, key: str) -> str | None:
     """The Model key column's short text when the key is the on-disk name, or it with a prefix added or removed
     (``"= on-disk"``, ``"+ bert."``, ``"− module."``), so the on-disk column can take the width; None when the key
     differs otherwise (then it is shown in full). The tooltip always has the full key."""
-    if not name or not key or " (+" in key:
+    if not name or not key:
         return None
     if key == name:
         return SAME_KEY
@@ -48,7 +48,7 @@ class TensorTableModel(QAbstractTableModel):
     COLUMNS = ("Status", "On-disk name", "Model key", "Shape", "dtype", "Size", "How", "Plan", "Init check")
     STATUS, NAME, KEY, SHAPE, DTYPE, SIZE, HOW, PLAN, UNTRAINED = range(9)
 
-    def __init__(self, parent: Any = None) -> None:
+    def __init__(self, parent: Any = None, *, plan_badge: Callable[[str], str] | None = None) -> None:
         super().__init__(parent)
         self._index: TableIndex = index_rows([])
         self._rows: list[Row] = []
@@ -57,7 +57,7 @@ class TensorTableModel(QAbstractTableModel):
         self._where = np.zeros(0, dtype=np.int64)
         self._sort: tuple[int, Qt.SortOrder] | None = None
         self._filter: Any = None  # the filtering.Filter last applied
-        self.plan_badge: Any = None  # key -> badge text ("↻ reinit"), set by the plan editor
+        self.plan_badge = plan_badge  # key -> the Plan column's text ("↻ reinit"); None: no plan column
         self.untrained: np.ndarray | None = None  # per row: looks untrained (None: no init check yet)
         self.short_keys = True  # Model key column: "= on-disk" / "+ bert." instead of a key that repeats the name
 
@@ -81,7 +81,14 @@ class TensorTableModel(QAbstractTableModel):
         f = self.plan_badge
         if f is None:
             return ""
-        return f(r.key.split(" (+", 1)[0] if r.key else r.name)
+        return f(r.target)
+
+    def _key_note(self, r: Row) -> str | None:
+        return key_note(r.name, r.key) if self.short_keys and not r.more_keys else None
+
+    def untrained_shown(self, display_row: int) -> bool:
+        """The row shown at ``display_row`` looks untrained."""
+        return 0 <= display_row < len(self._vis) and bool(self.untrained_text(self._vis[display_row]))
 
     def untrained_text(self, i: int) -> str:
         u = self.untrained
@@ -103,9 +110,9 @@ class TensorTableModel(QAbstractTableModel):
         """(the Model key texts shown in full, the distinct short notes shown for the other rows)."""
         full, notes = [], set()
         for r in self._rows:
-            n = key_note(r.name, r.key) if self.short_keys else None
+            n = self._key_note(r)
             if n is None:
-                full.append(r.key or "—")
+                full.append(r.key_text or "—")
             else:
                 notes.add(n)
         return full, sorted(notes)
@@ -239,7 +246,7 @@ class TensorTableModel(QAbstractTableModel):
             if c == 1:
                 return r.name or NOT_ON_DISK
             if c == 2:
-                return (key_note(r.name, r.key) if self.short_keys else None) or r.key or "—"
+                return self._key_note(r) or r.key_text or "—"
             if c == 3:
                 return r.shape
             if c == 4:
@@ -258,7 +265,7 @@ class TensorTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             if c == 0:
                 return palette.color(r.kind)
-            if (c == 1 and not r.name) or (c == 2 and (not r.key or self.short_keys and key_note(r.name, r.key))):
+            if (c == 1 and not r.name) or (c == 2 and (not r.key or self._key_note(r))):
                 return QColor(palette.MUTED_TEXT)
             if c == 7:
                 return QColor(palette.ACCENT)
@@ -274,12 +281,12 @@ class TensorTableModel(QAbstractTableModel):
                 return palette.look("untrained").meaning
             tip = r.tooltip + (f"\nhow: {safe_text(r.how)}" if r.how else "")
             if c == 2 and r.key and safe_text(r.key) not in tip:
-                tip = f"model key: {safe_text(r.key)}\n{tip}"
+                tip = f"model key: {safe_text(r.key_text)}\n{tip}"
             return tip
         if role == KIND_ROLE:
             return r.kind
         if role == KEY_ROLE:
-            return r.key.split(" (+", 1)[0] if r.key else r.name
+            return r.target
         if role == SORT_ROLE:
             if c == 5:
                 return r.nbytes

@@ -185,7 +185,7 @@ class ModuleTreeModel(QAbstractItemModel):
                 return self.untrained_text(it)
             return None
         if role == Qt.ItemDataRole.DecorationRole:
-            if col == 0 and it.kind != "none":
+            if col == 0 and it.kind is not None:
                 return palette.icon(it.kind)
             return None
         if role == Qt.ItemDataRole.ForegroundRole:

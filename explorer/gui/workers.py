@@ -1,8 +1,13 @@
-"""Background jobs on a QThreadPool. Workers never touch widgets: they report through queued signals.
+"""Background jobs as handles (superqt's worker shape, on a QThreadPool). Workers never touch widgets.
 
-A job is a function ``fn(progress, cancelled) -> result`` where ``progress(done, total)`` reports and
-``cancelled()`` says when to stop (raise ``Cancelled``). Every job carries a generation number per channel;
-``Jobs.is_current`` tells a slot whether its result is stale (a newer job on the same channel started).
+``handle = jobs.start(fn, purpose="stats")`` runs ``fn(progress, cancelled)`` in the pool and returns a
+``JobHandle`` with its own ``returned(value)`` / ``errored(message)`` / ``progress(done, total)`` / ``finished()``
+signals, delivered in the GUI thread. ``progress(done, total)`` raises ``Cancelled`` once the job is cancelled and
+``cancelled()`` is the flag core's long functions poll between chunks (their ``cancel=`` callback); a generator
+``fn`` is stopped between its yields (each yield is ``(done, total)``; its ``return`` value is the result).
+
+Latest-only per purpose: starting a job CANCELS the running job of the same purpose. A cancelled handle emits
+``finished`` at once and nothing after it, so a slot never sees a stale result.
 
 ``quiet_gc()`` keeps Python's cyclic garbage collector from stalling the GUI thread while a worker builds
 millions of objects (imports, a 46k-tensor report): a full collection holds the GIL for ~0.3 s.
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import os
 import threading
 import traceback
@@ -18,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from ..core.errors import Cancelled, ExplorerError
 
 _gc_lock = threading.Lock()
 _gc_depth = 0
@@ -47,9 +54,6 @@ def quiet_gc() -> Iterator[None]:
                     gc.enable()
 
 
-from ..core.errors import Cancelled  # noqa: E402  (one cancel exception for core and GUI)
-
-
 def _yield_cpu_to_gui() -> None:
     """Run this worker thread at a lower priority (Linux: per-thread nice), so on a busy machine the GUI
     thread gets a core first and never waits behind a worker streaming a multi-GB tensor."""
@@ -59,118 +63,164 @@ def _yield_cpu_to_gui() -> None:
         pass
 
 
-class _Signals(QObject):
-    result = Signal(str, int, object)  # channel, generation, value
-    error = Signal(str, int, str)  # channel, generation, one-line message
-    progress = Signal(str, int, int, int)  # channel, generation, done, total
-    done = Signal(str, int)
+def one_line(e: BaseException) -> str:
+    """A job's failure as the one line the window shows (an ExplorerError's own message, else type: first line)."""
+    if isinstance(e, ExplorerError):
+        return str(e)
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
-class _Job(QRunnable):
-    def __init__(self, channel: str, gen: int, fn: Callable[..., Any], signals: _Signals, flag: threading.Event) -> None:
+class JobHandle(QObject):
+    """One background job. Signals arrive in the GUI thread; none fire after ``cancel()`` except ``finished``
+    (emitted once: when the job ends, or at once when it is cancelled)."""
+
+    returned = Signal(object)
+    errored = Signal(str)  # one-line message
+    progress = Signal(int, int)  # done, total
+    finished = Signal()
+
+    # emitted from the worker thread; queued to the slots below (this object lives in the GUI thread)
+    _w_returned = Signal(object)
+    _w_errored = Signal(str)
+    _w_progress = Signal(int, int)
+    _w_done = Signal()
+
+    def __init__(self, purpose: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.purpose = purpose
+        self._flag = threading.Event()
+        self._ended = False
+        self._w_returned.connect(self._on_returned)
+        self._w_errored.connect(self._on_errored)
+        self._w_progress.connect(self._on_progress)
+        self._w_done.connect(self._on_done)
+
+    @property
+    def running(self) -> bool:
+        """Neither finished nor cancelled."""
+        return not self._ended
+
+    def is_cancelled(self) -> bool:
+        """The flag the job polls (thread-safe)."""
+        return self._flag.is_set()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress call or yield; ``finished`` is emitted now."""
+        if self._ended:
+            return
+        self._flag.set()
+        self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.finished.emit()
+
+    def _on_returned(self, value: object) -> None:
+        if not self._ended:
+            self.returned.emit(value)
+
+    def _on_errored(self, msg: str) -> None:
+        if not self._ended:
+            self.errored.emit(msg)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if not self._ended:
+            self.progress.emit(done, total)
+
+    def _on_done(self) -> None:
+        self._end()
+        self.deleteLater()  # the worker has let go of it (cancelled handles linger until their worker ends)
+
+
+class _Runnable(QRunnable):
+    def __init__(self, handle: JobHandle, fn: Callable[..., Any]) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self.channel, self.gen, self.fn, self.signals, self.flag = channel, gen, fn, signals, flag
+        self.handle, self.fn = handle, fn
 
     def run(self) -> None:
-        ch, gen, s = self.channel, self.gen, self.signals
+        h, flag = self.handle, self.handle._flag
         _yield_cpu_to_gui()
 
         def progress(done: int, total: int) -> None:
-            if self.flag.is_set():
-                raise Cancelled()
-            s.progress.emit(ch, gen, int(done), int(total))
+            if flag.is_set():
+                raise Cancelled("cancelled")
+            h._w_progress.emit(int(done), int(total))
 
         try:
-            value = self.fn(progress, self.flag.is_set)
+            out = self.fn(progress, flag.is_set)
+            if inspect.isgenerator(out):
+                out = _drain(out, progress, flag)
         except Cancelled:
             pass
         except Exception as e:  # reported as one line; the GUI stays up
-            from ..core.errors import ExplorerError
-
-            if isinstance(e, ExplorerError):
-                msg = str(e)
-            else:
-                lines = str(e).strip().splitlines()
-                msg = f"{type(e).__name__}: {lines[0] if lines else ''}"
-                if os.environ.get("CKPT_EXPLORER_DEBUG"):
-                    traceback.print_exc()
-            if not self.flag.is_set():
-                s.error.emit(ch, gen, msg)
+            if os.environ.get("CKPT_EXPLORER_DEBUG"):
+                traceback.print_exc()
+            if not flag.is_set():
+                h._w_errored.emit(one_line(e))
         else:
-            if not self.flag.is_set():
-                s.result.emit(ch, gen, value)
+            if not flag.is_set():
+                h._w_returned.emit(out)
         finally:
-            s.done.emit(ch, gen)
+            h._w_done.emit()
+
+
+def _drain(gen: Any, progress: Callable[[int, int], None], flag: threading.Event) -> Any:
+    """Run a generator job: each yield is ``(done, total)`` (or None); stop between yields once cancelled."""
+    try:
+        while True:
+            step = next(gen)
+            if flag.is_set():
+                gen.close()
+                raise Cancelled("cancelled")
+            if step is not None:
+                progress(*step)
+    except StopIteration as stop:
+        return stop.value
 
 
 class Jobs(QObject):
-    """Starts jobs per channel, cancels the previous job of a channel, drops stale results."""
-
-    result = Signal(str, object)  # channel, value (current generation only)
-    error = Signal(str, str)
-    progress = Signal(str, int, int)
-    finished = Signal(str)  # the current job of a channel ended (ok, error or cancelled)
+    """Starts job handles; one running job per purpose (a new one cancels the old)."""
 
     def __init__(self, parent: QObject | None = None, *, pool: QThreadPool | None = None) -> None:
         super().__init__(parent)
         self.pool = pool or QThreadPool(self)
         if pool is None:
             self.pool.setMaxThreadCount(3)
-        self._gen: dict[str, int] = {}
-        self._flags: dict[str, threading.Event] = {}
-        self._running: dict[str, int] = {}
-        self._signals = _Signals(self)  # lives in the GUI thread; queued emissions from workers
-        self._signals.result.connect(self._on_result)
-        self._signals.error.connect(self._on_error)
-        self._signals.progress.connect(self._on_progress)
-        self._signals.done.connect(self._on_done)
+        self._current: dict[str, JobHandle] = {}
 
-    def start(self, channel: str, fn: Callable[..., Any]) -> int:
-        """Run ``fn(progress, cancelled)`` in the pool; cancels the channel's previous job. Returns its generation."""
-        self.cancel(channel)
-        gen = self._gen.get(channel, 0) + 1
-        self._gen[channel] = gen
-        flag = threading.Event()
-        self._flags[channel] = flag
-        self._running[channel] = self._running.get(channel, 0) + 1
-        self.pool.start(_Job(channel, gen, fn, self._signals, flag))
-        return gen
+    def start(self, fn: Callable[..., Any], *, purpose: str) -> JobHandle:
+        """Run ``fn(progress, cancelled)`` in the pool; cancels the running job of ``purpose`` first."""
+        self.cancel(purpose)
+        h = JobHandle(purpose, self)
+        self._current[purpose] = h
+        h.finished.connect(lambda h=h: self._forget(h))
+        self.pool.start(_Runnable(h, fn))
+        return h
 
-    def cancel(self, channel: str) -> None:
-        flag = self._flags.pop(channel, None)
-        if flag is not None:
-            flag.set()
+    def current(self, purpose: str) -> JobHandle | None:
+        """The running job of ``purpose`` (None when idle)."""
+        return self._current.get(purpose)
+
+    def busy(self, purpose: str) -> bool:
+        return purpose in self._current
+
+    def cancel(self, purpose: str) -> None:
+        h = self._current.pop(purpose, None)
+        if h is not None:
+            h.cancel()
 
     def cancel_all(self) -> None:
-        for ch in list(self._flags):
-            self.cancel(ch)
-
-    def is_current(self, channel: str, gen: int) -> bool:
-        return self._gen.get(channel) == gen and channel in self._flags
-
-    def busy(self, channel: str) -> bool:
-        return channel in self._flags
+        for p in list(self._current):
+            self.cancel(p)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Cancel everything and wait for the pool (call on close)."""
         self.cancel_all()
         return self.pool.waitForDone(timeout_ms)
 
-    def _on_result(self, ch: str, gen: int, value: object) -> None:
-        if self.is_current(ch, gen):
-            self.result.emit(ch, value)
-
-    def _on_error(self, ch: str, gen: int, msg: str) -> None:
-        if self.is_current(ch, gen):
-            self.error.emit(ch, msg)
-
-    def _on_progress(self, ch: str, gen: int, done: int, total: int) -> None:
-        if self.is_current(ch, gen):
-            self.progress.emit(ch, done, total)
-
-    def _on_done(self, ch: str, gen: int) -> None:
-        if self._gen.get(ch) == gen:
-            # finished after result/error were delivered (same queue, same order)
-            self._flags.pop(ch, None)
-            self.finished.emit(ch)
+    def _forget(self, h: JobHandle) -> None:
+        if self._current.get(h.purpose) is h:
+            del self._current[h.purpose]

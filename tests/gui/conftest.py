@@ -21,14 +21,35 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
+def window(qtbot, tmp_path, request):
+    """A MainWindow with the panels the test module lists in its ``PANELS`` (none: the bare window)."""
     from PySide6.QtCore import QSettings
 
     from explorer.gui.app import make_app
     from explorer.gui.main_window import MainWindow
 
     make_app()
-    win = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), interactive=False)
+    win = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), interactive=False,
+                     panels=getattr(request.module, "PANELS", ()))
+    qtbot.addWidget(win)
+    win.resize(1300, 800)
+    win.show()
+    yield win
+    win.session.close()
+
+
+@pytest.fixture
+def full_window(qtbot, tmp_path):
+    """A MainWindow with every panel of ``panels.PANELS``."""
+    from PySide6.QtCore import QSettings
+
+    from explorer.gui.app import make_app
+    from explorer.gui.main_window import MainWindow
+    from explorer.gui.panels import PANELS
+
+    make_app()
+    win = MainWindow(settings=QSettings(str(tmp_path / "full.ini"), QSettings.Format.IniFormat), interactive=False,
+                     panels=PANELS)
     qtbot.addWidget(win)
     win.resize(1300, 800)
     win.show()

@@ -1,6 +1,8 @@
 """Compare A/B tab and the "looks untrained" tab + fresh-init overlay, on tiny real BERT checkpoints."""
 from __future__ import annotations
 
+from explorer.gui.panels import PANELS  # noqa: F401  (the window fixture builds these)
+
 import shutil
 from pathlib import Path
 
@@ -30,13 +32,36 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def panels(window):
-    from explorer.gui.compare_panel import install_compare_panel
-    from explorer.gui.init_panel import install_init_panel
+    from explorer.gui.panels import ComparePanel, InitPanel
 
-    return install_init_panel(window), install_compare_panel(window)
+    return window.panel(InitPanel), window.panel(ComparePanel)
 
 
-def test_compare_table_rollup_bars_and_ab_histogram(qtbot, window, panels, pair, qtmodeltester) -> None:
+def legend(hist) -> list[str]:
+    """The series names the histogram's legend shows (empty when hidden)."""
+    return [label.text for _sample, label in hist.legend.items] if hist.legend.isVisible() else []
+
+
+def csv_series(hist, tmp_path) -> tuple[list[float], tuple[str, list[float]] | None]:
+    """(main series' bin edges, (overlay label, overlay edges) or None) from the histogram's CSV export."""
+    path = tmp_path / "hist.csv"
+    hist.export_csv(str(path))
+    series: list[tuple[str, list[tuple[float, float]]]] = [("", [])]
+    for line in path.read_text().splitlines()[1:]:
+        if line.startswith("# overlay: "):
+            series.append((line[len("# overlay: "):], []))
+        else:
+            a, b, _n = line.split(",")
+            series[-1][1].append((float(a), float(b)))
+
+    def edges(rows):
+        return [r[0] for r in rows] + [rows[-1][1]]
+
+    over = (series[1][0], edges(series[1][1])) if len(series) > 1 else None
+    return edges(series[0][1]), over
+
+
+def test_compare_table_rollup_bars_and_ab_histogram(qtbot, window, panels, pair, qtmodeltester, tmp_path) -> None:
     _init, cmp = panels
     a, b = pair
     open_and_wait(qtbot, window, checkpoint=str(a))
@@ -66,15 +91,16 @@ def test_compare_table_rollup_bars_and_ab_histogram(qtbot, window, panels, pair,
     assert details.selection.names == (Q,)
     assert window.table_model.row(window.table_proxy.mapToSource(window.table.currentIndex()).row()).name == Q
     hist = details.histogram
-    assert hist.overlay.isVisible() and hist._label == "A" and hist._ov[0] == "B"
-    assert list(hist.edges) == list(sa.edges) and list(hist._ov[1]) == list(sb.edges)
+    assert hist.overlay.isVisible() and legend(hist) == ["A", "B"]
+    main, (label, over) = csv_series(hist, tmp_path)
+    assert label == "B" and main == list(sa.edges) and over == list(sb.edges)
     note = details.histogram_note.text()
     assert details.histogram_note.isVisibleTo(window) and "rel. change" in note and "cosine" in note and "max |B−A|" in note
     assert "0.1" in note  # the relative change of the query weight
     assert cmp.bars.opts["brushes"] is not None  # the selected tensor's layer is highlighted
 
 
-def test_compare_overlay_belongs_to_the_compare_tab(qtbot, window, panels, pair) -> None:
+def test_compare_overlay_belongs_to_the_compare_tab(qtbot, window, panels, pair, tmp_path) -> None:
     init, cmp = panels
     a, b = pair
     open_and_wait(qtbot, window, checkpoint=str(a))
@@ -88,14 +114,15 @@ def test_compare_overlay_belongs_to_the_compare_tab(qtbot, window, panels, pair)
     # back on the Tensors tab the same tensor is overlaid with its fresh init again
     with qtbot.waitSignal(init.overlayReady, timeout=LOAD_TIMEOUT):
         window.tabs.setCurrentIndex(0)
-    assert window.details.histogram._ov[0] == "fresh init" and window.details.histogram._label == "checkpoint"
+    assert legend(window.details.histogram) == ["checkpoint", "fresh init"]
+    assert csv_series(window.details.histogram, tmp_path)[1][0] == "fresh init"
     # a tensor only in A: shown in the details panel, no B to overlay
     window.tabs.setCurrentWidget(cmp)
     with qtbot.waitSignal(window.details.statsReady, timeout=LOAD_TIMEOUT):
         assert cmp.select_name("pooler.dense.bias")
     assert window.details.selection.names == ("pooler.dense.bias",)
     # no B to overlay (its fresh init may be overlaid instead, once that worker is done: not a race to pin)
-    ov = window.details.histogram._ov
+    ov = csv_series(window.details.histogram, tmp_path)[1]
     assert cmp.entry_for(window.details.selection) is None and (ov is None or ov[0] == "fresh init")
 
 
@@ -120,21 +147,23 @@ def test_bar_labels_never_overlap_and_hover_names_the_layer(qtbot, window, panel
                   (i + 0.6) * px + fm.horizontalAdvance(ax.labels[i]) / 2) for i in shown]
         assert all(r1 < l2 for (_l1, r1), (l2, _r2) in zip(spans, spans[1:]))
     assert len(ax.placed(-0.6, n - 0.4, 3000)) == n  # room for all: all shown
-    cmp._draw_bars()
-    # hovering the middle of a bar names its layer in full
-    i = next(k for k, m in enumerate(cmp._layers) if m.prefix == "encoder.layer.0")
+    # hovering the middle of a bar names its layer in full (bars: the roll-up's layers with a relative change)
+    bars = [m for m in cmp.rollup if m.rel_change is not None]
+    assert len(cmp.bars.opts["height"]) == len(bars)
+    i = next(k for k, m in enumerate(bars) if m.prefix == "encoder.layer.0")
     vb = cmp.bars_plot.getPlotItem().getViewBox()
     cmp.bars_plot.resize(600, 200)
     qtbot.waitUntil(lambda: vb.width() > 100)
     pos = vb.mapViewToScene(__import__("PySide6.QtCore", fromlist=["QPointF"]).QPointF(i, 0.0))
-    cmp._on_bar_hover((pos,))
-    assert "encoder.layer.0" in cmp.bar_readout.text() and "tensors differ" in cmp.bar_readout.text()
+    cmp.bars_plot.scene().sigMouseMoved.emit(pos)  # what moving the mouse there does (rate-limited proxy)
+    qtbot.waitUntil(lambda: "encoder.layer.0" in cmp.bar_readout.text(), timeout=LOAD_TIMEOUT)
+    assert "tensors differ" in cmp.bar_readout.text()
 
 
 def test_compare_from_command_line_extra(qtbot, window, panels, pair) -> None:
     _init, cmp = panels
     a, b = pair
-    window.session.extras["compare"] = str(b)
+    window.session.compare_path = str(b)  # as --compare OTHER sets it: compared once the report is loaded
     with qtbot.waitSignal(cmp.diffReady, timeout=LOAD_TIMEOUT):
         open_and_wait(qtbot, window, checkpoint=str(a))
     assert cmp.other == str(b) and any(e.status == "changed" for e in cmp.entries)
@@ -157,7 +186,7 @@ def test_init_check_flags_a_fresh_model_and_overlays_its_init(qtbot, window, pan
     names, fst, verdict = ob.args[0]
     assert names == (Q,) and verdict.init_like and fst.std == pytest.approx(0.02, rel=0.1)
     assert window.details.histogram.overlay.isVisible()
-    assert "fresh init" in init.overlay_label.text() and "looks untrained" in init.overlay_label.text()
+    assert "fresh init" in window.details.histogram_note.text() and "looks untrained" in window.details.histogram_note.text()
     # a row of the "Looks untrained" table selects its tensor in the session, and back
     window.tabs.setCurrentWidget(init)
     other = "encoder.layer.1.attention.self.key.weight"

@@ -44,14 +44,15 @@ def test_window_says_regex_too_slow_and_keeps_the_last_filter(qtbot, window, min
     assert window.match_label.toolTip() == ""
 
 
-def test_plan_editor_refuses_a_catastrophic_rule(qtbot, window, minilm, tmp_path):
+def test_plan_editor_refuses_a_catastrophic_rule(qtbot, full_window, minilm, tmp_path):
     """The rule dialog's live preview runs on the GUI thread under the filter's budget; a loaded plan whose rule
     is too slow for these keys is refused before it replaces the current plan."""
     import json
 
-    from explorer.gui.plan_editor import install_plan_editor
+    from explorer.gui.panels import PlanPanel
 
-    ed = install_plan_editor(window)
+    window = full_window
+    ed = window.panel(PlanPanel)
     open_and_wait(qtbot, window, checkpoint=minilm, arch="BertForSequenceClassification")
     dlg = ed.rule_dialog()
     dlg.kind.setCurrentText("regex")

@@ -51,7 +51,7 @@ def test_constant_integer_bf16_nan_empty(qtbot, window, odd_file):
     st = select_and_measure(qtbot, window, "nan")
     assert (st.nan, st.inf) == (1, 2) and st.max == 3.0
     assert h.counts.sum() == 3
-    assert window.details._stat_labels["NaN"].text() == "1"
+    assert window.details.stat_text("NaN") == "1"
 
     st = select_and_measure(qtbot, window, "allnan")
     assert st.nan == 3 and st.finite == 0
@@ -74,10 +74,13 @@ def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_
     open_and_wait(qtbot, window, checkpoint=str(odd_file))
     jobs = window.session.jobs
     # cancel: no result arrives, and the next selection still works
-    with qtbot.waitSignal(jobs.progress, timeout=LOAD_TIMEOUT):
-        window.select_key("huge")
-    with qtbot.waitSignal(jobs.finished, timeout=LOAD_TIMEOUT), qtbot.assertNotEmitted(window.details.statsReady):
+    window.select_key("huge")
+    job = jobs.current("stats")
+    with qtbot.waitSignal(job.progress, timeout=LOAD_TIMEOUT):
+        pass
+    with qtbot.waitSignal(job.finished, timeout=LOAD_TIMEOUT), qtbot.assertNotEmitted(window.details.statsReady):
         window.details.cancel()
+    assert not jobs.busy("stats")
     assert window.details.last_stats is None
     # stale: select huge then immediately something small; only the small one is shown
     window.select_key("huge")

@@ -2,6 +2,8 @@
 ``\\x0a``, ``\\u202e``): tree, table, details, Compare A/B, Looks untrained, summary, title and message bar."""
 from __future__ import annotations
 
+from explorer.gui.panels import PANELS  # noqa: F401  (the window fixture builds these)
+
 from pathlib import Path
 
 import pytest
@@ -45,10 +47,9 @@ def _check_model(model) -> str:
 
 
 def test_tree_table_details_and_panels_show_names_escaped(qtbot, window, hostile) -> None:
-    from explorer.gui.compare_panel import install_compare_panel
-    from explorer.gui.init_panel import install_init_panel
+    from explorer.gui.panels import ComparePanel, InitPanel
 
-    init, cmp = install_init_panel(window), install_compare_panel(window)
+    init, cmp = window.panel(InitPanel), window.panel(ComparePanel)
     open_and_wait(qtbot, window, checkpoint=str(hostile["src"]))
     tree = _check_model(window.tree_model)
     table = _check_model(window.table_model)

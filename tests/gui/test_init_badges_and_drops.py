@@ -3,12 +3,15 @@
 screenshot path waits for the fresh-init overlay; shortcuts are listed in Help."""
 from __future__ import annotations
 
+from explorer.gui.panels import PANELS  # noqa: F401  (the window fixture builds these)
+
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from explorer.gui.panels import ComparePanel, InitPanel, PlanPanel
 from tests.gui.conftest import LOAD_TIMEOUT, open_and_wait
 from tests.helpers import save_tiny
 
@@ -36,14 +39,7 @@ def trained_but_one(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def full(window):
-    from explorer.gui.compare_panel import install_compare_panel
-    from explorer.gui.init_panel import install_init_panel
-    from explorer.gui.plan_editor import install_plan_editor
-
-    install_plan_editor(window)
-    install_init_panel(window)
-    install_compare_panel(window)
-    return window
+    return window  # every panel of panels.PANELS is built by the window
 
 
 def test_init_check_badges_rollup_and_filter(qtbot, full, trained_but_one, qtmodeltester):
@@ -53,17 +49,22 @@ def test_init_check_badges_rollup_and_filter(qtbot, full, trained_but_one, qtmod
     open_and_wait(qtbot, win, checkpoint=str(trained_but_one))
     assert not win.session.init_results and win.untrained_button.isEnabled()
     with qtbot.waitSignal(win.session.initChanged, timeout=LOAD_TIMEOUT):
-        win.init_panel.run()
+        win.panel(InitPanel).run()
     assert win.session.untrained == {Q}
     # one place: the tab, the tree, the table and the chip all read the session's results
-    assert win.init_panel.flagged() == [Q]
+    assert win.panel(InitPanel).flagged() == [Q]
     assert win.untrained_button.text() == "untrained? 1"
     tm = win.tree_model
     assert tm.index_for_key(Q, tm.UNTRAINED).data() == "⚠ untrained?"
     assert tm.index_for_key("encoder.layer.0", tm.UNTRAINED).data() == "⚠ 1 looks untrained"
     assert tm.index_for_key("encoder.layer.1", tm.UNTRAINED).data() == ""
     assert tm.index(0, tm.UNTRAINED).data() == "⚠ 1 looks untrained"  # the model root rolls it up
-    badge = win._untrained_badge
+    from explorer.gui.badges import badge_delegate
+
+    def badge(index):  # what the views draw right of a name, minus the plan's badges
+        d = badge_delegate(win.tree if index.model() is win.tree_proxy else win.table, index.column())
+        return [b for b in d.badges(index) if b[0].startswith("?")]
+
     assert badge(win.tree_proxy.mapFromSource(tm.index_for_key("encoder", 0))) == [("? 1", "#882255")]
     r = win.table_model.row_for_name(Q)
     assert win.table_model.index(r, TensorTableModel.UNTRAINED).data() == "⚠ untrained?"
@@ -122,9 +123,9 @@ def test_drop_menu_open_compare_config_and_plan(qtbot, full, trained_but_one, tm
     texts = [a.text() for a in menu.actions() if a.isEnabled() and not a.isSeparator()]
     assert texts == ["Open as checkpoint", "Compare with current"]
     act = {a.text(): a for a in menu.actions()}
-    with qtbot.waitSignal(win.compare_panel.diffReady, timeout=LOAD_TIMEOUT):
+    with qtbot.waitSignal(win.panel(ComparePanel).diffReady, timeout=LOAD_TIMEOUT):
         act["Compare with current"].trigger()
-    assert win.tabs.currentWidget() is win.compare_panel
+    assert win.tabs.currentWidget() is win.panel(ComparePanel)
     assert win.session.report.index.folder == str(trained_but_one)  # A stays open
     # a folder with a config.json can also be the config
     menu = win.handle_drop(_mime(other))
@@ -139,7 +140,7 @@ def test_drop_menu_open_compare_config_and_plan(qtbot, full, trained_but_one, tm
         menu.actions()[-1].trigger()
     assert blocker.args[0].source.config == str(trained_but_one / "config.json")
     # a plan JSON goes straight to the plan editor
-    ed = win.plan_editor
+    ed = win.panel(PlanPanel)
     ed.freeze(["encoder"])
     plan_path = tmp_path / "plan.json"
     ed.save_plan(str(plan_path))
@@ -180,10 +181,9 @@ def test_shortcuts_are_set_and_listed(full):
 
 def test_screenshot_waits_for_init_check_and_overlay(qtbot, full, trained_but_one):
     win = full
-    win.when_ready()
-    win.init_panel.run_before_ready()
+    win.when_ready()  # every panel prepares its part of the shot (the init check, for a small checkpoint)
     overlays = []
-    win.init_panel.overlayReady.connect(overlays.append)
+    win.panel(InitPanel).overlayReady.connect(overlays.append)
     from explorer.gui.session import Source
 
     with qtbot.waitSignal(win.ready, timeout=LOAD_TIMEOUT):
@@ -204,14 +204,14 @@ def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
     assert not win.table.isColumnHidden(TensorTableModel.PLAN)
     h = win.table.horizontalHeader()
     assert h.visualIndex(TensorTableModel.PLAN) == h.visualIndex(TensorTableModel.KEY) + 1
-    win.plan_editor.reinit([Q])
+    win.panel(PlanPanel).reinit([Q])
     r = win.table_model.row_for_name(Q)
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == "↻ reinit"
     from explorer.gui.tree_model import KEY_ROLE
 
     key_cell = win.table_model.index(r, TensorTableModel.KEY)
     assert key_cell.data() == "= on-disk" and key_cell.data(KEY_ROLE) == Q  # the key cell is the key, no badge over it
-    win.plan_editor.undo_stack.undo()
+    win.panel(PlanPanel).undo_stack.undo()
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == ""
 
 

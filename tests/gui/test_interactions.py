@@ -3,6 +3,8 @@ Model key column says how a key relates to the on-disk name instead of repeating
 while a job runs cancels it."""
 from __future__ import annotations
 
+from explorer.gui.panels import PANELS  # noqa: F401  (the window fixture builds these)
+
 import pytest
 
 from tests.gui.conftest import LOAD_TIMEOUT, open_and_wait
@@ -12,12 +14,11 @@ HEAD = "BertForSequenceClassification"
 
 @pytest.fixture
 def full(qtbot, window, minilm):
-    from explorer.gui.init_panel import install_init_panel
-    from explorer.gui.plan_editor import install_plan_editor
+    from explorer.gui.panels import InitPanel, PlanPanel
 
     window.resize(1440, 900)
-    ed = install_plan_editor(window)
-    ip = install_init_panel(window)
+    ed = window.panel(PlanPanel)
+    ip = window.panel(InitPanel)
     open_and_wait(qtbot, window, checkpoint=minilm, arch=HEAD)
     return window, ed, ip
 
@@ -89,7 +90,7 @@ def test_demo_keys_equal_to_their_names_say_so(qtbot, window, demo_dir):
 
 def test_closing_while_the_init_check_runs_cancels_it(qtbot, full):
     win, _ed, ip = full
-    with qtbot.waitSignal(win.session.jobs.finished, timeout=LOAD_TIMEOUT, check_params_cb=lambda ch: ch == "init_check"):
+    with qtbot.waitSignal(ip.checkFinished, timeout=LOAD_TIMEOUT):
         ip.run()
         assert win.session.jobs.busy("init_check")
         win.close()

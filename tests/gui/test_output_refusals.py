@@ -103,12 +103,14 @@ def test_histogram_exports_refuse_inputs_devices_and_other_files(qtbot, opened, 
         h.export_csv(str(png))  # a PNG is not our CSV
 
 
-def test_plan_editor_save_never_replaces_an_input(qtbot, window, demo_dir, tmp_path):
+def test_plan_editor_save_never_replaces_an_input(qtbot, full_window, demo_dir, tmp_path):
     from explorer.core.errors import PlanError
     from explorer.core.plan import load_plan
-    from explorer.gui.plan_editor import install_plan_editor, looks_like_plan
+    from explorer.gui.panels import PlanPanel
+    from explorer.gui.panels.plan import looks_like_plan
 
-    ed = install_plan_editor(window)
+    window = full_window
+    ed = window.panel(PlanPanel)
     src = tmp_path / "ckpt"
     shutil.copytree(demo_dir, src)
     open_and_wait(qtbot, window, checkpoint=str(src), config=str(src))

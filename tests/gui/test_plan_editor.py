@@ -2,11 +2,15 @@
 save/load, and an export (with progress, and a cancel that leaves nothing) that transformers loads clean."""
 from __future__ import annotations
 
+from explorer.gui.panels import PANELS  # noqa: F401  (the window fixture builds these)
+
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
+
+from explorer.core.plan import Action
 
 from tests.gui.conftest import LOAD_TIMEOUT, open_and_wait
 
@@ -19,9 +23,9 @@ def checksums(folder: str) -> dict[str, str]:
 
 @pytest.fixture
 def editor(qtbot, window, minilm):
-    from explorer.gui.plan_editor import install_plan_editor
+    from explorer.gui.panels import PlanPanel
 
-    ed = install_plan_editor(window)
+    ed = window.panel(PlanPanel)
     open_and_wait(qtbot, window, checkpoint=minilm, arch=HEAD)
     return ed
 
@@ -43,8 +47,8 @@ def tree_index(window, path: str):
 
 
 def test_defaults_and_tab(editor, window):
-    assert window.tabs.tabText(window.tabs.count() - 1) == "Plan"
-    assert {k for k, e in editor.entries.items() if e.action.value == "reinit"} == {"classifier.weight", "classifier.bias"}
+    assert window.tabs.tabText(window.tabs.indexOf(editor)) == "Plan"
+    assert {k for k, e in editor.entries.items() if e.action is Action.REINIT} == {"classifier.weight", "classifier.bias"}
     assert editor.badge("classifier.weight") == "↻ reinit"
     assert editor.badge("classifier") == "↻ 2"
     assert "103 keep · 2 reinit · 0 drop · 0 frozen" in editor.summary.text()
@@ -52,7 +56,7 @@ def test_defaults_and_tab(editor, window):
 
 def test_context_menu_freeze_undo_redo_reset(qtbot, editor, window):
     idx = tree_index(window, "bert.encoder.layer.0")
-    menu = editor.build_menu(window.tree, idx)
+    menu = window.context_menu(window.tree, idx)
     texts = [a.text() for a in menu.actions()]
     assert texts[0] == "Plan: bert.encoder.layer.0"
     assert {"Freeze subtree", "Unfreeze subtree", "Re-initialise", "Drop", "Reset to default"} <= set(texts)
@@ -93,7 +97,7 @@ def test_table_rows_and_lr_scale(editor, window):
     sm = window.table.selectionModel()
     for r in rows:
         sm.select(model.index(r, 0), QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
-    paths = editor.paths_for(window.table, model.index(rows[0], 2))
+    paths = window.context_paths(window.table, model.index(rows[0], 2))
     assert len(paths) == len(rows) == 5
     editor.set_lr_scale(paths, 0.01)
     assert {k for k, e in editor.entries.items() if e.lr_scale == 0.01} == set(paths)
@@ -124,7 +128,7 @@ def test_rule_dialog_live_preview(editor):
     assert sum(1 for e in editor.entries.values() if e.lr_scale == 0.5 and not e.trainable) == 32
 
 
-def test_save_and_load_plan(editor, tmp_path):
+def test_save_and_load_plan(editor, window, tmp_path):
     editor.freeze(["bert.encoder.layer.2"])
     path = tmp_path / "p.json"
     editor.save_plan(str(path))
@@ -137,8 +141,8 @@ def test_save_and_load_plan(editor, tmp_path):
     assert not frozen(editor)
     bad = tmp_path / "bad.json"
     bad.write_text('{"version": 9}')
-    editor._guard(editor.load_plan, str(bad))
-    assert "unsupported plan version 9" in editor.window.message_label.text()
+    assert not editor.try_load_plan(str(bad))
+    assert "unsupported plan version 9" in window.message_label.text()
 
 
 def test_export_dialog_exports_clean_and_opens_result(qtbot, editor, window, minilm, tmp_path):
@@ -169,8 +173,8 @@ def test_export_dialog_exports_clean_and_opens_result(qtbot, editor, window, min
 def test_cancelled_export_leaves_nothing(qtbot, editor, window, minilm, tmp_path):
     before = checksums(minilm)
     out = tmp_path / "never"
-    with qtbot.waitSignal(window.session.jobs.finished, timeout=LOAD_TIMEOUT, check_params_cb=lambda ch: ch == "export"):
-        editor.start_export(str(out))
+    editor.start_export(str(out))
+    with qtbot.waitSignal(editor.export_job.finished, timeout=LOAD_TIMEOUT):
         editor.cancel_export()
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("settings")) == []

@@ -32,13 +32,13 @@ def test_screenshot_mode_says_why_it_failed_on_stderr(tmp_path, demo_dir):
     assert (tmp_path / "x.png").is_file()
 
 
-def test_compare_failure_shows_in_the_message_bar(qtbot, window, demo_dir, tmp_path):
-    from explorer.gui.compare_panel import install_compare_panel
+def test_compare_failure_shows_in_the_message_bar(qtbot, full_window, demo_dir, tmp_path):
+    window = full_window
+    from explorer.gui.panels import ComparePanel
 
-    panel = install_compare_panel(window)
+    panel = window.panel(ComparePanel)
     open_and_wait(qtbot, window, demo=True)
-    with qtbot.waitSignal(window.session.jobs.error, timeout=LOAD_TIMEOUT,
-                          check_params_cb=lambda ch, _m: ch == "diff"):
+    with qtbot.waitSignal(panel.diffFailed, timeout=LOAD_TIMEOUT):
         panel.compare_with(str(tmp_path / "nope2"))
     assert window.message_bar.isVisibleTo(window)
     assert "compare with checkpoint B failed" in window.message_label.text() and "nope2" in window.message_label.text()
@@ -101,13 +101,12 @@ def test_counts_come_from_one_place_and_tied_weights_count_once(qtbot, window, d
     assert "counted once" in idx.data(Qt.ItemDataRole.ToolTipRole)
 
 
-def test_badges_are_explained_in_tooltips_and_the_legend(qtbot, window, demo_dir):
+def test_badges_are_explained_in_tooltips_and_the_legend(qtbot, full_window, demo_dir):
+    window = full_window
     from explorer.gui.badges import BADGE_HELP, badge_delegate, badge_help
-    from explorer.gui.init_panel import install_init_panel
-    from explorer.gui.plan_editor import install_plan_editor
+    from explorer.gui.panels import PlanPanel
 
-    editor = install_plan_editor(window)
-    install_init_panel(window)
+    editor = window.panel(PlanPanel)
     open_and_wait(qtbot, window, demo=True)
     key = "bert.encoder.layer.0.attention.self.query.weight"
     editor.reinit([key])
@@ -122,7 +121,7 @@ def test_badges_are_explained_in_tooltips_and_the_legend(qtbot, window, demo_dir
     for glyph, label, _m in BADGE_HELP:
         assert glyph in html and label in html
     assert {"❄", "↻", "✕", "×", "?"} <= {g for g, _l, _m in BADGE_HELP}
-    box = window._show_legend()  # not interactive: built, not shown
+    box = window.show_legend()  # not interactive: built, not shown
     assert "looks untrained" in box.text()
 
 
@@ -187,14 +186,15 @@ def pair(tmp_path):
     return a, b
 
 
-def test_compare_tab_filters_rollup_names_alike_and_keeps_the_tree(qtbot, window, pair):
+def test_compare_tab_filters_rollup_names_alike_and_keeps_the_tree(qtbot, full_window, pair):
+    window = full_window
     from PySide6.QtCore import Qt
 
-    from explorer.gui.compare_panel import install_compare_panel
+    from explorer.gui.panels import ComparePanel
     from explorer.gui.tree_model import tree_width_needed
 
     a, b = pair
-    panel = install_compare_panel(window)
+    panel = window.panel(ComparePanel)
     window.resize(1300, 800)
     open_and_wait(qtbot, window, checkpoint=str(a))
     window.tabs.setCurrentWidget(panel)

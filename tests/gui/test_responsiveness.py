@@ -184,7 +184,7 @@ def test_window_filter_is_debounced_and_reports_counts(qtbot, window, demo_dir):
     open_and_wait(qtbot, window, demo=True)
     total = window.table_proxy.rowCount()
     window.search.setText("seq_rel")  # typing only starts the debounce timer
-    assert window.table_proxy.rowCount() == total and window._filter_timer.isActive()
+    assert window.table_proxy.rowCount() == total and window.filter_bar.timer.isActive()
     qtbot.waitUntil(lambda: window.table_proxy.rowCount() == 2)
     assert window.match_label.text() == f"2 of {len(window.table_model.rows)} tensors"
     assert "loaded in" in window.status_label.text()

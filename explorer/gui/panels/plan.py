@@ -2,16 +2,16 @@
 beside every name, undo/redo, save/load, and an export dialog with progress and cancel.
 
 Everything it decides is done by ``explorer.core.plan`` / ``explorer.core.export``; this module only edits an
-immutable ``Plan`` (each edit is a ``QUndoCommand`` swapping two plans) and renders ``Plan.resolve(report)``.
-Install with ``install_plan_editor(window)``: it adds a "Plan" tab and a "Plan" menu to the main window.
+immutable ``Plan`` held by the session (each edit is an undoable step on ``session.undo_stack``) and renders
+``Plan.resolve(report)``: the tab, its menu, the badges beside names and the plan entries of the context menu.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QUndoCommand, QUndoStack
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -34,45 +34,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.fmt import safe_text
-from . import palette
-from .tree_model import ITEM_ROLE, KEY_ROLE
-
-EXPORT_CHANNEL = "export"
-
-
-class _PlanCommand(QUndoCommand):
-    """One edit: swap the editor's plan between ``before`` and ``after``."""
-
-    def __init__(self, editor: PlanEditor, before: Any, after: Any, text: str) -> None:
-        super().__init__(text)
-        self.editor, self.before, self.after = editor, before, after
-
-    def redo(self) -> None:
-        self.editor._show_plan(self.after)
-
-    def undo(self) -> None:
-        self.editor._show_plan(self.before)
+from ...core.fmt import safe_text
+from ...core.plan import Action
+from .. import palette
+from ..request import Source
+from ..tree_model import KEY_ROLE
+from ..workers import JobHandle
+from .base import DropChoice, Panel, PanelHost
 
 
-class PlanEditor(QWidget):
-    """The "Plan" panel. ``plan`` is the current ``Plan`` (None until a report with a model is shown)."""
+class PlanPanel(Panel):
+    """The "Plan" panel over ``session.plan`` (None until a report with a model is shown) and its undo stack."""
+
+    title = "Plan"
+    menu_title = "&Plan"
 
     planChanged = Signal(object)  # Plan | None
     exportProgress = Signal(int, int)  # permille done, 1000
     exported = Signal(object)  # ExportResult
     exportFailed = Signal(str)
 
-    def __init__(self, window: Any) -> None:
-        super().__init__()
-        self.window = window
-        self.session = window.session
-        self.plan: Any = None
-        self.report: Any = None
-        self.entries: dict[str, Any] = {}
+    def __init__(self, host: PanelHost) -> None:
+        super().__init__(host)
         self._module_badges: dict[str, str] = {}
-        self.undo_stack = QUndoStack(self)
         self.last_export: Any = None
+        self.export_job: JobHandle | None = None
 
         self.summary = QLabel("Open a checkpoint with a model to plan what to keep, re-initialise, freeze or drop.")
         self.summary.setWordWrap(True)
@@ -105,30 +91,33 @@ class PlanEditor(QWidget):
         self.btn_export.clicked.connect(lambda: self.export_dialog())
         self.undo_stack.canUndoChanged.connect(self.btn_undo.setEnabled)
         self.undo_stack.canRedoChanged.connect(self.btn_redo.setEnabled)
-        self.session.loaded.connect(self._on_loaded)
-        self.session.jobs.result.connect(self._on_job_result)
-        self.session.jobs.error.connect(self._on_job_error)
-        self.session.jobs.progress.connect(self._on_job_progress)
+        self.session.planChanged.connect(self._on_plan_changed)
         self._set_enabled(False)
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ state (the session's)
+    @property
+    def plan(self) -> Any:
+        return self.session.plan
+
+    @property
+    def entries(self) -> dict[str, Any]:
+        return self.session.plan_entries
+
+    @property
+    def report(self) -> Any:
+        return self.session.report
+
+    @property
+    def undo_stack(self) -> QUndoStack:
+        return self.session.undo_stack
+
     def _set_enabled(self, on: bool) -> None:
         for b in (self.btn_add, self.btn_remove, self.btn_save, self.btn_load, self.btn_export):
             b.setEnabled(on)
         self.btn_undo.setEnabled(on and self.undo_stack.canUndo())
         self.btn_redo.setEnabled(on and self.undo_stack.canRedo())
 
-    def _on_loaded(self, loaded: Any) -> None:
-        from ..core.plan import Plan
-
-        self.undo_stack.clear()
-        self.report = loaded.report
-        self._show_plan(Plan.from_report(self.report) if self.report.has_model else None)
-        self._set_enabled(self.plan is not None)
-
-    def _show_plan(self, plan: Any) -> None:
-        self.plan = plan
-        self.entries = plan.resolve(self.report) if plan is not None and self.report is not None else {}
+    def _on_plan_changed(self, plan: Any) -> None:
         self._module_badges = self._roll_up()
         self.rules.clear()
         if plan is not None:
@@ -136,27 +125,49 @@ class PlanEditor(QWidget):
             for r, n in zip(plan.rules, hits):
                 self.rules.addItem(f"{r.describe()}  —  {n} key(s)")
         self.summary.setText(self.summary_text())
-        self.window.table_model.plan_changed()
-        self.window.tree.viewport().update()
+        self._set_enabled(plan is not None)
         self.planChanged.emit(plan)
 
     def set_plan(self, plan: Any, text: str) -> None:
         """Replace the plan as one undoable step."""
-        if self.plan is None or plan == self.plan:
-            return
-        self.undo_stack.push(_PlanCommand(self, self.plan, plan, text))
+        self.session.set_plan(plan, text)
 
     def summary_text(self) -> str:
         if self.plan is None:
             return "No model: a plan needs a checkpoint matched against a model."
-        acts = {"keep": 0, "reinit": 0, "drop": 0}
+        acts = {Action.KEEP: 0, Action.REINIT: 0, Action.DROP: 0}
         frozen = 0
         for e in self.entries.values():
-            acts[e.action.value] += 1
+            acts[e.action] += 1
             frozen += e.is_model_key and not e.trainable
         km = f" · key mapping {dict(self.plan.key_mapping)}" if self.plan.key_mapping else ""
-        return (f"{acts['keep']} keep · {acts['reinit']} reinit · {acts['drop']} drop · {frozen} frozen · "
+        return (f"{acts[Action.KEEP]} keep · {acts[Action.REINIT]} reinit · {acts[Action.DROP]} drop · {frozen} frozen · "
                 f"{len(self.plan.rules)} rule(s){km}")
+
+    # ------------------------------------------------------------------ protocol
+    def fill_menu(self, menu: QMenu) -> None:
+        undo = self.undo_stack.createUndoAction(menu, "&Undo")
+        undo.setShortcut(QKeySequence(QKeySequence.StandardKey.Undo))
+        redo = self.undo_stack.createRedoAction(menu, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        menu.addAction(undo)
+        menu.addAction(redo)
+        menu.addSeparator()
+        for text, slot, key in (("Add &rule…", self.rule_dialog, "Ctrl+R"), ("&Save plan…", self.save_dialog, "Ctrl+S"),
+                                ("&Load plan…", self.load_dialog, "Ctrl+L"),
+                                ("&Export patched checkpoint…", self.export_dialog, "Ctrl+E")):
+            a = QAction(text, menu)
+            a.setShortcut(QKeySequence(key))
+            a.triggered.connect(lambda _c=False, s=slot: s())
+            menu.addAction(a)
+
+    def badges(self, key: str, is_leaf: bool) -> list[tuple[str, str]]:
+        return [(self.badge(key), palette.ACCENT)] if self.plan is not None else []
+
+    def drop_choices(self, path: str) -> list[DropChoice]:
+        if self.plan is not None and path.lower().endswith(".json") and looks_like_plan(path):
+            return [DropChoice("Load as plan", lambda: (self.host.raise_panel(self), self.try_load_plan(path)), only=True)]
+        return []
 
     # ------------------------------------------------------------------ badges
     def badge(self, key: str) -> str:
@@ -165,9 +176,9 @@ class PlanEditor(QWidget):
         if e is None:
             return self._module_badges.get(key, "")
         parts = []
-        if e.action.value == "reinit":
+        if e.action is Action.REINIT:
             parts.append("↻ reinit")
-        elif e.action.value == "drop":
+        elif e.action is Action.DROP:
             parts.append("✕ drop")
         if e.is_model_key and not e.trainable:
             parts.append("❄")
@@ -191,8 +202,8 @@ class PlanEditor(QWidget):
                 a = agg.setdefault(".".join(parts[:i]), [0, 0, 0, 0])
                 a[0] += 1
                 a[1] += not e.trainable
-                a[2] += e.action.value == "reinit"
-                a[3] += e.action.value == "drop"
+                a[2] += e.action is Action.REINIT
+                a[3] += e.action is Action.DROP
         out = {}
         for path, (n, fr, ri, dr) in agg.items():
             bits = []
@@ -214,7 +225,7 @@ class PlanEditor(QWidget):
         self.set_plan(plan, text)
 
     def _key_rules(self, paths: list[str], text: str, **attrs: Any) -> None:
-        from ..core.plan import Rule
+        from ...core.plan import Rule
 
         self.add_rules([Rule(p, "key", **attrs) for p in paths], f"{text} {_short(paths)}")
 
@@ -255,30 +266,10 @@ class PlanEditor(QWidget):
             self.remove_rule(row)
 
     # ------------------------------------------------------------------ context menus
-    def paths_for(self, view: QAbstractItemView, index: QModelIndex) -> list[str]:
-        """Keys/module paths of the clicked row (and the other selected rows in the table)."""
-        indexes = [index]
-        if view is self.window.table:
-            sel = [i for i in view.selectionModel().selectedRows()]
-            if index in sel or any(i.row() == index.row() for i in sel):
-                indexes = sel
-        paths: list[str] = []
-        for i in indexes:
-            item = i.data(ITEM_ROLE)
-            key = i.data(KEY_ROLE)
-            if view is self.window.tree and item is not None and not item.is_param and item.path == "" and item.name != "(model)":
-                continue  # a grouping row, e.g. the "(not in model)" branch
-            if isinstance(key, str) and key not in paths:
-                paths.append(key)
-        return paths
-
-    def build_menu(self, view: QAbstractItemView, index: QModelIndex) -> QMenu | None:
-        if self.plan is None or not index.isValid():
-            return None
-        paths = self.paths_for(view, index)
-        if not paths:
-            return None
-        menu = QMenu(view)
+    def context_menu(self, paths: list[str], menu: QMenu) -> None:
+        """The plan entries of the right-click menu on tree/table rows."""
+        if self.plan is None or not paths:
+            return
         title = QAction(f"Plan: {_short(paths)}", menu)
         title.setEnabled(False)
         menu.addAction(title)
@@ -298,17 +289,11 @@ class PlanEditor(QWidget):
         a.triggered.connect(lambda _c=False, p=paths: self.reset(p))
         a = menu.addAction("Rule from this…")
         a.triggered.connect(lambda _c=False, p=paths: self.rule_dialog(p[0]))
-        return menu
 
     def _ask_lr(self, paths: list[str]) -> None:
         v, ok = QInputDialog.getDouble(self, "Learning-rate scale", f"LR multiplier for {_short(paths)}:", 0.1, 0.0, 1e6, 4)
         if ok:
             self.set_lr_scale(paths, v)
-
-    def _on_context_menu(self, view: QAbstractItemView, pos: QPoint) -> None:
-        menu = self.build_menu(view, view.indexAt(pos))
-        if menu is not None:
-            menu.exec(view.viewport().mapToGlobal(pos))
 
     # ------------------------------------------------------------------ dialogs
     def rule_dialog(self, pattern: str = "") -> RuleDialog | None:
@@ -316,7 +301,7 @@ class PlanEditor(QWidget):
             return None
         dlg = RuleDialog(list(self.entries), pattern=pattern, parent=self)
         dlg.accepted.connect(lambda: self._add_from_dialog(dlg))  # OK adds the rule, however the dialog was shown
-        if self.window.interactive:
+        if self.host.interactive:
             dlg.exec()
         return dlg
 
@@ -326,17 +311,17 @@ class PlanEditor(QWidget):
 
     def save_plan(self, path: str, *, force: bool = False) -> None:
         """Write the plan (never over a file the window read; over a non-plan file only with ``force``)."""
-        from ..core.plan import save_plan
+        from ...core.plan import save_plan
 
-        save_plan(self.plan, path, inputs=self.window.input_files(), force=force)
+        save_plan(self.plan, path, inputs=self.host.inputs(), force=force)
 
     def load_plan(self, path: str) -> None:
-        from ..core.plan import load_plan
+        """Load a plan file as one undoable step. Raises ExplorerError."""
+        self.session.load_plan(path)
 
-        plan = load_plan(path)
-        if self.report is not None:
-            plan.resolve(self.report)  # a rule too slow for these keys fails here (PlanError), before it is pushed
-        self.set_plan(plan, f"Load plan {os.path.basename(path)}")
+    def try_load_plan(self, path: str) -> bool:
+        """``load_plan``, with a bad file shown in the window's message bar instead of raised."""
+        return self._guard(self.load_plan, path)
 
     def save_dialog(self) -> None:
         if self.plan is None:
@@ -350,21 +335,23 @@ class PlanEditor(QWidget):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Load plan", "", "Plan (*.json)")
         if path:
-            self._guard(self.load_plan, path)
+            self.try_load_plan(path)
 
-    def _guard(self, fn: Any, *args: Any) -> None:
-        from ..core.errors import ExplorerError
+    def _guard(self, fn: Any, *args: Any) -> bool:
+        from ...core.errors import ExplorerError
 
         try:
             fn(*args)
         except ExplorerError as e:
-            self.window.show_error(str(e))
+            self.host.show_error(str(e))
+            return False
+        return True
 
     def export_dialog(self) -> ExportDialog | None:
         if self.plan is None:
             return None
         dlg = ExportDialog(self, parent=self)
-        if self.window.interactive:
+        if self.host.interactive:
             dlg.show()
         return dlg
 
@@ -372,7 +359,7 @@ class PlanEditor(QWidget):
     def start_export(self, out_dir: str, *, resize: bool = False, dtype: str | None = None,
                      max_shard_size: str | None = None, seed: int = 0) -> None:
         """Run export_checkpoint in a worker; progress/exported/exportFailed report back."""
-        from ..core.export import export_checkpoint
+        from ...core.export import export_checkpoint
 
         plan, rep = self.plan, self.report
         spec = rep.spec
@@ -384,29 +371,21 @@ class PlanEditor(QWidget):
             return export_checkpoint(rep.index, plan, out_dir, resize=resize, dtype=dtype, max_shard_size=max_shard_size,
                                      seed=seed, spec=spec, progress=prog, cancel=cancelled)
 
-        self.session.jobs.start(EXPORT_CHANNEL, job)
+        h = self.export_job = self.session.jobs.start(job, purpose="export")
+        h.progress.connect(self.exportProgress.emit)
+        h.returned.connect(self._on_exported)
+        h.errored.connect(self.exportFailed.emit)
 
     def cancel_export(self) -> None:
-        self.session.jobs.cancel(EXPORT_CHANNEL)
+        self.session.jobs.cancel("export")
 
-    def _on_job_progress(self, channel: str, done: int, total: int) -> None:
-        if channel == EXPORT_CHANNEL:
-            self.exportProgress.emit(done, total)
-
-    def _on_job_result(self, channel: str, value: object) -> None:
-        if channel == EXPORT_CHANNEL:
-            self.last_export = value
-            self.exported.emit(value)
-
-    def _on_job_error(self, channel: str, msg: str) -> None:
-        if channel == EXPORT_CHANNEL:
-            self.exportFailed.emit(msg)
+    def _on_exported(self, value: Any) -> None:
+        self.last_export = value
+        self.exported.emit(value)
 
     def open_result(self, result: Any) -> None:
-        from .session import Source
-
         arch = result.report.arch
-        self.window.open_source(Source(checkpoint=result.out_dir, config=result.out_dir, arch=arch))
+        self.host.open_source(Source(checkpoint=result.out_dir, config=result.out_dir, arch=arch))
 
 
 class RuleDialog(QDialog):
@@ -452,9 +431,9 @@ class RuleDialog(QDialog):
         self.update_preview()
 
     def update_preview(self) -> None:
-        from ..core.errors import PlanError
-        from ..core.keys import FILTER_BUDGET
-        from ..core.plan import Rule
+        from ...core.errors import PlanError
+        from ...core.keys import FILTER_BUDGET
+        from ...core.plan import Rule
 
         self.rule = None
         ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
@@ -490,7 +469,7 @@ class RuleDialog(QDialog):
 class ExportDialog(QDialog):
     """Where and how to export; progress, cancel, and an offer to open the result."""
 
-    def __init__(self, editor: PlanEditor, parent: QWidget | None = None) -> None:
+    def __init__(self, editor: PlanPanel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.editor = editor
         self.setWindowTitle("Export patched checkpoint")
@@ -579,7 +558,7 @@ class ExportDialog(QDialog):
         else:
             self.status.setText(f"⚠ wrote {res.out_dir}, but it does not load clean: {c['missing']} missing, "
                                 f"{c['unexpected']} unexpected, {c['mismatched']} mismatched")
-        if self.editor.window.interactive and QMessageBox.question(
+        if self.editor.host.interactive and QMessageBox.question(
             self, "Export finished", f"{self.status.text()}\n\nOpen the result?"
         ) == QMessageBox.StandardButton.Yes:
             self._open()
@@ -597,7 +576,7 @@ class ExportDialog(QDialog):
 
 def looks_like_plan(path: str) -> bool:
     """A plan file, as opposed to a config.json or a shard index (core's one test of it)."""
-    from ..core.plan import is_plan_file
+    from ...core.plan import is_plan_file
 
     return is_plan_file(path)
 
@@ -606,34 +585,3 @@ def _short(paths: list[str]) -> str:
     if len(paths) == 1:
         return paths[0] or "(model)"
     return f"{paths[0]} (+{len(paths) - 1})"
-
-
-def install_plan_editor(window: Any) -> PlanEditor:
-    """Add the plan editor to a MainWindow: a "Plan" tab, a "Plan" menu, context menus and badges."""
-    editor = PlanEditor(window)
-    window.add_panel("Plan", editor)
-    window.plan_editor = editor
-    for view in (window.tree, window.table):
-        view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        view.customContextMenuRequested.connect(lambda pos, v=view: editor._on_context_menu(v, pos))
-    from .badges import badge_delegate
-
-    badge_delegate(window.tree, 0).providers.insert(0, lambda i: [(editor.badge_for_index(i), palette.ACCENT)])
-    window.table_model.plan_badge = editor.badge  # the table has its own narrow "Plan" column
-    window.table.setColumnHidden(window.table_model.PLAN, False)
-    menu = window.add_menu("&Plan")
-    undo = editor.undo_stack.createUndoAction(window, "&Undo")
-    undo.setShortcut(QKeySequence(QKeySequence.StandardKey.Undo))
-    redo = editor.undo_stack.createRedoAction(window, "&Redo")
-    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-    menu.addAction(undo)
-    menu.addAction(redo)
-    menu.addSeparator()
-    for text, slot, key in (("Add &rule…", editor.rule_dialog, "Ctrl+R"), ("&Save plan…", editor.save_dialog, "Ctrl+S"),
-                            ("&Load plan…", editor.load_dialog, "Ctrl+L"),
-                            ("&Export patched checkpoint…", editor.export_dialog, "Ctrl+E")):
-        a = QAction(text, window)
-        a.setShortcut(QKeySequence(key))
-        a.triggered.connect(lambda _c=False, s=slot: s())
-        menu.addAction(a)
-    return editor

@@ -1,20 +1,20 @@
 """The "Compare" tab: checkpoint A (the one open) vs checkpoint B, tensor by tensor.
 
-Install with ``install_compare_panel(window)``: adds a "Compare" tab and menu. B comes from ``--compare OTHER``
-(``session.extras["compare"]``), the menu, or the tab's button. The diff runs in a worker on the ``"diff"``
-channel (``explorer.core.diff.iter_diff``, streamed, progress + cancel). Shown: a sortable table (status,
+B is ``session.compare_path``: ``--compare OTHER``, a drop, the menu or the tab's button. The diff runs in a job
+(purpose ``"diff"``, ``explorer.core.diff.diff_checkpoints``, streamed, progress + cancel) and is published as
+``session.comparison``. Shown: a sortable table (status,
 relative change, cosine, max abs diff) | a bar chart of relative change by layer (hover: the layer's name and
 figures; click: select the layer) over a per-layer roll-up, in splitters.
 
-Selecting a row selects that tensor in the session (tree, tensor table, details panel). While this tab is open,
-the details histogram shows A and B overlaid over one shared range (channel ``"diff_hist"``) with the A-vs-B
-figures under it; on the other tabs it shows the fresh-init overlay as usual.
+Selecting a row selects that tensor in the session (tree, tensor table, details panel). While this tab is open the
+overlay choice is ``Overlay.CHECKPOINT_B``: the details histogram shows A and B over one shared range (a job,
+purpose ``"diff_hist"``) with the A-vs-B figures under it; elsewhere the fresh-init overlay shows as usual.
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QFontMetrics
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QSizePolicy,
     QSplitter,
@@ -32,43 +33,49 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg  # after PySide6
 
-from ..core.fmt import safe_text
-from ..core.fmt import short_float as _num
-from . import palette
-from .badges import KeyDelegate
-from .records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
+from ...core.fmt import safe_text
+from ...core.fmt import short_float as _num
+from ...core.diff import CHANGED, ONLY_A, ONLY_B, SAME, SHAPE_MISMATCH
+from .. import palette
+from ..badges import KeyDelegate
+from ..records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
+from ..session import Comparison, Overlay, Selection
+from ..workers import JobHandle
+from .base import DropChoice, Panel, PanelHost
 
 # status -> palette kind (colour + glyph live in the palette)
-STATUS_KIND = {"same": "matched", "changed": "dtype", "only_a": "missing", "only_b": "unexpected",
-               "shape_mismatch": "mismatched"}
-STATUS_LABEL = {"same": "= same", "changed": "≈ changed", "only_a": "✗ only in A", "only_b": "+ only in B",
-                "shape_mismatch": "≠ shape mismatch"}
+STATUS_KIND = {SAME: "matched", CHANGED: "dtype", ONLY_A: "missing", ONLY_B: "unexpected", SHAPE_MISMATCH: "mismatched"}
+STATUS_LABEL = {SAME: "= same", CHANGED: "≈ changed", ONLY_A: "✗ only in A", ONLY_B: "+ only in B",
+                SHAPE_MISMATCH: "≠ shape mismatch"}
 
 
-class ComparePanel(QWidget):
+class ComparePanel(Panel):
     """A-vs-B table, roll-up and bar chart; the A/B histogram goes to the details panel. State: the session."""
 
+    title = "Compare A/B"
+    menu_title = "&Compare"
+    overlay = Overlay.CHECKPOINT_B
+
     diffReady = Signal(object)  # list[DiffEntry]
+    diffFailed = Signal(str)  # the diff's one-line error
     histReady = Signal(object)  # (name, stats A, stats B) drawn in the details histogram
 
-    def __init__(self, window: Any) -> None:
-        super().__init__(window)
-        self.window = window
-        self.session = window.session
-        self.other: str | None = None
+    def __init__(self, host: PanelHost) -> None:
+        super().__init__(host)
+        self.details = host.details
         self.error: str | None = None  # the last diff's failure (also in the window's message bar)
         self.entries: list[Any] = []
         self.rollup: list[Any] = []
         self.index_b: Any = None  # CheckpointIndex of B (from the diff job)
-        self._by_a: dict[str, Any] = {}  # A's on-disk name -> DiffEntry
-        self._layers: list[Any] = []  # roll-up records drawn as bars
+        self._layers: list[Any] = []  # roll-up records drawn as bars (bar i is self._layers[i])
+        self.diff_job: JobHandle | None = None
 
         self.btn_open = QPushButton("Compare with…")
         self.btn_open.setToolTip("Choose checkpoint B to compare with the open checkpoint A")
         self.btn_open.clicked.connect(self.open_dialog)
         self.path_label = QLabel("no checkpoint B: use “Compare with…” or --compare OTHER")
         self.path_label.setObjectName("muted")
-        self.job_progress = JobProgress(self.session.jobs, "diff", on_cancel=self.cancel)
+        self.job_progress = JobProgress(on_cancel=self.cancel)
         self.only_diff = QCheckBox("only differences")
         self.only_diff.setChecked(True)
         self.only_diff.toggled.connect(self._refilter)
@@ -174,13 +181,44 @@ class ComparePanel(QWidget):
         lay.addWidget(split, 1)
         self._refilter()
 
-        jobs = self.session.jobs
-        jobs.result.connect(self._on_result)
-        jobs.error.connect(self._on_error)
-        jobs.finished.connect(self._on_finished)
-        self.session.loaded.connect(self._on_loaded)
-        self.window.details.statsReady.connect(self._on_stats)
-        self.window.selectionChanged.connect(self._on_selection_changed)
+        self.session.compareChanged.connect(self._on_compare_changed)
+        self.session.comparisonChanged.connect(self._on_comparison)
+        self.details.statsReady.connect(self._on_stats)
+        self.session.selectionChanged.connect(self._on_selection_changed)
+
+    # ------------------------------------------------------------------ protocol
+    def fill_menu(self, menu: QMenu) -> None:
+        a = QAction("Compare &with…", menu)
+        a.setShortcut("Ctrl+Shift+C")
+        a.triggered.connect(lambda _c=False: (self.host.raise_panel(self), self.open_dialog()))
+        menu.addAction(a)
+
+    def drop_choices(self, path: str) -> list[DropChoice]:
+        return [DropChoice("Compare with current", lambda: (self.host.raise_panel(self), self.compare_with(path)))]
+
+    def prepare_screenshot(self) -> Callable[[], bool] | None:
+        """With a checkpoint B: wait for the diff, then show this tab with the most-changed tensor selected and
+        its A/B overlay drawn."""
+        gate = self.host.ready
+
+        def on_loaded() -> None:
+            if self.diff_job is not None and self.diff_job.running:
+                gate.wait_for(self.diff_job, before_pick=True)
+
+        def pick() -> bool:
+            e = self.most_changed()
+            if e is None:
+                return False
+            self.host.raise_panel(self)
+            return self.select_name(e.name)
+
+        gate.loaded.connect(on_loaded)
+        return pick
+
+    @property
+    def other(self) -> str | None:
+        """Checkpoint B's path (the session's)."""
+        return self.session.compare_path
 
     # ------------------------------------------------------------------ public
     def open_dialog(self) -> None:
@@ -192,33 +230,38 @@ class ComparePanel(QWidget):
 
     def compare_with(self, path: str) -> None:
         """Diff the open checkpoint (A) against ``path`` (B) in the background."""
-        self.other = os.path.abspath(path)
-        self.session.extras["compare"] = self.other
+        self.session.compare_with(path)
+
+    def _on_compare_changed(self, path: str | None) -> None:
+        if path is None:
+            return
         a = self.session.report.index.path if self.session.report else None
         self.path_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.path_label.setText(safe_text(f"A: {ckpt_label(a)}   vs   B: {ckpt_label(self.other)}"))
-        self.path_label.setToolTip(f"A: {safe_text(os.path.abspath(a) if a else '?')}\nB: {safe_text(self.other)}")
+        self.path_label.setText(safe_text(f"A: {ckpt_label(a)}   vs   B: {ckpt_label(path)}"))
+        self.path_label.setToolTip(f"A: {safe_text(os.path.abspath(a) if a else '?')}\nB: {safe_text(path)}")
         self.run()
 
-    def run(self) -> None:
-        rep = self.session.report
-        if rep is None or self.other is None:
-            return
-        index_a, other = rep.index, self.other
-        self._set_entries([], [], None)
+    def run(self) -> JobHandle | None:
+        rep, other = self.session.report, self.other
+        if rep is None or other is None:
+            return None
+        index_a = rep.index
         self.error = None
         self.summary.setText("comparing…")
-        self.job_progress.set_busy(True)
 
         def job(progress: Any, cancelled: Any) -> Any:
-            from ..core.checkpoint import open_checkpoint
-            from ..core.diff import diff_checkpoints, module_rollup
+            from ...core.checkpoint import open_checkpoint
+            from ...core.diff import diff_checkpoints, module_rollup
 
             index_b = open_checkpoint(other)
             entries = diff_checkpoints(index_a, index_b, progress=progress, cancel=cancelled)
-            return entries, module_rollup(entries), index_b
+            return Comparison(other, tuple(entries), tuple(module_rollup(entries)), index_b)
 
-        self.session.jobs.start("diff", job)
+        h = self.diff_job = self.session.jobs.start(job, purpose="diff")
+        h.returned.connect(lambda cmp: self.session.set_comparison(cmp) if rep is self.session.report else None)
+        h.errored.connect(self._on_diff_failed)
+        self.job_progress.track(h)
+        return h
 
     def cancel(self) -> None:
         self.session.jobs.cancel("diff")
@@ -244,104 +287,61 @@ class ComparePanel(QWidget):
 
     def most_changed(self) -> Any:
         """The entry present on both sides that moved most (largest finite relative change), or None."""
-        moved = [e for e in self.entries if e.status == "changed" and e.name_a and e.name_b
+        moved = [e for e in self.entries if e.status == CHANGED and e.name_a and e.name_b
                  and e.rel_change is not None and math.isfinite(e.rel_change)]
         return max(moved, key=lambda e: (e.rel_change, e.name)) if moved else None
 
     def entry_for(self, sel: Any) -> Any:
-        """The diff entry whose A/B overlay the details histogram should show for ``sel``: only while this tab
-        is open, for a single tensor present in both checkpoints with the same shape. Else None."""
-        if sel is None or sel.is_module or len(sel.names) != 1 or self.window.tabs.currentWidget() is not self:
-            return None
-        e = self._by_a.get(sel.names[0])
-        return e if e is not None and e.name_b is not None and e.status in ("same", "changed") else None
-
-    def show_before_ready(self) -> None:
-        """For screenshots with ``--compare``: wait for the diff, then show this tab with the most-changed tensor
-        selected and its A/B overlay drawn before the window reports ready."""
-        def prepare() -> None:
-            if self.other is not None and self.session.jobs.busy("diff"):
-                self.window.hold_ready("prepare:diff")
-
-        def pick() -> bool:
-            e = self.most_changed()
-            if e is None:
-                return False
-            self.window.tabs.setCurrentWidget(self)
-            return self.select_name(e.name)
-
-        self.window.readyLoaded.connect(prepare)
-        self.window.interesting_hooks.insert(0, pick)
+        """The diff entry whose A/B overlay the details histogram shows for ``sel`` (``Session.ab_entry``)."""
+        return self.session.ab_entry(sel)
 
     # ------------------------------------------------------------------ slots
-    def _on_loaded(self, _loaded: Any) -> None:
-        other = self.session.extras.get("compare")
-        if other:
-            self.compare_with(other)
-        else:
+    def _on_comparison(self, cmp: Comparison | None) -> None:
+        if cmp is None:
             self._set_entries([], [], None)
+            return
+        self._set_entries(list(cmp.entries), list(cmp.rollup), cmp.index_b)
+        self._summarise()
+        self.diffReady.emit(self.entries)
+        if self.entry_for(self.details.selection) is not None:
+            self.details.redraw()  # the diff arrived while a tensor was shown: overlay B now
 
-    def _on_result(self, channel: str, value: object) -> None:
-        if channel == "diff":
-            entries, rollup, index_b = value  # type: ignore[misc]
-            self._set_entries(entries, rollup, index_b)
-            self._summarise()
-            self.diffReady.emit(self.entries)
-            sel = self.window.details.selection
-            if self.entry_for(sel) is not None:
-                self.window.details.redraw()  # the diff arrived while a tensor was shown: overlay B now
-        elif channel == "diff_hist":
-            try:
-                self._show_hist(*value)  # type: ignore[misc]
-            finally:
-                self.window.release_ready("ab_overlay")
-
-    def _on_error(self, channel: str, msg: str) -> None:
-        if channel == "diff":
-            self.error = f"compare with checkpoint B failed: {msg}"
-            self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {_esc(self.error)}</span>")
-            self.window.show_error(self.error)
-        elif channel == "diff_hist":
-            self.window.details.set_note(f"checkpoint B: {_esc(msg)}")
-            self.window.release_ready("ab_overlay")
-
-    def _on_finished(self, channel: str) -> None:
-        if channel == "diff":
-            self.job_progress.set_busy(False)
-            self.window.release_ready("prepare:diff")
-        elif channel == "diff_hist":
-            self.window.release_ready("ab_overlay")
+    def _on_diff_failed(self, msg: str) -> None:
+        self.error = f"compare with checkpoint B failed: {msg}"
+        self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {_esc(self.error)}</span>")
+        self.host.show_error(self.error)
+        self.diffFailed.emit(msg)
 
     def _on_roll_chosen(self, m: Any) -> None:
         self._draw_bars(highlight=m.prefix)
-        self.window.select_key(m.prefix)  # the module: its pooled histogram in the details panel
+        self.host.select(m.prefix)  # the module: its pooled histogram in the details panel
 
     def _on_selection_changed(self, sel: Any) -> None:
         """Follow a selection made elsewhere (tree, tensor table): highlight its row and layer, if shown."""
         if sel is None or len(sel.names) != 1 or not self.entries:
             return
-        e = self._by_a.get(sel.names[0])
+        e = self.session.comparison.entry_for_a(sel.names[0]) if self.session.comparison else None
         if e is None:
             return
-        from ..core.keys import layer_of
+        from ...core.keys import layer_of
 
         self._draw_bars(highlight=layer_of(e.name))
         self.table.follow(lambda r: r is e)
 
     def _on_stats(self, st: Any) -> None:
         """The details panel drew A's histogram: measure B over a range shared with A, then overlay it."""
-        sel = self.window.details.selection
+        sel = self.details.selection
         e = self.entry_for(sel)
         if e is None or self.index_b is None or not st.counts:
             return
-        self.window.details.set_note(f"<span style='color:{palette.MUTED_TEXT}'>reading checkpoint B…</span>")
+        self.details.set_note(f"<span style='color:{palette.MUTED_TEXT}'>reading checkpoint B…</span>")
         reader_a, index_b, names, bins = self.session.reader, self.index_b, sel.names, len(st.counts)
         edges = (float(st.edges[0]), float(st.edges[-1]))
         na, nb = e.name_a, e.name_b
 
         def job(progress: Any, cancelled: Any) -> Any:
-            from ..core.checkpoint import TensorReader
-            from ..core.stats import tensor_stats
+            from ...core.checkpoint import TensorReader
+            from ...core.stats import tensor_stats
 
             with TensorReader(index_b) as rb:
                 sb = tensor_stats(rb, nb, bins=bins, hist_range=edges, cancel=cancelled)
@@ -353,8 +353,10 @@ class ComparePanel(QWidget):
                     sb = tensor_stats(rb, nb, bins=bins, hist_range=(lo, hi), cancel=cancelled)
             return names, e, sa, sb
 
-        self.window.hold_ready("ab_overlay")  # a screenshot waits for the overlay too
-        self.session.jobs.start("diff_hist", job)
+        h = self.session.jobs.start(job, purpose="diff_hist")
+        h.returned.connect(lambda v: self._show_hist(*v))
+        h.errored.connect(lambda msg: self.details.set_note(f"checkpoint B: {_esc(msg)}"))
+        self.host.ready.wait_for(h)  # a screenshot waits for the overlay too
 
     def _on_bar_hover(self, evt: tuple) -> None:
         i = self._bar_at(evt[0])
@@ -383,30 +385,28 @@ class ComparePanel(QWidget):
 
     def _set_entries(self, entries: list[Any], rollup: list[Any], index_b: Any) -> None:
         self.entries, self.rollup, self.index_b = list(entries), list(rollup), index_b
-        self._by_a = {e.name_a: e for e in self.entries if e.name_a}
         self.model.set_records(self.entries)
         self.roll_model.set_records(self.rollup)
         self._draw_bars()
 
     def _select_entry(self, e: Any) -> None:
         """Select ``e``'s tensor in the session (A's on-disk name); a B-only tensor is described on its own."""
-        from ..core.keys import layer_of
+        from ...core.keys import layer_of
 
         self._draw_bars(highlight=layer_of(e.name))
-        if e.name_a is not None and self.window.select_tensor(e.name_a):
+        if e.name_a is not None and self.host.select(e.name_a):
             return
-        from .details import Selection
 
         side = "B" if e.name_a is None else "A"
         facts = [("Status", STATUS_LABEL.get(e.status, e.status)), ("In A", e.name_a or "—"), ("In B", e.name_b or "—"),
                  ("A", _shape(e.shape_a, e.dtype_a)), ("B", _shape(e.shape_b, e.dtype_b))]
-        self.window.show_selection(Selection(e.name, STATUS_KIND.get(e.status, "ignored"), (), tuple(facts),
-                                             empty_reason=f"only in checkpoint {side}" if e.status.startswith("only")
+        self.host.show_selection(Selection(e.name, STATUS_KIND.get(e.status, "ignored"), (), tuple(facts),
+                                           empty_reason=f"only in checkpoint {side}" if e.status in (ONLY_A, ONLY_B)
                                              else STATUS_LABEL.get(e.status, e.status)))
 
     def _refilter(self) -> None:
         only = self.only_diff.isChecked()
-        self.proxy.accept = (lambda e: e.status != "same") if only else None
+        self.proxy.accept = (lambda e: e.status != SAME) if only else None
         self.proxy.invalidate()
         self.roll_proxy.accept = (lambda m: m.n_changed > 0) if only else None
         self.roll_proxy.invalidate()
@@ -416,7 +416,7 @@ class ComparePanel(QWidget):
         for e in self.entries:
             counts[e.status] = counts.get(e.status, 0) + 1
         parts = []
-        for st in ("same", "changed", "only_a", "only_b", "shape_mismatch"):
+        for st in (SAME, CHANGED, ONLY_A, ONLY_B, SHAPE_MISMATCH):
             n = counts.get(st, 0)
             lk = palette.look(STATUS_KIND[st])
             parts.append(f"<span style='color:{lk.color if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
@@ -447,7 +447,7 @@ class ComparePanel(QWidget):
         return i if 0 <= i < len(self._layers) and abs(x - i) <= 0.45 else None
 
     def _show_hist(self, names: Any, e: Any, sa: Any, sb: Any) -> None:
-        details = self.window.details
+        details = self.details
         if details.selection is None or details.selection.names != names or self.entry_for(details.selection) is not e:
             return
         hist = details.histogram
@@ -458,7 +458,7 @@ class ComparePanel(QWidget):
         else:
             hist.clear_overlay()
         lk = palette.look(STATUS_KIND.get(e.status, "ignored"))
-        self.window.details.set_note(
+        self.details.set_note(
             f"<span style='color:{lk.color}'><b>{STATUS_LABEL.get(e.status, e.status)}</b></span> · "
             f"rel. change <b>{_num(e.rel_change)}</b> · cosine <b>{_num(e.cosine, digits=6)}</b> · "
             f"max |B−A| <b>{_num(e.max_abs_diff)}</b><br>"
@@ -559,16 +559,3 @@ def _tick(prefix: str) -> str:
     if len(caps) >= 2 and last[0].isupper():
         return caps
     return last.split("_", 1)[0][:5] or last[:5]
-
-
-def install_compare_panel(window: Any) -> ComparePanel:
-    """Add the "Compare" tab and menu to a MainWindow."""
-    panel = ComparePanel(window)
-    window.add_panel("Compare A/B", panel)
-    window.compare_panel = panel
-    menu = window.add_menu("&Compare")
-    a = QAction("Compare &with…", window)
-    a.setShortcut("Ctrl+Shift+C")
-    a.triggered.connect(lambda _c=False: (window.tabs.setCurrentWidget(panel), panel.open_dialog()))
-    menu.addAction(a)
-    return panel

@@ -1,12 +1,11 @@
 """The details panel: what a selected tensor (or module) is, how it matched, its statistics and histogram.
 
-Statistics come from ``explorer.core.stats.aggregate_stats`` (streamed over mmap) in a worker on the
-``"stats"`` channel, with progress and cancel; a newer selection drops older results. Results are cached
+It shows ``session.selection``. Statistics come from ``explorer.core.stats.aggregate_stats`` (streamed over mmap)
+in a job (purpose ``"stats"``), with progress and cancel; a newer selection cancels the older job. Results are cached
 per (tensors, bins) in the session. ``statsReady`` is emitted after the histogram was drawn.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -21,32 +20,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.fmt import human_bytes, human_count, safe_text
-from ..core.fmt import short_float as _fmt
-from . import palette
-from .badges import KeyLabel
-from .entries import UNPLACED, Row, TreeItem
-from .histogram import HistogramWidget
-from .records import JobProgress
-from .tree_model import plain_tooltip
-from .session import Session
+from ...core.fmt import human_bytes, human_count, safe_text
+from ...core.fmt import short_float as _fmt
+from ..kinds import Kind
+from .. import palette
+from ..badges import KeyLabel
+from ..entries import Row, TreeItem
+from ..histogram import HistogramWidget
+from ..records import JobProgress
+from ..session import Selection, Session
+from ..tree_model import plain_tooltip
+
+__all__ = ["DetailsPanel", "Selection", "selection_for_item", "selection_for_row"]
 
 MAX_AGGREGATE = 4096  # tensors pooled for a module histogram
 
 
 KEY_FACTS = ("Model key", "On disk", "In A", "In B")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the details panel shows: a title, the on-disk tensors to measure, and description rows."""
-
-    title: str
-    kind: str
-    names: tuple[str, ...]  # on-disk tensors (empty: nothing to measure)
-    facts: tuple[tuple[str, str], ...]
-    is_module: bool = False
-    empty_reason: str = ""
 
 
 class DetailsPanel(QWidget):
@@ -96,8 +86,7 @@ class DetailsPanel(QWidget):
         stats_w.setObjectName("statsBox")
         stats_w.setLayout(self.stats_grid)
 
-        self.job_progress = JobProgress(session.jobs, "stats", on_cancel=self.cancel, tooltip="Stop computing statistics",
-                                        height=6, max_width=None)
+        self.job_progress = JobProgress(on_cancel=self.cancel, tooltip="Stop computing statistics", height=6, max_width=None)
         self.status = QLabel("")
         self.status.setObjectName("muted")
         self.status.setTextFormat(Qt.TextFormat.PlainText)  # error messages quote names from files
@@ -145,9 +134,7 @@ class DetailsPanel(QWidget):
         lay.addLayout(right, 1)
         facts_w.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
-        session.jobs.result.connect(self._on_result)
-        session.jobs.error.connect(self._on_error)
-        session.jobs.finished.connect(self._on_finished)
+        session.selectionChanged.connect(self.show_selection)
         session.loaded.connect(lambda _l: self.show_selection(None))
 
     # ---- public
@@ -206,6 +193,10 @@ class DetailsPanel(QWidget):
         self.histogram_note.hide()
         self._measure()
 
+    def stat_text(self, name: str) -> str:
+        """The figure shown for ``name`` ("mean", "NaN", ...) in the stats box."""
+        return self._stat_labels[name].text()
+
     def set_note(self, html: str) -> None:
         """The line under the histogram saying what its overlay is (fresh init, checkpoint B); "" hides it."""
         self.histogram_note.setText(html)
@@ -239,33 +230,26 @@ class DetailsPanel(QWidget):
         names, label = sel.names, sel.title
 
         def job(progress: Any, cancelled: Any) -> Any:
-            from ..core.stats import aggregate_stats
+            from ...core.stats import aggregate_stats
 
-            st = aggregate_stats(reader, list(names), label=label, bins=bins, progress=progress, cancel=cancelled)
-            return key, st
+            return aggregate_stats(reader, list(names), label=label, bins=bins, progress=progress, cancel=cancelled)
 
         self.histogram.set_message("computing…")
         self.status.setText(f"reading {len(names)} tensor{'s' if len(names) > 1 else ''}…")
-        self.job_progress.set_busy(True)
-        self.session.jobs.start("stats", job)
+        h = self.session.jobs.start(job, purpose="stats")
+        h.returned.connect(lambda st: self._on_measured(key, st))
+        h.errored.connect(self._on_measure_failed)
+        self.job_progress.track(h)
 
-    def _on_result(self, channel: str, value: object) -> None:
-        if channel != "stats":
-            return
-        key, st = value  # type: ignore[misc]
+    def _on_measured(self, key: tuple, st: Any) -> None:
         self.session.cache_stats(key, st)
         if self.selection is not None and key[0] == self.selection.names:
             self._show(st)
 
-    def _on_error(self, channel: str, msg: str) -> None:
-        if channel == "stats":
-            self.histogram.clear("cannot read this tensor")
-            self.status.setText(safe_text(msg))
-            self.statsFailed.emit(msg)
-
-    def _on_finished(self, channel: str) -> None:
-        if channel == "stats":
-            self.job_progress.set_busy(False)
+    def _on_measure_failed(self, msg: str) -> None:
+        self.histogram.clear("cannot read this tensor")
+        self.status.setText(safe_text(msg))
+        self.statsFailed.emit(msg)
 
     def _show(self, st: Any) -> None:
         self.last_stats = st
@@ -332,11 +316,11 @@ def _short(path: str) -> str:
 
 
 def _empty_reason(kind: str) -> str:
-    if kind == "missing":
+    if kind is Kind.MISSING:
         return "not in the checkpoint: newly initialised"
-    if kind == "tied":
+    if kind is Kind.TIED:
         return "not stored: tied to another weight"
-    if kind == "computed":
+    if kind is Kind.COMPUTED:
         return "computed at init, never saved"
     return "no data on disk"
 
@@ -345,7 +329,7 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
     lk = palette.look(it.kind)
     if it.is_param:
         facts = [("Status", it.status_text)] + ([("How", it.how)] if it.how else [])
-        unplaced = it.parent is not None and it.parent.name == UNPLACED
+        unplaced = it.parent is not None and it.parent.group
         facts.append(("On disk" if unplaced else "Model key", it.path))  # "How" already says "no model key"
         if it.ckpt_names and it.ckpt_names != (it.path,):
             facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))

@@ -1,0 +1,72 @@
+"""The summary line over the views: what was opened, the verdict, the counts, the trouble, a key-mapping hint."""
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+from ..core.fmt import human_count, safe_text
+from .kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind
+from . import palette
+from .entries import fmt_percent
+
+WELCOME = ("<b>Open a checkpoint</b> (Ctrl+O) or drop a file or folder here — with its config.json beside it, "
+           "every key is checked against the model class. No data? Try <b>File › Open demo</b>.")
+
+
+def _esc(s: Any) -> str:
+    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped."""
+    return html.escape(safe_text(s))
+
+
+def loading_html(what: str) -> str:
+    return (f"<b>Opening</b> {_esc(what)} … <span style='color:{palette.MUTED_TEXT}'>"
+            "reading headers, building the model on the meta device</span>")
+
+
+def summary_html(loaded: Any) -> str:
+    """The summary of a ``Loaded``: counts from the tree's roll-up (one place: model keys; the "(not in model)"
+    branch: checkpoint tensors)."""
+    rep = loaded.report
+    counts = loaded.tree.counts
+    n_keys = sum(v for k, v in counts.items() if k not in NOT_MODEL_KEYS)
+    n_loading = sum(counts.get(k, 0) for k in LOADED)
+    model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
+    parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
+    if rep.has_model:
+        top = next((c for c in loaded.tree.children if not c.group), None)
+        total = top.numel if top is not None else 0
+        fresh = top.fresh if top is not None else 0
+        bad = sum(counts.get(k, 0) for k in TROUBLE)
+        verdict = (f"<span style='color:{palette.look(Kind.MATCHED).color}'><b>✓ everything loads</b></span>" if rep.is_clean
+                   else f"<span style='color:{palette.look(Kind.MISSING).color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
+        parts.append(verdict)
+        parts.append(f"{n_loading}/{n_keys} keys load · {human_count(total - fresh, digits=1)} params loaded · "
+                     f"<b>{human_count(fresh, digits=1)}</b> newly initialised ({fmt_percent(100 * fresh / (total or 1))})")
+        if rep.load_dtype:
+            parts.append(f"loads as {rep.load_dtype}")
+    else:
+        parts.append(f"{len(rep.index.tensors):,} tensors, {human_count(rep.index.total_params, digits=1)} values")
+    text = " &nbsp;·&nbsp; ".join(parts)
+    trouble = []
+    for k, keys in ((Kind.MISSING, rep.missing), (Kind.MISMATCHED, [m[0] for m in rep.mismatched]), (Kind.UNEXPECTED, rep.unexpected)):
+        if keys:
+            lk = palette.look(k)
+            shown = ", ".join(_esc(x) for x in list(keys)[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            trouble.append(f"<span style='color:{lk.color}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
+    if trouble:
+        text += "<br>" + " &nbsp;&nbsp; ".join(trouble)
+    if rep.key_mapping:
+        text += f" &nbsp;·&nbsp; key mapping: <code>{_esc(str(dict(rep.key_mapping)))}</code>"
+    return text
+
+
+def suggestion_html(rep: Any) -> str:
+    """The suggested key mapping and what it would leave ('' when there is none)."""
+    sugg = rep.suggested_key_mapping
+    if not sugg:
+        return ""
+    eff = rep.suggestion_effect or {}
+    txt = ", ".join(f"{k!s} → {v!r}" for k, v in sugg.items())
+    after = f" (then {eff.get('missing', '?')} missing, {eff.get('unexpected', '?')} unexpected)" if eff else ""
+    return f"Suggested key mapping: <code>{_esc(txt)}</code>{after}"
