@@ -359,7 +359,11 @@ class ComparePanel(Panel):
         self.host.ready.wait_for(h)  # a screenshot waits for the overlay too
 
     def _on_bar_hover(self, evt: tuple) -> None:
-        i = self._bar_at(evt[0])
+        self.show_bar_readout(evt[0])
+
+    def show_bar_readout(self, scene_pos: Any) -> None:
+        """What hovering the bar chart at ``scene_pos`` shows: the bar's layer and figures, else the hint."""
+        i = self._bar_at(scene_pos)
         if i is None:
             self.bar_readout.setText(BAR_HINT)
             return
