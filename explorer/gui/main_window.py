@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from PySide6.QtCore import QByteArray, QItemSelection, QItemSelectionModel, QModelIndex, QSettings, Qt, Signal
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, QModelIndex, QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView, QDialog, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMenu, QMessageBox,
@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.fmt import safe_text
+from . import drops, help as help_text, palette, summary, window_settings
 from .kinds import TROUBLE, Kind
-from . import drops, help as help_text, palette, summary
 from .badges import KeyDelegate, badge_delegate
 from .dialogs import HeadClassDialog, rich_box
 from .entries import TreeItem
@@ -35,9 +35,6 @@ from .session import Loaded, Overlay, Session, Source
 from .table_model import TensorTableModel
 from .table_view import fit_key_column, size_table_columns
 from .tree_model import ModuleTreeModel, size_tree_columns, tree_width_needed
-
-MAX_RECENT = 10
-
 
 class MainWindow(QMainWindow):
     def __init__(self, *, settings: QSettings | None = None, interactive: bool = True,
@@ -228,7 +225,7 @@ class MainWindow(QMainWindow):
         self.act_head = self._action("Choose &head class…", "Ctrl+H", self.choose_head, fm)
         self.act_demo = self._action("Open &demo", None, lambda: self.open_source(Source(demo=True)), fm)
         self.recent_menu = fm.addMenu("&Recent")
-        self._fill_recent()
+        self.recent = window_settings.RecentFiles(self.settings, self.recent_menu, self.open_path)
         fm.addSeparator()
         self.act_reload = self._action("&Reload", "F5", self.reload, fm)
         fm.addSeparator()
@@ -362,7 +359,7 @@ class MainWindow(QMainWindow):
         self.apply_filter()
         self.expand_trouble()
         if loaded.source.checkpoint and not loaded.source.demo:
-            self._add_recent(loaded.source.checkpoint)
+            self.recent.add(loaded.source.checkpoint)
         dt = time.perf_counter() - self._t_open if self._t_open else 0.0
         name = os.path.basename(os.path.normpath(rep.index.path))
         self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")
@@ -731,48 +728,16 @@ class MainWindow(QMainWindow):
             finally:
                 self.split.blockSignals(False)
 
-    # ------------------------------------------------------------------ recent files, settings
-    def _add_recent(self, path: str) -> None:
-        path = os.path.abspath(path)
-        self.settings.setValue("recent", [path, *(p for p in self._recent() if p != path)][:MAX_RECENT])
-        self._fill_recent()
-
-    def _recent(self) -> list[str]:
-        v = self.settings.value("recent", [])
-        return [str(p) for p in ([v] if isinstance(v, str) else (v or []))]
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        rec = self._recent()
-        for p in rec:
-            a = self.recent_menu.addAction(safe_text(p).replace("&", "&&"))  # shown escaped; "&" is not a mnemonic
-            a.triggered.connect(lambda _c=False, p=p: self.open_path(p))
-        self.recent_menu.setEnabled(bool(rec))
+    # ------------------------------------------------------------------ settings
+    def _splitters(self) -> dict[str, QSplitter]:
+        return {"split": self.split, "rightSplit": self.right}
 
     def _restore_settings(self) -> None:
-        g = self.settings.value("geometry")
-        if isinstance(g, (QByteArray, bytes)):
-            self.restoreGeometry(g)
-        for name, sp in (("split", self.split), ("rightSplit", self.right)):
-            s = self.settings.value(name)
-            if isinstance(s, (QByteArray, bytes)) and sp.restoreState(s) and sp is self.split:
-                self._split_chosen = True
-        self.details.histogram.log_y.setChecked(str(self.settings.value("logY", "false")).lower() == "true")
-        try:
-            self.details.histogram.bins.setValue(int(self.settings.value("bins", 256)))
-        except (TypeError, ValueError):
-            pass
-
-    def _save_settings(self) -> None:
-        self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("split", self.split.saveState())
-        self.settings.setValue("rightSplit", self.right.saveState())
-        self.settings.setValue("logY", self.details.histogram.log_y.isChecked())
-        self.settings.setValue("bins", self.details.histogram.bins.value())
-        self.settings.sync()
+        if "split" in window_settings.restore(self.settings, self, self._splitters(), self.details.histogram):
+            self._split_chosen = True
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         if self.persist:
-            self._save_settings()
+            window_settings.save(self.settings, self, self._splitters(), self.details.histogram)
         self.session.close()
         super().closeEvent(event)
