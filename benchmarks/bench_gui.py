@@ -88,11 +88,11 @@ def stalls(ckpts: list[tuple[str, Path]], *, panels: bool = True) -> list[tuple[
     from explorer.gui.session import Source
 
     app = make_app()
-    w = MainWindow(settings=QSettings(str(Path("/tmp") / "bench_gui.ini"), QSettings.Format.IniFormat), interactive=False)
-    if panels:  # what `ckpt-explorer open` shows: the plan editor's badges and tab too
-        from explorer.gui.plan_editor import install_plan_editor
+    from explorer.gui.panels import PANELS
 
-        install_plan_editor(w)
+    # panels: what `ckpt-explorer open` shows (every tab, the plan's badges); else the bare window
+    w = MainWindow(settings=QSettings(str(Path("/tmp") / "bench_gui.ini"), QSettings.Format.IniFormat), interactive=False,
+                   panels=PANELS if panels else ())
     w.resize(1440, 900)
     w.show()
     hb = Heartbeat()
