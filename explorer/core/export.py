@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
-from .fsio import atomic_output, atomic_write_bytes, check_output, fsync_path, load_json, umask  # noqa: F401
+from .fsio import atomic_output, atomic_write_bytes, check_output, fsync_path, link_stays_inside, load_json, umask  # noqa: F401
 from .fmt import human_bytes, safe_text
 from .fresh import FreshInit
 from .jobs import Progress, Ticker, is_cancelled
@@ -511,24 +511,12 @@ def companion_files(folder: Path, *, skip: set[Path] | frozenset[Path] = frozens
     return out
 
 
-def hf_blob_store(folder: Path) -> Path | None:
-    """The Hugging Face cache blob store of the repo a snapshot folder belongs to
-    (``.../models--org--name/snapshots/<sha>[/sub]`` -> ``.../models--org--name/blobs``), else None."""
-    for a in (folder, *folder.parents):
-        if a.parent.name == "snapshots" and a.parent.parent.name.startswith("models--"):
-            return a.parent.parent / "blobs"
-    return None
-
-
 def _companion_source(f: Path, folder: Path) -> tuple[Path | None, str]:
     """Where companion ``f`` may be read from — itself, or the target of a link that stays inside the source
     folder or its Hugging Face cache blob store — or None and why not (``folder`` is resolved)."""
     real = f.resolve()
-    if f.is_symlink():
-        blobs = hf_blob_store(folder)
-        inside = real.is_relative_to(folder) or (blobs is not None and real.parent == blobs.resolve())
-        if not inside:
-            return None, f"a symbolic link to {safe_text(real)}, outside the source folder"
+    if not link_stays_inside(f, folder):
+        return None, f"a symbolic link to {safe_text(real)}, outside the source folder"
     try:
         st = os.stat(real)
     except OSError as e:

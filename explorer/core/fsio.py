@@ -134,6 +134,27 @@ def load_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES, 
     return parse_json(raw, source=str(path), what=what, error=error, max_depth=max_depth)
 
 
+def hf_blob_store(folder: Path) -> Path | None:
+    """The Hugging Face cache blob store of the repo a snapshot folder belongs to
+    (``.../models--org--name/snapshots/<sha>[/sub]`` -> ``.../models--org--name/blobs``), else None."""
+    for a in (folder, *folder.parents):
+        if a.parent.name == "snapshots" and a.parent.parent.name.startswith("models--"):
+            return a.parent.parent / "blobs"
+    return None
+
+
+def link_stays_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """False when ``path`` is a symbolic link whose target leaves ``folder`` (other than into the folder's Hugging
+    Face cache blob store, where every cache snapshot links its files). Not a link: True."""
+    p = Path(path)
+    if not p.is_symlink():
+        return True
+    root = Path(folder).resolve()
+    real = p.resolve()
+    blobs = hf_blob_store(root)
+    return real.is_relative_to(root) or (blobs is not None and real.parent == blobs.resolve())
+
+
 # --------------------------------------------------------------------------------------------- output
 
 

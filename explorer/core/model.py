@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ConfigError, one_line
 from .fmt import safe_text
-from .fsio import check_regular, load_json
+from .fsio import check_regular, link_stays_inside, load_json
 
 if TYPE_CHECKING:
     import torch
@@ -179,6 +179,8 @@ def config_path(config: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise ConfigError(f"{p}: config not found")
     check_regular(p, what="config.json", error=ConfigError)
+    if not link_stays_inside(p, p.parent):
+        raise ConfigError(f"{p}: a symbolic link to {safe_text(p.resolve())}, outside its folder; refusing to read it")
     return p
 
 

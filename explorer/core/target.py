@@ -26,7 +26,9 @@ def config_beside(path: str | os.PathLike[str]) -> str | None:
     """The folder of ``path`` (itself if a folder) when it holds a config.json, else None: the checkpoint's own config."""
     p = Path(path)
     folder = p if p.is_dir() else p.parent
-    return str(folder) if (folder / CONFIG_NAME).is_file() else None
+    # lexists, not is_file: a FIFO, device or outside link named config.json is the checkpoint's config, and
+    # reading it is refused in one line (model.config_path), never silently taken for "no config"
+    return str(folder) if os.path.lexists(folder / CONFIG_NAME) else None
 
 
 def resolve_model(

@@ -118,3 +118,42 @@ def test_custom_model_build_is_bounded_too(monkeypatch):
     with pytest.raises(ConfigError) as e:
         build_model(ModelSpec(model=f"{__name__}:ManyTensors", model_kwargs={"n": 11, "numel": 1}))
     _one_line(e.value, f"{__name__}:ManyTensors", "more than 10 tensors")
+
+
+def _tiny_checkpoint(d: Path) -> Path:
+    from safetensors.torch import save_file
+
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(2)}, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.mark.parametrize("make", ["fifo", "outside-link"])
+def test_config_beside_the_checkpoint_that_cannot_be_read_is_refused_not_ignored(tmp_path, make):
+    """A FIFO or an outside link named config.json beside the weights is that checkpoint's config: refused in one
+    line naming it, never silently taken for "no config" (exit 0 with a model-less report)."""
+    from explorer.core.matching import report
+
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    f = ck / "config.json"
+    if make == "fifo":
+        os.mkfifo(f)
+    else:
+        secret = tmp_path / "elsewhere" / "config.json"
+        _config(secret.parent)
+        f.symlink_to(secret)
+    with pytest.raises(ConfigError) as e:
+        _bounded(lambda: report(ck, ModelSpec()))
+    _one_line(e.value, f, "not a regular file" if make == "fifo" else "outside its folder")
+
+
+def test_config_linked_into_the_hf_cache_blob_store_is_read(tmp_path):
+    """Every Hugging Face cache snapshot links its files into ../../blobs: such a config.json stays readable."""
+    repo = tmp_path / "models--org--tiny"
+    blobs = repo / "blobs"
+    _config(blobs)
+    (blobs / "config.json").rename(blobs / "0123abcd")
+    snap = repo / "snapshots" / "f00d"
+    snap.mkdir(parents=True)
+    (snap / "config.json").symlink_to(Path("..") / ".." / "blobs" / "0123abcd")
+    assert load_config(snap).model_type == "llama"
