@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from explorer.core import checkpoint as ckpt_mod
+from explorer.core.sources import torch_pickle
 from explorer.core.checkpoint import TensorReader, open_checkpoint
 from explorer.core.errors import CheckpointError, ExplorerError
 from explorer.core.stats import tensor_stats
@@ -586,7 +586,7 @@ def test_zip_bomb_pickle_is_refused_before_inflating(tmp_path):
 
 
 def test_oversized_pickle_member_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(ckpt_mod, "MAX_PICKLE_BYTES", 4096)  # the mechanism, without writing 256 MiB
+    monkeypatch.setattr(torch_pickle, "MAX_PICKLE_BYTES", 4096)  # the mechanism, without writing 256 MiB
     import pickle
 
     f = _torch_zip_with(tmp_path / "big.pt", {"data.pkl": pickle.dumps({"w": "x" * 8192}, protocol=2)})
@@ -658,10 +658,10 @@ def test_truncated_mapped_tensor_never_raises_sigbus(tmp_path):
     save_file({"big": torch.zeros(1 << 16)}, str(f))
     code = (
         "import os, sys\n"
-        "from explorer.core import checkpoint\n"
+        "from explorer.core.sources import reader\n"
         "from explorer.core.checkpoint import open_checkpoint, TensorReader\n"
         "from explorer.core.errors import CheckpointError\n"
-        "checkpoint.SMALL_COPY_BYTES = 0  # every tensor a mmap view, as a big one is\n"
+        "reader.SMALL_COPY_BYTES = 0  # every tensor a mmap view, as a big one is\n"
         f"idx = open_checkpoint({str(f)!r})\n"
         "r = TensorReader(idx)\n"
         f"os.truncate({str(f)!r}, 4096)\n"

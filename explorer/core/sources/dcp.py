@@ -11,7 +11,8 @@ for them (nothing from torch is called): any other GLOBAL is refused before it i
 listed, never unpickled. Chunks of a tensor are validated (inside the tensor, no overlap, full coverage, byte
 ranges inside their file) when the folder is opened; a chunk's blob is parsed only when its tensor is read.
 
-This module imports nothing from the rest of the package's readers (checkpoint.py wraps the layout it returns).
+``open_dcp`` returns the layout; ``open_dcp_index`` wraps it as the :class:`CheckpointIndex` every source fills
+(its ``layout`` is what :class:`~explorer.core.sources.reader.TensorReader` reads chunks through).
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from .errors import CheckpointError
-from .fsio import check_regular, read_bounded
+from ..errors import CheckpointError
+from ..fsio import check_regular, read_bounded
+from .index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
 
 if TYPE_CHECKING:
     import torch
@@ -224,6 +226,14 @@ def read_metadata(folder: str | os.PathLike[str]) -> Any:
 def is_dcp_folder(p: str | os.PathLike[str]) -> bool:
     q = Path(p)
     return q.is_dir() and (q / METADATA_FILE).is_file()
+
+
+def open_dcp_index(p: Path, path: str, wrapper: str | None) -> CheckpointIndex:
+    """A DCP folder as an index: its chosen sub-tree's tensors, each named by its first chunk's rank file."""
+    lay = open_dcp(p, wrapper=wrapper, preferred=WRAPPER_KEYS)
+    tensors = {n: TensorInfo(n, t.shape, t.dtype, t.nbytes, t.chunks[0].file if t.chunks else lay.files[0])
+               for n, t in lay.tensors.items()}
+    return CheckpointIndex(path, "dcp", lay.files, tensors, lay.metadata, lay.group, lay.candidates, lay.notes, layout=lay)
 
 
 def _ints(v: Any) -> tuple[int, ...] | None:

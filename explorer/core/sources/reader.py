@@ -1,0 +1,193 @@
+"""Reading tensor data: :class:`TensorReader` reads one tensor (or streams it in chunks) from an index, never the
+whole checkpoint. safetensors tensors by offset (pread, or a mmap for big ones), torch pickles through
+``torch.load(weights_only=True, mmap=True)``, and chunked formats (DCP, anything with an ``index.layout``) through
+the layout's own reader.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..errors import CheckpointError
+from ..fsio import open_regular
+from .index import CheckpointIndex, TensorInfo, quoted, torch_dtype
+from .torch_pickle import choose_state_dict, torch_load
+
+if TYPE_CHECKING:
+    import torch
+
+SMALL_COPY_BYTES = 64 << 20  #: a safetensors tensor up to this size is read into memory, larger ones are mmapped
+
+
+class TensorReader:
+    """Reads single tensors lazily, never the whole checkpoint. Keep one per index and reuse it.
+
+    Every read first checks the file against the index (size and mtime when it was opened, and that it still
+    holds the tensor's bytes): a file changed or truncated on disk is a CheckpointError, never a SIGBUS from a
+    mapping past the end of the file. Streamed reads (:meth:`iter_chunks`: statistics, diff, export) use
+    ``pread`` and re-check on a short read, so even a truncation *during* a read is an error. Whole-tensor views
+    (:meth:`flat`, :meth:`tensor`) of safetensors tensors up to ``SMALL_COPY_BYTES`` are read the same way; larger
+    ones, and torch zip tensors, are memory-mapped after the check (a truncation while such a view is in use is
+    the one case the check cannot cover)."""
+
+    def __init__(self, index: CheckpointIndex) -> None:
+        self.index = index
+        self._maps: dict[str, mmap.mmap] = {}
+        self._fds: dict[str, int] = {}
+        self._torch_files: dict[str, dict[str, Any]] = {}
+        self._chunked = index.layout.reader() if index.layout is not None else None
+
+    def close(self) -> None:
+        if self._chunked is not None:
+            self._chunked.close()
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a view is still alive; the map is freed with it
+                pass
+        self._maps.clear()
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self._torch_files.clear()
+
+    def __enter__(self) -> TensorReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_file(self, file: str, *, need: int = 0) -> None:
+        """Raise CheckpointError when ``file`` changed on disk since it was indexed, or holds fewer than ``need``
+        bytes (a truncated file would be a SIGBUS through a mapping)."""
+        try:
+            st = os.fstat(self._fds[file]) if file in self._fds else os.stat(file)
+            now = os.stat(file)
+        except OSError as e:
+            raise CheckpointError(f"{file}: cannot read: {e.strerror or e} (changed on disk since it was opened?)") from None
+        stamp = self.index.stamps.get(file)
+        if stamp is not None and ((st.st_size, st.st_mtime_ns) != stamp or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev)):
+            raise CheckpointError(
+                f"{file}: changed on disk since it was opened (now {st.st_size} bytes, was {stamp[0]}); open it again"
+            )
+        if st.st_size < need:
+            raise CheckpointError(
+                f"{file}: changed on disk since it was opened: {st.st_size} bytes, the tensor needs {need}; open it again"
+            )
+
+    def _fd(self, file: str) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            with open_regular(file, what="checkpoint file", error=CheckpointError) as f:
+                fd = os.dup(f.fileno())
+            self._fds[file] = fd
+        return fd
+
+    def _map(self, file: str, need: int) -> mmap.mmap:
+        self._fd(file)
+        self.check_file(file, need=need)
+        m = self._maps.get(file)
+        if m is None:
+            # ACCESS_COPY: writable private view (torch.frombuffer wants one); the file is never modified
+            m = mmap.mmap(self._fds[file], 0, access=mmap.ACCESS_COPY)
+            self._maps[file] = m
+        if len(m) < need:
+            raise CheckpointError(f"{file}: changed on disk since it was opened: {len(m)} bytes mapped, the tensor needs {need}")
+        return m
+
+    def _pread(self, info: TensorInfo, start: int, nbytes: int) -> torch.Tensor:
+        """``nbytes`` bytes of ``info``'s data from byte ``start`` of it, as a fresh uint8 tensor."""
+        import torch
+
+        assert info.offset is not None
+        fd = self._fd(info.file)
+        self.check_file(info.file, need=info.offset + info.nbytes)
+        buf = torch.empty(nbytes, dtype=torch.uint8)
+        view = memoryview(buf.numpy())
+        got = 0
+        try:
+            while got < nbytes:
+                n = os.preadv(fd, [view[got:]], info.offset + start + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as e:
+            self.check_file(info.file, need=info.offset + info.nbytes)
+            raise CheckpointError(f"{info.file}: cannot read tensor {quoted(info.name)}: {e.strerror or e}") from None
+        if got < nbytes:
+            self.check_file(info.file, need=info.offset + info.nbytes)
+            raise CheckpointError(f"{info.file}: changed on disk since it was opened: tensor {quoted(info.name)} ends early")
+        return buf
+
+    def _readable(self, info: TensorInfo) -> torch.dtype:
+        if info.dtype == "float4_e2m1fn_x2":
+            raise CheckpointError(f"{info.file}: tensor {quoted(info.name)}: packed float4 data cannot be read as numbers")
+        return torch_dtype(info.dtype)
+
+    def flat(self, name: str) -> torch.Tensor:
+        """The tensor as a flat tensor: read into memory (safetensors up to ``SMALL_COPY_BYTES``) or a mmap view."""
+        import torch
+
+        info = self._info(name)
+        if info.offset is not None:
+            if info.numel == 0:
+                return torch.empty(0, dtype=torch_dtype(info.dtype))
+            dt = self._readable(info)
+            if info.nbytes <= SMALL_COPY_BYTES:
+                return self._pread(info, 0, info.nbytes).view(dt)
+            m = self._map(info.file, info.offset + info.nbytes)
+            return torch.frombuffer(m, dtype=dt, count=info.numel, offset=info.offset)
+        return self.tensor(name).reshape(-1)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The tensor with its shape (see :meth:`flat` for how its data are read)."""
+        info = self._info(name)
+        if info.offset is not None:
+            return self.flat(name).reshape(info.shape)
+        if self._chunked is not None:
+            return self._chunked.tensor(name)
+        self.check_file(info.file)
+        loaded = self._torch_files.get(info.file)
+        if loaded is None:
+            legacy = self.index.format == "torch-legacy"
+            obj = torch_load(Path(info.file), map_location="cpu", mmap=not legacy)
+            loaded, _, _ = choose_state_dict(obj, Path(info.file), self.index.wrapper_key)
+            self._torch_files[info.file] = loaded
+        try:
+            return loaded[name]
+        except KeyError:
+            raise CheckpointError(f"{info.file}: changed on disk since it was opened: no tensor {quoted(name)} now") from None
+
+    def info(self, name: str) -> TensorInfo:
+        """The header record of tensor ``name``; CheckpointError naming the checkpoint if it has none."""
+        return self._info(name)
+
+    def _info(self, name: str) -> TensorInfo:
+        try:
+            return self.index.tensors[name]
+        except KeyError:
+            raise CheckpointError(f"{self.index.path}: no tensor named {name!r}") from None
+
+    def iter_chunks(self, name: str, *, chunk_elems: int = 1 << 24) -> Iterator[torch.Tensor]:
+        """Flat chunks of a tensor, so huge tensors are streamed instead of copied whole. Safetensors chunks are
+        read with ``pread`` into fresh buffers (the consumer may keep them)."""
+        if self._chunked is not None:
+            self._info(name)
+            yield from self._chunked.iter_flat(name, chunk_elems=chunk_elems)
+            return
+        info = self._info(name)
+        if info.offset is None or info.numel == 0:
+            flat = self.flat(name)
+            for start in range(0, flat.numel(), chunk_elems):
+                yield flat[start : start + chunk_elems]
+            return
+        dt = self._readable(info)
+        item = dt.itemsize
+        for start in range(0, info.numel, chunk_elems):
+            n = min(chunk_elems, info.numel - start)
+            yield self._pread(info, start * item, n * item).view(dt)
