@@ -49,3 +49,25 @@ def choice_menu(parent: QWidget, path: str, choices: Sequence[DropChoice]) -> QM
 
 def show_menu(menu: QMenu, parent: QWidget, pos: QPoint | None) -> None:
     menu.exec(parent.mapToGlobal(pos if pos is not None else QPoint(parent.width() // 2, parent.height() // 2)))
+
+
+def route_drop(paths: Sequence[str], *, nothing_open: bool, open_path: Callable[[str], Any],
+               choices: Callable[[str], list[DropChoice]], parent: QWidget, pos: QPoint | None,
+               interactive: bool) -> Any:
+    """Act on dropped files. Nothing open yet: open the first. Otherwise a menu at the drop position offers what it
+    can be (a plan JSON goes to the plan at once). Returns the menu (shown only when ``interactive``), None when
+    acted at once, False when there was nothing to drop."""
+    if not paths:
+        return False
+    path = paths[0]
+    if nothing_open and not (path.lower().endswith(".json") and os.path.basename(path) == "config.json"):
+        open_path(path)
+        return None
+    offered = choices(path)
+    if len(offered) == 1 and offered[0].only:
+        offered[0].run()
+        return None
+    menu = choice_menu(parent, path, offered)
+    if interactive:
+        show_menu(menu, parent, pos)
+    return menu

@@ -8,7 +8,7 @@ from PySide6.QtGui import QKeySequence
 
 from ..core.fmt import safe_text
 from . import palette
-from .badges import BADGE_HELP
+from .widgets.badges import BADGE_HELP
 
 
 def _esc(s: Any) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QWidget
 
 from .kinds import LOADED, Kind
+from .widgets.histogram import save_png
 from .workers import JobHandle
 
 
@@ -111,3 +113,13 @@ def interesting_key(session: Any) -> str | None:
         return max(odd)[1]
     return best[1] if best else None
 
+
+
+def save_window_png(widget: QWidget, path: str, *, inputs: list[str], force: bool = False) -> None:
+    """Render ``widget`` to a PNG (atomically). Never over an input of the window or anything but a regular file;
+    over an existing file that is not a PNG only with ``force``. Raises ExplorerError or OSError."""
+    from ..core.fsio import check_output
+    from ..core.outputs import is_png
+
+    check_output(path, inputs=inputs, is_ours=is_png, force=force, what="screenshot PNG")
+    save_png(widget.grab(), path)

@@ -107,7 +107,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
     t0 = time.perf_counter()
     imports = _import_heavy(source)
     from ..core.matching import report
-    from .entries import build_rows, build_tree, index_rows, index_tree
+    from .models.entries import build_rows, build_tree, index_rows, index_tree
 
     if source.demo:
         from ..core.demo import build_demo
@@ -296,6 +296,22 @@ class Session(QObject):
         self.plan_entries = plan.resolve(rep) if plan is not None and rep is not None else {}
         if emit:
             self.planChanged.emit(plan)
+
+    def input_files(self) -> list[str]:
+        """Every file the window read or was asked to read (checkpoint and config, checkpoint B): whatever the
+        window writes (screenshot, histogram PNG/CSV, plan) never replaces one of them."""
+        from ..core.outputs import named_inputs, report_inputs
+
+        src = self.current.source if self.current is not None else self.source
+        out: list[str] = []
+        if src is not None:
+            out += map(str, named_inputs(src.checkpoint, src.config))
+        if self.current is not None:
+            out += report_inputs(self.current.report)
+        out += map(str, named_inputs(self.compare_path))
+        if self.comparison is not None:
+            out += [self.comparison.index_b.path, *self.comparison.index_b.files]
+        return list(dict.fromkeys(out))
 
     # ------------------------------------------------------------------ init check
     def set_init_results(self, results: Any) -> None:

@@ -12,8 +12,8 @@ RE_SLOW = r"^([a-z_.]+)+\d$"  # the issue's example: exponential for `re`, insta
 
 def test_filter_mask_is_bounded(qapp):
     from explorer.core.errors import PatternTooSlow
-    from explorer.gui.entries import SearchIndex
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.entries import SearchIndex
+    from explorer.gui.models.filtering import Filter
 
     names = [f"bert.encoder.layer.{i}.attention.self.query.weight" for i in range(50)]
     index = SearchIndex.build(names, ["matched"] * len(names))

@@ -122,7 +122,7 @@ def test_log_axis_title_never_touches_tick_labels(qtbot, top):
     from PySide6.QtGui import QFont, QImage, QPainter
 
     from explorer.gui.app import make_app
-    from explorer.gui.histogram import HistogramWidget
+    from explorer.gui.widgets.histogram import HistogramWidget
 
     make_app()
     h = HistogramWidget()

@@ -43,7 +43,7 @@ def full(window):
 
 
 def test_init_check_badges_rollup_and_filter(qtbot, full, trained_but_one, qtmodeltester):
-    from explorer.gui.table_model import TensorTableModel
+    from explorer.gui.models.table_model import TensorTableModel
 
     win = full
     open_and_wait(qtbot, win, checkpoint=str(trained_but_one))
@@ -59,7 +59,7 @@ def test_init_check_badges_rollup_and_filter(qtbot, full, trained_but_one, qtmod
     assert tm.index_for_key("encoder.layer.0", tm.UNTRAINED).data() == "⚠ 1 looks untrained"
     assert tm.index_for_key("encoder.layer.1", tm.UNTRAINED).data() == ""
     assert tm.index(0, tm.UNTRAINED).data() == "⚠ 1 looks untrained"  # the model root rolls it up
-    from explorer.gui.badges import badge_delegate
+    from explorer.gui.widgets.badges import badge_delegate
 
     def badge(index):  # what the views draw right of a name, minus the plan's badges
         d = badge_delegate(win.tree if index.model() is win.tree_proxy else win.table, index.column())
@@ -197,7 +197,7 @@ def test_screenshot_waits_for_init_check_and_overlay(qtbot, full, trained_but_on
 
 
 def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
-    from explorer.gui.table_model import TensorTableModel
+    from explorer.gui.models.table_model import TensorTableModel
 
     win = full
     open_and_wait(qtbot, win, checkpoint=str(trained_but_one))
@@ -207,7 +207,7 @@ def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
     win.panel(PlanPanel).reinit([Q])
     r = win.table_model.row_for_name(Q)
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == "↻ reinit"
-    from explorer.gui.tree_model import KEY_ROLE
+    from explorer.gui.models.tree_model import KEY_ROLE
 
     key_cell = win.table_model.index(r, TensorTableModel.KEY)
     assert key_cell.data() == "= on-disk" and key_cell.data(KEY_ROLE) == Q  # the key cell is the key, no badge over it
@@ -216,7 +216,7 @@ def test_plan_badge_has_its_own_table_column(qtbot, full, trained_but_one):
 
 
 def test_key_paths_shorten_one_way_on_dot_boundaries():
-    from explorer.gui.badges import elide_key
+    from explorer.gui.widgets.badges import elide_key
 
     n = "bert.encoder.layer.5.attention.self.query.weight"
     assert elide_key(n, lambda s: True) == n  # room to spare: the full name

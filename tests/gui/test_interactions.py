@@ -47,7 +47,7 @@ def test_rule_dialog_ok_adds_the_rule(qtbot, full):
 
 
 def test_key_note():
-    from explorer.gui.table_model import key_note
+    from explorer.gui.models.table_model import key_note
 
     assert key_note("encoder.w", "encoder.w") == "= on-disk"
     assert key_note("encoder.w", "bert.encoder.w") == "+ bert."
@@ -60,7 +60,7 @@ def test_key_note():
 def test_model_key_column_gives_way_to_the_on_disk_name(full):
     from PySide6.QtCore import Qt
 
-    from explorer.gui.table_model import TensorTableModel as T
+    from explorer.gui.models.table_model import TensorTableModel as T
 
     win, _ed, _ip = full
     model, view = win.table_model, win.table
@@ -77,7 +77,7 @@ def test_model_key_column_gives_way_to_the_on_disk_name(full):
 
 
 def test_demo_keys_equal_to_their_names_say_so(qtbot, window, demo_dir):
-    from explorer.gui.table_model import TensorTableModel as T
+    from explorer.gui.models.table_model import TensorTableModel as T
 
     open_and_wait(qtbot, window, checkpoint=str(demo_dir))
     model = window.table_model

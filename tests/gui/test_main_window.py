@@ -14,10 +14,10 @@ MINILM_HEAD = "BertForSequenceClassification"
 def test_item_models_pass_qtmodeltester(qapp, qtmodeltester, minilm):
     from PySide6.QtCore import Qt
 
-    from explorer.gui.filtering import Filter, FilterProxy
+    from explorer.gui.models.filtering import Filter, FilterProxy
     from explorer.gui.session import Source, load
-    from explorer.gui.table_model import TensorTableModel
-    from explorer.gui.tree_model import ModuleTreeModel
+    from explorer.gui.models.table_model import TensorTableModel
+    from explorer.gui.models.tree_model import ModuleTreeModel
 
     loaded = load(Source(checkpoint=minilm, arch=MINILM_HEAD))
     tree, table = ModuleTreeModel(), TensorTableModel()
@@ -45,7 +45,7 @@ def test_minilm_into_classification_head_shows_two_missing(qtbot, window, minilm
     from PySide6.QtCore import Qt
 
     from explorer.gui import palette
-    from explorer.gui.tree_model import KIND_ROLE
+    from explorer.gui.models.tree_model import KIND_ROLE
 
     open_and_wait(qtbot, window, checkpoint=minilm, arch=MINILM_HEAD)
     m = window.tree_model
@@ -138,8 +138,8 @@ def test_filter_substring_glob_regex_and_status(qtbot, window, demo_dir):
 
 
 def test_glob_uses_core_translation_and_forgives_half_typed_brackets(qapp):
-    from explorer.gui.entries import SearchIndex
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.entries import SearchIndex
+    from explorer.gui.models.filtering import Filter
 
     names = ["layer.0.weight", "layer.1.weight", "layer.10.weight", "layer.[1.weight", "layer.1].weight", "head.weight"]
     index = SearchIndex.build(names, ["matched"] * len(names))
@@ -169,7 +169,7 @@ def test_sizes_use_binary_units_like_the_cli(qtbot, window):
 
 
 def test_tree_shows_deep_names_in_full_and_status_gives_way_first(qtbot, window):
-    from explorer.gui.tree_model import tree_widths
+    from explorer.gui.widgets.tree_view import tree_widths
 
     window.resize(1440, 900)
     window.show()

@@ -37,7 +37,7 @@ def frozen(ed) -> set[str]:
 def tree_index(window, path: str):
     from PySide6.QtCore import Qt
 
-    from explorer.gui.tree_model import KEY_ROLE
+    from explorer.gui.models.tree_model import KEY_ROLE
 
     model = window.tree.model()
     flags = Qt.MatchFlag.MatchRecursive | Qt.MatchFlag.MatchExactly
@@ -90,7 +90,7 @@ def test_context_menu_freeze_undo_redo_reset(qtbot, editor, window):
 def test_table_rows_and_lr_scale(editor, window):
     from PySide6.QtCore import QItemSelectionModel
 
-    from explorer.gui.tree_model import KEY_ROLE
+    from explorer.gui.models.tree_model import KEY_ROLE
 
     model = window.table.model()
     rows = [r for r in range(model.rowCount()) if str(model.index(r, 0).data(KEY_ROLE)).startswith("bert.embeddings.")]

@@ -46,7 +46,7 @@ def test_compare_failure_shows_in_the_message_bar(qtbot, full_window, demo_dir, 
 
 
 def test_percentages_never_use_exponent_form():
-    from explorer.gui.entries import fmt_percent
+    from explorer.gui.models.entries import fmt_percent
 
     assert fmt_percent(100.0) == "100%"
     assert fmt_percent(99.98) == "100%"
@@ -103,7 +103,7 @@ def test_counts_come_from_one_place_and_tied_weights_count_once(qtbot, window, d
 
 def test_badges_are_explained_in_tooltips_and_the_legend(qtbot, full_window, demo_dir):
     window = full_window
-    from explorer.gui.badges import BADGE_HELP, badge_delegate, badge_help
+    from explorer.gui.widgets.badges import BADGE_HELP, badge_delegate, badge_help
     from explorer.gui.panels import PlanPanel
 
     editor = window.panel(PlanPanel)
@@ -129,7 +129,7 @@ def test_key_paths_in_views_shorten_one_way(qtbot, window, demo_dir):
     from PySide6.QtCore import QRect, Qt
     from PySide6.QtWidgets import QStyleOptionViewItem
 
-    from explorer.gui.table_model import TensorTableModel
+    from explorer.gui.models.table_model import TensorTableModel
 
     open_and_wait(qtbot, window, demo=True)
     name = "bert.encoder.layer.1.attention.output.dense.weight"
@@ -153,7 +153,7 @@ def test_key_paths_in_views_shorten_one_way(qtbot, window, demo_dir):
     assert tiny.startswith("…") and "bert" not in tiny  # Qt's ElideLeft only when nothing else fits
     assert name in idx.data(Qt.ItemDataRole.ToolTipRole)  # the full name
     # the details panel's key fields shorten the same way (they used to be clipped at the edge)
-    from explorer.gui.badges import KeyLabel
+    from explorer.gui.widgets.badges import KeyLabel
 
     assert window.select_key(name)
     lab = next(w for w in window.details.findChildren(KeyLabel) if w.key == name)
@@ -191,7 +191,7 @@ def test_compare_tab_filters_rollup_names_alike_and_keeps_the_tree(qtbot, full_w
     from PySide6.QtCore import Qt
 
     from explorer.gui.panels import ComparePanel
-    from explorer.gui.tree_model import tree_width_needed
+    from explorer.gui.widgets.tree_view import tree_width_needed
 
     a, b = pair
     panel = window.panel(ComparePanel)

@@ -16,7 +16,7 @@ N_LAYERS, N_EXPERTS = 20, 250  # 20 × 250 experts × 4 tensors = 20,000 rows
 
 def _synthetic():
     """A 20k-entry report's display records: a MoE-like module tree and its table rows (no torch needed)."""
-    from explorer.gui.entries import Row, TreeItem, index_rows, index_tree, rollup_kind, rollup_text
+    from explorer.gui.models.entries import Row, TreeItem, index_rows, index_tree, rollup_kind, rollup_text
     from explorer.gui.palette import look
 
     root = TreeItem("(root)", "", False)
@@ -56,9 +56,9 @@ def synthetic():
 
 @pytest.fixture
 def models(qapp, synthetic):
-    from explorer.gui.filtering import FilterProxy
-    from explorer.gui.table_model import TensorTableModel
-    from explorer.gui.tree_model import ModuleTreeModel
+    from explorer.gui.models.filtering import FilterProxy
+    from explorer.gui.models.table_model import TensorTableModel
+    from explorer.gui.models.tree_model import ModuleTreeModel
 
     root, rows, tindex, rindex = synthetic
     tree, table = ModuleTreeModel(), TensorTableModel()
@@ -75,7 +75,7 @@ def _shown_names(proxy) -> list[str]:
 
 
 def test_filtering_20k_rows_in_the_table_model_gives_the_right_rows(models):
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.filtering import Filter
 
     _tree, table, _tp, rp = models
     assert rp.rowCount() == N_LAYERS * N_EXPERTS * 4
@@ -96,7 +96,7 @@ def test_filtering_20k_rows_in_the_table_model_gives_the_right_rows(models):
 
 
 def test_tree_proxy_shows_ancestors_of_matches_only(models):
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.filtering import Filter
 
     tree, _table, tp, _rp = models
     assert tp.set_filter(Filter("layers.3.experts.7.down", "substring")) == 1
@@ -118,7 +118,7 @@ def test_tree_proxy_shows_ancestors_of_matches_only(models):
 
 
 def test_tree_proxy_filter_by_status_keeps_branches_with_that_status(models):
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.filtering import Filter
 
     _tree, _table, tp, _rp = models
     assert tp.set_filter(Filter("", "substring", frozenset({"unexpected"}))) == N_LAYERS
@@ -131,8 +131,8 @@ def test_tree_proxy_filter_by_status_keeps_branches_with_that_status(models):
 def test_sorting_uses_precomputed_orders_and_keeps_the_filter(models):
     from PySide6.QtCore import Qt
 
-    from explorer.gui.filtering import Filter
-    from explorer.gui.table_model import TensorTableModel
+    from explorer.gui.models.filtering import Filter
+    from explorer.gui.models.table_model import TensorTableModel
 
     _tree, table, _tp, rp = models
     rp.set_filter(Filter("experts.24", "substring"))  # experts 24 and 240..249
@@ -150,7 +150,7 @@ def test_sorting_uses_precomputed_orders_and_keeps_the_filter(models):
 
 
 def test_lookups_answer_in_display_positions_and_skip_hidden_rows(models):
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.filtering import Filter
 
     _tree, table, _tp, rp = models
     rp.set_filter(Filter("layers.2.", "substring"))
@@ -167,7 +167,7 @@ def test_lookups_answer_in_display_positions_and_skip_hidden_rows(models):
 def test_models_pass_qtmodeltester_filtered_and_sorted(models, qtmodeltester):
     from PySide6.QtCore import Qt
 
-    from explorer.gui.filtering import Filter
+    from explorer.gui.models.filtering import Filter
 
     tree, table, tp, rp = models
     flt = Filter("layers.1.experts.1", "substring")

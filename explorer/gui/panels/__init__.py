@@ -5,11 +5,11 @@ under the tabs is not one of them: it is the window's fixed view of ``session.se
 """
 from __future__ import annotations
 
-from .base import DropChoice, Panel, PanelHost
+from .base import Capability, DropChoice, Panel, PanelHost
 from .compare import ComparePanel
 from .init_check import InitPanel
 from .plan import PlanPanel
 
 PANELS: tuple[type[Panel], ...] = (PlanPanel, InitPanel, ComparePanel)
 
-__all__ = ["PANELS", "ComparePanel", "DropChoice", "InitPanel", "Panel", "PanelHost", "PlanPanel"]
+__all__ = ["PANELS", "Capability", "ComparePanel", "DropChoice", "InitPanel", "Panel", "PanelHost", "PlanPanel"]

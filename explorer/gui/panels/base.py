@@ -2,13 +2,14 @@
 
 A panel never reaches into the window: it reads and changes ``host.session`` (typed state with signals), draws
 on ``host.details`` (the details panel under the tabs), and calls the ``PanelHost`` hooks. The window asks each
-panel, through this protocol, for its menu, its badges beside names, its context-menu entries, what a dropped
+panel, through this protocol, for its menu, its capabilities (``Capability``), its badges beside names, its context-menu entries, what a dropped
 file can mean to it, and its part of a screenshot (``prepare_screenshot``). Panels are listed in
 ``panels.PANELS``; adding one is a new module plus one line there.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from PySide6.QtWidgets import QMenu, QWidget
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from ..screenshot import ReadyGate
     from ..session import Overlay, Selection, Session
     from .details import DetailsPanel
+
+
+class Capability(Enum):
+    """What a panel adds to the window's own views (``Panel.capabilities``); the window shows the matching
+    column or chip only when some panel in ``PANELS`` has it."""
+
+    TABLE_BADGES = "table badges"  # its badges also fill the tensor table's Plan column
+    INIT_CHECK = "init check"  # it answers ``session.request_init_check()``: the filter bar's "untrained?" chip
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class Panel(QWidget):
     title: ClassVar[str] = ""  # tab text
     menu_title: ClassVar[str] = ""  # top-level menu ("" = none)
     overlay: ClassVar[Overlay | None] = None  # the histogram overlay chosen while this tab is open (None: default)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     def __init__(self, host: PanelHost) -> None:
         super().__init__()

@@ -37,8 +37,8 @@ from ...core.fmt import safe_text
 from ...core.fmt import short_float as _num
 from ...core.diff import CHANGED, ONLY_A, ONLY_B, SAME, SHAPE_MISMATCH
 from .. import palette
-from ..badges import KeyDelegate
-from ..records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
+from ..widgets.badges import KeyDelegate
+from ..widgets.records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
 from ..session import Comparison, Overlay, Selection
 from ..workers import JobHandle
 from .base import DropChoice, Panel, PanelHost

@@ -24,12 +24,12 @@ from ...core.fmt import human_bytes, human_count, safe_text
 from ...core.fmt import short_float as _fmt
 from ..kinds import Kind
 from .. import palette
-from ..badges import KeyLabel
-from ..entries import Row, TreeItem
-from ..histogram import HistogramWidget
-from ..records import JobProgress
+from ..widgets.badges import KeyLabel
+from ..models.entries import Row, TreeItem
+from ..widgets.histogram import HistogramWidget
+from ..widgets.records import JobProgress
 from ..session import Selection, Session
-from ..tree_model import plain_tooltip
+from ..models.tree_model import plain_tooltip
 
 __all__ = ["DetailsPanel", "Selection", "selection_for_item", "selection_for_row"]
 
@@ -94,7 +94,7 @@ class DetailsPanel(QWidget):
         prow.addWidget(self.status, 1)
         prow.addWidget(self.job_progress, 2)
 
-        self.histogram = HistogramWidget()
+        self.histogram = HistogramWidget(inputs=session.input_files)
         self.histogram.binsChanged.connect(lambda _b: self._measure())
 
         info = QWidget()

@@ -22,11 +22,11 @@ from ...core.fmt import short_float as _num
 from ..kinds import Kind
 from ...core.matching import Status
 from .. import palette
-from ..badges import KeyDelegate
-from ..records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
+from ..widgets.badges import KeyDelegate
+from ..widgets.records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
 from ..session import Overlay
 from ..workers import JobHandle
-from .base import Panel, PanelHost
+from .base import Capability, Panel, PanelHost
 
 UNTRAINED = "✗ looks untrained"
 CHECKED = ("random", "constant")  # InitResult kinds that were compared (the others say why not)
@@ -37,6 +37,7 @@ class InitPanel(Panel):
 
     title = "Looks untrained"
     menu_title = "&Init"
+    capabilities = frozenset({Capability.INIT_CHECK})
     overlay = None  # the default overlay (fresh init) stays
 
     checkReady = Signal(object)  # list[InitResult]

@@ -38,9 +38,9 @@ from ...core.fmt import safe_text
 from ...core.plan import Action
 from .. import palette
 from ..request import Source
-from ..tree_model import KEY_ROLE
+from ..models.tree_model import KEY_ROLE
 from ..workers import JobHandle
-from .base import DropChoice, Panel, PanelHost
+from .base import Capability, DropChoice, Panel, PanelHost
 
 
 class PlanPanel(Panel):
@@ -48,6 +48,7 @@ class PlanPanel(Panel):
 
     title = "Plan"
     menu_title = "&Plan"
+    capabilities = frozenset({Capability.TABLE_BADGES})
 
     planChanged = Signal(object)  # Plan | None
     exportProgress = Signal(int, int)  # permille done, 1000

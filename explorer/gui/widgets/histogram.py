@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PySide6.QtCore import QEvent, Qt, Signal
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg  # after PySide6: pyqtgraph uses the binding already imported
 
-from . import palette
+from .. import palette
 
 pg.setConfigOptions(antialias=True, background=palette.PLOT_BACKGROUND, foreground=palette.PLOT_FOREGROUND)
 
@@ -56,8 +56,10 @@ class HistogramWidget(QWidget):
 
     binsChanged = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, inputs: Callable[[], Sequence[str]] | None = None) -> None:
         super().__init__(parent)
+        # the files of the window this histogram is in (``Session.input_files``): its PNG/CSV never replace one
+        self.inputs: Callable[[], Sequence[str]] = inputs or (lambda: [])
         self.plot = pg.PlotWidget(axisItems={"left": CountAxis("left")})
         self.plot.setMinimumHeight(160)
         pi = self.plot.getPlotItem()
@@ -202,23 +204,18 @@ class HistogramWidget(QWidget):
             lab, e, c = self._ov
             lines.append(f"# overlay: {lab}")
             lines += [f"{float(a)!r},{float(b)!r},{int(n)}" for a, b, n in zip(e[:-1], e[1:], c)]
-        from ..core.fsio import atomic_write_bytes, check_output  # on demand: keeps core.export off the start-up path
+        from ...core.fsio import atomic_write_bytes, check_output  # on demand: keeps core.export off the start-up path
 
-        check_output(path, inputs=self._inputs(), is_ours=is_histogram_csv, force=force, what="histogram CSV")
+        check_output(path, inputs=list(self.inputs()), is_ours=is_histogram_csv, force=force, what="histogram CSV")
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
     def export_png(self, path: str, *, force: bool = False) -> None:
         """Save the plot as a PNG (atomically), with the same refusals as :meth:`export_csv`."""
-        from ..core.fsio import check_output
-        from ..core.outputs import is_png
+        from ...core.fsio import check_output
+        from ...core.outputs import is_png
 
-        check_output(path, inputs=self._inputs(), is_ours=is_png, force=force, what="histogram PNG")
+        check_output(path, inputs=list(self.inputs()), is_ours=is_png, force=force, what="histogram PNG")
         save_png(self.plot.grab(), path)
-
-    def _inputs(self) -> list[str]:
-        """The files of the window this histogram is in (``MainWindow.input_files``): outputs never replace them."""
-        fn = getattr(self.window(), "input_files", None)
-        return list(fn()) if callable(fn) else []
 
     # ---- drawing
     def _redraw(self) -> None:
@@ -273,7 +270,7 @@ class HistogramWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, f"Export histogram as {ext.upper()}", f"{name}.{ext}", f"{ext.upper()} (*.{ext})")
         if not path:
             return
-        from ..core.errors import ExplorerError
+        from ...core.errors import ExplorerError
 
         try:  # the save dialog has already asked whether to replace an existing file: that is the user's --force
             self.export_png(path, force=True) if ext == "png" else self.export_csv(path, force=True)
@@ -288,14 +285,14 @@ CSV_HEADER = "left,right,count"
 
 def is_histogram_csv(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a regular file starting with the header :meth:`HistogramWidget.export_csv` writes."""
-    from ..core.outputs import starts_with
+    from ...core.outputs import starts_with
 
     return starts_with(path, (CSV_HEADER + "\n").encode())
 
 
 def save_png(pix: Any, path: str) -> None:
     """Write a QPixmap/QImage to ``path`` as PNG via core's atomic temp + fsync + rename. Raises OSError."""
-    from ..core.fsio import atomic_output
+    from ...core.fsio import atomic_output
 
     with atomic_output(path, suffix=".png") as tmp:
         if not pix.save(tmp, "PNG"):

@@ -6,9 +6,9 @@ from collections import Counter
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QSizePolicy, QToolButton, QWidget
 
-from .kinds import LOADED, NOT_MODEL_KEYS, Kind
-from . import palette
-from .filtering import MODES, Filter
+from ..kinds import LOADED, NOT_MODEL_KEYS, Kind
+from .. import palette
+from ..models.filtering import MODES, Filter
 
 FILTER_KINDS = (Kind.MATCHED, Kind.RENAMED, Kind.TIED, Kind.DTYPE, Kind.MISSING, Kind.MISMATCHED, Kind.UNEXPECTED,
                 Kind.IGNORED)

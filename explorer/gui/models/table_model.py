@@ -12,8 +12,8 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
-from ..core.fmt import human_bytes, safe_text
-from . import palette
+from ...core.fmt import human_bytes, safe_text
+from .. import palette
 from .entries import KIND_ORDER, Row, TableIndex, index_rows
 from .tree_model import ITEM_ROLE, KEY_ROLE, KIND_ROLE, SORT_ROLE, shown
 

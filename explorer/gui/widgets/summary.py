@@ -5,10 +5,13 @@ import html
 import os
 from typing import Any
 
-from ..core.fmt import human_count, safe_text
-from .kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind
-from . import palette
-from .entries import fmt_percent
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
+
+from ...core.fmt import human_count, safe_text
+from ..kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind
+from .. import palette
+from ..models.entries import fmt_percent
 
 WELCOME = ("<b>Open a checkpoint</b> (Ctrl+O) or drop a file or folder here — with its config.json beside it, "
            "every key is checked against the model class. No data? Try <b>File › Open demo</b>.")
@@ -70,3 +73,35 @@ def suggestion_html(rep: Any) -> str:
     txt = ", ".join(f"{k!s} → {v!r}" for k, v in sugg.items())
     after = f" (then {eff.get('missing', '?')} missing, {eff.get('unexpected', '?')} unexpected)" if eff else ""
     return f"Suggested key mapping: <code>{_esc(txt)}</code>{after}"
+
+
+class SummaryBox(QFrame):
+    """The summary line (rich text) and, when the report suggests one, the key mapping with its Apply button."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("summary")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(8, 4, 8, 4)
+        self.label = QLabel(WELCOME)
+        self.label.setObjectName("summaryText")
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.suggest_label = QLabel("")
+        self.suggest_label.setObjectName("suggestion")
+        self.suggest_label.setWordWrap(True)
+        self.suggest_btn = QPushButton("Apply key mapping")
+        self.suggest_btn.setToolTip("Recompute the report with the suggested key mapping")
+        self.suggest_label.hide()
+        self.suggest_btn.hide()
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.suggest_label)
+        lay.addWidget(self.suggest_btn)
+
+    def show_loaded(self, loaded: Any) -> None:
+        self.label.setText(summary_html(loaded))
+        sugg = suggestion_html(loaded.report)
+        self.suggest_label.setText(sugg)
+        self.suggest_label.setVisible(bool(sugg))
+        self.suggest_btn.setVisible(bool(sugg))

@@ -9,7 +9,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QProgressBar, QTableView, QToolButton, QWidget
 
-from ..core.fmt import safe_text
+from ...core.fmt import safe_text
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 

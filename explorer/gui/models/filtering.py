@@ -17,8 +17,8 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QIdentityProxyModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 
-from ..core.errors import PlanError
-from ..core.keys import FILTER_BUDGET, UserPattern
+from ...core.errors import PlanError
+from ...core.keys import FILTER_BUDGET, UserPattern
 from .entries import KIND_CODES, SearchIndex, TreeItem
 from .tree_model import SORT_ROLE
 
@@ -120,7 +120,7 @@ def _drop_classes(glob: str) -> str:
 def _glob_to_regex(pattern: str) -> str:
     """core's glob translation, one name per line. A pattern core rejects (an unclosed ``[`` while typing, a stray
     ``]``, ``[]``) is not an error here: its brackets match literally and its wildcards still work."""
-    from ..core.keys import translate_glob
+    from ...core.keys import translate_glob
 
     try:
         return translate_glob(pattern, any_char=_ANY)

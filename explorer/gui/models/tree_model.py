@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 from PySide6 import QtGui
-from PySide6.QtCore import QAbstractItemModel, QEvent, QModelIndex, QObject, QPersistentModelIndex, Qt
-from PySide6.QtWidgets import QHeaderView, QMenu, QTreeView
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 
-from ..core.fmt import human_count, safe_lines, safe_text
-from . import palette
+from ...core.fmt import human_count, safe_lines, safe_text
+from .. import palette
 from .entries import TreeIndex, TreeItem, index_tree
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -215,114 +214,3 @@ class ModuleTreeModel(QAbstractItemModel):
         if role == ITEM_ROLE:
             return it
         return None
-
-
-# ---------------------------------------------------------------------------------------------- view helpers
-TREE_HIDDEN = (3, 5, 6)  # dtype and how: in the table and the details panel; the header menu shows them;
-# the init-check column repeats the name column's "? untrained" badge in a sortable form
-
-
-TREE_INDENT = 14  # px per level: BERT's names nest 8 deep; the branch arrows still have room
-NAME_LEVELS = 6  # dotted levels below the model's row whose names are always shown in full (bert.encoder.layer.0.attention.output)
-STATUS_MIN = "shape mismatch"  # the status column shrinks (eliding on the right) to this before names do
-
-
-def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
-    """Size the tree's columns for the current tree: shape/params fixed; the status column as wide as the widest
-    module roll-up (``TreeIndex.widest_status``) while there is room, the names get the rest (``fit_tree_columns``,
-    also on every resize). ``first=True`` also sets the indentation, hides dtype/how and installs the
-    show/hide-columns menu on the header."""
-    h = view.header()
-    fm = view.fontMetrics()
-    if first:
-        h.setStretchLastSection(False)
-        h.setMinimumSectionSize(40)
-        view.setIndentation(TREE_INDENT)
-        view.setTextElideMode(Qt.TextElideMode.ElideRight)
-        for col in TREE_HIDDEN:
-            view.setColumnHidden(col, True)
-        h.moveSection(h.visualIndex(ModuleTreeModel.UNTRAINED), 2)  # beside the status it qualifies
-        install_column_menu(h)
-        view.viewport().installEventFilter(_ColumnFitter(view))
-    for col in range(h.count()):
-        h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-    view.setColumnWidth(2, fm.horizontalAdvance("30522×1024") + 16)
-    view.setColumnWidth(3, fm.horizontalAdvance("bfloat16→float32") + 16)
-    view.setColumnWidth(4, fm.horizontalAdvance("146.0M") + 20)
-    view.setColumnWidth(5, 220)
-    view.setColumnWidth(6, fm.horizontalAdvance("⚠ 12 look untrained") + 16)
-    fit_tree_columns(view)
-
-
-def _tree_index(view: QTreeView) -> TreeIndex | None:
-    model = view.model()
-    src = model.sourceModel() if hasattr(model, "sourceModel") else model
-    return getattr(src, "tree_index", None)
-
-
-def tree_widths(view: QTreeView) -> tuple[int, int, int]:
-    """(names, status, status minimum) in px: what the first ``NAME_LEVELS`` + 1 levels of names need in full,
-    the widest module roll-up, and the narrowest the status column gets before names are cut."""
-    fm = view.fontMetrics()
-    idx = _tree_index(view)
-    longest = idx.longest_names if idx is not None and idx.longest_names else (
-        "BertForSequenceClassification", "bert", "encoder", "layer", "11", "attention", "output")
-    icon = view.iconSize().width() if view.iconSize().width() > 0 else 16
-    indent = view.indentation()
-    names = max(indent * (d + 1) + fm.horizontalAdvance(n) for d, n in enumerate(longest[: NAME_LEVELS + 1]))
-    widest = (idx.widest_status if idx is not None else "") or "103/105 loaded, 2 missing"
-    status_min = fm.horizontalAdvance(STATUS_MIN) + 24
-    return names + icon + 16, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
-
-
-def fit_tree_columns(view: QTreeView) -> None:
-    """Share the free width between names and status: names (up to ``NAME_LEVELS``) in full first, then the status
-    up to its widest roll-up, the rest to the names. Short of room, the status text is elided on the right."""
-    h = view.header()
-    fixed = sum(view.columnWidth(c) for c in range(2, h.count()) if not view.isColumnHidden(c))
-    free = view.viewport().width() - fixed
-    names, status, status_min = tree_widths(view)
-    st = min(status, max(status_min, free - names))
-    view.setColumnWidth(1, st)
-    view.setColumnWidth(0, max(free - st, 60))
-
-
-class _ColumnFitter(QObject):
-    """Refits the name/status columns whenever the tree's viewport is resized (what ``Stretch`` would do, but
-    with the names' needs first)."""
-
-    def __init__(self, view: QTreeView) -> None:
-        super().__init__(view)
-        self.view = view
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Resize:
-            fit_tree_columns(self.view)
-        return False
-
-
-def tree_width_needed(view: QTreeView, *, names_only: bool = False) -> int:
-    """The tree view width that shows the names (``NAME_LEVELS``) and the widest roll-up in full
-    (``names_only``: the names in full, the status at its minimum — the tree's minimum width)."""
-    names, status, status_min = tree_widths(view)
-    if names_only:
-        status = status_min
-    fixed = sum(view.columnWidth(c) for c in range(2, view.header().count()) if not view.isColumnHidden(c))
-    return names + status + fixed + view.verticalScrollBar().sizeHint().width() + 2 * view.frameWidth()
-
-
-def install_column_menu(header: QHeaderView) -> None:
-    """A right-click menu on ``header`` that shows or hides columns (the first column always stays)."""
-    header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-
-    def menu(pos: object) -> None:
-        m = QMenu(header)
-        model = header.model()
-        for col in range(1, header.count()):
-            a = m.addAction(str(model.headerData(col, Qt.Orientation.Horizontal)))
-            a.setCheckable(True)
-            a.setChecked(not header.isSectionHidden(col))
-            a.toggled.connect(lambda on, c=col: header.setSectionHidden(c, not on))
-        m.exec(header.mapToGlobal(pos))
-
-    header.customContextMenuRequested.connect(menu)

@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.fmt import human_count
-from ..core.fmt import safe_text as _t  # names in the multi-line tooltips: a newline in a name stays on its line
-from .kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind, kind_of
-from ..core.matching import How, Status
-from .palette import look
+from ...core.fmt import human_count
+from ...core.fmt import safe_text as _t  # names in the multi-line tooltips: a newline in a name stays on its line
+from ..kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind, kind_of
+from ...core.matching import How, Status
+from ..palette import look
 
 LOADED_KINDS = LOADED
 _HOW_TEXT = {

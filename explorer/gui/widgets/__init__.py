@@ -1,0 +1,1 @@
+"""Widgets the window and the panels are built from: histogram, badges, filter bar, views, summary, dialogs."""
