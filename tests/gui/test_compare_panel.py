@@ -200,3 +200,75 @@ def test_init_check_flags_a_fresh_model_and_overlays_its_init(qtbot, window, pan
     window.tabs.setCurrentWidget(init)
     window.grab().save(str(tmp_path / "init.png"))
     assert (tmp_path / "init.png").stat().st_size > 0
+
+
+def test_compare_failure_shows_in_the_message_bar(qtbot, full_window, demo_dir, tmp_path):
+    window = full_window
+    from explorer.gui.panels import ComparePanel
+
+    panel = window.panel(ComparePanel)
+    open_and_wait(qtbot, window, demo=True)
+    with qtbot.waitSignal(panel.diffFailed, timeout=LOAD_TIMEOUT):
+        panel.compare_with(str(tmp_path / "nope2"))
+    assert window.message_bar.isVisibleTo(window)
+    assert "compare with checkpoint B failed" in window.message_label.text() and "nope2" in window.message_label.text()
+    assert panel.error and window.errors[-1] == panel.error
+
+
+@pytest.fixture
+def edited_pair(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.helpers import save_tiny
+
+    a, b = tmp_path / "run-a", tmp_path / "run-b"
+    a.mkdir()
+    b.mkdir()
+    save_tiny("bert", "BertModel", a)
+    shutil.copy(a / "config.json", b / "config.json")
+    sd = load_file(a / "model.safetensors")
+    for k in list(sd):
+        if k.startswith("encoder.layer.1."):
+            sd[k] = (sd[k] * 1.05).contiguous()
+    sd["encoder.layer.0.attention.self.query.weight"] = sd["encoder.layer.0.attention.self.query.weight"] + 0.01 * torch.ones(1)
+    del sd["pooler.dense.bias"]
+    save_file(sd, b / "model.safetensors")
+    return a, b
+
+
+def test_compare_tab_filters_rollup_names_alike_and_keeps_the_tree(qtbot, full_window, edited_pair):
+    window = full_window
+    from PySide6.QtCore import Qt
+
+    from explorer.gui.panels import ComparePanel
+    from explorer.gui.widgets.tree_view import tree_width_needed
+
+    a, b = edited_pair
+    panel = window.panel(ComparePanel)
+    window.resize(1300, 800)
+    open_and_wait(qtbot, window, checkpoint=str(a))
+    window.tabs.setCurrentWidget(panel)
+    with qtbot.waitSignal(panel.diffReady, timeout=LOAD_TIMEOUT):
+        panel.compare_with(str(b))
+    # both sides named the same way (folder), full paths in the tooltip
+    assert panel.path_label.text() == "A: run-a   vs   B: run-b"
+    assert str(a) in panel.path_label.toolTip() and str(b) in panel.path_label.toolTip()
+    # shape and dtype in their own columns, no combined "[384, 3…float32" cell
+    heads = [panel.model.headerData(c, Qt.Orientation.Horizontal) for c in range(panel.model.columnCount())]
+    assert "shape" in heads and "dtype" in heads and "A" not in heads and "B" not in heads
+    e = next(e for e in panel.entries if e.name == "encoder.layer.1.output.dense.weight")
+    row = panel.model.records.index(e)
+    assert panel.model.index(row, heads.index("shape")).data() == "×".join(map(str, e.shape_a))
+    assert panel.model.index(row, heads.index("dtype")).data() == "float32"
+    # "only differences" filters the per-layer roll-up too
+    assert panel.only_diff.isChecked()
+    shown = [panel.roll_proxy.index(r, 0).data() for r in range(panel.roll_proxy.rowCount())]
+    assert shown and all(m.n_changed > 0 for m in panel.rollup if m.prefix in shown)
+    assert len(shown) < len(panel.rollup)
+    panel.only_diff.setChecked(False)
+    assert panel.roll_proxy.rowCount() == len(panel.rollup)
+    # the tree keeps the width its names need on this (wide) tab; the right side scrolls instead
+    qtbot.waitUntil(lambda: window.tree.width() > 0)
+    assert window.tree.width() >= tree_width_needed(window.tree, names_only=True) - 2
+    assert window.tree.minimumWidth() >= tree_width_needed(window.tree, names_only=True) - 2

@@ -150,3 +150,13 @@ def test_log_axis_title_never_touches_tick_labels(qtbot, top):
     text_left = min(r.left() for r, _, t in texts)
     title_right = ax.label.mapRectToParent(ax.label.boundingRect()).right()
     assert title_right + 4 <= text_left, (title_right, text_left, [t for _, _, t in texts])
+
+
+def test_histogram_placeholder_is_centred_over_the_plot(qtbot, window):
+    h = window.details.histogram
+    qtbot.waitExposed(window)
+    assert h.message_text == "select a tensor"
+    assert h.placeholder.geometry() == h.plot.rect()  # centred over the whole plot, not at a data point
+    assert not h.curve.isVisible()  # no flat line at zero under it
+    h.set_data([0.0, 1.0, 2.0], [3.0, 4.0])
+    assert h.message_text == "" and h.curve.isVisible()

@@ -186,3 +186,26 @@ def test_export_error_is_reported(qtbot, editor, minilm):
     with qtbot.waitSignal(editor.exportFailed, timeout=LOAD_TIMEOUT) as blocker:
         editor.start_export(minilm)
     assert "refusing to write into the source checkpoint's folder" in blocker.args[0]
+
+
+def test_rule_dialog_ok_adds_the_rule(qtbot, minilm_head):
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    _win, ed, _ip = minilm_head
+    dlg = ed.rule_dialog()
+    dlg.pattern.setText("bert.encoder.layer.[0-2].*")
+    dlg.trainable.setCurrentText("frozen")
+    assert dlg.preview.text().startswith("hits 48 key(s)")
+    with qtbot.waitSignal(ed.planChanged):
+        dlg.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert sum(1 for e in ed.entries.values() if e.is_model_key and not e.trainable) == 48
+    assert "48 frozen" in ed.summary.text() and ed.rules.count() == 1
+    ed.undo_stack.undo()
+    assert "0 frozen" in ed.summary.text()
+    ed.undo_stack.redo()
+    assert "48 frozen" in ed.summary.text()
+    cancelled = ed.rule_dialog()
+    cancelled.pattern.setText("classifier")
+    cancelled.action.setCurrentText("drop")
+    cancelled.buttons.button(QDialogButtonBox.StandardButton.Cancel).click()
+    assert ed.rules.count() == 1
