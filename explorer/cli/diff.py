@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import open_checkpoint
     from ..core.errors import ExplorerError
-    from ..core.diff import DiffStatus, diff_checkpoints, module_rollup, pair_keys
+    from ..core.diff import DiffStatus, diff_checkpoints, diff_counts, module_rollup, pair_keys, unrelated_warning
     from .common import stderr_progress
 
     if args.depth is not None and args.depth < 1:
@@ -38,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
     entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))
     roll = module_rollup(entries, depth=args.depth)
     differ = [e for e in entries if e.status is not DiffStatus.SAME]
-    counts = {s.value: 0 for s in DiffStatus}  # fixed order, zeros included
-    for e in entries:
-        counts[e.status.value] += 1
+    counts = diff_counts(entries)  # fixed order, zeros included
+    unrelated = unrelated_warning(entries)
     if args.json:
         print_json({
             "a": ia.path, "b": ib.path,
             "counts": counts,
+            "unrelated": unrelated,
             "key_mapping": {"a": dict(pairing.mapping_a), "b": dict(pairing.mapping_b)},
             "tensors": [e.to_json() for e in entries],
             "modules": [m.to_json() for m in roll],
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if pairing.mapping_a or pairing.mapping_b:
         print(f"  keys paired through: A {mapping_json(pairing.mapping_a or {})}, B {mapping_json(pairing.mapping_b or {})}")
     print("  " + ", ".join(f"{v} {k}" for k, v in counts.items()))  # fixed order, zeros included
+    if unrelated:
+        print(s(f"  warning: {unrelated}", "1;33"))
     rows = entries if args.all else differ
     if rows:
         print()

@@ -79,12 +79,28 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
     for n in rep.notes:
         print(s(f"  note: {n}", "2"))
     if not rep.has_model:
+        print(s("  no model: every tensor as stored (in checkpoint); pass --config/--arch, or put a config.json beside "
+                "it, to see what would load", "2"))
+        if rep.disk is not None and rep.disk.children:
+            print()
+            print(s("modules (from the dotted names): tensors, values, bytes, dtypes", "1"))
+            for depth, label, n in disk_lines(rep.disk):
+                tensors = f"{n.n_tensors} tensor{'s' if n.n_tensors != 1 else ''}"
+                print(f"  {'  ' * depth}{label:<{max(8, 46 - 2 * depth)}} {tensors:>13} {human_count(n.n_params):>8} "
+                      f"{human_bytes(n.nbytes):>10}  {n.dtype_text()}")
+            print()
         for t in idx.tensors.values():
             print(f"  {t.name:60s} {str(list(t.shape)):>20s} {t.dtype}")
         return
     src = rep.spec.model if rep.spec.model else f"config {rep.spec.config}"
     print(f"  model: {rep.arch} ({src}), loads in {rep.load_dtype or 'its own dtypes'}")
     c = rep.counts()
+    if rep.family is not None:
+        f = rep.family
+        keys = sum(1 for k in rep.model_keys.values() if k.status is not Status.COMPUTED)
+        print(s(f"  wrong model family: {f.message()}; {c['matched']} of {keys} model keys load", "1;31"))
+        if f.heads:
+            print(f"  re-run with --arch {f.heads[0]} (or another class for {f.config_type!r})")
     loaded, fresh = rep.params_loaded()
     print(
         "  "
@@ -135,3 +151,35 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
         else:
             print("  re-run with --auto-fix or --key-mapping")
         print(f"  in Python: from_pretrained(..., key_mapping={text})")
+
+
+def disk_lines(root, *, depth: int = 3):  # root: core.disk_tree.DiskNode -> [(depth, label, node)]
+    """The modules of a checkpoint-only tree down to ``depth``, numbered siblings (layer.0 ... layer.11) in one
+    line with their totals summed (``encoder.layer.{0..11}``)."""
+    from ..core.disk_tree import DiskNode
+
+    out = []
+
+    def visit(node, level: int) -> None:
+        if level >= depth:
+            return
+        numbered = [c for c in node.children if c.name.isdigit()]
+        for c in node.children:
+            if c.name.isdigit():
+                if c is not numbered[0]:
+                    continue
+                if len(numbered) > 1:
+                    total = DiskNode(node.path)
+                    for m in numbered:
+                        total.n_tensors += m.n_tensors
+                        total.n_params += m.n_params
+                        total.nbytes += m.nbytes
+                        total.dtypes.update(m.dtypes)
+                    label = collapse_indices([m.path for m in numbered])
+                    out.append((level, label[0] if len(label) == 1 else f"{node.path}.* ({len(numbered)})", total))
+                    continue
+            out.append((level, c.path, c))
+            visit(c, level + 1)
+
+    visit(root, 0)
+    return out

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if st.counts:
             line = sparkline(st.counts, blocks=blocks)
             merged = f", {len(st.counts)} bins in {len(line)} columns" if len(line) < len(st.counts) else ""
-            print(s(f"  |{line}|  [{_g(st.edges[0])}, {_g(st.edges[-1])}]{merged}", "2"))
+            note = f" ({st.bins_note})" if st.bins_note else ""
+            print(s(f"  |{line}|  [{_g(st.edges[0])}, {_g(st.edges[-1])}]{merged}{note}", "2"))
     return EXIT_OK
 
 

@@ -244,6 +244,32 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
     return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd, nonfinite)
 
 
+# --------------------------------------------------------------------------------------------- unrelated
+
+UNRELATED_SHARE = 0.1  #: below this share of the smaller side's tensors paired with equal shapes, A and B look unrelated
+
+
+def diff_counts(entries: Iterable[DiffEntry]) -> dict[str, int]:
+    """Entries per status, every status present (fixed order)."""
+    c = Counter(e.status for e in entries)
+    return {s.value: c.get(s, 0) for s in DiffStatus}
+
+
+def unrelated_warning(entries: Iterable[DiffEntry]) -> str | None:
+    """"these look unrelated: ..." when fewer than :data:`UNRELATED_SHARE` of the smaller checkpoint's tensors have a
+    same-named tensor of the same shape on the other side (a Llama against a MiniLM: 0 same, 723 only in A), else
+    None. The value figures of such a diff say nothing about training."""
+    c = diff_counts(entries)
+    paired = c["same"] + c["changed"]
+    n_a = paired + c["only_a"] + c["shape_mismatch"]
+    n_b = paired + c["only_b"] + c["shape_mismatch"]
+    smaller = min(n_a, n_b)
+    if smaller == 0 or paired >= UNRELATED_SHARE * smaller:
+        return None
+    return (f"these look unrelated: only {paired} of {n_a} tensors in A have a same-named tensor of the same shape in B "
+            f"({n_b} tensors); a checkpoint of another model? (names can be paired with --key-mapping)")
+
+
 # --------------------------------------------------------------------------------------------- roll-up
 
 

@@ -15,7 +15,7 @@ from .checkpoint import CheckpointIndex, open_checkpoint
 from .errors import ExplorerError, one_line
 from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed, prefix_counts, strip_prefix_mapping, under
 from .model import BuiltModel, ModelSpec, ModuleNode, build_model, module_tree, quiet_transformers, transformers_lock
-from .report import CheckpointKey, How, ModelKey, Report, Status
+from .report import CheckpointKey, FamilyMismatch, How, ModelKey, Report, Status
 from .target import Target, resolve_model
 
 
@@ -108,11 +108,12 @@ def _report(
 
 
 def checkpoint_only(index: CheckpointIndex) -> Report:
-    ck = {
-        n: CheckpointKey(n, Status.UNEXPECTED, (), (), n, t)  # no model: nothing to place it in
-        for n, t in index.tensors.items()
-    }
-    return Report(index, None, None, {}, ck, (), (), (), notes=index.notes)
+    """No model: every tensor as it is on disk (``Status.IN_CHECKPOINT``, neither loaded nor dropped) and the module
+    tree its dotted names imply, with per-module roll-ups (``Report.disk``)."""
+    from .disk_tree import disk_tree
+
+    ck = {n: CheckpointKey(n, Status.IN_CHECKPOINT, (), (), n, t) for n, t in index.tensors.items()}
+    return Report(index, None, None, {}, ck, (), (), (), notes=index.notes, disk=disk_tree(index))
 
 
 def _replace(rep: Report, **kw: Any) -> Report:
@@ -380,7 +381,17 @@ def _match_transformers(
         arch=built.class_name,
         base_model_prefix=prefix,
         notes=tuple(notes),
+        family=_family(built),
     )
+
+
+def _family(built: BuiltModel) -> FamilyMismatch | None:
+    if built.family is None:
+        return None
+    from .classes import family_classes
+
+    have, want = built.family
+    return FamilyMismatch(have, want, built.class_name, tuple(family_classes(have)))
 
 
 class _Recorder:

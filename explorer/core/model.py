@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from .classes import config_for_class, family_mismatch, head_classes, resolve_class  # noqa: F401 (head_classes: re-exported)
 from .errors import ConfigError, one_line
 from .fmt import safe_text
 from .fsio import check_regular, link_stays_inside, load_json
@@ -98,6 +99,7 @@ class BuiltModel:
     class_name: str = ""
     hf_quantizer: Any = None  # transformers HfQuantizer whose layers were swapped in (pre-quantized checkpoint)
     notes: tuple[str, ...] = ()  # how quantization was handled
+    family: tuple[str, str] | None = None  # (config's model_type, class's model_type) when they differ
 
     @property
     def is_transformers(self) -> bool:
@@ -242,81 +244,6 @@ def _clip(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def head_classes(config: Any) -> list[str]:
-    """transformers classes that accept this config's model_type (base model first), for a head chooser."""
-    import transformers
-    from transformers.models.auto import modeling_auto
-
-    mt = config.model_type
-    names: list[str] = []
-    for attr in dir(modeling_auto):
-        if attr.startswith("MODEL_") and attr.endswith("_MAPPING_NAMES"):
-            v = getattr(modeling_auto, attr).get(mt)
-            for n in v if isinstance(v, (list, tuple)) else [v]:
-                if isinstance(n, str) and n not in names and hasattr(transformers, n):
-                    names.append(n)
-    base = modeling_auto.MODEL_MAPPING_NAMES.get(mt)
-    if isinstance(base, str) and base in names:
-        names.remove(base)
-        names.insert(0, base)
-    return names
-
-
-def resolve_class(config: Any, arch: str | None, *, source: str = "config") -> type:
-    import transformers
-    from transformers import PreTrainedModel
-
-    given = arch is not None  # from the user (--arch), not from the config: blame the option
-    if arch is None:
-        archs = getattr(config, "architectures", None) or []
-        if archs:
-            arch = archs[0]
-        else:
-            from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
-            arch = MODEL_MAPPING_NAMES.get(config.model_type)
-            if not isinstance(arch, str):
-                raise ConfigError(f"{source}: no \"architectures\" in config and no base model for {config.model_type!r}; pass --arch")
-    if not isinstance(arch, str) or not arch.isidentifier() or arch.startswith("_"):
-        # a class is only ever looked up by its bare name on the transformers package: never a path to import
-        if given:
-            raise ConfigError(f"--arch {arch}: expected a transformers class name such as BertModel (a custom class "
-                              "is --model pkg.module:Class)")
-        raise ConfigError(f"{source}: architectures names {arch!r}, not a transformers class name")
-    try:
-        cls = getattr(transformers, arch)
-    except (AttributeError, ImportError, RuntimeError) as e:
-        if given:
-            raise ConfigError(f"--arch {arch}: unknown transformers model class{_did_you_mean(arch, config)}") from e
-        raise ConfigError(f"{source}: unknown class {arch!r}: not a transformers model class") from e
-    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
-        if given:
-            raise ConfigError(f"--arch {arch}: not a transformers model class{_did_you_mean(arch, config)}")
-        raise ConfigError(f"{source}: {arch!r} is not a transformers model class")
-    return cls
-
-
-def _did_you_mean(arch: str, config: Any) -> str:
-    """'; did you mean X?' from the classes for this config's model_type, else from every transformers name."""
-    import difflib
-
-    import transformers
-
-    try:
-        heads = head_classes(config)
-    except Exception:  # noqa: BLE001 - only a hint
-        heads = []
-    close = difflib.get_close_matches(arch, heads, n=1, cutoff=0.8)
-    if not close:
-        models = [n for n in dir(transformers) if n[:1].isupper() and ("Model" in n or "For" in n) and n != arch]
-        close = difflib.get_close_matches(arch, models, n=1, cutoff=0.8)
-    mt = getattr(config, "model_type", None)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    if not close and heads:
-        hint = f"; classes for model_type {mt!r}: {', '.join(heads[:8])}{', ...' if len(heads) > 8 else ''}"
-    return hint
-
-
 # --------------------------------------------------------------------------------------------- building
 
 
@@ -362,7 +289,9 @@ def build_model(
     config = load_config(cfg_src)
     source = str(config_path(cfg_src))
     cls = resolve_class(config, spec.arch, source=source)
-    config = config_for_class(cls, config, source)
+    family = family_mismatch(cls, config)
+    with quiet_transformers():  # its "model of type bert to instantiate gpt2" warning is the report's `family`
+        config = config_for_class(cls, config, source)
     out_spec = ModelSpec(config=str(cfg_src), arch=cls.__name__, model=None, model_kwargs=spec.model_kwargs)
     quantizer, notes = prepare_quantizer(config, mode=quantization) if quantization else (None, ())
     if quantizer is not None:
@@ -373,7 +302,7 @@ def build_model(
                 module = instantiate_meta(
                     cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files
                 )
-            return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes)
+            return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes, family)
         except ConfigError:
             raise  # a build past the limits: no fallback would be smaller
         except Exception as e:  # noqa: BLE001 - a quantizer needing a missing package: fall back, say so
@@ -382,7 +311,7 @@ def build_model(
     dtype = load_dtype(config, checkpoint_dtype)
     set_config_dtype(config, dtype)
     module = instantiate_meta(cls, config, dtype, source=source)
-    return BuiltModel(module, out_spec, dtype, config, cls.__name__, None, notes)
+    return BuiltModel(module, out_spec, dtype, config, cls.__name__, None, notes, family)
 
 
 def _quant_method(config: Any) -> str:
@@ -474,18 +403,6 @@ def _prepare_quantizer(config: Any, qc: Any, method: str, mode: str) -> tuple[An
     except Exception:  # noqa: BLE001 - only the attention default; irrelevant to keys
         pass
     return quantizer, tuple(notes)
-
-
-def config_for_class(cls: type, config: Any, source: str) -> Any:
-    """The config ``cls.from_pretrained`` would build: read by the class's own ``config_class``, which for a
-    sub-model (CLIPVisionModel from a CLIP config.json) picks its sub-config out by ``base_config_key``."""
-    config_class = getattr(cls, "config_class", None)
-    if config_class is None or type(config) is config_class:
-        return config
-    try:
-        return config_class.from_pretrained(source, local_files_only=True)
-    except Exception as e:  # config classes raise many types on bad values
-        raise ConfigError(f"{source}: cannot read this config as {config_class.__name__} for {cls.__name__}: {one_line(e)}") from e
 
 
 def set_config_dtype(config: Any, dtype: torch.dtype) -> None:

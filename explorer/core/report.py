@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointIndex, TensorInfo
+    from .disk_tree import DiskNode
     from .model import ModelSpec, ModuleNode
 
 
@@ -24,6 +25,7 @@ class Status(str, Enum):
     MISMATCHED = "mismatched"  # found but the shape differs: freshly initialised
     IGNORED = "ignored"  # silenced by the model's ignore rules or dropped as a duplicate: not reported
     COMPUTED = "computed"  # non-persistent buffer: never saved, computed at init
+    IN_CHECKPOINT = "in_checkpoint"  # no model to match against: the tensor as it is on disk (neither good nor bad)
 
 
 class How(str, Enum):
@@ -87,6 +89,28 @@ class CheckpointKey:
 
 
 @dataclass(frozen=True)
+class FamilyMismatch:
+    """The config is of one model family (its ``model_type``) and the class built from it of another (``--arch
+    GPT2LMHeadModel`` with a BERT config): transformers reads the config as the class's own config type, with
+    defaults for whatever it lacks, so almost nothing loads. ``heads``: classes of the config's own family."""
+
+    config_type: str  # the config.json's model_type
+    class_type: str  # the model_type of the class's config class
+    arch: str  # the class built
+    heads: tuple[str, ...] = ()  # the config family's classes, base model first (a head chooser)
+
+    def message(self) -> str:
+        return (f"{self.arch} is a {self.class_type!r} model but the config is {self.config_type!r}: transformers reads "
+                f"the config as a {self.class_type} config (defaults for the rest), so almost nothing loads"
+                + (f"; classes for {self.config_type!r}: {', '.join(self.heads[:6])}{', ...' if len(self.heads) > 6 else ''}"
+                   if self.heads else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config_model_type": self.config_type, "class_model_type": self.class_type, "arch": self.arch,
+                "classes": list(self.heads)}
+
+
+@dataclass(frozen=True)
 class Report:
     """The immutable result of matching a checkpoint against a model."""
 
@@ -105,6 +129,8 @@ class Report:
     arch: str | None = None
     base_model_prefix: str | None = None
     notes: tuple[str, ...] = ()
+    disk: DiskNode | None = None  # no model: the module tree the on-disk names imply, with roll-ups
+    family: FamilyMismatch | None = None  # the class is of another model family than the config
 
     @property
     def has_model(self) -> bool:
@@ -187,6 +213,8 @@ class Report:
             "suggested_key_mapping": dict(self.suggested_key_mapping) if self.suggested_key_mapping else None,
             "suggestion_effect": dict(self.suggestion_effect) if self.suggestion_effect else None,
             "notes": list(self.notes),
+            "family_mismatch": self.family.to_json() if self.family else None,
+            "modules": [n.to_json() for n in self.disk.walk() if n.path] if self.disk is not None else None,
         }
 
 
@@ -202,6 +230,7 @@ class DisplayKind(str, Enum):
     UNEXPECTED = "unexpected"
     IGNORED = "ignored"
     COMPUTED = "computed"
+    IN_CHECKPOINT = "in_checkpoint"  # no model: a tensor shown as it is on disk
     UNTRAINED = "untrained"  # not a loading status: the init check's verdict, shown beside the status
 
 

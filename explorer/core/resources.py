@@ -24,7 +24,7 @@ DESKTOP_ENTRY = f"{APP_ID}.desktop"
 METAINFO = f"{APP_ID}.metainfo.xml"
 # One icon per display kind of a tensor (gui.palette's LOOKS) plus "neutral": a tensor shown as it is on disk.
 STATUS_ICON_KINDS = ("matched", "renamed", "tied", "dtype", "missing", "mismatched", "unexpected", "ignored",
-                     "computed", "untrained", "neutral")
+                     "computed", "in_checkpoint", "untrained", "neutral")
 
 
 def status_icon(kind: str) -> str:

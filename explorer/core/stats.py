@@ -17,7 +17,7 @@ the "looks untrained" check :mod:`explorer.core.fresh`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .checkpoint import open_reader
@@ -60,10 +60,28 @@ class TensorStats:
     constant: bool = False
     integer: bool = False
     n_tensors: int = 1
+    bins_asked: int = 0  # the bins the caller asked for (0: not recorded); ``bins_note`` says why fewer were drawn
 
     @property
     def finite(self) -> int:
         return self.numel - self.nan - self.inf
+
+    @property
+    def bins_note(self) -> str:
+        """Why the histogram has another number of bins than was asked for ("" when it has what was asked):
+        a constant tensor gets one bin, a small integer range one bin per value, a small tensor about √n bins
+        (:func:`fit_bins`)."""
+        n, asked = len(self.counts), self.bins_asked
+        if not asked or not n or n == asked:
+            return ""
+        head = f"{n} bin{'s' if n != 1 else ''}, {asked} asked: "
+        if self.constant:
+            return head + "every finite value is the same"
+        if self.integer and self.min is not None and self.max is not None and n == int(self.max) - int(self.min) + 1:
+            return head + f"one bin per integer value from {int(self.min)} to {int(self.max)}"
+        if n == fit_bins(self.numel, asked):
+            return head + f"{self.numel:,} values get about √n bins (at least 8), so the shape is not sampling noise"
+        return head + "the range holds fewer distinct bins"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +101,15 @@ class TensorStats:
             "constant": self.constant,
             "integer": self.integer,
             "histogram": {"edges": list(self.edges), "counts": list(self.counts)},
+            "bins_asked": self.bins_asked or None,
+            "bins_note": self.bins_note or None,
         }
+
+
+def fit_bins(numel: int, asked: int) -> int:
+    """The bins a histogram of ``numel`` values gets when ``asked`` is the most wanted: about √n (at least 8), so
+    a small tensor (a 768-value bias) shows its shape rather than noise; never more than ``asked``."""
+    return max(1, min(asked, max(8, math.isqrt(max(numel, 0)))))
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -205,18 +231,22 @@ def aggregate_stats(
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    fit: bool = False,
 ) -> TensorStats:
     """Statistics of several tensors pooled together (e.g. a module's weights), one shared histogram range.
 
     ``label`` names the result (default: the common prefix of ``names``). dtype is the tensors' dtype, or
-    ``"mixed"``. Same memory bound and callbacks as :func:`tensor_stats`.
+    ``"mixed"``. Same memory bound and callbacks as :func:`tensor_stats`. ``fit``: ``bins`` is the most wanted and a
+    small tensor gets fewer (:func:`fit_bins`); the result's ``bins_note`` says why it has fewer than ``bins``.
     """
     if bins < 1:
         raise ExplorerError(f"bins must be at least 1, found {bins}")
     srcs, close = _sources(source, names)
     try:
-        return _stats(srcs, label if label is not None else _common_prefix(names), bins, chunk_elems, progress, cancel,
-                      hist_range)
+        used = fit_bins(sum(s.numel for s in srcs), bins) if fit else bins
+        st = _stats(srcs, label if label is not None else _common_prefix(names), used, chunk_elems, progress, cancel,
+                    hist_range)
+        return replace(st, bins_asked=bins)
     finally:
         close()
 

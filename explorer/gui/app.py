@@ -86,6 +86,12 @@ def main(request: OpenRequest) -> int:
     if not ensure_display(screenshot=bool(shot)):
         print(f"ckpt-explorer: error: {NO_DISPLAY}", file=sys.stderr)
         return 2
+    from .xcb_check import xcb_problem
+
+    problem = xcb_problem()  # before Qt: its xcb plugin aborts the process when these libraries are missing
+    if problem:
+        print(f"ckpt-explorer: error: {problem}", file=sys.stderr)
+        return 2
     app = make_app()
     from PySide6.QtCore import QTimer
 

@@ -37,6 +37,9 @@ LOOKS: dict[str, Look] = {
     "unexpected": Look("unexpected", "unexpected", "+", "#E69F00", "#FCF0D6", "in the checkpoint but the model has no place for it: dropped"),
     "ignored": Look("ignored", "ignored", "∅", "#7F7F7F", "#EFEFEF", "silenced by the model's ignore rules or a duplicate: not loaded, not reported"),
     "computed": Look("computed", "computed", "ƒ", "#A0A0A0", "#F5F5F5", "non-persistent buffer: never saved, computed at init"),
+    # no model to match against: neither good nor bad, a tensor as stored (slate: apart from every loading colour)
+    "in_checkpoint": Look("in_checkpoint", "in checkpoint", "•", "#56606B", "#EEF0F2",
+                          "no model to match against: the tensor as stored on disk (open a config to see what loads)"),
     # not a loading status: the init check's verdict, shown beside the status (Tol's wine: apart from the above)
     "untrained": Look("untrained", "looks untrained", "?", "#882255", "#F3E1EA",
                       "statistically indistinguishable from the model's fresh initialisation: probably never trained"),

@@ -149,3 +149,17 @@ def test_diff_json_counts(capsys, ab):
     assert sum(js["counts"].values()) == len(js["tensors"])
     pooler = next(m for m in js["modules"] if m["module"] == "pooler.dense")
     assert pooler["only_a"] == 1 and pooler["only_b"] == 0 and pooler["shape_mismatch"] == 0
+
+
+def test_unrelated_checkpoints_are_called_so(capsys, a: Path, tmp_path: Path) -> None:
+    # issue 10 finding 14: a Llama against a MiniLM gave "0 same, 723 only in A" and no word of warning
+    llama = tmp_path / "llama"
+    save_tiny("llama", "LlamaForCausalLM", llama)
+    capsys.readouterr()
+    code = main(["diff", str(llama / "model.safetensors"), str(a)])
+    out, _ = capsys.readouterr()
+    assert code == 1 and "warning: these look unrelated: only 0 of " in out
+    code, j = _json(capsys, str(llama / "model.safetensors"), str(a))
+    assert j["unrelated"].startswith("these look unrelated")
+    code, j = _json(capsys, str(a), str(a))
+    assert j["unrelated"] is None

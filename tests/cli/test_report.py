@@ -177,3 +177,33 @@ def test_arch_without_a_config_says_so(capsys, tmp_path, bert):
         line = _err_line(capsys, [cmd, str(tmp_path / "nocfg"), "--arch", "BertModel"])
         assert "--arch BertModel needs a config: no config.json beside the checkpoint; pass --config" in line
         assert "no model given" not in line
+
+
+def test_no_model_text_rolls_up_modules_and_says_why_neutral(capsys, bert, tmp_path):
+    # issue 10 finding 3: a tree from the dotted names, per-module tensors / values / bytes / dtypes
+    lone = tmp_path / "lone.safetensors"
+    shutil.copy(bert / "model.safetensors", lone)
+    code, out, _ = run(capsys, str(lone))
+    assert code == 0
+    assert "no model: every tensor as stored (in checkpoint)" in out
+    assert "modules (from the dotted names)" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("encoder.layer.{0..1} "))
+    n = sum(1 for k in load_file(lone) if k.startswith("encoder.layer."))
+    assert f"{n} tensors" in line and "float32" in line
+    code, j = run_json(capsys, str(lone))
+    assert all(c["status"] == "in_checkpoint" for c in j["checkpoint_keys"])
+    assert any(m["path"] == "encoder.layer.1" for m in j["modules"])
+
+
+def test_wrong_family_is_said_in_the_report(capsys, minilm):
+    # issue 10 finding 4: transformers' "model of type bert to instantiate gpt2" was only on stderr
+    code, out, err = run(capsys, minilm, "--arch", "GPT2LMHeadModel")
+    assert code == 1
+    assert "wrong model family: GPT2LMHeadModel is a 'gpt2' model but the config is 'bert'" in out
+    assert "almost nothing loads" in out and "0 of " in out
+    assert "re-run with --arch BertModel" in out
+    assert "to instantiate a model of type" not in err  # said once, by us
+    code, j = run_json(capsys, minilm, "--arch", "GPT2LMHeadModel")
+    assert j["family_mismatch"]["config_model_type"] == "bert" and "BertModel" in j["family_mismatch"]["classes"]
+    code, j = run_json(capsys, minilm)
+    assert j["family_mismatch"] is None

@@ -152,3 +152,23 @@ def test_moments_are_float64_whatever_the_chunk() -> None:
     t = torch.randn(4_000_000, generator=g) * 0.02 + 3.0  # a large mean: deviations are small next to the values
     s = tensor_stats(t, "w", bins=8)
     _check_against_torch(s, t)
+
+
+def test_fitted_bins_say_why_there_are_fewer_than_asked() -> None:
+    # issue 10 finding 1: a 768-value bias at "bins 256" gave 27 bins without a word
+    x = torch.randn(768, generator=torch.Generator().manual_seed(0))
+    st = aggregate_stats(x, ["bias"], bins=256, fit=True)
+    assert len(st.counts) == 27 == math.isqrt(768)
+    assert st.bins_asked == 256
+    assert "27 bins, 256 asked" in st.bins_note and "768 values" in st.bins_note
+    assert st.to_json()["bins_note"] == st.bins_note
+    # a big enough tensor gets what was asked, and nothing is said
+    big = aggregate_stats(torch.randn(100_000), ["w"], bins=256, fit=True)
+    assert len(big.counts) == 256 and big.bins_note == ""
+    # without fit, the bins asked
+    assert len(aggregate_stats(x, ["bias"], bins=256).counts) == 256
+    # an integer tensor with a small range: one bin per value, said so
+    ints = aggregate_stats(torch.tensor([0, 1, 2, 2, 3] * 100), ["ids"], bins=256)
+    assert len(ints.counts) == 4 and "one bin per integer value from 0 to 3" in ints.bins_note
+    const = aggregate_stats(torch.ones(50), ["ln"], bins=64)
+    assert "1 bin, 64 asked" in const.bins_note and "same" in const.bins_note

@@ -300,9 +300,9 @@ def build_rows(report: Any) -> list[Row]:
 
 # ---------------------------------------------------------------------------------------------- indexes
 KIND_CODES = {k: i for i, k in enumerate((Kind.MATCHED, Kind.RENAMED, Kind.TIED, Kind.DTYPE, Kind.MISSING, Kind.MISMATCHED,
-                                          Kind.UNEXPECTED, Kind.IGNORED, Kind.COMPUTED))}
+                                          Kind.UNEXPECTED, Kind.IGNORED, Kind.COMPUTED, Kind.IN_CHECKPOINT))}
 KIND_ORDER = {k: i for i, k in enumerate((Kind.MISSING, Kind.MISMATCHED, Kind.UNEXPECTED, Kind.DTYPE, Kind.RENAMED, Kind.TIED,
-                                          Kind.MATCHED, Kind.IGNORED, Kind.COMPUTED))}
+                                          Kind.MATCHED, Kind.IGNORED, Kind.COMPUTED, Kind.IN_CHECKPOINT))}
 
 
 @dataclass(frozen=True, eq=False)
