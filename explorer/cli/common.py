@@ -27,7 +27,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_mapping_args(p: argparse.ArgumentParser) -> None:
     k = p.add_mutually_exclusive_group()
     k.add_argument("--key-mapping", metavar="JSON", help='rename checkpoint keys first, e.g. \'{"^module\\\\.": ""}\' (a JSON object or a file)')
-    k.add_argument("--auto-fix", action="store_true", help="apply the suggested key mapping when prefix trouble is detected")
+    k.add_argument("--auto-fix", action="store_true", help="apply the suggested key mapping when prefix trouble or torchtitan naming is detected")
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
 from ..core.errors import ConfigError
-from .common import Style, add_json_arg, human_bytes, model_spec, print_json, stderr_progress
+from .common import Style, add_json_arg, add_mapping_args, human_bytes, key_mapping, model_spec, print_json, stderr_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-shard-size", metavar="S", help="shard the output, e.g. 2GB or 500MiB (adds model.safetensors.index.json)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the fresh init (default 0)")
     p.add_argument("--wrapper", metavar="KEY", help="plain conversion: the sub-dict / DCP sub-tree to write (default as report picks it)")
+    add_mapping_args(p)  # plain conversion: rename (torchtitan q/k weights renamed to HF names are also permuted)
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     max_shard_size = parse_size(args.max_shard_size, what="--max-shard-size")  # before anything is read
     if args.adapter is None and args.plan is None:
         return _convert(args)
+    if args.key_mapping or args.auto_fix:
+        raise ConfigError("export --plan/--adapter: the plan's own key_mapping applies; --key-mapping / --auto-fix are "
+                          "for a plain conversion (no --plan)")
     plan = load_plan(args.plan) if args.plan else None
     bar = stderr_progress("export", show_bytes=True)
     try:
@@ -119,7 +123,8 @@ def _convert(args: argparse.Namespace) -> int:
     bar = stderr_progress("export", show_bytes=True)
     try:
         res = convert_checkpoint(args.checkpoint, args.output, wrapper=args.wrapper, dtype=args.dtype,
-                                 max_shard_size=args.max_shard_size, config=args.config, progress=bar)
+                                 max_shard_size=args.max_shard_size, config=args.config, key_mapping=key_mapping(args),
+                                 auto_fix=args.auto_fix, progress=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.errors import ConfigError
+from ..core.naming import TORCHTITAN_REASON
 from ..core.report import Status
 from . import EXIT_FINDINGS, EXIT_OK
 from .common import (
@@ -143,7 +144,7 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
         e = rep.suggestion_effect or {}
         text = mapping_json(rep.suggested_key_mapping)
         print()
-        print(s("prefix trouble detected. Suggested key_mapping: ", "1") + text)
+        print(s(f"{rep.suggestion_reason or 'prefix trouble'} detected. Suggested key_mapping: ", "1") + text)
         print(f"  with it: {e.get('matched')} matched, {e.get('missing')} missing, {e.get('unexpected')} unexpected, "
               f"{e.get('mismatched')} mismatched")
         if args is not None and getattr(args, "checkpoint", None):
@@ -151,6 +152,9 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
         else:
             print("  re-run with --auto-fix or --key-mapping")
         print(f"  in Python: from_pretrained(..., key_mapping={text})")
+        if rep.suggestion_reason == TORCHTITAN_REASON:
+            print("  to write Hugging Face safetensors with the q/k rows permuted for HF's RoPE: "
+                  "ckpt-explorer export CKPT -o OUT --auto-fix")
 
 
 def disk_lines(root, *, depth: int = 3):  # root: core.disk_tree.DiskNode -> [(depth, label, node)]

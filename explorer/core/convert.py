@@ -8,6 +8,7 @@ bound is the largest tensor. Written into a staging folder beside the output, fs
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -51,6 +52,7 @@ class _Item:
     name: str  # written name
     src: TensorInfo
     dtype: str
+    permute: int = 0  # torchtitan q/k rows -> Hugging Face RoPE layout over this many heads (0: none)
 
     @property
     def nbytes(self) -> int:
@@ -68,6 +70,8 @@ def convert_checkpoint(
     max_shard_size: int | str | None = None,
     key_mapping: Mapping[str, str] | None = None,
     config: str | os.PathLike[str] | None = None,
+    auto_fix: bool = False,
+    rope_permute: bool = True,
     progress: Progress | None = None,
     cancel: Any = None,
 ) -> ConvertResult:
@@ -76,7 +80,10 @@ def convert_checkpoint(
 
     ``dtype`` casts floating tensors; ``key_mapping`` renames as ``from_pretrained(key_mapping=...)`` would;
     ``config`` (a config.json or its folder, default the checkpoint's folder when it has one) is copied beside
-    the weights. The result is re-opened and checked tensor by tensor (names, shapes, dtypes). Raises
+    the weights. ``auto_fix`` (without ``key_mapping``) applies the mapping a report against that config suggests
+    (prefix trouble, torchtitan naming). torchtitan q/k weights that the mapping renames to Hugging Face
+    ``q_proj`` / ``k_proj`` are permuted to Hugging Face's RoPE layout (``rope_permute``; the head counts come from
+    the config). The result is re-opened and checked tensor by tensor (names, shapes, dtypes). Raises
     ExportError (ExportCancelled when cancelled); on failure nothing is left behind."""
     from .keys import apply_key_mapping
 
@@ -86,6 +93,20 @@ def convert_checkpoint(
     index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=wrapper)
     if not index.tensors:
         raise ExportError(f"{index.path}: no tensors to write")
+    cfg_file: Path | None = None
+    if config is not None:
+        c = Path(config)
+        cfg_file = c / "config.json" if c.is_dir() else c
+        if not cfg_file.is_file():
+            raise ExportError(f"{cfg_file}: no such config file")
+    elif (Path(index.folder) / "config.json").is_file():
+        cfg_file = Path(index.folder) / "config.json"
+    cfg_json = load_json(cfg_file, what="config file", error=ExportError) if cfg_file is not None else None
+    if cfg_file is not None and not isinstance(cfg_json, dict):
+        raise ExportError(f"{cfg_file}: expected a JSON object")
+    notes: list[str] = list(index.notes)
+    if auto_fix and key_mapping is None:
+        key_mapping = _suggested_mapping(index, cfg_file, notes)
     items: list[_Item] = []
     seen: dict[str, str] = {}
     for n, t in index.tensors.items():
@@ -97,6 +118,17 @@ def convert_checkpoint(
             raise ExportError(f"{index.path}: tensor {n!r}: packed float4 data cannot be converted")
         out_dt = dtype if dtype and t.is_floating and not t.dtype.startswith("complex") else t.dtype
         items.append(_Item(new, t, out_dt))
+    if rope_permute:
+        from .naming import rope_permutes
+
+        try:
+            perm = rope_permutes({it.src.name: it.name for it in items}, cfg_json, where=f"{index.path}: ")
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+        if perm:
+            items = [dataclasses.replace(it, permute=perm.get(it.src.name, 0)) for it in items]
+            notes.append(f"{len(perm)} torchtitan q/k weights permuted from Meta's interleaved RoPE rows to Hugging Face's "
+                         "layout (as torchtitan's Llama3StateDictAdapter.to_hf)")
     shards: list[list[_Item]] = [[]]
     size = 0
     for it in items:
@@ -105,15 +137,6 @@ def convert_checkpoint(
             size = 0
         shards[-1].append(it)
         size += it.nbytes
-
-    cfg_file: Path | None = None
-    if config is not None:
-        c = Path(config)
-        cfg_file = c / "config.json" if c.is_dir() else c
-        if not cfg_file.is_file():
-            raise ExportError(f"{cfg_file}: no such config file")
-    elif (Path(index.folder) / "config.json").is_file():
-        cfg_file = Path(index.folder) / "config.json"
 
     out = Path(out_dir).expanduser().absolute()
     inputs = [Path(f).resolve() for f in index.files] + ([cfg_file.resolve()] if cfg_file is not None else [])
@@ -130,7 +153,6 @@ def convert_checkpoint(
     total = sum(it.nbytes for it in items)
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    notes: list[str] = list(index.notes)
     staging = make_staging(out, notes)  # removes stale staging folders of killed runs first (noted)
     written: list[str] = []
     copied: list[str] = []
@@ -146,9 +168,7 @@ def convert_checkpoint(
             atomic_write_bytes(staging / "model.safetensors.index.json", json.dumps(idx, indent=2).encode() + b"\n")
             written.append("model.safetensors.index.json")
         if cfg_file is not None:
-            cfg = load_json(cfg_file, what="config file", error=ExportError)
-            if not isinstance(cfg, dict):
-                raise ExportError(f"{cfg_file}: expected a JSON object")
+            cfg = dict(cfg_json or {})
             if dtype:
                 cfg["dtype"] = dtype
                 cfg.pop("torch_dtype", None)
@@ -207,7 +227,21 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
         _write_all(fd, _header(shard, metadata))
         for it in shard:
             n = 0
-            if it.src.numel:
+            if it.permute:
+                from .naming import permute_to_hf
+
+                try:
+                    t = permute_to_hf(reader.tensor(it.src.name).reshape(it.src.shape), it.permute)
+                except ValueError as e:
+                    raise ExportError(f"{it.src.file}: tensor {it.src.name!r}: {e}") from None
+                raw = t.to(getattr(torch, it.dtype)).contiguous().view(torch.uint8).numpy()
+                _write_all(fd, raw)
+                n = raw.size
+                done[0] += n
+                if progress is not None:
+                    progress(done[0], total, it.name)
+                del t, raw
+            elif it.src.numel:
                 for piece in reader.iter_chunks(it.src.name, chunk_elems=_PIECE_ELEMS):
                     if it.dtype != it.src.dtype:
                         piece = piece.to(getattr(torch, it.dtype))
@@ -224,3 +258,20 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _suggested_mapping(index: CheckpointIndex, cfg_file: Path | None, notes: list[str]) -> dict[str, str] | None:
+    """--auto-fix: the key mapping a report of ``index`` against the config suggests (None when it loads as is)."""
+    from .matching import report
+    from .model import ModelSpec
+
+    if cfg_file is None:
+        raise ExportError(f"{index.path}: --auto-fix needs the model's config (none beside the checkpoint); pass --config")
+    rep = report(index, ModelSpec(config=str(cfg_file)))
+    if not rep.suggested_key_mapping:
+        notes.append("--auto-fix: no key mapping suggested (the names load as they are)" if rep.is_clean else
+                     "--auto-fix: no key mapping found that helps; names written unchanged")
+        return None
+    notes.append(f"--auto-fix: applied the key mapping suggested for {rep.suggestion_reason or 'prefix trouble'}: "
+                 + json.dumps(dict(rep.suggested_key_mapping)))
+    return dict(rep.suggested_key_mapping)

@@ -219,6 +219,16 @@ def export_checkpoint(
                                   rename=lambda n: apply_key_mapping(n, plan.key_mapping))
     if not outs:
         raise ExportError(f"{index.path}: the plan leaves no tensor to write")
+    if plan.key_mapping and cfg_src:  # torchtitan q/k weights renamed to HF names: permuted for HF's RoPE
+        from .naming import rope_computed
+
+        try:
+            rope = rope_computed(index, {o.source.name: (o.name, o.model_key) for o in outs if o.source is not None
+                                         and o.model_key and o.kind in ("copy", "cast")},
+                                 load_json(config_path(cfg_src), what="config.json", error=ExportError), notes)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+        computed = {**rope, **(computed or {})}
     if computed:
         import dataclasses
 

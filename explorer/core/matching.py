@@ -91,20 +91,22 @@ def _report(
         return rep
     sugg = suggest_key_mapping(rep, factory, index)
     extra: tuple[str, ...] = ()
+    reason = "prefix trouble"
     if sugg is None and (rep.missing or rep.unexpected):  # a known foreign naming (torchtitan), verified by a match
-        from .naming import suggest_known_naming
+        from .naming import TORCHTITAN_REASON, suggest_known_naming
 
         known = suggest_known_naming(index.tensors, len(rep.missing) + len(rep.unexpected) + len(rep.mismatched),
                                      lambda km: match(factory(), index, key_mapping=km, tree=tree))
         if known is not None:
-            sugg, extra = known[:2], (known[2],)
+            sugg, extra, reason = known[:2], (known[2],), TORCHTITAN_REASON
     if sugg is None:
         return rep
     mapping, effect = sugg
+    kw = dict(suggested_key_mapping=mapping, suggestion_effect=effect, suggestion_reason=reason)
     if auto_fix:
         fixed = match(factory(), index, key_mapping=mapping, tree=tree)
-        return _replace(fixed, suggested_key_mapping=mapping, suggestion_effect=effect, notes=fixed.notes + extra)
-    return _replace(rep, suggested_key_mapping=mapping, suggestion_effect=effect, notes=rep.notes + extra)
+        return _replace(fixed, notes=fixed.notes + extra, **kw)
+    return _replace(rep, notes=rep.notes + extra, **kw)
 
 
 def checkpoint_only(index: CheckpointIndex) -> Report:

@@ -125,6 +125,7 @@ class Report:
     key_mapping: Mapping[str, str] | None = None
     suggested_key_mapping: Mapping[str, str] | None = None
     suggestion_effect: Mapping[str, int] | None = None  # counts after applying the suggestion
+    suggestion_reason: str | None = None  # what the suggestion fixes: "prefix trouble", "torchtitan naming"
     load_dtype: str | None = None
     arch: str | None = None
     base_model_prefix: str | None = None
@@ -212,6 +213,7 @@ class Report:
             "key_mapping": dict(self.key_mapping) if self.key_mapping else None,
             "suggested_key_mapping": dict(self.suggested_key_mapping) if self.suggested_key_mapping else None,
             "suggestion_effect": dict(self.suggestion_effect) if self.suggestion_effect else None,
+            "suggestion_reason": self.suggestion_reason,
             "notes": list(self.notes),
             "family_mismatch": self.family.to_json() if self.family else None,
             "modules": [n.to_json() for n in self.disk.walk() if n.path] if self.disk is not None else None,

@@ -72,7 +72,8 @@ def suggestion_html(rep: Any) -> str:
     eff = rep.suggestion_effect or {}
     txt = ", ".join(f"{k!s} → {v!r}" for k, v in sugg.items())
     after = f" (then {eff.get('missing', '?')} missing, {eff.get('unexpected', '?')} unexpected)" if eff else ""
-    return f"Suggested key mapping: <code>{_esc(txt)}</code>{after}"
+    why = _esc((rep.suggestion_reason or "prefix trouble").capitalize())
+    return f"{why} detected. Suggested key mapping: <code>{_esc(txt)}</code>{after}"
 
 
 class SummaryBox(QFrame):
