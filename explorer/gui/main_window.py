@@ -211,6 +211,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")
         self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
                                   f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}")
+        self.status_label.setToolTip("\n".join(safe_text(n) for n in rep.index.notes))  # what the reader found
 
     def _show_summary(self, loaded: Loaded) -> None:
         self.filter_bar.set_counts(loaded.tree.counts)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from ..errors import CheckpointError
 from ..fsio import check_regular, read_bounded
 from .index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
+from .mapped import MappedFiles
 
 if TYPE_CHECKING:
     import torch
@@ -510,25 +511,13 @@ class DcpReader:
 
     def __init__(self, layout: DcpLayout) -> None:
         self.layout = layout
-        self._maps: dict[str, mmap.mmap] = {}
+        self._files = MappedFiles("rank file")
 
     def close(self) -> None:
-        for m in self._maps.values():
-            try:
-                m.close()
-            except BufferError:
-                pass
-        self._maps.clear()
+        self._files.close()
 
     def _map(self, file: str) -> mmap.mmap:
-        m = self._maps.get(file)
-        if m is None:
-            with open(file, "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
-                    raise CheckpointError(f"{file}: empty rank file")
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-            self._maps[file] = m
-        return m
+        return self._files.map(file)
 
     def _entry(self, name: str) -> DcpTensor:
         try:
@@ -541,10 +530,7 @@ class DcpReader:
         import torch
 
         m = self._map(c.file)
-        try:  # the file now, not the mapping: a rank file truncated after it was mapped would be a SIGBUS
-            size = min(len(m), os.stat(c.file).st_size)
-        except OSError:
-            size = 0
+        size = self._files.size_now(c.file)  # the file now, not the mapping (a truncated file would be a SIGBUS)
         if c.offset + c.length > size:
             raise CheckpointError(f"{c.file}: tensor {t.key!r}: chunk ends at byte {c.offset + c.length}, past the end "
                                   f"of the file ({size} bytes; changed on disk since it was opened?)")
@@ -597,19 +583,8 @@ class DcpReader:
             raise CheckpointError(f"{where}: its strides do not fit its storage ({e})") from None
 
     def _release(self, c: Chunk) -> None:
-        """Drop a streamed chunk's pages from this process (the private mapping is never written, so a later read
-        faults them in again from the file): a conversion's RSS stays about one chunk, not the whole checkpoint."""
-        m = self._maps.get(c.file)
-        if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = c.offset - c.offset % mmap.PAGESIZE
-        end = min(len(m), c.offset + c.length)
-        end -= (end % mmap.PAGESIZE) if end < len(m) else 0
-        if end > start:
-            try:
-                m.madvise(mmap.MADV_DONTNEED, start, end - start)
-            except OSError:
-                pass
+        """Drop a streamed chunk's pages from this process: a conversion's RSS stays about one chunk."""
+        self._files.release(c.file, c.offset, c.length)
 
     def tensor(self, name: str) -> torch.Tensor:
         """The global tensor, assembled from its chunks (a view, without copy, when one chunk holds it all)."""

@@ -101,7 +101,7 @@ class CheckpointIndex:
             return None
         first_file = self.files[0] if self.files else None
         tensors = [t for t in self.tensors.values() if first_file is None or t.file == first_file] or list(self.tensors.values())
-        if self.format.startswith("safetensors"):
+        if self.format.startswith("safetensors") or self.format == "deepspeed-zero":  # ZeRO: as its safetensors export
             tensors.sort(key=lambda t: t.name)
         for t in tensors:
             if t.dtype.startswith(("float", "bfloat")) and not t.dtype.startswith(("float8", "float4")):
