@@ -71,3 +71,20 @@ def save_tiny(model_type: str, arch: str, folder: Path, *, seed: int = 0, **over
     model = getattr(transformers, arch)(cfg)
     model.save_pretrained(folder)
     return model
+
+
+def read_error(path) -> str:
+    """The one-line CheckpointError that opening ``path`` and reading every tensor raises (asserted one line)."""
+    import pytest
+
+    from explorer.core.checkpoint import TensorReader, open_checkpoint
+    from explorer.core.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as e:
+        ix = open_checkpoint(path)
+        with TensorReader(ix) as r:
+            for n in ix.tensors:
+                r.tensor(n)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg

@@ -17,6 +17,7 @@ from explorer.core.matching import report
 from explorer.core.model import ModelSpec
 from explorer.core.stats import tensor_stats
 from tests.dcp_helpers import fsdp2_checkpoint, handmade, save_no_dist, tiny_llama
+from tests.helpers import read_error
 
 
 def _flat(obj, prefix=""):
@@ -185,15 +186,7 @@ def _real(tmp_path) -> Path:
     return handmade(tmp_path / "ck", {"model.w": (torch.randn(4, 3), [((0, 0), (2, 3)), ((2, 0), (2, 3))])})
 
 
-def _err(folder) -> str:
-    with pytest.raises(CheckpointError) as e:
-        ix = open_checkpoint(folder)
-        with TensorReader(ix) as r:
-            for n in ix.tensors:
-                r.tensor(n)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
+_err = read_error
 
 
 def test_truncated_metadata(tmp_path):

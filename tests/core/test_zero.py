@@ -19,6 +19,7 @@ from explorer.core.errors import CheckpointError
 from explorer.core.matching import report
 from explorer.core.model import ModelSpec
 from explorer.core.stats import tensor_stats
+from tests.helpers import read_error
 from tests.zero_helpers import VARIANTS, oracle
 
 pytest.importorskip("deepspeed")
@@ -109,15 +110,7 @@ def _copy(zero_checkpoints, tmp_path, variant="z1") -> Path:
     return dst
 
 
-def _err(folder) -> str:
-    with pytest.raises(CheckpointError) as e:
-        ix = open_checkpoint(folder)
-        with TensorReader(ix) as r:
-            for n in ix.tensors:
-                r.tensor(n)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
+_err = read_error
 
 
 def test_truncated_model_states(zero_checkpoints, tmp_path):

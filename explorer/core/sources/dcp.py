@@ -32,6 +32,7 @@ from ..errors import CheckpointError
 from ..fsio import check_regular, read_bounded
 from .index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
 from .mapped import MappedFiles
+from .torch_records import load_restricted
 
 if TYPE_CHECKING:
     import torch
@@ -205,17 +206,8 @@ def read_metadata(folder: str | os.PathLike[str]) -> Any:
     raw = read_bounded(p, max_bytes=MAX_METADATA_BYTES, what="DCP metadata file", error=CheckpointError)
     if not raw:
         raise CheckpointError(f"{p}: empty DCP metadata file")
-    try:
-        md = _MetadataUnpickler(io.BytesIO(raw)).load()
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if msg.startswith("GLOBAL "):
-            raise CheckpointError(f"{p}: refused to unpickle DCP metadata: {msg} (only torch.distributed.checkpoint "
-                                  "metadata classes are)") from None
-        raise CheckpointError(f"{p}: corrupt DCP metadata: {msg[:200]}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, RecursionError) as e:
-        why = "truncated file" if isinstance(e, EOFError) else f"{type(e).__name__}: {str(e)[:200]}"
-        raise CheckpointError(f"{p}: corrupt DCP metadata ({why})") from None
+    md = load_restricted(_MetadataUnpickler, raw, p, what="DCP metadata",
+                         allowed="only torch.distributed.checkpoint metadata classes are")
     if not isinstance(md, _METADATA_CLASSES["Metadata"]):
         raise CheckpointError(f"{p}: not DCP metadata: the pickle holds {type(md).__name__}, expected Metadata")
     return md

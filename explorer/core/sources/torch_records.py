@@ -203,6 +203,22 @@ class RecordUnpickler(pickle.Unpickler):
         return StorageRef(key, dtype, numel)
 
 
+def load_restricted(unpickler: type[pickle.Unpickler], raw: bytes, p: Path, *, what: str, allowed: str) -> Any:
+    """``raw`` unpickled by a restricted ``unpickler`` whose refusals start with ``"GLOBAL "``; any failure is one
+    CheckpointError naming ``p`` (a refused GLOBAL says what is ``allowed``)."""
+    try:
+        return unpickler(io.BytesIO(raw)).load()
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if msg.startswith("GLOBAL "):
+            raise CheckpointError(f"{p}: refused to unpickle {what}: {msg} ({allowed})") from None
+        raise CheckpointError(f"{p}: corrupt {what}: {msg[:200]}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, RecursionError,
+            struct.error) as e:
+        why = "truncated file" if isinstance(e, EOFError) else f"{type(e).__name__}: {str(e)[:200]}"
+        raise CheckpointError(f"{p}: corrupt {what} ({why})") from None
+
+
 @dataclass
 class TorchFile:
     """A torch zip file's unpickled ``data.pkl`` (inert) and where each storage's bytes lie in the file."""
@@ -271,18 +287,9 @@ def read_torch_file(path: str | os.PathLike[str], what: str) -> TorchFile:
                 raise CheckpointError(f"{p}: storage {key!r} ends at byte {start + i.file_size}, past the end of the "
                                       f"file ({size} bytes; truncated?)")
             storages[key] = (start, i.file_size)
-    try:
-        obj = RecordUnpickler(io.BytesIO(raw)).load()
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if msg.startswith("GLOBAL "):
-            raise CheckpointError(f"{p}: refused to unpickle: {msg} (only torch's tensor records and DeepSpeed's "
-                                  "checkpoint classes are; nothing named in the file is imported or run)") from None
-        raise CheckpointError(f"{p}: corrupt pickle: {msg[:200]}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, RecursionError,
-            struct.error) as e:
-        why = "truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {str(e)[:200]}"
-        raise CheckpointError(f"{p}: corrupt pickle ({why})") from None
+    obj = load_restricted(RecordUnpickler, raw, p, what="data.pkl",
+                          allowed="only torch's tensor records and DeepSpeed's checkpoint classes are; nothing named "
+                          "in the file is imported or run")
     return TorchFile(str(p), obj, storages, size)
 
 
