@@ -65,10 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
     known = {name.replace("_", "-") for name in _COMMANDS}
-    if argv and argv[0] not in known and not argv[0].startswith("-") and not os.path.exists(argv[0]):
-        # a mistyped command must not open a window on a path that does not exist
+    if argv and argv[0] not in known and not argv[0].startswith("-") and not os.path.exists(argv[0]) \
+            and not argv[0].startswith(("hf://", "https://", "http://")):
+        # a mistyped command must not open a window on a path that does not exist (hf:// and URLs are sources)
         print(f"ckpt-explorer: error: {safe_text(argv[0])}: neither a command ({', '.join(sorted(known))}) nor an existing "
-              "checkpoint path", file=sys.stderr)
+              "checkpoint path (a Hub repo: ckpt-explorer open org/name, or hf://org/name)", file=sys.stderr)
         return EXIT_ERROR
     if not argv or (argv[0] not in known and argv[0] not in ("-h", "--help", "--version")):
         argv = ["open", *argv]

@@ -22,6 +22,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", metavar="pkg.module:Class", help="a plain torch.nn.Module class instead of a transformers config")
     g.add_argument("--model-kwargs", metavar="JSON", default=None, help="keyword arguments for --model, as a JSON object")
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint (state_dict, model, state_dict_ema, ...)")
+    add_source_args(p)
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """``--revision`` / ``--download`` for a checkpoint given as a Hub repo id (``org/name``, ``hf://...``)."""
+    g = p.add_argument_group("remote checkpoints (a Hub repo id org/name, hf://org/name[/subfolder], an https:// URL)")
+    g.add_argument("--revision", metavar="REV", default=None, help="branch, tag or commit of a Hub repo (default: main)")
+    g.add_argument("--download", action="store_true",
+                   help="a remote torch pickle (no header to read): download it into the Hugging Face cache first")
+
+
+def open_index(args: argparse.Namespace, path: str | None = None):  # -> CheckpointIndex
+    """The checkpoint ``path`` (default ``args.checkpoint``), local or remote (``--revision``, ``--download``)."""
+    from ..core.remote import open_source
+
+    return open_source(args.checkpoint if path is None else path, revision=getattr(args, "revision", None),
+                       wrapper=getattr(args, "wrapper", None), download=bool(getattr(args, "download", False)),
+                       progress=stderr_progress("headers"))
 
 
 def add_mapping_args(p: argparse.ArgumentParser) -> None:
@@ -84,6 +102,8 @@ def target_spec(args: argparse.Namespace, *, need_model: bool | None = None):  #
         auto_fix=bool(getattr(args, "auto_fix", False)),
         quantization=getattr(args, "quantization", None) or "auto",
         need_model=need_model,
+        revision=getattr(args, "revision", None),
+        download=bool(getattr(args, "download", False)),
     )
 
 

@@ -15,9 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "float32, sums in float64), streamed over mmap. Different prefixes (module., bert.) are paired automatically or with "
         "--key-mapping (applied to both sides). Exit 0 identical, 1 differences, 2 error.",
     )
-    p.add_argument("a", help="checkpoint A (file or Hugging Face folder)")
-    p.add_argument("b", help="checkpoint B")
+    p.add_argument("a", help="checkpoint A (file or Hugging Face folder, or a Hub repo org/name[@rev], hf://..., https://...)")
+    p.add_argument("b", help="checkpoint B (e.g. the Hub base of a local fine-tune: only the tensors' byte ranges are read)")
     p.add_argument("--key-mapping", metavar="JSON", help='rename keys of both sides, e.g. \'{"^module\\\\.": ""}\'')
+    p.add_argument("--download", action="store_true", help="a remote torch pickle: download it into the Hugging Face cache first")
     p.add_argument("--all", action="store_true", help="text mode: list unchanged tensors too")
     p.add_argument("--depth", type=int, default=None, help="roll-up depth in key components (default: per layer)")
     add_json_arg(p)
@@ -25,14 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.checkpoint import open_checkpoint
     from ..core.errors import ExplorerError
     from ..core.diff import DiffStatus, diff_checkpoints, diff_counts, module_rollup, pair_keys, unrelated_warning
+    from .common import open_index
     from .common import stderr_progress
 
     if args.depth is not None and args.depth < 1:
         raise ExplorerError(f"--depth must be at least 1 (key components per roll-up group), found {args.depth}")
-    ia, ib = open_checkpoint(args.a), open_checkpoint(args.b)
+    ia, ib = open_index(args, args.a), open_index(args, args.b)
     km = key_mapping(args)
     pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
     entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))

@@ -56,12 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_plan(args: argparse.Namespace):  # -> tuple[Plan, Report]
-    from ..core.checkpoint import open_checkpoint
     from ..core.errors import PlanError
+    from .common import open_index
     from ..core.matching import report
     from ..core.plan import Plan
 
-    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
+    index = open_index(args)
     ts = target_spec(args, need_model=True)
     nothing_given = PlanError(f"{index.path}: a plan needs a model: pass --config/--arch or --model")
     target = ts.resolve(index=index, missing=nothing_given if ts.model_spec() is None else None)

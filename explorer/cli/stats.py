@@ -5,7 +5,7 @@ import argparse
 import difflib
 
 from . import EXIT_OK
-from .common import Style, add_json_arg, print_json, stderr_progress
+from .common import Style, add_json_arg, add_source_args, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 JSON_BINS = 256  # the window's histogram
@@ -33,12 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"one-line sparkline under each tensor, one character per bin, bins merged to at most {MAX_COLS} characters)",
     )
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
+    add_source_args(p)
     add_json_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.checkpoint import TensorReader, open_checkpoint
+    from ..core.checkpoint import TensorReader
+    from .common import open_index
     from ..core.errors import CheckpointError, ExplorerError
     from ..core.stats import stats_many
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.bins = JSON_BINS if args.json else TEXT_BINS
     if not 1 <= args.bins <= MAX_BINS:
         raise ExplorerError(f"--bins must be between 1 and {MAX_BINS}, found {args.bins}")
-    index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
+    index = open_index(args)
     for k in args.keys:  # unknown names fail before any work
         if k not in index.tensors:
             close = difflib.get_close_matches(k, list(index.tensors), n=1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
+from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, safetensors_dtype_code
 from .errors import Cancelled, ExplorerError, ExportError
 from .fsio import atomic_output, atomic_write_bytes, check_output, fsync_path, link_stays_inside, load_json, umask  # noqa: F401
 from .fmt import human_bytes, safe_text
@@ -192,7 +192,10 @@ def export_checkpoint(
     shard_limit = parse_size(max_shard_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ExportError(f"seed: expected an integer from 0 to 2**64-1 (torch's seed range), found {seed!r}")
-    index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint, wrapper=plan.wrapper)
+    from .remote import is_remote, open_source
+
+    index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_source(checkpoint, wrapper=plan.wrapper)
+    remote = is_remote(index)  # a Hub repo or URL: its tensors are streamed by byte range; no companion files
     spec = spec or plan.spec()
     cfg_src: str | None = None
     if spec.is_transformers:
@@ -201,13 +204,13 @@ def export_checkpoint(
         cfg_src = spec.config
 
     out = Path(out_dir).expanduser().absolute()
-    inputs = [Path(f).resolve() for f in index.files]
+    inputs = [] if remote else [Path(f).resolve() for f in index.files]
     if cfg_src:
         inputs.append(config_path(cfg_src).resolve())
     # a model folder (HF directory or shards) is the checkpoint: nothing goes inside it. A single weights file
     # only protects its own folder (export would write config.json there), not new sibling sub-folders.
     is_model_folder = Path(index.path).is_dir() or index.format.endswith("sharded")
-    out = check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder)
+    out = check_target(out, Path(index.folder).resolve(), inputs, refuse_inside=is_model_folder and not remote)
 
     rep = report(index, spec, key_mapping=plan.key_mapping, suggest=False)
     entries = plan.resolve(rep)
@@ -236,7 +239,7 @@ def export_checkpoint(
         state_computed = dict(computed)
     else:
         state_computed = {}
-    if plan.checkpoint and Path(plan.checkpoint).resolve() != Path(index.path).resolve():
+    if plan.checkpoint and not remote and Path(plan.checkpoint).resolve() != Path(index.path).resolve():
         # allowed (rules are patterns; defaults come from this checkpoint's report), but worth saying
         notes.insert(0, f"the plan was made for {plan.checkpoint}, applied to {Path(index.path).absolute()}")
     shards = _shard(outs, shard_limit)
@@ -245,7 +248,7 @@ def export_checkpoint(
 
     metadata = {
         "format": "pt",
-        "explorer_source": str(Path(index.path).absolute()),
+        "explorer_source": index.path if remote else str(Path(index.path).absolute()),
         "explorer_plan_sha256": plan_hash,
         "explorer_version": __version__,
         "explorer_arch": built.class_name,
@@ -286,7 +289,7 @@ def export_checkpoint(
                 cfg.pop("torch_dtype", None)
             atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
             written.append("config.json")
-        copied = copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
+        copied = [] if remote else copy_companions(Path(index.folder), staging, skip={Path(f).resolve() for f in index.files} | set(inputs), notes=notes)
         if is_cancelled(cancel):
             raise ExportCancelled(f"{out}: export cancelled; nothing was written")
         finish_staging(staging, out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import CheckpointIndex, open_checkpoint
+from .checkpoint import CheckpointIndex
 from .errors import ConfigError, ExplorerError
 from .keys import check_key_mapping
 from .model import QUANTIZATION_MODES, ModelSpec
@@ -45,7 +45,9 @@ def resolve_model(
     ``required``; then ``missing`` is raised, or a ConfigError naming the checkpoint and what to pass."""
     if spec is not None and (spec.model or spec.config):
         return spec
-    folder = config_beside(index.folder)
+    from .remote import config_of, is_remote
+
+    folder = config_of(index) if is_remote(index) else config_beside(index.folder)
     if folder is not None:
         return ModelSpec(config=folder) if spec is None else dataclasses.replace(spec, config=folder)
     if spec is None and not required:
@@ -74,20 +76,33 @@ class TargetSpec:
     auto_fix: bool = False  # apply the suggested key mapping when prefix trouble is found
     quantization: str = "auto"  # see explorer.core.model.build_model
     need_model: bool | None = None
+    revision: str | None = None  # of a Hub checkpoint (``--revision``; default main)
+    download: bool = False  # a remote torch pickle: download it into the HF cache (``--download``)
 
     def model_spec(self) -> ModelSpec | None:
-        """The model as given (before the config.json-beside rule), None when nothing was given."""
+        """The model as given (before the config.json-beside rule), None when nothing was given. A ``config``
+        spelled as a Hub repo id that is not a local path is that repo's config.json (downloaded into the HF cache)."""
         if self.model:
             return ModelSpec(model=self.model, model_kwargs=dict(self.model_kwargs))
         if self.config or self.arch:
-            return ModelSpec(config=self.config, arch=self.arch)
+            config = self.config
+            if config:
+                from .remote import config_source
+
+                config = config_source(config)
+            return ModelSpec(config=config, arch=self.arch)
         return None
 
-    def resolve(self, *, index: CheckpointIndex | None = None, missing: ExplorerError | None = None) -> Target:
+    def resolve(self, *, index: CheckpointIndex | None = None, missing: ExplorerError | None = None,
+                progress: Any = None, cancel: Any = None) -> Target:
         """Open the checkpoint's headers (or use ``index``) and decide the model. ``missing`` replaces the error
-        raised when a required model cannot be found. Raises ExplorerError subclasses with one-line messages."""
+        raised when a required model cannot be found. ``progress`` / ``cancel`` (core.jobs) reach a remote source's
+        header fetch (per shard). Raises ExplorerError subclasses with one-line messages."""
         if index is None:
-            index = open_checkpoint(self.checkpoint, wrapper=self.wrapper)
+            from .remote import open_source
+
+            index = open_source(self.checkpoint, revision=self.revision, wrapper=self.wrapper, download=self.download,
+                                progress=progress, cancel=cancel)
         if self.quantization not in QUANTIZATION_MODES:
             raise ConfigError(f"quantization: expected one of {', '.join(QUANTIZATION_MODES)}, found {self.quantization!r}")
         km = check_key_mapping(self.key_mapping) if self.key_mapping else None

@@ -83,7 +83,8 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(p, p.title)
         self._build_layout()
         self.menu_actions = build_menus(self, MenuSlots(
-            open_dialog=o.open_dialog, open_config_dialog=o.open_config_dialog, choose_head=o.choose_head,
+            open_dialog=o.open_dialog, open_config_dialog=o.open_config_dialog, open_hub_dialog=o.open_hub_dialog,
+            choose_head=o.choose_head,
             open_demo=lambda: self.open_source(Source(demo=True)), open_path=self.open_path, reload=self.reload,
             quit=self.close, find=self.filter_bar.focus, clear_filter=self.clear_filter,
             expand_trouble=self.expand_trouble, collapse_all=self.tree.collapseAll, show_shortcuts=self.show_shortcuts,
@@ -209,8 +210,12 @@ class MainWindow(QMainWindow):
         dt = time.perf_counter() - self.opener.t_open if self.opener.t_open else 0.0
         name = os.path.basename(os.path.normpath(rep.index.path))
         self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")
+        from ..core.remote import remote_note
+
+        remote = remote_note(rep.index)  # where a Hub repo's / URL's headers came from and what they cost
         self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
-                                  f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}")
+                                  f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}"
+                                  + (f" · {safe_text(remote)}" if remote else ""))
         self.status_label.setToolTip("\n".join(safe_text(n) for n in rep.index.notes))  # what the reader found
 
     def _show_summary(self, loaded: Loaded) -> None:

@@ -22,6 +22,7 @@ class MenuSlots:
 
     open_dialog: Callable[[], Any]
     open_config_dialog: Callable[[], Any]
+    open_hub_dialog: Callable[[], Any]
     choose_head: Callable[[], Any]
     open_demo: Callable[[], Any]
     open_path: Callable[[str], Any]  # a recent file
@@ -61,6 +62,7 @@ def build_menus(window: QMainWindow, slots: MenuSlots, panels: Sequence[Panel], 
     m = window.menuBar()
     fm = m.addMenu("&File")
     act_open = action(window, "&Open checkpoint…", QKeySequence.StandardKey.Open, slots.open_dialog, fm)
+    action(window, "Open from &Hub…", "Ctrl+Shift+H", slots.open_hub_dialog, fm)
     act_config = action(window, "Open &config…", "Ctrl+Shift+O", slots.open_config_dialog, fm)
     act_head = action(window, "Choose &head class…", "Ctrl+H", slots.choose_head, fm)
     act_demo = action(window, "Open &demo", None, slots.open_demo, fm)

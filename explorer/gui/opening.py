@@ -1,4 +1,4 @@
-"""Opening things: a checkpoint (dialog, path, demo), a config for the open checkpoint, a head class, a
+"""Opening things: a checkpoint (dialog, path, demo, a Hub repo: ``hub_dialog``), a config for the open checkpoint, a head class, a
 reload with changes (the suggested key mapping). Every open goes through the session; ``t_open`` is when the
 last one started (the status line's "report in N s")."""
 from __future__ import annotations
@@ -39,6 +39,15 @@ class Opener:
         if path:
             self.settings.setValue("lastDir", os.path.dirname(path))
             self.open_path(path)
+
+    def open_hub_dialog(self, *, show: bool = True):  # -> OpenFromHubDialog
+        """File › Open from Hub…: a repo id, revision and subfolder, opened header-only (``show=False``: tests)."""
+        from .hub_dialog import OpenFromHubDialog
+
+        dlg = OpenFromHubDialog(self.parent)
+        if show and dlg.exec() and dlg.source:
+            self.open_path(dlg.source, as_checkpoint=True)
+        return dlg
 
     def open_config_dialog(self) -> None:
         if self.session.source is None:

@@ -95,15 +95,15 @@ class _PlanCommand(QUndoCommand):
         self.session._show_plan(self.before)
 
 
-def load(source: Source, progress: Callable[[int, int], None] | None = None) -> Loaded:
+def load(source: Source, progress: Callable[[int, int], None] | None = None, cancel: Any = None) -> Loaded:
     """Open + match + build display records and their indexes. Runs in a worker; imports torch/transformers
     on first use (timed apart, so the status bar can say what the report itself cost). The cyclic GC is held
     off meanwhile (``workers.quiet_gc``): its full collections would stall the GUI thread for ~0.3 s each."""
     with quiet_gc():
-        return _load(source, progress)
+        return _load(source, progress, cancel)
 
 
-def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded:
+def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: Any = None) -> Loaded:
     t0 = time.perf_counter()
     imports = _import_heavy(source)
     from ..core.matching import report
@@ -118,7 +118,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None) -> Loaded
         raise ValueError("no checkpoint given")
     if progress:
         progress(1, 4)
-    target = target_spec(source).resolve()
+    target = target_spec(source).resolve(cancel=cancel)  # a remote source stops between shards when cancelled
     if progress:
         progress(2, 4)
     rep = report(target)
@@ -211,7 +211,7 @@ class Session(QObject):
         """Start loading ``source`` (cancels any load in flight)."""
         self.source = source
         self.loadingStarted.emit(source.describe())
-        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress), purpose="load")
+        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress, cancelled), purpose="load")
         h.returned.connect(self._on_loaded)
         h.errored.connect(self.loadFailed.emit)
         h.finished.connect(lambda: self.busyChanged.emit(False) if h is self._load_job else None)

@@ -39,6 +39,17 @@ def save(settings: QSettings, window: Any, splitters: dict[str, QSplitter], hist
     settings.sync()
 
 
+def remote_spelling(path: str) -> bool:
+    """A Hub repo id (``org/name``) that is not a local path: remembered as typed, not made absolute."""
+    from ..core.errors import ExplorerError
+    from ..core.remote import parse_source
+
+    try:
+        return parse_source(path) is not None
+    except ExplorerError:
+        return False
+
+
 class RecentFiles:
     """File › Recent: the last ``MAX_RECENT`` checkpoints opened, newest first."""
 
@@ -51,7 +62,8 @@ class RecentFiles:
         return [str(p) for p in ([v] if isinstance(v, str) else (v or []))]
 
     def add(self, path: str) -> None:
-        path = os.path.abspath(path)
+        if not path.startswith(("hf://", "http://", "https://")) and not remote_spelling(path):
+            path = os.path.abspath(path)  # a remote source (Hub repo id, hf://, URL) is kept as given
         self.settings.setValue("recent", [path, *(p for p in self.paths() if p != path)][:MAX_RECENT])
         self.fill()
 

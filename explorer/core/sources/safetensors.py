@@ -295,6 +295,26 @@ def read_safetensors(p: Path) -> tuple[dict[str, TensorInfo], dict[str, str], tu
         raw = f.read(n)
     if len(raw) != n:
         raise CheckpointError(f"{p}: file changed on disk while its header was read")
+    return _parse_safetensors(raw, n, size, p)
+
+
+def parse_safetensors_bytes(raw: bytes, size: int, label: str) -> tuple[dict[str, TensorInfo], dict[str, str], tuple[str, ...]]:
+    """A safetensors header already fetched (``raw``: the 8-byte length and the header) of a file of ``size`` bytes
+    named ``label`` (a remote file): validated exactly as a local file's. TensorInfo.file is ``label``, offsets
+    absolute. Raises CheckpointError naming ``label``."""
+    if len(raw) < 8:
+        raise CheckpointError(f"{label}: truncated safetensors file: expected at least an 8-byte header length")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > size - 8:
+        raise CheckpointError(f"{label}: safetensors header length {n} is larger than the file ({size} bytes)")
+    if n > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{label}: safetensors header length {n} exceeds safetensors' limit of {MAX_HEADER_BYTES} bytes")
+    if len(raw) != 8 + n:
+        raise CheckpointError(f"{label}: truncated safetensors header: {len(raw) - 8} of {n} bytes")
+    return _parse_safetensors(raw[8:], n, size, label)  # type: ignore[arg-type]
+
+
+def _parse_safetensors(raw: bytes, n: int, size: int, p: Path) -> tuple[dict[str, TensorInfo], dict[str, str], tuple[str, ...]]:
     header = _parse_header_json(raw, p)
     notes: list[str] = []
     meta_raw: Any = None
