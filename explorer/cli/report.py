@@ -18,6 +18,7 @@ from .common import (
     mapping_json,
     print_json,
     rerun_command,
+    stderr_progress,
     target_spec,
 )
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return run_report(args)
     if args.base or args.delta:
         raise ConfigError(f"{args.checkpoint}: --base / --delta apply to a PEFT adapter folder (one with adapter_config.json)")
-    rep = report(target_spec(args, need_model=False if args.no_model else None).resolve())
+    rep = report(target_spec(args, need_model=False if args.no_model else None).resolve(progress=stderr_progress("headers")))
     if args.json:
         print_json(rep.to_json())
     else:

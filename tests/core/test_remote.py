@@ -348,3 +348,29 @@ def test_url_faults(hub, tmp_path, minilm):
     hub.faults["model.safetensors"] = {"ignore_range": True}
     idx = open_source(big + "model.safetensors")
     assert idx.layout.transfer.bytes < 1 << 20
+
+
+def test_url_access_denied_and_hostile_config_beside(hub, tmp_path, minilm):
+    base = hub.add_plain("m", __import__("pathlib").Path(minilm))
+    hub.faults["model.safetensors"] = {"status": 401}
+    msg = _err(open_source, base + "model.safetensors")
+    assert "access denied (401)" in msg and "hf auth login" not in msg
+    hub.faults.clear()
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(__import__("pathlib").Path(minilm) / "model.safetensors")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    url = hub.add_plain("deep", folder) + "model.safetensors"
+    msg = _err(open_source, url)
+    assert "config.json" in msg
+
+
+def test_url_server_down_is_one_line():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    msg = _err(open_source, f"http://127.0.0.1:{port}/x/model.safetensors")
+    assert "cannot connect" in msg and f"127.0.0.1:{port}" in msg

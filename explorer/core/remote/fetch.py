@@ -54,7 +54,9 @@ class Transfer:
 
 class RemoteFile:
     """One remote file: ``label`` (shown, never a token), ``size`` (bytes, None until known) and ``etag``.
-    Subclasses implement :meth:`_fetch`."""
+    Subclasses implement :meth:`_fetch`; ``hub``: errors say how to log in to the Hub."""
+
+    hub = True
 
     def __init__(self, label: str, size: int | None = None, etag: str | None = None, transfer: Transfer | None = None) -> None:
         self.label, self.size, self.etag = label, size, etag
@@ -125,7 +127,7 @@ class RemoteFile:
             return start
         if status == 416:
             raise CheckpointError(f"{self.label}: the server has no bytes {start}..{end - 1} (416): the file is shorter than its listing says")
-        raise status_error(self.label, status, headers)
+        raise status_error(self.label, status, headers, hub=self.hub)
 
     def _check_size(self, total: int | None) -> None:
         if total is None:
@@ -169,9 +171,11 @@ class RemoteFile:
 _HELP_LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 
 
-def status_error(label: str, status: int, headers: Mapping[str, str]) -> CheckpointError:
+def status_error(label: str, status: int, headers: Mapping[str, str], *, hub: bool = True) -> CheckpointError:
     """A one-line error for an HTTP error status (X-Error-Code as the Hub sends it), never quoting a token."""
     code = headers.get("x-error-code") or ""
+    if not hub and status in (401, 403):
+        return CheckpointError(f"{label}: access denied ({status}): the server wants credentials (none are sent to plain URLs)")
     if code == "GatedRepo" or status in (401, 403):
         what = "gated" if code == "GatedRepo" else "private or gated"
         return CheckpointError(f"{label}: access denied ({status}): the repo is {what} or your token lacks access; {_HELP_LOGIN}")

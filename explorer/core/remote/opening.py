@@ -8,7 +8,6 @@ fetches only a tensor's byte range, in requests of bounded size."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..checkpoint import CheckpointIndex, TensorInfo, open_checkpoint
 from ..sources.hf_folder import HF_WEIGHT_FILES
 from ..errors import Cancelled, CheckpointError
 from ..fmt import human_bytes, safe_text
-from ..fsio import MAX_HEADER_BYTES, MAX_INDEX_BYTES, MAX_JSON_BYTES, atomic_write_bytes
+from ..fsio import MAX_HEADER_BYTES, MAX_INDEX_BYTES, MAX_JSON_BYTES, atomic_write_bytes, parse_json
 from ..jobs import is_cancelled
 from . import cache
 from .fetch import RemoteFile, Transfer, header_note
@@ -436,7 +435,7 @@ def _url_config(url: str, transfer: Transfer) -> str | None:
     if f.size is None or f.size > MAX_JSON_BYTES:
         raise CheckpointError(f"{f.label}: config.json of {human_bytes(f.size) if f.size else 'unknown size'}; expected at most {human_bytes(MAX_JSON_BYTES)}")
     raw = f.read(0, f.size, max_skip=0) if f.size else b""
-    json.loads(raw or b"{}")  # ModelSpec parses it again with caps; refuse non-JSON early
+    parse_json(raw, source=f.label, what="config.json", error=CheckpointError)  # size/depth caps; ModelSpec parses it again
     folder = cache.cache_root() / "configs" / hashlib.sha256(f.url.encode()).hexdigest()
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ def filesystem() -> Any:
 
 
 class UrlFile(RemoteFile):
+    hub = False
+
     def __init__(self, url: str, transfer: Transfer) -> None:
         super().__init__(redact_url(url), None, None, transfer)
         self.url = url
@@ -43,7 +45,10 @@ class UrlFile(RemoteFile):
         fs = filesystem()
         try:
             info = fs.info(self.url)
-        except FileNotFoundError:
+        except FileNotFoundError as e:  # fsspec says so for any failure; its cause tells which
+            cause = e.__cause__
+            if cause is not None and getattr(cause, "status", None) != 404:
+                raise _error(self.label, cause) from None
             raise CheckpointError(f"{self.label}: not found (404)") from None
         except Exception as e:
             raise _error(self.label, e) from None
@@ -79,7 +84,7 @@ class UrlFile(RemoteFile):
 def _error(label: str, e: BaseException) -> CheckpointError:
     status = getattr(e, "status", None) or getattr(e, "code", None)
     if isinstance(status, int) and status >= 400:
-        return status_error(label, status, {})
+        return status_error(label, status, {}, hub=False)
     return network_error(label, e)
 
 
