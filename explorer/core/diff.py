@@ -205,6 +205,23 @@ def iter_diff(
             rb.close()
 
 
+def _paired(a: Any, b: Any) -> Any:
+    """Equal-length flat pieces of two streams of the same values chunked differently (a DCP or ZeRO reader cuts
+    at chunk and rank boundaries, a safetensors reader every ``chunk_elems``)."""
+    xa = xb = None
+    while True:
+        if xa is None or not xa.numel():
+            xa = next(a, None)
+        if xb is None or not xb.numel():
+            xb = next(b, None)
+        if xa is None or xb is None:
+            return
+        n = min(xa.numel(), xb.numel())
+        if n:
+            yield xa[:n], xb[:n]
+        xa, xb = xa[n:], xb[n:]
+
+
 def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta: Any, tb: Any, chunk_elems: int,
              tick: Ticker) -> DiffEntry:
     import torch
@@ -215,7 +232,7 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
     mx = 0.0
     equal = True
     nonfinite = 0
-    for ca, cb in zip(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
+    for ca, cb in _paired(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
         x = ca.to(target) if ca.dtype != target else ca
         y = cb.to(target) if cb.dtype != target else cb
         if x.is_complex() or y.is_complex():

@@ -133,6 +133,15 @@ def test_fsdp2_export_equals_dcp_to_torch_save_and_loads_clean(fsdp, tmp_path):
         assert torch.equal(v, ref["model"][n]), n
 
 
+def test_fsdp2_diff_against_its_export_is_all_same(fsdp, tmp_path):
+    from explorer.core.diff import DiffStatus, diff_checkpoints
+
+    ck, cfg, _ = fsdp
+    convert_checkpoint(ck, tmp_path / "hf", config=cfg)
+    entries = diff_checkpoints(ck, tmp_path / "hf", chunk_elems=1000)  # rank chunks vs fixed pieces
+    assert len(entries) == len(open_checkpoint(ck).tensors) and all(e.status is DiffStatus.SAME for e in entries)
+
+
 def test_fsdp2_export_with_plan_casts_and_drops(fsdp, tmp_path):
     from safetensors import safe_open
 

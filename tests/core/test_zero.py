@@ -195,3 +195,21 @@ def test_a_rank_file_opens_its_folder(zero_checkpoints):
         ix = open_checkpoint(f)
         assert ix.format == "deepspeed-zero" and f.name in ix.notes[0]
         assert list(ix.tensors) == list(oracle(zero_checkpoints["z3"]))
+
+
+def test_diff_against_its_export_streams_across_rank_boundaries(zero_checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from explorer.core.diff import DiffStatus, diff_checkpoints
+
+    folder = zero_checkpoints["z3"]
+    convert_checkpoint(folder, tmp_path / "hf")
+    entries = diff_checkpoints(folder, tmp_path / "hf", chunk_elems=1000)
+    assert entries and all(e.status is DiffStatus.SAME for e in entries)
+    sd = load_file(tmp_path / "hf" / "model.safetensors")
+    name = "model.layers.0.mlp.up_proj.weight"
+    sd[name] = sd[name] * 1.5
+    save_file(sd, tmp_path / "hf" / "model.safetensors")
+    changed = {e.name: e for e in diff_checkpoints(folder, tmp_path / "hf", chunk_elems=1000)
+               if e.status is not DiffStatus.SAME}
+    assert list(changed) == [name] and changed[name].rel_change == pytest.approx(0.5, rel=1e-6)
