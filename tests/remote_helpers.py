@@ -60,6 +60,7 @@ class HubStandIn:
         self.faults: dict[str, dict[str, Any]] = {}  # file name (basename) -> fault settings
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.served: dict[str, int] = {}
+        self.bare_info = False  # model info without sizes, or without siblings at all ("no_siblings")
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -238,13 +239,16 @@ class _Handler(BaseHTTPRequestHandler):
             if sha is None:
                 return
             entries = self._entries(repo, sha)
-            blobs = urlsplit(self.path).query.find("blobs") >= 0
+            blobs = urlsplit(self.path).query.find("blobs") >= 0 and not self.hub.bare_info
             siblings = [{"rfilename": e["path"], **({"size": e["size"], "blobId": e["oid"],
                          **({"lfs": {"size": e["size"], "sha256": e["oid"], "pointerSize": 134}} if "lfs" in e else {})}
                          if blobs else {})} for e in entries]
-            return self._json({"_id": sha[:24], "id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
-                               "gated": repo.token is not None, "disabled": False, "downloads": 0, "likes": 0,
-                               "tags": [], "siblings": siblings, "lastModified": "2026-01-01T00:00:00.000Z"})
+            info = {"_id": sha[:24], "id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
+                    "gated": repo.token is not None, "disabled": False, "downloads": 0, "likes": 0,
+                    "tags": [], "siblings": siblings, "lastModified": "2026-01-01T00:00:00.000Z"}
+            if self.hub.bare_info == "no_siblings":
+                del info["siblings"]
+            return self._json(info)
         if tail[0] in ("tree", "paths-info") and len(tail) > 1:
             sha = self._sha_of(repo, tail[1])
             if sha is None:

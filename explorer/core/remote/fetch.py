@@ -72,14 +72,16 @@ class RemoteFile:
     def read(self, start: int, end: int, *, max_skip: int = 0) -> bytes:
         """Bytes [start, end) of the file, exactly (CheckpointError otherwise). A server answering 200 (ignoring
         Range) is read only up to ``end``, and only when ``start <= max_skip``: never the whole file."""
-        want = end - start
-        if want <= 0:
+        if end - start <= 0:
             return b""
         parts: list[bytes] = []
-        state = {"skip": 0, "got": 0}
+        state = {"skip": 0, "got": 0, "want": end - start}
+        size_known = self.size is not None
 
         def take(status: int, headers: Mapping[str, str]) -> int:
             state["skip"] = self._check_response(status, headers, start, end, max_skip)
+            if not size_known and self.size is not None:  # a listing without sizes: the response told us
+                state["want"] = max(0, min(end, self.size) - start)
             return state["skip"]
 
         def sink(chunk: bytes) -> bool:
@@ -89,29 +91,30 @@ class RemoteFile:
                 cut = min(skip, len(chunk))
                 chunk, state["skip"] = chunk[cut:], skip - cut
             if chunk:
-                room = want - state["got"]
+                room = state["want"] - state["got"]
                 parts.append(chunk[:room])
                 state["got"] += min(room, len(chunk))
-            return state["got"] < want
+            return state["got"] < state["want"]
 
         self._fetch(start, end, take, sink)
         self.transfer.add(requests=1)
-        if state["got"] < want:
+        if state["got"] < state["want"]:
             raise CheckpointError(
-                f"{self.label}: truncated response: received {state['got']} of the {want} bytes asked for "
-                f"(bytes {start}..{end - 1}); the connection ended early"
+                f"{self.label}: truncated response: received {state['got']} of the {state['want']} bytes asked for "
+                f"(bytes {start}..{start + state['want'] - 1}); the connection ended early"
             )
         return b"".join(parts)
 
     def _check_response(self, status: int, headers: Mapping[str, str], start: int, end: int, max_skip: int) -> int:
         if status == 206:
             m = _CONTENT_RANGE.fullmatch((headers.get("content-range") or "").strip())
-            if m is None or int(m.group(1)) != start or int(m.group(2)) < min(end, self.size or end) - 1:
+            total = None if m is None or m.group(3) == "*" else int(m.group(3))
+            known = total if total is not None else self.size
+            if m is None or int(m.group(1)) != start or int(m.group(2)) < min(end, known or end) - 1:
                 raise CheckpointError(
                     f"{self.label}: the server answered bytes {headers.get('content-range')!r} to a request for "
                     f"{start}..{end - 1}"
                 )
-            total = None if m.group(3) == "*" else int(m.group(3))
             self._check_size(total)
             return 0
         if status == 200:

@@ -109,7 +109,10 @@ def repo_state(src: HubSource) -> RepoState:
             sha = str(info.sha or "")
             if not sha:
                 raise CheckpointError(f"{src.label}: the Hub did not say which commit {safe_text(src.revision)} is")
-            files = {s.rfilename: (s.size if isinstance(s.size, int) else None) for s in info.siblings or []}
+            if info.siblings is not None:
+                files = {s.rfilename: (s.size if isinstance(s.size, int) else None) for s in info.siblings}
+            else:  # an endpoint whose model info lists no files: the tree listing has them (with sizes)
+                files = _tree(src, sha)
             cache.put_ref(src.repo_id, src.revision, sha)
             cache.put_listing(src.repo_id, sha, files)
             return RepoState(sha, files, f"Hub {safe_text(endpoint())}, {safe_text(src.revision)} = commit {sha[:12]}")
@@ -123,6 +126,16 @@ def repo_state(src: HubSource) -> RepoState:
     if files is None:
         raise CheckpointError(f"{src.label}: offline ({why}) and no cached listing of commit {sha[:12]}")
     return RepoState(sha, files, f"offline ({why}): cached commit {sha[:12]} of {safe_text(src.revision)}")
+
+
+def _tree(src: HubSource, sha: str) -> dict[str, int | None]:
+    from huggingface_hub import HfApi
+
+    try:
+        entries = HfApi(endpoint=endpoint()).list_repo_tree(src.repo_id, revision=sha, recursive=True)
+        return {e.path: getattr(e, "size", None) for e in entries if type(e).__name__ == "RepoFile"}
+    except Exception as e:
+        raise hub_error(src.label, e) from None
 
 
 def _hf_cache_ref(src: HubSource) -> str | None:

@@ -295,11 +295,14 @@ def _small_file(src: HubSource, sha: str, path: str, size: int | None, transfer:
     if got is not None:
         return got
     label = src.file_label(path)
-    if size is None:
-        raise CheckpointError(f"{label}: the Hub did not list its size; refusing to read an index of unknown size")
-    if size > MAX_INDEX_BYTES:
-        raise CheckpointError(f"{label}: index file of {human_bytes(size)}, over the {human_bytes(MAX_INDEX_BYTES)} limit")
-    raw = hub.HubFile(src, sha, path, size, transfer).read(0, size, max_skip=0) if size else b""
+    over = CheckpointError(f"{label}: index file of {human_bytes(size or MAX_INDEX_BYTES + 1)}, over the "
+                           f"{human_bytes(MAX_INDEX_BYTES)} limit")
+    if size is not None and size > MAX_INDEX_BYTES:
+        raise over
+    # size unknown (the listing has none): ask for one byte more than the cap; the answer says how long it is
+    raw = hub.HubFile(src, sha, path, size, transfer).read(0, MAX_INDEX_BYTES + 1 if size is None else size) if size != 0 else b""
+    if len(raw) > MAX_INDEX_BYTES:
+        raise over
     cache.put_file(src.repo_id, sha, path, raw)
     return raw
 
