@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         s.loadingStarted.connect(self._on_loading)
         s.loaded.connect(self._on_loaded)
         s.loadFailed.connect(self._on_load_failed)
+        s.loadStatus.connect(lambda text: self.status_label.setText(f"loading… {safe_text(text)}"))
         s.busyChanged.connect(self.busy.setVisible)
         s.planChanged.connect(self._on_plan_changed)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current)

@@ -95,15 +95,17 @@ class _PlanCommand(QUndoCommand):
         self.session._show_plan(self.before)
 
 
-def load(source: Source, progress: Callable[[int, int], None] | None = None, cancel: Any = None) -> Loaded:
+def load(source: Source, progress: Callable[[int, int], None] | None = None, cancel: Any = None,
+         status: Callable[[str], Any] | None = None) -> Loaded:
     """Open + match + build display records and their indexes. Runs in a worker; imports torch/transformers
     on first use (timed apart, so the status bar can say what the report itself cost). The cyclic GC is held
     off meanwhile (``workers.quiet_gc``): its full collections would stall the GUI thread for ~0.3 s each."""
     with quiet_gc():
-        return _load(source, progress, cancel)
+        return _load(source, progress, cancel, status)
 
 
-def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: Any = None) -> Loaded:
+def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: Any = None,
+          status: Callable[[str], Any] | None = None) -> Loaded:
     t0 = time.perf_counter()
     imports = _import_heavy(source)
     from ..core.matching import report
@@ -118,7 +120,11 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
         raise ValueError("no checkpoint given")
     if progress:
         progress(1, 4)
-    target = target_spec(source).resolve(cancel=cancel)  # a remote source stops between shards when cancelled
+    def headers(done: int, total: int, what: str = "") -> None:  # a remote source's header fetch, file by file
+        if status is not None:
+            status(f"fetching headers: {done}/{total} file(s), {what}")
+
+    target = target_spec(source).resolve(progress=headers, cancel=cancel)  # cancelled: stops between shards
     if progress:
         progress(2, 4)
     rep = report(target)
@@ -171,6 +177,7 @@ class Session(QObject):
     loadingStarted = Signal(str)  # what is being opened
     loaded = Signal(object)  # Loaded
     loadFailed = Signal(str)  # one-line message
+    loadStatus = Signal(str)  # what a load is doing now (a remote source: "headers 3/27 files, 1.2 MiB transferred")
     busyChanged = Signal(bool)
     selectionChanged = Signal(object)  # Selection | None
     planChanged = Signal(object)  # Plan | None
@@ -211,7 +218,9 @@ class Session(QObject):
         """Start loading ``source`` (cancels any load in flight)."""
         self.source = source
         self.loadingStarted.emit(source.describe())
-        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress, cancelled), purpose="load")
+        status = self.loadStatus.emit
+        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress, cancelled, status),
+                                             purpose="load")
         h.returned.connect(self._on_loaded)
         h.errored.connect(self.loadFailed.emit)
         h.finished.connect(lambda: self.busyChanged.emit(False) if h is self._load_job else None)

@@ -387,3 +387,17 @@ def test_endpoint_without_sizes_or_file_list(hub, tmp_path, bare):
         assert open_source("org/bare").tensors.keys() == open_checkpoint(folder).tensors.keys()
     else:  # no file list in the model info: the tree listing gives it
         assert open_source("org/bare").tensors.keys() == open_checkpoint(folder).tensors.keys()
+
+
+def test_header_fetch_reports_progress_and_stops_when_cancelled(hub, tmp_path):
+    from explorer.core.errors import Cancelled
+
+    folder = tmp_path / "llama"
+    model = save_tiny("llama", "LlamaForCausalLM", tmp_path / "one-file")
+    model.save_pretrained(folder, max_shard_size="40KB")
+    hub.add_repo("org/p", folder)
+    seen = []
+    open_source("org/p", progress=lambda d, t, what: seen.append((d, t, what)))
+    assert [d for d, _, _ in seen] == [0, 1, 2, 3] and seen[-1][2].endswith("transferred")
+    with pytest.raises(Cancelled):
+        open_source("org/p", cancel=lambda: True)  # checked before each shard, cached or not

@@ -30,8 +30,11 @@ def test_open_from_hub_dialog_loads_remote_repo_and_remembers_it(hub, qtbot, win
     shown = OpenFromHubDialog(window, repos=[]).token_label.text()
     assert "HF_TOKEN" in shown and "SECRET" not in shown
 
+    said: list[str] = []
+    window.session.loadStatus.connect(said.append)
     with qtbot.waitSignal(window.session.loaded, timeout=LOAD_TIMEOUT):
         window.open_path(dlg.source, as_checkpoint=True)
+    assert said[-1].startswith("fetching headers: 1/1 file(s), ") and "KiB transferred" in said[-1]
     rep = window.session.report
     assert rep.index.path == f"hf://{REPO}/model.safetensors" and rep.counts()["missing"] == 0
     assert window.recent.paths()[0] == f"hf://{REPO}"

@@ -154,8 +154,13 @@ def _header_index(label: str, raw: bytes, size: int) -> tuple[dict[str, TensorIn
 
 
 def _fetch_headers(jobs: list[tuple[RemoteFile, Callable[[], tuple[bytes, int] | None], Callable[[bytes, int], None]]],
-                   progress: Any, cancel: Any) -> list[tuple[bytes, int]]:
-    """Each job: (file, cached() -> (raw, size) | None, store(raw, size)). Fetched in parallel, in order."""
+                   progress: Any, cancel: Any, transfer: Transfer) -> list[tuple[bytes, int]]:
+    """Each job: (file, cached() -> (raw, size) | None, store(raw, size)). Fetched in parallel, in order;
+    ``progress(files done, files, "N kB transferred")`` after each, ``cancel`` checked before each."""
+
+    def tell(done: int) -> None:
+        if progress is not None:
+            progress(done, len(jobs), f"{human_bytes(transfer.bytes)} transferred")
 
     def one(job):  # type: ignore[no-untyped-def]
         f, cached, store = job
@@ -170,16 +175,17 @@ def _fetch_headers(jobs: list[tuple[RemoteFile, Callable[[], tuple[bytes, int] |
         return raw, f.size
 
     out: list[tuple[bytes, int]] = []
+    tell(0)
     if len(jobs) == 1:
         out.append(one(jobs[0]))
+        tell(1)
     else:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(jobs))) as ex:
             futs = [ex.submit(one, j) for j in jobs]
             try:
                 for i, fu in enumerate(futs):
                     out.append(fu.result())
-                    if progress is not None:
-                        progress(i + 1, len(futs))
+                    tell(i + 1)
             except BaseException:
                 for fu in futs:
                     fu.cancel()
@@ -281,7 +287,7 @@ def open_hub(src: HubSource, *, download: bool = False, progress: Any = None, ca
     for (flabel, f), s in zip(files, shards):
         key = (src.repo_id, state.sha, prefix + s)
         jobs.append((f, _cached(key, f), _store(key, f)))
-    heads = _fetch_headers(jobs, progress, cancel)
+    heads = _fetch_headers(jobs, progress, cancel, transfer)
     how = header_note(transfer, len(files)) if transfer.requests else f"headers from the cache ({cache.cache_root()})"
     return _build(src.file_label(path), files, heads, config, transfer, f"{note}; {how}", obj)
 
@@ -399,7 +405,7 @@ def open_url(src: UrlSource, *, download: bool = False, progress: Any = None, ca
     jobs = []
     for flabel, f in files:
         jobs.append((f, _url_cached(f), _url_store(f)))
-    heads = _fetch_headers(jobs, progress, cancel)
+    heads = _fetch_headers(jobs, progress, cancel, transfer)
     return _build(label, files, heads, config, transfer, f"{label}: {header_note(transfer, len(files))}", obj)
 
 
