@@ -72,12 +72,10 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
     s = Style()
     idx = rep.index
     print(s(f"{idx.path}", "1"))
-    wrap = f", sub-dict {idx.wrapper_key!r}" if idx.wrapper_key else ""
-    others = [c for c in idx.wrapper_candidates if c != idx.wrapper_key]
-    if others:
-        wrap += f" (also holds {', '.join(map(repr, others))}: choose with --wrapper)"
     print(f"  {idx.format}, {len(idx.files)} file(s), {len(idx.tensors)} tensors, "
-          f"{human_count(idx.total_params)} params, {human_bytes(idx.total_bytes)}{wrap}")
+          f"{human_count(idx.total_params)} params, {human_bytes(idx.total_bytes)}")
+    if idx.wrapper_key:
+        print(f"  wrapper dict: {idx.wrapper_text()}")
     for n in rep.notes:
         print(s(f"  note: {n}", "2"))
     if not rep.has_model:

@@ -48,7 +48,7 @@ from .errors import ConfigError, ExplorerError
 from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
 from .keys import layer_of
 from .model import BuiltModel, ModelSpec, build_model, transformers_lock
-from .report import Status
+from .report import How, Status
 
 if TYPE_CHECKING:
     import torch
@@ -99,10 +99,10 @@ class FreshInit:
         with self._lock:
             state = self._cache.get(path)
             if state is None:
+                while self._cache and len(self._cache) >= self._cache_size:  # evict first: never two modules' worth
+                    self._cache.popitem(last=False)
                 state = self._materialise(path)
                 self._cache[path] = state
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
             else:
                 self._cache.move_to_end(path)
         return state.get(local)
@@ -123,7 +123,7 @@ class FreshInit:
         for i in range(1, len(parts)):
             chain.append(root.get_submodule(".".join(parts[:i])))
         originals: dict[tuple[str, str], Any] = {}
-        sentinels: dict[str, Any] = {}
+        fresh: dict[tuple[str, str], Any] = {}
         try:
             for kind in ("_parameters", "_buffers"):
                 store = getattr(mod, kind)
@@ -131,13 +131,7 @@ class FreshInit:
                     if t is None:
                         continue
                     new = torch.empty(t.shape, dtype=t.dtype, device="cpu")
-                    if new.is_floating_point() or new.is_complex():
-                        new.fill_(math.nan)
-                    elif new.dtype == torch.bool:
-                        new.fill_(False)
-                    else:
-                        new.fill_(_INT_SENTINEL if new.element_size() >= 4 else 0)
-                    sentinels[name] = new.clone()
+                    new.fill_(_sentinel(new))
                     if kind == "_parameters":
                         new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
                     originals[(kind, name)] = t
@@ -146,15 +140,11 @@ class FreshInit:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 torch.manual_seed(seed)
                 self._run_init(mod, chain)
-            out: dict[str, Any] = {}
-            for (kind, name), _ in originals.items():
-                v = getattr(mod, kind)[name].detach()
-                s = sentinels[name]
-                if v.numel() and (torch.equal(v, s) or (v.is_floating_point() and bool(torch.isnan(v).all()))):
-                    out[name] = None  # no init touched it
-                else:
-                    out[name] = v.clone()
-            return out
+            for key in originals:
+                fresh[key] = getattr(mod, key[0])[key[1]].detach()
+            # the module gets its meta tensors back below: the CPU tensors are ours, no copy needed (memory: the
+            # module's own tensors once, whatever their size)
+            return {name: (None if _untouched(v) else v) for (_kind, name), v in fresh.items()}
         finally:
             for (kind, name), t in originals.items():
                 getattr(mod, kind)[name] = t
@@ -193,6 +183,36 @@ class FreshInit:
                 self.notes.append(note)
 
 
+def _sentinel(t: Any) -> Any:
+    """What a tensor is pre-filled with before the init runs: NaN, False, or an integer no init writes."""
+    if t.is_floating_point() or t.is_complex():
+        return math.nan
+    import torch
+
+    if t.dtype == torch.bool:
+        return False
+    return _INT_SENTINEL if t.element_size() >= 4 else 0
+
+
+def _untouched(v: Any, chunk: int = 1 << 22) -> bool:
+    """True when no init wrote ``v``: every value is still the pre-fill sentinel. Checked in chunks, so no temporary
+    the size of the tensor is made."""
+    import torch
+
+    if not v.numel():
+        return False
+    flat = v.reshape(-1)
+    s = _sentinel(v)
+    for i in range(0, flat.numel(), chunk):
+        c = flat[i : i + chunk]
+        if v.is_floating_point() or v.is_complex():
+            if not bool(torch.isnan(c).all()):
+                return False
+        elif bool((c != s).any()):
+            return False
+    return True
+
+
 def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None) -> BuiltModel:
     if isinstance(spec_or_built, BuiltModel):
         return spec_or_built
@@ -215,8 +235,9 @@ def fresh_tensor(spec_or_built: ModelSpec | BuiltModel | FreshInit, key: str, *,
 # --------------------------------------------------------------------------------------------- KS test
 
 
-def sample_values(flat: Any, *, k: int = MAX_SAMPLES, seed: int = 0) -> Any:
-    """≤ k values of a flat tensor as float32 (finite only), sampled deterministically.
+def sample_values(flat: Any, *, k: int = MAX_SAMPLES, seed: int = 0, round_to: Any = None) -> Any:
+    """≤ k values of a flat tensor as float32 (finite only), sampled deterministically; ``round_to``: a dtype each
+    sampled value is rounded to first (a fresh init rounded like the checkpoint), without a full-size copy.
 
     Without replacement up to 16M elements (duplicates would make the KS p-value anti-conservative), with
     replacement beyond (duplicates are then < 1 %)."""
@@ -233,6 +254,8 @@ def sample_values(flat: Any, *, k: int = MAX_SAMPLES, seed: int = 0) -> Any:
         idx = rng.choice(n, size=k, replace=False) if n <= 1 << 24 else rng.integers(0, n, size=k)
         idx.sort()  # mmap locality
         x = flat[torch.from_numpy(idx)]
+    if round_to is not None:
+        x = x.to(round_to)
     x = x.to(torch.float32)
     return x[torch.isfinite(x)]
 
@@ -309,12 +332,15 @@ def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_b
         same = torch.equal(values.to(fresh.dtype), fresh) if values.numel() else True
         return InitResult(name, key, False, None, None, "buffer" if is_buffer else "skipped",
                           ("buffer (not learned); " if is_buffer else "not a float tensor; ") + ("equals its init" if same else "differs from its init"))
-    f32 = fresh.to(values.dtype).to(torch.float32)  # round the init like the checkpoint's dtype
     if values.numel() == 0:
         return InitResult(name, key, False, None, None, "skipped", "empty tensor")
-    fmin, fmax = torch.aminmax(f32)
-    if float(fmin) == float(fmax):
-        c = float(fmin)
+    # the init rounded like the checkpoint's dtype, chunk by chunk (no float32 copy of a 1B-value embedding)
+    fmin, fmax = math.inf, -math.inf
+    for s in range(0, fresh.numel(), 1 << 22):
+        lo, hi = torch.aminmax(fresh[s : s + (1 << 22)].to(values.dtype).to(torch.float32))
+        fmin, fmax = min(fmin, float(lo)), max(fmax, float(hi))
+    if fmin == fmax:
+        c = fmin
         equal = 0
         for s in range(0, values.numel(), 1 << 22):
             equal += int((values[s : s + (1 << 22)].to(torch.float32) == c).sum())
@@ -322,7 +348,7 @@ def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_b
         return InitResult(name, key, frac == 1.0, frac, None, "constant",
                           f"init is constant {c:g}; {frac:.1%} of values equal it")
     xs = sample_values(values, seed=seed)
-    ys = sample_values(f32, seed=seed + 1)
+    ys = sample_values(fresh, seed=seed + 1, round_to=values.dtype)
     d, p = ks_2samp(xs, ys)
     # float64: a float32 reduction's result depends on the CPU's summation order
     cstd = float(xs.to(torch.float64).std()) if xs.numel() > 1 else 0.0
@@ -354,9 +380,13 @@ def iter_init_check(
     index = reader.index
     try:
         spec = resolve_model(index, spec, required=True)
+        tick = Ticker(len(index.tensors), progress, cancel)
+        tick.check()
         with quiet_transformers():  # no "Loading weights" progress bar / load report on stderr
             built = _built(spec, index.first_float_dtype())
+            tick.check()
             rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
+        tick.check()
         fi = FreshInit(built, seed=seed, cache_modules=1)
         groups: dict[str, list[tuple[str, str | None]]] = {}
         for name in index.tensors:
@@ -365,16 +395,23 @@ def iter_init_check(
             if ck is not None and ck.status is Status.MATCHED and len(ck.targets) == 1:
                 key = ck.targets[0]
             groups.setdefault(_split(key)[0] if key else "\0", []).append((name, key))
-        tick = Ticker(len(index.tensors), progress, cancel)
-        tick.check()
         for path, items in groups.items():
             for name, key in items:
                 ck = rep.checkpoint_keys.get(name)
                 if key is None:
                     why = f"status {ck.status.value}" if ck is not None else "not matched"
                     res = InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})")
+                elif How.CONVERTED in ck.how:
+                    # its fresh init would be the whole fused tensor (all experts): memory stays bounded by the
+                    # checkpoint's own tensors
+                    res = InitResult(name, key, False, None, None, "skipped", converted_note(key))
                 else:
-                    res = compare_to_init(name, key, reader.flat(name), fi.tensor(key), is_buffer=fi.is_buffer(key), seed=seed)
+                    tick.check()  # between the steps that take long on a big tensor: init, then the comparison
+                    fresh = fi.tensor(key)
+                    tick.check()
+                    res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), seed=seed)
+                    del fresh
+                    reader.release(name)  # the pages the comparison touched: memory stays about one tensor
                 if ck is not None:
                     res = dataclasses.replace(res, status=ck.status)
                 yield res
@@ -382,6 +419,12 @@ def iter_init_check(
     finally:
         if owned:
             reader.close()
+
+
+def converted_note(key: str) -> str:
+    """Why a piece of a fused tensor (one expert's weight, converted on load) is not compared with a fresh init."""
+    return (f"one piece of {key}, fused on load: a fresh init of that is the whole fused tensor (every piece), "
+            "not made for one piece")
 
 
 def init_check(

@@ -186,6 +186,7 @@ class Report:
             "files": list(self.index.files),
             "wrapper_key": self.index.wrapper_key,
             "wrapper_candidates": list(self.index.wrapper_candidates),
+            "wrapper_others": list(self.index.wrapper_others),
             "model": self.spec.to_json() if self.spec else None,
             "arch": self.arch,
             "load_dtype": self.load_dtype,

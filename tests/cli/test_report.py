@@ -150,7 +150,18 @@ def test_report_text_names_the_other_sub_dicts(capsys, tmp_path: Path) -> None:
     torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "ema": {"a.weight": torch.ones(2, 2)}, "epoch": 3}, f)
     code, out, err = _run(capsys, "report", str(f))
     assert code == 0, err
-    assert "sub-dict 'state_dict' (also holds 'ema': choose with --wrapper)" in out
+    assert "wrapper dict: sub-dict 'state_dict' chosen; 'ema' also holds tensors (--wrapper); 'epoch' holds no tensors" in out
+
+
+def test_the_wrapper_key_used_is_named_and_what_holds_no_tensors(capsys, tmp_path: Path) -> None:
+    # issue 10 finding 3: Astra's {"state_dict", "meta"}: say state_dict was chosen and meta holds no tensors
+    f = tmp_path / "astra.pth"
+    torch.save({"state_dict": {"backbone.conv.weight": torch.zeros(2, 2)}, "meta": {"epoch": 3, "arch": "craft"}}, f)
+    code, out, err = _run(capsys, "report", str(f))
+    assert code == 0, err
+    assert "wrapper dict: sub-dict 'state_dict' chosen; 'meta' holds no tensors" in out
+    code, j = run_json(capsys, str(f))
+    assert j["wrapper_key"] == "state_dict" and j["wrapper_others"] == ["meta"]
 
 
 def _err_line(capsys, argv: list[str]) -> str:

@@ -75,6 +75,21 @@ class CheckpointIndex:
     notes: tuple[str, ...] = ()
     layout: Any = field(default=None, compare=False, repr=False)  # chunked formats (DCP): has reader() -> tensor/iter_flat/close
     stamps: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # file -> (size, mtime_ns) when indexed
+    wrapper_others: tuple[str, ...] = ()  # keys beside the chosen sub-dict that hold no tensors ("meta", "epoch")
+
+    def wrapper_text(self) -> str:
+        """What was chosen inside a wrapper dict, e.g. ``sub-dict 'state_dict' chosen; 'meta' holds no tensors``
+        ("" for a plain state dict)."""
+        if not self.wrapper_key:
+            return ""
+        text = f"sub-dict {self.wrapper_key!r} chosen"
+        others = [c for c in self.wrapper_candidates if c != self.wrapper_key]
+        if others:
+            text += f"; {', '.join(map(repr, others))} also hold{'s' if len(others) == 1 else ''} tensors (--wrapper)"
+        if self.wrapper_others:
+            shown = ", ".join(map(repr, self.wrapper_others[:8])) + (", ..." if len(self.wrapper_others) > 8 else "")
+            text += f"; {shown} {'holds' if len(self.wrapper_others) == 1 else 'hold'} no tensors"
+        return text
 
     @property
     def total_bytes(self) -> int:
@@ -115,6 +130,7 @@ class CheckpointIndex:
             "files": list(self.files),
             "wrapper_key": self.wrapper_key,
             "wrapper_candidates": list(self.wrapper_candidates),
+            "wrapper_others": list(self.wrapper_others),
             "metadata": dict(self.metadata),
             "total_bytes": self.total_bytes,
             "total_params": self.total_params,

@@ -163,6 +163,22 @@ class TensorReader:
         except KeyError:
             raise CheckpointError(f"{info.file}: changed on disk since it was opened: no tensor {quoted(name)} now") from None
 
+    def release(self, name: str) -> None:
+        """Drop this process's memory-mapped pages of ``name`` (a safetensors tensor over ``SMALL_COPY_BYTES`` read
+        through :meth:`flat`): a scan over many big tensors (the init check of a 70B) then holds about one tensor's
+        pages, not every page it ever touched. A view of ``name`` stays valid: its pages are read again on access."""
+        info = self.index.tensors.get(name)
+        m = self._maps.get(info.file) if info is not None and info.offset is not None else None
+        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(len(m), info.offset + info.nbytes)
+        if end > start:
+            try:  # the map is private and never written: dropped pages come back from the file unchanged
+                m.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass
+
     def info(self, name: str) -> TensorInfo:
         """The header record of tensor ``name``; CheckpointError naming the checkpoint if it has none."""
         return self._info(name)

@@ -106,6 +106,9 @@ def _flatten_tensors(obj: Any, p: Path, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MAX_WRAPPER_OTHERS = 64  #: a wrapper's non-tensor keys kept in the index (names only)
+
+
 def choose_state_dict(obj: Any, p: Path, wrapper: str | None) -> tuple[dict[str, Any], str | None, tuple[str, ...]]:
     """Pick the state dict inside a (possibly wrapper) object. Returns (flat tensors, chosen key, candidates)."""
     import torch
@@ -176,6 +179,9 @@ def open_torch(p: Path, *, wrapper: str | None, legacy: bool) -> CheckpointIndex
     notes = ()
     if legacy:
         notes = ("legacy (non-zip) torch format: no header, so the whole file was read",)
+    # the wrapper's other entries (a "meta" dict, an "epoch"): named, so the reader sees what was left aside
+    others = tuple(str(k) for k in obj if str(k) != key and str(k) not in candidates)[:MAX_WRAPPER_OTHERS] if key else ()
     return CheckpointIndex(
-        str(p), "torch-legacy" if legacy else "torch-zip", (str(p),), tensors, {}, key, candidates, notes, stamps=file_stamps(p)
+        str(p), "torch-legacy" if legacy else "torch-zip", (str(p),), tensors, {}, key, candidates, notes, stamps=file_stamps(p),
+        wrapper_others=others,
     )
