@@ -30,7 +30,7 @@ from .sources.safetensors import SAFETENSORS_DTYPES, read_safetensors_header, sa
 __all__ = [
     "CheckpointIndex", "TensorInfo", "TensorReader", "open_checkpoint", "open_reader", "FOLDER_SOURCES",
     "FILE_SOURCES", "FolderSource", "FileSource", "WRAPPER_KEYS", "SAFETENSORS_DTYPES", "SMALL_COPY_BYTES",
-    "read_safetensors_header", "safetensors_dtype_code", "resolve_weights_in_dir",
+    "read_safetensors_header", "safetensors_dtype_code", "resolve_weights_in_dir", "is_checkpoint_folder",
 ]
 
 #: (file, the path as the user named it, --wrapper) -> index
@@ -89,6 +89,22 @@ def open_checkpoint(path: str | os.PathLike[str], *, wrapper: str | None = None)
     if sharded.is_index(p.name):
         return sharded.open_sharded(p, wrapper=wrapper, open_file=_open_file)
     return _open_file(p, str(path), wrapper)
+
+
+def is_checkpoint_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether :func:`open_checkpoint` would open the folder ``path`` as one checkpoint (a folder layout such as DCP,
+    or weights ``from_pretrained`` would pick): what an open dialog accepts as a choice instead of entering it.
+    Looks at names only (and config.json's ``transformers_weights``)."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    if any(src.claims(p) for src in FOLDER_SOURCES):
+        return True
+    try:
+        hf_folder.resolve_weights_in_dir(p)
+    except (CheckpointError, OSError):
+        return False
+    return True
 
 
 def _open_file(p: Path, path: str, wrapper: str | None) -> CheckpointIndex:

@@ -43,14 +43,14 @@ class DiskNode:
             stack.extend(reversed(n.children))
 
     def dtype_text(self) -> str:
-        """``bfloat16`` or ``float32 ×12, int64 ×1`` (most tensors first)."""
+        """``bfloat16`` or ``float32 ×12, int64 ×1`` (most tensors first, then by name)."""
         if len(self.dtypes) == 1:
             return next(iter(self.dtypes))
-        return ", ".join(f"{d} ×{n}" for d, n in self.dtypes.most_common())
+        return ", ".join(f"{d} ×{n}" for d, n in sorted(self.dtypes.items(), key=lambda x: (-x[1], x[0])))
 
     def to_json(self) -> dict:
         return {"path": self.path, "tensors": self.n_tensors, "params": self.n_params, "bytes": self.nbytes,
-                "dtypes": dict(self.dtypes.most_common())}
+                "dtypes": dict(sorted(self.dtypes.items(), key=lambda x: (-x[1], x[0])))}
 
 
 _INT = re.compile(r"\d+")

@@ -99,11 +99,12 @@ class FamilyMismatch:
     arch: str  # the class built
     heads: tuple[str, ...] = ()  # the config family's classes, base model first (a head chooser)
 
-    def message(self) -> str:
+    def message(self, *, classes: bool = True) -> str:
+        """One line; ``classes``: end with the first classes of the config's family."""
         return (f"{self.arch} is a {self.class_type!r} model but the config is {self.config_type!r}: transformers reads "
                 f"the config as a {self.class_type} config (defaults for the rest), so almost nothing loads"
                 + (f"; classes for {self.config_type!r}: {', '.join(self.heads[:6])}{', ...' if len(self.heads) > 6 else ''}"
-                   if self.heads else ""))
+                   if self.heads and classes else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"config_model_type": self.config_type, "class_model_type": self.class_type, "arch": self.arch,

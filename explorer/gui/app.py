@@ -147,4 +147,7 @@ def main(request: OpenRequest) -> int:
     if source is not None:
         QTimer.singleShot(0, lambda: win.open_source(source))  # after the first paint
     rc = app.exec()
+    # the window closed with every job cancelled: a worker in a long step (one tensor's init) stops at its next
+    # check; let it, rather than tear the interpreter down under it
+    win.session.jobs.pool.waitForDone(30_000)
     return code["value"] if shot else rc

@@ -36,7 +36,9 @@ from .widgets import summary
 from .widgets.badges import badge_delegate
 from .widgets.dialogs import rich_box
 from .widgets.filter_bar import FilterBar
+from .widgets.class_banner import ClassBanner
 from .widgets.message_bar import MessageBar
+from .widgets.shortcuts import WindowShortcutsFirst
 from .widgets.table_view import fit_key_column, make_table_view, select_rows
 from .widgets.tree_view import TreeSplit, expand_items, expand_trouble, make_tree_view, size_tree_columns
 
@@ -60,7 +62,7 @@ class MainWindow(QMainWindow):
         self.tree_model = ModuleTreeModel(self)
         self.tree_proxy = FilterProxy(self, tree=True)
         self.tree_proxy.setSourceModel(self.tree_model)
-        self.opener = o = Opener(self, s, self.settings, self.show_error)
+        self.opener = o = Opener(self, s, self.settings, self.show_error, interactive=interactive)
         self.open_source, self.open_path, self.open_config, self.reload = o.open_source, o.open_path, o.open_config, o.reload
         self.table_model = TensorTableModel(self, plan_badge=self._plan_text)
         self.table_proxy = FilterProxy(self)
@@ -85,7 +87,7 @@ class MainWindow(QMainWindow):
         self.menu_actions = build_menus(self, MenuSlots(
             open_dialog=o.open_dialog, open_config_dialog=o.open_config_dialog, open_hub_dialog=o.open_hub_dialog,
             choose_head=o.choose_head,
-            open_demo=lambda: self.open_source(Source(demo=True)), open_path=self.open_path, reload=self.reload,
+            open_demo=lambda: self.open_source(Source(demo=True)), open_source=self.open_source, reload=self.reload,
             quit=self.close, find=self.filter_bar.focus, clear_filter=self.clear_filter,
             expand_trouble=self.expand_trouble, collapse_all=self.tree.collapseAll, show_shortcuts=self.show_shortcuts,
             show_legend=self.show_legend, show_about=self.show_about), self.panels, self.settings)
@@ -108,6 +110,7 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.filter_bar.changed.connect(self.apply_filter)
         self.summary_box.suggest_btn.clicked.connect(o.apply_suggestion)
+        self.search.installEventFilter(WindowShortcutsFirst(self))  # Ctrl+Z, Ctrl+E, ... work from the filter box
         self._restore_settings()
 
     def panel(self, cls: type[Panel]) -> Any:
@@ -150,6 +153,8 @@ class MainWindow(QMainWindow):
 
         self.message_bar = MessageBar()
         self.message_label = self.message_bar.label
+        self.class_banner = ClassBanner()  # --arch typo / another model family: say so, offer the config's classes
+        self.class_banner.chosen.connect(lambda arch: self.reload(arch=arch))
         self.summary_box = summary.SummaryBox()
         self.summary_label = self.summary_box.label
         self.suggest_btn = self.summary_box.suggest_btn
@@ -160,7 +165,7 @@ class MainWindow(QMainWindow):
         lay = QVBoxLayout(central)
         lay.setContentsMargins(6, 4, 6, 2)
         lay.setSpacing(4)
-        for w in (self.message_bar, self.summary_box, fb):
+        for w in (self.message_bar, self.class_banner, self.summary_box, fb):
             lay.addWidget(w)
         lay.addWidget(self.split, 1)
         self.setCentralWidget(central)
@@ -198,16 +203,20 @@ class MainWindow(QMainWindow):
     def _on_loaded(self, loaded: Loaded) -> None:
         rep = loaded.report
         self.message_bar.hide()
+        self.class_banner.show_for(loaded)
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
         size_tree_columns(self.tree)
         self.tree_split.fit(self.width())
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         fit_key_column(self.table, self.table_model)
+        # no model: no model keys and no plan to show (every row would say "—")
+        self.table.setColumnHidden(TensorTableModel.KEY, not rep.has_model)
+        self.table.setColumnHidden(TensorTableModel.PLAN, not (rep.has_model and self.has(Capability.TABLE_BADGES)))
         self._show_summary(loaded)
         self.apply_filter()
         self.expand_trouble()
         if loaded.source.checkpoint and not loaded.source.demo:
-            self.recent.add(loaded.source.checkpoint)
+            self.recent.add(loaded.source)  # with its --config / --arch / --model, to be opened the same way
         dt = time.perf_counter() - self.opener.t_open if self.opener.t_open else 0.0
         name = os.path.basename(os.path.normpath(rep.index.path))
         self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")

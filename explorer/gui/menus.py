@@ -25,7 +25,7 @@ class MenuSlots:
     open_hub_dialog: Callable[[], Any]
     choose_head: Callable[[], Any]
     open_demo: Callable[[], Any]
-    open_path: Callable[[str], Any]  # a recent file
+    open_source: Callable[[Any], Any]  # a recent entry (a Source, opened as it was before)
     reload: Callable[[], Any]
     quit: Callable[[], Any]
     find: Callable[[], Any]
@@ -67,7 +67,7 @@ def build_menus(window: QMainWindow, slots: MenuSlots, panels: Sequence[Panel], 
     act_head = action(window, "Choose &head class…", "Ctrl+H", slots.choose_head, fm)
     act_demo = action(window, "Open &demo", None, slots.open_demo, fm)
     recent_menu = fm.addMenu("&Recent")
-    recent = window_settings.RecentFiles(settings, recent_menu, slots.open_path)
+    recent = window_settings.RecentFiles(settings, recent_menu, slots.open_source)
     fm.addSeparator()
     act_reload = action(window, "&Reload", "F5", slots.reload, fm)
     fm.addSeparator()

@@ -12,14 +12,14 @@ from PySide6.QtWidgets import QDialog, QFileDialog, QWidget
 
 from .session import Session, Source
 from .widgets.dialogs import HeadClassDialog
-
-CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)"
+from .widgets.open_dialog import CheckpointDialog
 
 
 class Opener:
     def __init__(self, parent: QWidget, session: Session, settings: QSettings,
-                 show_error: Callable[[str], None]) -> None:
+                 show_error: Callable[[str], None], *, interactive: bool = True) -> None:
         self.parent, self.session, self.settings, self.show_error = parent, session, settings, show_error
+        self.interactive = interactive  # False: dialogs are built but not run (tests, screenshots)
         self.t_open = 0.0
 
     def open_source(self, source: Source) -> None:
@@ -33,11 +33,17 @@ class Opener:
             return
         self.open_source(Source(checkpoint=path))
 
-    def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self.parent, "Open checkpoint", str(self.settings.value("lastDir", os.getcwd())), CHECKPOINT_FILTER)
+    def open_dialog(self) -> CheckpointDialog:
+        """The open dialog (a file or a checkpoint folder); opens the choice. Returns the dialog (tests drive it)."""
+        dlg = CheckpointDialog(self.parent, str(self.settings.value("lastDir", os.getcwd())))
+        dlg.finished.connect(lambda _r: self._opened(dlg.chosen))
+        if self.interactive:
+            dlg.exec()
+        return dlg
+
+    def _opened(self, path: str | None) -> None:
         if path:
-            self.settings.setValue("lastDir", os.path.dirname(path))
+            self.settings.setValue("lastDir", os.path.dirname(os.path.normpath(path)))
             self.open_path(path)
 
     def open_hub_dialog(self, *, show: bool = True):  # -> OpenFromHubDialog

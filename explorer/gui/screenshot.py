@@ -86,7 +86,7 @@ class ReadyGate(QObject):
 
 def interesting_key(session: Any) -> str | None:
     """A tensor worth showing first. With a model: one the init check flagged, else the largest loaded 2-D
-    weight (its fresh-init overlay shows pretrained vs fresh). Without: a mismatched/unexpected one."""
+    weight (its fresh-init overlay shows pretrained vs fresh). Without: the largest floating tensor as stored."""
     rep, cur = session.report, session.current
     if rep is None:
         return None
@@ -99,7 +99,8 @@ def interesting_key(session: Any) -> str | None:
             return r.key or r.name
     best = None
     odd = [(rep.index.tensors[r.name].numel, r.name) for r in rows
-           if r.name and r.kind in (Kind.MISMATCHED, Kind.UNEXPECTED) and rep.index.tensors[r.name].is_floating]
+           if r.name and r.kind in (Kind.MISMATCHED, Kind.UNEXPECTED, Kind.IN_CHECKPOINT)
+           and rep.index.tensors[r.name].is_floating]
     if rep.spec is None and odd and max(odd)[0] >= 256:
         return max(odd)[1]
     for r in rows:

@@ -21,7 +21,17 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 from .request import OpenRequest, Source
 from .workers import JobHandle, Jobs, quiet_gc
 
-__all__ = ["Comparison", "Loaded", "OpenRequest", "Overlay", "Selection", "Session", "Source", "load"]
+__all__ = ["ClassProblem", "Comparison", "Loaded", "OpenRequest", "Overlay", "Selection", "Session", "Source", "load"]
+
+
+@dataclass(frozen=True)
+class ClassProblem:
+    """``--arch`` named no transformers class: what was wrong, the closest name and the config family's classes."""
+
+    message: str  # "--arch BertForMaskedLMM: unknown transformers model class; did you mean BertForMaskedLM?"
+    arch: str
+    suggestion: str | None
+    heads: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Loaded:
     tree_index: Any = None  # entries.TreeIndex (search, visibility, look-ups), built in the worker
     table_index: Any = None  # entries.TableIndex (search, sort orders, look-ups), built in the worker
     timings: dict[str, float] = field(default_factory=dict)  # seconds: imports, open, match, display, total
+    class_problem: ClassProblem | None = None  # the class asked for (--arch) does not exist: loaded with the config's
 
     def timing_text(self) -> str:
         """E.g. "loaded in 0.41 s (+2.9 s first-time import of torch/transformers)"."""
@@ -108,6 +119,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
           status: Callable[[str], Any] | None = None) -> Loaded:
     t0 = time.perf_counter()
     imports = _import_heavy(source)
+    from ..core.classes import UnknownClass
     from ..core.matching import report
     from .models.entries import build_rows, build_tree, index_rows, index_tree
 
@@ -127,7 +139,13 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
     target = target_spec(source).resolve(progress=headers, cancel=cancel)  # cancelled: stops between shards
     if progress:
         progress(2, 4)
-    rep = report(target)
+    problem = None
+    try:
+        rep = report(target)
+    except UnknownClass as e:  # a typo in --arch: load with the config's own class, the banner offers the right one
+        problem = ClassProblem(str(e), e.arch, e.suggestion, e.heads)
+        source = replace(source, arch=None)
+        rep = report(target_spec(source).resolve(index=target.index))
     if progress:
         progress(3, 4)
     t1 = time.perf_counter()
@@ -135,7 +153,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
     tree_index, table_index = index_tree(tree), index_rows(rows)
     t2 = time.perf_counter()
     return Loaded(source, rep, tree, rows, tree_index, table_index,
-                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0})
+                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0}, problem)
 
 
 def target_spec(source: Source) -> Any:
@@ -371,8 +389,10 @@ class Session(QObject):
             self._stats_cache.popitem(last=False)
 
     def close(self) -> None:
-        """Cancel every job, wait for the pool, release the mmaps."""
-        self.jobs.shutdown()
+        """Cancel every job and release the mmaps; returns at once (at most ~0.3 s): a job in a long step stops at
+        its next cancel check, and then keeps the reader it holds until it ends."""
+        idle = self.jobs.shutdown()
         if self.reader is not None:
-            self.reader.close()
+            if idle:
+                self.reader.close()
             self.reader = None

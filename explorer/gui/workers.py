@@ -20,6 +20,7 @@ import inspect
 import os
 import threading
 import traceback
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -135,13 +136,18 @@ class JobHandle(QObject):
 
 
 class _Runnable(QRunnable):
-    def __init__(self, handle: JobHandle, fn: Callable[..., Any]) -> None:
+    def __init__(self, handle: JobHandle, fn: Callable[..., Any], on_start: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self.handle, self.fn = handle, fn
+        self.handle, self.fn, self.on_start = handle, fn, on_start
 
     def run(self) -> None:
         h, flag = self.handle, self.handle._flag
+        if flag.is_set():  # cancelled while queued (a newer job of its purpose started): never run it
+            h._w_done.emit()
+            return
+        if self.on_start is not None:
+            self.on_start()
         _yield_cpu_to_gui()
 
         def progress(done: int, total: int) -> None:
@@ -190,15 +196,22 @@ class Jobs(QObject):
         if pool is None:
             self.pool.setMaxThreadCount(3)
         self._current: dict[str, JobHandle] = {}
+        self._count_lock = threading.Lock()
+        self.started: Counter[str] = Counter()  # per purpose: jobs whose function ran (a cancelled queued one never does)
 
     def start(self, fn: Callable[..., Any], *, purpose: str) -> JobHandle:
-        """Run ``fn(progress, cancelled)`` in the pool; cancels the running job of ``purpose`` first."""
+        """Run ``fn(progress, cancelled)`` in the pool; cancels the running job of ``purpose`` first (a job still
+        queued then never runs)."""
         self.cancel(purpose)
         h = JobHandle(purpose, self)
         self._current[purpose] = h
         h.finished.connect(lambda h=h: self._forget(h))
-        self.pool.start(_Runnable(h, fn))
+        self.pool.start(_Runnable(h, fn, on_start=lambda: self._count(purpose)))
         return h
+
+    def _count(self, purpose: str) -> None:
+        with self._count_lock:
+            self.started[purpose] += 1
 
     def current(self, purpose: str) -> JobHandle | None:
         """The running job of ``purpose`` (None when idle)."""
@@ -216,9 +229,12 @@ class Jobs(QObject):
         for p in list(self._current):
             self.cancel(p)
 
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Cancel everything and wait for the pool (call on close)."""
+    def shutdown(self, timeout_ms: int = 300) -> bool:
+        """Cancel everything (queued jobs never run) and wait at most ``timeout_ms`` for the running ones, which stop
+        at their next cancel check (between chunks); True when the pool is idle. Closing the window never waits
+        longer: a job in a long step ends on its own, its results unseen."""
         self.cancel_all()
+        self.pool.clear()
         return self.pool.waitForDone(timeout_ms)
 
     def _forget(self, h: JobHandle) -> None:

@@ -47,7 +47,7 @@ def csv_series(hist, tmp_path) -> tuple[list[float], tuple[str, list[float]] | N
     path = tmp_path / "hist.csv"
     hist.export_csv(str(path))
     series: list[tuple[str, list[tuple[float, float]]]] = [("", [])]
-    for line in path.read_text().splitlines()[1:]:
+    for line in path.read_text().splitlines()[2:]:  # after "# histogram of ..." and "left,right,count"
         if line.startswith("# overlay: "):
             series.append((line[len("# overlay: "):], []))
         else:

@@ -93,7 +93,8 @@ def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_
     # export
     csv = tmp_path / "h.csv"
     window.details.histogram.export_csv(str(csv))
-    assert csv.read_text().splitlines()[0] == "left,right,count"
+    assert csv.read_text().splitlines()[:2] == ["# histogram of huge: 1 bin, 256 asked: every finite value is the same",
+                                                "left,right,count"]
     png = tmp_path / "h.png"
     window.details.histogram.export_png(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,3 +161,25 @@ def test_histogram_placeholder_is_centred_over_the_plot(qtbot, window):
     assert not h.curve.isVisible()  # no flat line at zero under it
     h.set_data([0.0, 1.0, 2.0], [3.0, 4.0])
     assert h.message_text == "" and h.curve.isVisible()
+
+
+def test_csv_has_plain_numbers_and_the_bins_asked_or_why_not(qtbot, window, minilm, tmp_path):
+    # issue 10 finding 1: np.float64(...) reprs, and 27 bins for a 768-value bias at "bins 256" without a word
+    open_and_wait(qtbot, window, checkpoint=minilm)
+    name = "embeddings.token_type_embeddings.weight"  # 2×384 = 768 values
+    st = select_and_measure(qtbot, window, name)
+    assert len(st.counts) == 27 and window.details.histogram.bins.value() == 256
+    why = "27 bins, 256 asked: 768 values get about √n bins (at least 8), so the shape is not sampling noise"
+    assert why in window.details.status.text()  # said in the window
+    csv = tmp_path / "bias.csv"
+    window.details.histogram.export_csv(str(csv))
+    lines = csv.read_text().splitlines()
+    assert lines[0] == f"# histogram of {name}: {why}" and lines[1] == "left,right,count"
+    rows = [ln.split(",") for ln in lines[2:]]
+    assert len(rows) == 27
+    edges = np.array([[float(a), float(b)] for a, b, _n in rows])  # plain numbers: float() reads every one
+    assert np.allclose(edges[:, 0], st.edges[:-1]) and sum(int(n) for *_e, n in rows) == 768
+    big = "encoder.layer.0.attention.output.dense.weight"
+    select_and_measure(qtbot, window, big)
+    window.details.histogram.export_csv(str(csv))
+    assert csv.read_text().splitlines()[0] == f"# histogram of {big}: 256 bins, as asked"

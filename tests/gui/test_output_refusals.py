@@ -98,7 +98,8 @@ def test_histogram_exports_refuse_inputs_devices_and_other_files(qtbot, opened, 
     h.export_csv(str(csv))  # our own CSV is replaced
     h.export_png(str(png))
     h.export_png(str(png))
-    assert csv.read_text().startswith("left,right,count\n") and png.read_bytes()[:8] == PNG
+    assert csv.read_text().startswith("# histogram of ") and png.read_bytes()[:8] == PNG
+    assert csv.read_text().splitlines()[1] == "left,right,count"
     with pytest.raises(ExplorerError, match="is not a histogram CSV"):
         h.export_csv(str(png))  # a PNG is not our CSV
 

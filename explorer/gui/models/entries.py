@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...core.fmt import human_count
+from ...core.fmt import human_bytes, human_count
 from ...core.fmt import safe_text as _t  # names in the multi-line tooltips: a newline in a name stays on its line
 from ..kinds import LOADED, NOT_MODEL_KEYS, TROUBLE, Kind, kind_of
 from ...core.matching import How, Status
@@ -165,8 +165,17 @@ def rollup_kind(counts: Counter) -> Kind | None:
 
 
 def build_tree(report: Any) -> TreeItem:
-    """The module tree of a Report (with an extra branch for checkpoint tensors that have no place in it)."""
+    """The module tree of a Report (with an extra branch for checkpoint tensors that have no place in it); without a
+    model, the tree the on-disk names imply (``report.disk``), every tensor "in checkpoint"."""
     root = TreeItem("(root)", "", False)
+    if report.disk is not None:
+        for child in report.disk.children:
+            _disk_item(child, report, root)
+        for name in report.disk.tensors:
+            _disk_tensor(name, report, root)
+        for c in root.children:
+            root.counts.update(c.counts)
+        return root
     mk = report.model_keys
     if report.tree is not None:
         top = _module_item(report.tree, mk, root)
@@ -197,6 +206,45 @@ def build_tree(report: Any) -> TreeItem:
         root.children.append(node)
         root.counts.update(node.counts)
     return root
+
+
+def disk_rollup_text(node: Any) -> str:
+    """A module's roll-up without a model: ``12 tensors · 1.2M values · 4.7 MiB · float32``."""
+    n = node.n_tensors
+    return (f"{n:,} tensor{'s' if n != 1 else ''} · {human_count(node.n_params, digits=1)} values · "
+            f"{human_bytes(node.nbytes)} · {node.dtype_text()}")
+
+
+def _disk_item(node: Any, report: Any, parent: TreeItem) -> TreeItem:
+    """A module implied by the names (core ``DiskNode``) and everything below it, iteratively (names may nest deep)."""
+    top = None
+    stack = [(node, parent)]
+    while stack:
+        n, par = stack.pop()
+        it = TreeItem(n.name, n.path, False, parent=par, row=len(par.children), kind=Kind.IN_CHECKPOINT,
+                      numel=n.n_params)
+        it.status_text = disk_rollup_text(n)
+        it.tooltip = f"{_t(n.path)}\n{it.status_text}\n{look(Kind.IN_CHECKPOINT).meaning}"
+        it.search = n.path
+        it.counts[Kind.IN_CHECKPOINT] = n.n_tensors
+        par.children.append(it)
+        top = top or it
+        for name in n.tensors:
+            _disk_tensor(name, report, it)
+        stack.extend((c, it) for c in reversed(n.children))
+    return top
+
+
+def _disk_tensor(name: str, report: Any, parent: TreeItem) -> TreeItem:
+    info = report.index.tensors[name]
+    it = TreeItem(name.rsplit(".", 1)[-1], name, True, parent=parent, row=len(parent.children), kind=Kind.IN_CHECKPOINT,
+                  shape=fmt_shape(info.shape), dtype=info.dtype, numel=info.numel, ckpt_names=(name,))
+    it.status_text = look(Kind.IN_CHECKPOINT).label
+    it.tooltip = f"{_t(name)}\n{look(Kind.IN_CHECKPOINT).label}: {look(Kind.IN_CHECKPOINT).meaning}"
+    it.search = name
+    it.counts[Kind.IN_CHECKPOINT] += 1
+    parent.children.append(it)
+    return it
 
 
 def _module_item(node: Any, mk: Any, parent: TreeItem) -> TreeItem:

@@ -35,7 +35,7 @@ import pyqtgraph as pg  # after PySide6
 
 from ...core.fmt import safe_text
 from ...core.fmt import short_float as _num
-from ...core.diff import CHANGED, ONLY_A, ONLY_B, SAME, SHAPE_MISMATCH
+from ...core.diff import CHANGED, ONLY_A, ONLY_B, SAME, SHAPE_MISMATCH, unrelated_warning
 from .. import palette
 from ..widgets.badges import KeyDelegate
 from ..widgets.records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
@@ -64,6 +64,7 @@ class ComparePanel(Panel):
         super().__init__(host)
         self.details = host.details
         self.error: str | None = None  # the last diff's failure (also in the window's message bar)
+        self.unrelated: str | None = None  # "these look unrelated: ..." (core.diff.unrelated_warning) for the last diff
         self.entries: list[Any] = []
         self.rollup: list[Any] = []
         self.index_b: Any = None  # CheckpointIndex of B (from the diff job)
@@ -426,7 +427,12 @@ class ComparePanel(Panel):
             parts.append(f"<span style='color:{lk.color if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
         moved = sorted((m for m in self.rollup if m.rel_change), key=lambda m: -m.rel_change)[:3]
         most = ", ".join(f"{_esc(m.prefix)} ({_num(m.rel_change, digits=3)})" for m in moved)
-        self.summary.setText(" · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else ""))
+        text = " · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else "")
+        self.unrelated = unrelated_warning(self.entries)  # a Llama against a MiniLM: say so before any figure
+        if self.unrelated:
+            text = (f"<span style='color:{palette.look('missing').color}'><b>⚠ {_esc(self.unrelated)}</b></span><br>"
+                    + text)
+        self.summary.setText(text)
 
     def _draw_bars(self, *, highlight: str | None = None) -> None:
         self._layers = [m for m in self.rollup if m.rel_change is not None]

@@ -90,6 +90,7 @@ class DetailsPanel(QWidget):
         self.status = QLabel("")
         self.status.setObjectName("muted")
         self.status.setTextFormat(Qt.TextFormat.PlainText)  # error messages quote names from files
+        self.status.setWordWrap(True)  # "27 bins, 256 asked: ..." wraps instead of widening the panel
         prow = QHBoxLayout()
         prow.addWidget(self.status, 1)
         prow.addWidget(self.job_progress, 2)
@@ -219,9 +220,9 @@ class DetailsPanel(QWidget):
         reader = self.session.reader
         if reader is None:
             return
-        # small tensors get fewer bins (about sqrt(n)) so the shape is not noise; the spin box is the maximum
-        numel = sum(reader.index.tensors[n].numel for n in sel.names if n in reader.index.tensors)
-        bins = max(8, min(self.histogram.bins.value(), int(numel ** 0.5) or 8))
+        # small tensors get fewer bins (about sqrt(n), core.stats.fit_bins) so the shape is not noise; the spin box
+        # is the most wanted, and the result's bins_note says why there are fewer (status line, CSV's first line)
+        bins = self.histogram.bins.value()
         key = (sel.names, bins)
         hit = self.session.cached_stats(key)
         if hit is not None:
@@ -232,7 +233,8 @@ class DetailsPanel(QWidget):
         def job(progress: Any, cancelled: Any) -> Any:
             from ...core.stats import aggregate_stats
 
-            return aggregate_stats(reader, list(names), label=label, bins=bins, progress=progress, cancel=cancelled)
+            return aggregate_stats(reader, list(names), label=label, bins=bins, progress=progress, cancel=cancelled,
+                                   fit=True)
 
         self.histogram.set_message("computing…")
         self.status.setText(f"reading {len(names)} tensor{'s' if len(names) > 1 else ''}…")
@@ -262,7 +264,8 @@ class DetailsPanel(QWidget):
             self.histogram.clear("no finite values (all NaN/Inf)")
         else:
             self.histogram.set_data(st.edges, st.counts, label="checkpoint")
-            notes = []
+            self.histogram.set_caption(self.selection.title if self.selection else st.name, st.bins_note)
+            notes = [st.bins_note] if st.bins_note and not st.constant else []  # constant: said just below
             if st.constant:
                 notes.append(f"constant tensor: every finite value is {_fmt(st.min)}")
             if st.n_tensors > 1:
@@ -329,7 +332,7 @@ def selection_for_item(report: Any, it: TreeItem) -> Selection:
     lk = palette.look(it.kind)
     if it.is_param:
         facts = [("Status", it.status_text)] + ([("How", it.how)] if it.how else [])
-        unplaced = it.parent is not None and it.parent.group
+        unplaced = (it.parent is not None and it.parent.group) or it.kind is Kind.IN_CHECKPOINT  # no model key
         facts.append(("On disk" if unplaced else "Model key", it.path))  # "How" already says "no model key"
         if it.ckpt_names and it.ckpt_names != (it.path,):
             facts.append(("On disk", ", ".join(it.ckpt_names[:3]) + (" …" if len(it.ckpt_names) > 3 else "")))

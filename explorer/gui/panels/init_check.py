@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QMenu, QPushButton
 from ...core.fmt import safe_text
 from ...core.fmt import short_float as _num
 from ..kinds import Kind
-from ...core.matching import Status
+from ...core.matching import How, Status
 from .. import palette
 from ..widgets.badges import KeyDelegate
 from ..widgets.records import JobProgress, RecordProxy, RecordTable, RecordTableModel, sortable
@@ -58,10 +58,19 @@ class InitPanel(Panel):
         self.only_flagged.toggled.connect(self._refilter)
         self.summary = QLabel("not run yet")
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.group: str | None = None  # the roll-up row chosen: only its tensors are listed
+        self.group_label = QLabel("")
+        self.group_label.setObjectName("muted")
+        self.show_all = QPushButton("Show all")
+        self.show_all.setToolTip("List the tensors of every module again")
+        self.show_all.clicked.connect(lambda _c=False: self.choose_group(None))
+        self.show_all.hide()
         top = QHBoxLayout()
         top.addWidget(self.btn_run)
         top.addWidget(self.summary, 1)
         top.addWidget(self.job_progress)
+        top.addWidget(self.group_label)
+        top.addWidget(self.show_all)
         top.addWidget(self.only_flagged)
 
         def bg(rec: Any, col: int) -> QColor | None:
@@ -91,8 +100,8 @@ class InitPanel(Panel):
             ("look untrained", lambda m: f"{m[1]}/{m[2]}", lambda m: m[1]),
         ], self, background=lambda m, c: palette.tint(Kind.MISSING) if m[1] else None)
         self.roll_table = RecordTable(self.roll_model, RecordProxy(self))
-        # the module: its pooled histogram in the details panel
-        self.roll_table.recordChosen.connect(lambda m: host.select(m[0]))
+        # a module row: the table shows that module's tensors, the tree selects the module (its pooled histogram)
+        self.roll_table.recordChosen.connect(lambda m: self.choose_group(m[0]))
         self.roll_table.fit_columns(("", "16/16"), stretch_first=True)
         for view in (self.table, self.roll_table):
             view.setItemDelegateForColumn(0, self._key_delegate)
@@ -204,23 +213,35 @@ class InitPanel(Panel):
         if ck is None or ck.status is not Status.MATCHED or len(ck.targets) != 1:
             return
         key = ck.targets[0]
+        if How.CONVERTED in ck.how:  # one expert of a fused tensor: its fresh init would be every expert's
+            from ...core.fresh import converted_note
+
+            self.details.set_note(f"fresh init: {html.escape(safe_text(converted_note(key)))}")
+            return
         reader, cached = self.session.reader, self.session.fresh_init()
         names, edges, bins = sel.names, (st.edges[0], st.edges[-1]), len(st.counts)
 
         def job(progress: Any, cancelled: Any) -> Any:
+            from ...core.errors import Cancelled
             from ...core.fresh import FreshInit, compare_to_init
             from ...core.model import build_model
             from ...core.stats import tensor_stats
+
+            def check() -> None:  # between the steps: a newer selection's job replaces this one
+                if cancelled():
+                    raise Cancelled("cancelled")
 
             fi = cached
             if fi is None:  # one FreshInit per report (the meta model is cheap); kept by the GUI thread
                 default = rep.index.folder if not (rep.spec.config or rep.spec.model) else None
                 fi = FreshInit(build_model(rep.spec, checkpoint_dtype=rep.index.first_float_dtype(),
-                                           default_config=default), seed=0)
+                                           default_config=default), seed=0, cache_modules=1)
+            check()
             fresh = fi.tensor(key)
             if fresh is None:
                 return fi, None, None
-            fst = tensor_stats(fresh, key, bins=bins, hist_range=edges if edges[1] > edges[0] else None)
+            check()
+            fst = tensor_stats(fresh, key, bins=bins, hist_range=edges if edges[1] > edges[0] else None, cancel=cancelled)
             res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key))
             return fi, fst, res
 
@@ -250,6 +271,8 @@ class InitPanel(Panel):
     # ------------------------------------------------------------------ slots
     def _on_loaded(self, _loaded: Any) -> None:
         self.session.jobs.cancel("init_check")
+        self.group = None
+        self.group_label.setText("")
         self.results = []
         self.model.set_records([])
         self.roll_model.set_records([])
@@ -262,9 +285,41 @@ class InitPanel(Panel):
         name = sel.names[0]
         self.table.follow(lambda r: r.name == name)
 
+    def choose_group(self, group: str | None) -> None:
+        """List only the tensors of roll-up row ``group`` (None: all) and select its module in the tree."""
+        self.group = group
+        self.group_label.setText(f"showing {safe_text(group)}" if group else "")
+        self._refilter()
+        if group is None:
+            return
+        self.host.select(self.module_of(group))
+
+    def module_of(self, group: str) -> str:
+        """The model module of a roll-up group (on-disk names, e.g. ``bert.encoder.layer.0``): the common module of
+        the model keys its tensors load into (``encoder.layer.0``), else the group itself."""
+        from ...core.keys import layer_of
+
+        mods = [r.key.rpartition(".")[0].split(".") for r in self.results if r.key and layer_of(r.name) == group]
+        if not mods:
+            return group
+        common = mods[0]
+        for m in mods[1:]:
+            n = 0
+            while n < min(len(common), len(m)) and common[n] == m[n]:
+                n += 1
+            common = common[:n]
+        return ".".join(common) or group
+
     def _refilter(self) -> None:
-        self.proxy.accept = (lambda r: r.init_like) if self.only_flagged.isChecked() else None
+        from ...core.keys import layer_of
+
+        only, group = self.only_flagged.isChecked(), self.group
+        if not only and group is None:
+            self.proxy.accept = None
+        else:
+            self.proxy.accept = lambda r: (not only or r.init_like) and (group is None or layer_of(r.name) == group)
         self.proxy.invalidate()
+        self.show_all.setVisible(group is not None)
 
     def _set_busy(self, busy: bool) -> None:
         self.job_progress.set_busy(busy)

@@ -130,6 +130,7 @@ class HistogramWidget(QWidget):
         self._edges = np.array([0.0, 1.0])
         self._counts = np.array([0.0])
         self._label = ""
+        self._title, self._bins_note = "", ""  # see set_caption
         self._ov: tuple[str, np.ndarray, np.ndarray] | None = None
         self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
         self.set_message("select a tensor")
@@ -196,9 +197,10 @@ class HistogramWidget(QWidget):
         return False
 
     def export_csv(self, path: str, *, force: bool = False) -> None:
-        """Write ``left,right,count`` rows (atomically). Never over an input of the window or anything but a regular
+        """Write a ``# histogram of NAME: N bins (...)`` line (the bins asked for, or why there are fewer), then
+        ``left,right,count`` rows of plain numbers (atomically). Never over an input of the window or anything but a regular
         file; over an existing file that is not such a CSV only with ``force``. Raises ExplorerError or OSError."""
-        lines = [CSV_HEADER]
+        lines = [self.csv_title(), CSV_HEADER]
         lines += [f"{float(a)!r},{float(b)!r},{int(n)}" for a, b, n in zip(self._edges[:-1], self._edges[1:], self._counts)]
         if self._ov is not None:
             lab, e, c = self._ov
@@ -208,6 +210,20 @@ class HistogramWidget(QWidget):
 
         check_output(path, inputs=list(self.inputs()), is_ours=is_histogram_csv, force=force, what="histogram CSV")
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+    def set_caption(self, title: str, bins_note: str = "") -> None:
+        """What the main series is (a tensor or module name) and why it has fewer bins than asked ("" if it has
+        them): the CSV's first line says both."""
+        self._title, self._bins_note = title, bins_note
+
+    def csv_title(self) -> str:
+        """``# histogram of NAME: 27 bins, 256 asked: 768 values get about √n bins ...`` (the stats' ``bins_note``),
+        or ``# histogram of NAME: 256 bins, as asked``."""
+        from ...core.fmt import safe_text
+
+        n = int(self._counts.size)
+        bins = safe_text(self._bins_note) if self._bins_note else f"{n} bin{'s' if n != 1 else ''}, as asked"
+        return f"# histogram of {safe_text(self._title or self._label or 'tensor')}: {bins}"
 
     def export_png(self, path: str, *, force: bool = False) -> None:
         """Save the plot as a PNG (atomically), with the same refusals as :meth:`export_csv`."""
@@ -284,10 +300,11 @@ CSV_HEADER = "left,right,count"
 
 
 def is_histogram_csv(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a regular file starting with the header :meth:`HistogramWidget.export_csv` writes."""
+    """True when ``path`` is a regular file starting the way :meth:`HistogramWidget.export_csv` writes: its
+    ``# histogram of`` line (or, from older versions, the ``left,right,count`` header)."""
     from ...core.outputs import starts_with
 
-    return starts_with(path, (CSV_HEADER + "\n").encode())
+    return starts_with(path, b"# histogram of ") or starts_with(path, (CSV_HEADER + "\n").encode())
 
 
 def save_png(pix: Any, path: str) -> None:

@@ -80,8 +80,9 @@ class RecordProxy(QSortFilterProxyModel):
 class RecordTable(QTableView):
     """A sortable single-row-selection view of a RecordTableModel (through a RecordProxy).
 
-    ``recordChosen`` fires when the user (or code calling ``setCurrentIndex``) makes a record current, but not for
-    ``follow``, which shows a selection made elsewhere without echoing it back."""
+    ``recordChosen`` fires when the user (or code calling ``setCurrentIndex``) makes a record current, and on every
+    click — a click on the row that is already current chooses it again — but not for ``follow``, which shows a
+    selection made elsewhere without echoing it back."""
 
     recordChosen = Signal(object)
 
@@ -101,7 +102,9 @@ class RecordTable(QTableView):
         self.verticalHeader().setDefaultSectionSize(22)
         self.horizontalHeader().setStretchLastSection(True)
         self._following = False
+        self._pressing = False  # a mouse press moves the current row: the click that follows chooses it, once
         self.selectionModel().currentChanged.connect(self._on_current)
+        self.clicked.connect(self._on_clicked)
 
     def record_at(self, index: QModelIndex) -> Any:
         """The record behind a view (proxy) index."""
@@ -142,9 +145,20 @@ class RecordTable(QTableView):
         return max(self.horizontalHeader().fontMetrics().horizontalAdvance(str(head)) + 26,
                    self.fontMetrics().horizontalAdvance(sample) + 14)
 
+    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        self._pressing = True
+        try:
+            super().mousePressEvent(event)
+        finally:
+            self._pressing = False
+
     def _on_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if cur.isValid() and not self._following:
+        if cur.isValid() and not self._following and not self._pressing:
             self.recordChosen.emit(self.record_at(cur))
+
+    def _on_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.recordChosen.emit(self.record_at(index))
 
 
 class JobProgress(QWidget):

@@ -34,7 +34,9 @@ def summary_html(loaded: Any) -> str:
     counts = loaded.tree.counts
     n_keys = sum(v for k, v in counts.items() if k not in NOT_MODEL_KEYS)
     n_loading = sum(counts.get(k, 0) for k in LOADED)
-    model = f"<b>{_esc(rep.arch)}</b>" if rep.arch else "<b>no model</b> (tensor list only; open a config to check loading)"
+    model = (f"<b>{_esc(rep.arch)}</b>" if rep.arch else
+             f"<b>no model</b> <span style='color:{palette.look(Kind.IN_CHECKPOINT).color}'>(every tensor "
+             f"{palette.look(Kind.IN_CHECKPOINT).glyph} in checkpoint, as stored; open a config to check loading)</span>")
     parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
     if rep.has_model:
         top = next((c for c in loaded.tree.children if not c.group), None)
@@ -50,6 +52,8 @@ def summary_html(loaded: Any) -> str:
             parts.append(f"loads as {rep.load_dtype}")
     else:
         parts.append(f"{len(rep.index.tensors):,} tensors, {human_count(rep.index.total_params, digits=1)} values")
+    if rep.index.wrapper_key:  # the sub-dict of a wrapper pickle, and what was left aside
+        parts.append(_esc(rep.index.wrapper_text()))
     text = " &nbsp;·&nbsp; ".join(parts)
     trouble = []
     for k, keys in ((Kind.MISSING, rep.missing), (Kind.MISMATCHED, [m[0] for m in rep.mismatched]), (Kind.UNEXPECTED, rep.unexpected)):
