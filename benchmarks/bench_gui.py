@@ -1,15 +1,22 @@
 """GUI responsiveness: time to first paint, and the worst GUI-thread stall while a ~46k-tensor MoE
-checkpoint (DeepSeek-V3 shapes, sparse shards from make_sparse_checkpoints.py) is opened, filtered and browsed.
+checkpoint (DeepSeek-V3 shapes, sparse shards from make_sparse_checkpoints.py) is opened, filtered and browsed;
+closing the window during a job, and 30 quick Down moves through the MoE's per-expert rows.
 
 Side by side with what a user would otherwise get: a window that imports torch + transformers before it
 shows (the naive order). Stalls are measured with a 10 ms QTimer heartbeat on the GUI thread: the worst gap
 minus the interval is the longest the window could not repaint or react.
 
-    QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py [--moe DIR] [--runs 3]
+Close-during-job and quick moves run in a child process each (its CPU time and peak RSS are its own), for this
+checkout and, with ``--before DIR``, for another checkout of the project (e.g. a git worktree of the commit before
+issue 10) side by side:
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py [--moe DIR] [--runs 3] [--before DIR]
+    QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py --only jobs --before /tmp/explorer-before
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -173,12 +180,163 @@ def stalls(ckpts: list[tuple[str, Path]], *, panels: bool = True) -> list[tuple[
     return rows
 
 
+# ----------------------------------------------------------------------------------------- jobs: close, moves
+
+_JOBS_CHILD = r"""
+import json, os, resource, sys, tempfile, time
+from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
+from PySide6.QtTest import QTest
+from explorer.gui.app import make_app
+from explorer.gui.main_window import MainWindow
+from explorer.gui.panels import PANELS, InitPanel
+from explorer.gui.session import Source
+
+what, path = sys.argv[1], sys.argv[2]
+app = make_app()
+ini = os.path.join(tempfile.mkdtemp(), "bench.ini")
+w = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), interactive=False, panels=PANELS)
+w.resize(1440, 900)
+w.show()
+
+def spin(ms):
+    loop = QEventLoop(); QTimer.singleShot(ms, loop.quit); loop.exec()
+
+def wait(signal, timeout_s=600):
+    loop = QEventLoop(); signal.connect(loop.quit); QTimer.singleShot(int(timeout_s * 1000), loop.quit); loop.exec()
+
+def rss_peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def rss_now_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+w.open_source(Source(checkpoint=path))
+wait(w.session.loaded)
+spin(300)
+out = {"tensors": len(w.session.report.index.tensors)}
+jobs = w.session.jobs
+if what == "close":
+    ip = w.panel(InitPanel)
+    checked = []
+    rss0 = rss_now_mb()
+    h = ip.run()  # File > Init > Check for untrained tensors (Ctrl+Shift+U)
+    h.progress.connect(lambda d, t: checked.append(d))
+    spin(int(float(sys.argv[3]) * 1000))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    w.close()
+    out["close_s"] = time.perf_counter() - t0
+    jobs.pool.waitForDone(120_000)
+    out["worker_stopped_s"] = time.perf_counter() - t0
+    out["cpu_after_close_s"] = time.process_time() - cpu0
+    out["tensors_checked_before_close"] = max(checked, default=0)
+    out["rss_before_check_mb"] = rss0
+    out["peak_rss_mb"] = rss_peak_mb()
+else:
+    w.mode.setCurrentText("substring")
+    w.search.setText("mlp.experts.")  # the per-expert rows of the fused experts
+    w.apply_filter()
+    w.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+    w.tabs.setCurrentIndex(0)
+    w.table.setFocus()
+    w.table.setCurrentIndex(w.table_proxy.index(0, 1))
+    wait(w.details.statsReady)
+    spin(1500)
+    jobs.pool.waitForDone(120_000)
+    before = dict(getattr(jobs, "started", {}))
+    rss0, peak0 = rss_now_mb(), rss_peak_mb()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(30):  # a held Down key: ~33 rows a second
+        QTest.keyClick(w.table, Qt.Key.Key_Down)
+        spin(30)
+    moved = time.perf_counter() - t0
+    target = w.details.selection.title
+    while not (w.details.last_stats is not None and w.details.selection.title == target
+               and jobs.pool.activeThreadCount() == 0):
+        spin(20)
+        if time.perf_counter() - t0 > 600:
+            break
+    out["last_shown_after_moves_s"] = time.perf_counter() - t0 - moved
+    out["wall_s"] = time.perf_counter() - t0
+    out["cpu_s"] = time.process_time() - cpu0
+    out["rss_before_mb"] = rss0
+    out["peak_rss_mb"] = rss_peak_mb()
+    out["peak_rss_before_moves_mb"] = peak0
+    out["selected"] = target
+    after = dict(getattr(jobs, "started", {}))
+    out["jobs_run"] = {k: after.get(k, 0) - before.get(k, 0) for k in after} if after else None
+    w.close()
+    jobs.pool.waitForDone(120_000)
+print("RESULT " + json.dumps(out), flush=True)
+app.quit()
+"""
+
+
+def job_scenario(root: Path, what: str, path: Path, *extra: str) -> dict:
+    """Run one jobs scenario in a child process with ``root`` (a checkout of the project) first on sys.path."""
+    env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"), HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(root))
+    r = subprocess.run([sys.executable, "-c", _JOBS_CHILD, what, str(path), *extra], env=env, capture_output=True,
+                       text=True, cwd=root, timeout=1800)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{what} on {root} failed: {r.stderr[-2000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def machine_load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def jobs_section(a: argparse.Namespace) -> list[str]:
+    roots = [("now", ROOT)] + ([("before", a.before)] if a.before else [])
+    rows_close, rows_moves = [], []
+    for label, root in roots:
+        c = job_scenario(root, "close", a.llama, "4")
+        rows_close.append((label, c))
+        m = job_scenario(root, "moves", a.moe)
+        rows_moves.append((label, m))
+    lines = ["", "## Close during a job, and 30 quick moves (one child process per run)", "",
+             f"Machine at the time: {machine_load()} (other helpers share the CPUs: wall times stretch, CPU-seconds "
+             "less so). " + (f"`before` = {a.before}, the project as it was before issue 10's fixes." if a.before else ""),
+             "", f"**Close during a job**: {a.llama.name} (Llama-2-70B shapes, sparse), File › Init › Check for untrained "
+             "tensors, close the window 4 s later.", "",
+             "| build | close() returns after | worker stopped after | CPU-seconds after close | tensors checked in 4 s "
+             "| peak RSS |", "|---|---:|---:|---:|---:|---:|"]
+    for label, c in rows_close:
+        lines.append(f"| {label} | {c['close_s']:.2f} s | {c['worker_stopped_s']:.2f} s | {c['cpu_after_close_s']:.1f} s "
+                     f"| {c['tensors_checked_before_close']} | {c['peak_rss_mb'] / 1024:.2f} GB |")
+    lines += ["", f"**30 quick Down moves** through the per-expert rows of {a.moe.name} (filter `mlp.experts.`, ~33 "
+              "rows/s), until the last row's histogram is drawn and no job is left.", "",
+              "| build | last row drawn after the moves | wall | CPU-seconds | peak RSS (before the moves) | jobs run |",
+              "|---|---:|---:|---:|---:|---|"]
+    for label, m in rows_moves:
+        jr = ", ".join(f"{k} {v}" for k, v in sorted((m.get("jobs_run") or {}).items()) if v) or "(not counted)"
+        lines.append(f"| {label} | {m['last_shown_after_moves_s']:.2f} s | {m['wall_s']:.2f} s | {m['cpu_s']:.1f} s | "
+                     f"{m['peak_rss_mb'] / 1024:.2f} GB ({m['peak_rss_before_moves_mb'] / 1024:.2f} GB) | {jr} |")
+    return lines
+
+
+def versions() -> str:
+    import PySide6
+    import torch
+    import transformers
+
+    return (f"Python {sys.version.split()[0]}, PySide6 {PySide6.__version__}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--moe", type=Path, default=Path("/tmp/bench_moe"), help="sparse MoE checkpoint folder (made if absent)")
     p.add_argument("--llama", type=Path, default=Path("/tmp/bench_llama70b"), help="sparse Llama-2-70B folder (made if absent)")
     p.add_argument("--no-panels", action="store_true", help="the bare main window, without the plan editor")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--before", type=Path, default=None, help="another checkout of the project, measured side by side "
+                   "for close-during-job and quick moves (e.g. a worktree of the commit before issue 10)")
+    p.add_argument("--only", choices=("all", "jobs"), default="all", help="jobs: only close-during-job and quick moves "
+                   "(merged into results/gui.md, replacing that section)")
     a = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -186,6 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "config.json").is_file():
             subprocess.run([sys.executable, str(HERE / "make_sparse_checkpoints.py"), kind, str(folder)], check=True)
 
+    out = HERE / "results" / "gui.md"
+    if a.only == "jobs":
+        old = out.read_text() if out.is_file() else "# GUI responsiveness\n"
+        head = old.split("\n## Close during a job", 1)[0].rstrip("\n")
+        text = head + "\n" + "\n".join(jobs_section(a)) + f"\n\nVersions: {versions()}.\n"
+        print(text)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        return 0
     ours = [first_paint("ours") for _ in range(a.runs)]
     naive = [first_paint("naive") for _ in range(a.runs)]
     lines = ["# GUI responsiveness", "", f"Machine: {os.cpu_count()} CPUs (shared), Qt platform `{os.environ['QT_QPA_PLATFORM']}`; "
@@ -216,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
               "extension's initialisation holds the GIL for a few hundred ms; while statistics of multi-GB tensors "
               "stream in workers, the GUI thread can wait for a core on this shared 2-CPU machine (the GUI thread "
               "itself paints the histogram in ~10-35 ms)."]
+    lines += jobs_section(a)
+    lines += ["", f"Versions: {versions()}."]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = HERE / "results" / "gui.md"
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(text)
