@@ -401,3 +401,17 @@ def test_header_fetch_reports_progress_and_stops_when_cancelled(hub, tmp_path):
     assert [d for d, _, _ in seen] == [0, 1, 2, 3] and seen[-1][2].endswith("transferred")
     with pytest.raises(Cancelled):
         open_source("org/p", cancel=lambda: True)  # checked before each shard, cached or not
+
+
+def test_url_reopens_from_the_cache_when_the_server_is_gone(hub, tmp_path, minilm, monkeypatch):
+    folder = tmp_path / "llama"
+    model = save_tiny("llama", "LlamaForCausalLM", tmp_path / "one-file")
+    model.save_pretrained(folder, max_shard_size="40KB")
+    with HubStandIn() as other:
+        url = other.add_plain("l", folder) + "model.safetensors.index.json"
+        first = report(TargetSpec(url).resolve())
+    monkeypatch.setenv("CKPT_EXPLORER_TIMEOUT", "9")  # a new fsspec filesystem: no kept-alive connection to reuse
+    again = report(TargetSpec(url).resolve())  # the server is down now
+    _same_report(again, first)
+    assert again.spec is not None
+    assert any("offline" in n and "cache" in n for n in again.index.notes)

@@ -397,7 +397,7 @@ def open_url(src: UrlSource, *, download: bool = False, progress: Any = None, ca
         f.stat()
         if f.size is not None and f.size > MAX_INDEX_BYTES:
             raise CheckpointError(f"{label}: index file of {human_bytes(f.size)}, over the {human_bytes(MAX_INDEX_BYTES)} limit")
-        raw = f.read(0, f.size if f.size is not None else MAX_INDEX_BYTES, max_skip=0) if f.size != 0 else b""
+        raw = _url_small(f, MAX_INDEX_BYTES)
         obj, shards = _index_shards(label, raw, None)
         files = [(_shard_label(label, s), urls.UrlFile(urls.sibling(src.url, s), transfer)) for s in shards]
     else:
@@ -406,7 +406,27 @@ def open_url(src: UrlSource, *, download: bool = False, progress: Any = None, ca
     for flabel, f in files:
         jobs.append((f, _url_cached(f), _url_store(f)))
     heads = _fetch_headers(jobs, progress, cancel, transfer)
-    return _build(label, files, heads, config, transfer, f"{label}: {header_note(transfer, len(files))}", obj)
+    offline = next((f.offline for _, f in files if f.offline), None)
+    how = f"offline ({offline}): headers from the cache ({cache.cache_root()})" if offline else header_note(transfer, len(files))
+    return _build(label, files, heads, config, transfer, f"{label}: {how}", obj)
+
+
+def _url_small(f: Any, cap: int) -> bytes:
+    """A small file (an index, a config) read whole by range (at most ``cap`` bytes), kept in the cache by URL
+    and ETag so it opens offline."""
+    if f.size is not None and f.size > cap:
+        raise CheckpointError(f"{f.label}: {human_bytes(f.size)}, over the {human_bytes(cap)} limit for this file")
+    hit = cache.get_file(f.cache_key, f.etag, "", max_bytes=cap) if f.etag else None
+    if hit is not None:
+        return hit
+    if f.offline:
+        raise CheckpointError(f"{f.label}: offline ({f.offline}) and not in the cache")
+    raw = f.read(0, f.size if f.size is not None else cap + 1, max_skip=0) if f.size != 0 else b""
+    if len(raw) > cap:
+        raise CheckpointError(f"{f.label}: over the {human_bytes(cap)} limit for this file")
+    if f.etag:
+        cache.put_file(f.cache_key, f.etag, "", raw)
+    return raw
 
 
 def _url_cached(f: Any) -> Callable[[], tuple[bytes, int] | None]:
@@ -414,7 +434,9 @@ def _url_cached(f: Any) -> Callable[[], tuple[bytes, int] | None]:
         f.stat()  # the ETag says whether a cached header is still this file's
         if not f.etag or f.size is None:
             return None
-        hit = cache.get_header(f.url.split("?", 1)[0], f.etag, "", max_header=MAX_HEADER_BYTES)
+        hit = cache.get_header(f.cache_key, f.etag, "", max_header=MAX_HEADER_BYTES)
+        if hit is None and f.offline:
+            raise CheckpointError(f"{f.label}: offline ({f.offline}) and its header is not in the cache")
         return None if hit is None or hit[1] != f.size else (hit[0], hit[1])
 
     return get
@@ -423,7 +445,7 @@ def _url_cached(f: Any) -> Callable[[], tuple[bytes, int] | None]:
 def _url_store(f: Any) -> Callable[[bytes, int], None]:
     def put(raw: bytes, size: int) -> None:
         if f.etag:
-            cache.put_header(f.url.split("?", 1)[0], f.etag, "", raw, size, f.etag)
+            cache.put_header(f.cache_key, f.etag, "", raw, size, f.etag)
 
     return put
 
@@ -441,9 +463,7 @@ def _url_config(url: str, transfer: Transfer) -> str | None:
         if "(404)" in str(e):
             return None
         raise
-    if f.size is None or f.size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{f.label}: config.json of {human_bytes(f.size) if f.size else 'unknown size'}; expected at most {human_bytes(MAX_JSON_BYTES)}")
-    raw = f.read(0, f.size, max_skip=0) if f.size else b""
+    raw = _url_small(f, MAX_JSON_BYTES)
     parse_json(raw, source=f.label, what="config.json", error=CheckpointError)  # size/depth caps; ModelSpec parses it again
     folder = cache.cache_root() / "configs" / hashlib.sha256(f.url.encode()).hexdigest()
     try:

@@ -9,7 +9,8 @@ from typing import Any
 from urllib.parse import urljoin
 
 from ..errors import CheckpointError
-from .fetch import RemoteFile, Transfer, headers_lower, network_error, status_error, timeout
+from . import cache
+from .fetch import RemoteFile, Transfer, headers_lower, is_network_failure, network_error, status_error, timeout
 from .source import redact_url
 
 _FS: dict[float, Any] = {}
@@ -39,18 +40,27 @@ class UrlFile(RemoteFile):
     def __init__(self, url: str, transfer: Transfer) -> None:
         super().__init__(redact_url(url), None, None, transfer)
         self.url = url
+        self.offline: str | None = None  # why the server could not be reached (then size/ETag are the cached ones)
 
     def stat(self) -> None:
         """Size and ETag from a HEAD request; CheckpointError naming the URL on 404, 401/403 or network trouble."""
         fs = filesystem()
         try:
-            info = fs.info(self.url)
-        except FileNotFoundError as e:  # fsspec says so for any failure; its cause tells which
-            cause = e.__cause__
-            if cause is not None and getattr(cause, "status", None) != 404:
-                raise _error(self.label, cause) from None
-            raise CheckpointError(f"{self.label}: not found (404)") from None
+            try:
+                info = fs.info(self.url)
+            except FileNotFoundError as e:  # fsspec says so for any failure; its cause tells which
+                cause = e.__cause__
+                if cause is not None and getattr(cause, "status", None) != 404:
+                    raise cause from None
+                raise CheckpointError(f"{self.label}: not found (404)") from None
+        except CheckpointError:
+            raise
         except Exception as e:
+            known = cache.get_url_etag(self.cache_key)
+            if is_network_failure(e) and known is not None:  # offline: what we saw last time, if we keep its header
+                self.etag, self.size = known
+                self.offline = network_error(self.label, e).args[0].split(": ", 1)[-1]
+                return
             raise _error(self.label, e) from None
         finally:
             self.transfer.add(requests=1)
@@ -58,6 +68,12 @@ class UrlFile(RemoteFile):
         self.size = size if isinstance(size, int) else None
         etag = info.get("ETag")
         self.etag = etag.strip('"') if isinstance(etag, str) else None
+        if self.etag and self.size is not None:
+            cache.put_url_etag(self.cache_key, self.etag, self.size)
+
+    @property
+    def cache_key(self) -> str:
+        return self.url.split("?", 1)[0]
 
     def _fetch(self, start, end, take, sink) -> None:  # type: ignore[no-untyped-def]
         from fsspec.asyn import sync
