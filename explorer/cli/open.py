@@ -16,8 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "comparison (--compare), a \"looks untrained\" check, and a plan editor that exports a patched checkpoint. "
         "`ckpt-explorer PATH` is the same as `ckpt-explorer open PATH`; --demo opens a built-in tiny example.",
     )
-    p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or folder, or a PEFT adapter folder (adapter_config.json)")
     add_model_args(p)
+    p.add_argument("--base", metavar="B", help="for a PEFT adapter: the base model folder (config.json + weights), shown "
+                   "with the adapter's modules badged; default --config (no base weights), else the adapter's "
+                   "base_model_name_or_path (local folder or local Hugging Face cache)")
     add_mapping_args(p)
     p.add_argument("--compare", metavar="OTHER", help="a second checkpoint to compare with")
     p.add_argument("--demo", action="store_true", help="open the built-in demo (built offline on first use); takes no checkpoint")
@@ -35,7 +38,8 @@ def check_screenshot(args: argparse.Namespace) -> None:
     from ..core.fsio import check_output
     from ..core.outputs import is_png, named_inputs
 
-    inputs = named_inputs(args.checkpoint, args.config, args.compare, args.key_mapping, args.model_kwargs)
+    inputs = named_inputs(args.checkpoint, args.config, args.compare, args.key_mapping, args.model_kwargs,
+                          getattr(args, "base", None))
     check_output(args.screenshot, inputs=inputs, is_ours=is_png, force=args.force, what="screenshot PNG")
 
 
@@ -55,7 +59,21 @@ def open_request(args: argparse.Namespace):  # -> explorer.gui.request.OpenReque
     if not isinstance(kwargs, dict):
         raise ConfigError("--model-kwargs: expected a JSON object")
     source = None
-    if args.demo or args.checkpoint:
+    from ..core.adapter import is_adapter
+
+    if args.checkpoint and is_adapter(args.checkpoint):
+        for opt in ("model", "wrapper", "key_mapping", "auto_fix", "compare"):
+            if getattr(args, opt, None):
+                raise ConfigError(f"{args.checkpoint}: --{opt.replace('_', '-')} does not apply to an adapter "
+                                  "(use --base / --config / --arch)")
+        adapter = os.path.abspath(args.checkpoint)
+        if os.path.basename(adapter) != "" and not os.path.isdir(adapter):
+            adapter = os.path.dirname(adapter)  # adapter_config.json itself
+        source = Source(checkpoint=os.path.abspath(args.base) if args.base else None,
+                        config=args.config, arch=args.arch, adapter=adapter)
+    elif args.base:
+        raise ConfigError("--base applies to a PEFT adapter folder (one with adapter_config.json)")
+    elif args.demo or args.checkpoint:
         source = Source(checkpoint=None if args.demo else args.checkpoint, config=args.config, arch=args.arch,
                         model=args.model, model_kwargs=dict(kwargs), wrapper=args.wrapper, key_mapping=km,
                         auto_fix=bool(args.auto_fix), demo=bool(args.demo))

@@ -13,6 +13,7 @@ Verified against peft 0.21 (after peft#3490's structural key remapping): see pyp
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -205,6 +206,8 @@ class AdapterReport:
     base_counts: Mapping[str, int] | None = None  # the base weights' own transformers report, when present
     notes: tuple[str, ...] = ()
     deltas: tuple[DeltaStats, ...] = ()
+    base_report: Any = None  # explorer.core.report.Report of the base weights against the base class, when present
+    key_info: Mapping[str, tuple[tuple[int, ...], str]] | None = None  # adapter keys peft built -> (shape, dtype)
 
     @property
     def loads(self) -> bool:
@@ -591,7 +594,6 @@ def match_adapter(
         src = resolve_base(af, base=base, config=config)
         rep = _match(af, src, arch=arch, adapter_name=adapter_name)
         if deltas and rep.loads:
-            import dataclasses
 
             rep = dataclasses.replace(rep, deltas=tuple(delta_stats(rep)))
         return rep
@@ -613,11 +615,15 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
     base_tree = module_tree(built.module)
     base_entries = {e.key: e for e in base_tree.all_params()}
     base_params = base_tree.n_params
-    base_counts = None
+    base_counts = brep = None
     if src.index is not None:
+        import copy
+
         from .matching import match as match_base
 
-        brep = match_base(build_base(af, src, arch=arch), src.index, tree=base_tree)
+        # matching consumes a model: it gets a copy of the one built (a meta deepcopy costs ~0.5 s on the 70B,
+        # a second build ~15 s); peft injects into the original below
+        brep = match_base(dataclasses.replace(built, module=copy.deepcopy(built.module)), src.index, tree=base_tree)
         base_counts = {k: v for k, v in brep.counts().items() if k in ("matched", "missing", "unexpected", "mismatched")}
         if not brep.is_clean:
             notes.append(
@@ -639,6 +645,8 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
             "re-initialise the adapter weights on load",
         ))
 
+    key_info: dict[str, tuple[tuple[int, ...], str]] = {}
+
     def result(missing=(), unexpected=(), mismatched=(), loaded=(), sources=None, adapted=(), saved=(), extra=()):
         return AdapterReport(
             adapter=af, base=src, arch=built.class_name, load_dtype=str(built.dtype).removeprefix("torch."),
@@ -646,7 +654,8 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
             peft_class=peft_class, missing=tuple(missing), unexpected=tuple(unexpected), mismatched=tuple(mismatched),
             loaded=tuple(loaded), sources=dict(sources or {}), adapted=tuple(adapted), modules_to_save=tuple(saved),
             findings=tuple(findings) + tuple(extra), adapter_params=adapter_params, base_params=base_params,
-            base_tree=base_tree, base_counts=base_counts, notes=tuple(dict.fromkeys(notes)),
+            base_tree=base_tree, base_counts=base_counts, notes=tuple(dict.fromkeys(notes)), base_report=brep,
+            key_info=key_info,
         )
 
     from peft import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, PeftModel
@@ -689,6 +698,9 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
 
     # --- 3. what peft built, per module
     adapted, saved = _describe(pm, adapter_name, pt, model_sd, sources, base_entries, af)
+    for k in {*(k for m in adapted for k in m.keys), *(k for m in saved for k in m.keys), *missing}:
+        if k in model_sd:
+            key_info[k] = (tuple(model_sd[k].shape), str(model_sd[k].dtype).removeprefix("torch."))
     extra = _key_findings(af, pcfg, missing, unexpected, mismatched, saved, adapter_name, base_modules)
     return result(missing, unexpected, mismatched, loaded, sources, adapted, saved, extra)
 
@@ -895,7 +907,7 @@ def _adapter_value(mod: Any, attr: str, adapter_name: str) -> Any:
 # --------------------------------------------------------------------------------------------- ΔW
 
 
-def _lora_pair(m: AdaptedModule, adapter_name: str = "default") -> tuple[str, str] | None:
+def lora_pair(m: AdaptedModule, adapter_name: str = "default") -> tuple[str, str] | None:
     """On-disk names of (A, B) of a LoRA module (Linear / Conv / Embedding), via the sources peft mapped."""
     a = b = None
     by_key = dict(zip((k for k in m.keys), m.sources)) if len(m.keys) == len(m.sources) else {}
@@ -916,9 +928,11 @@ def delta_stats(rep: AdapterReport, *, adapter_name: str = "default") -> Iterato
     base_reader = None
     base_sources: dict[str, str] = {}
     if rep.base.index is not None:
-        from .matching import match as match_base
+        brep = rep.base_report
+        if brep is None:
+            from .matching import match as match_base
 
-        brep = match_base(build_base(rep.adapter, rep.base, arch=rep.arch), rep.base.index, tree=rep.base_tree)
+            brep = match_base(build_base(rep.adapter, rep.base, arch=rep.arch), rep.base.index, tree=rep.base_tree)
         base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources and mk.status.value == "matched"}
         base_reader = TensorReader(rep.base.index)
     mm = {k for k, _, _ in rep.mismatched}
@@ -927,7 +941,7 @@ def delta_stats(rep: AdapterReport, *, adapter_name: str = "default") -> Iterato
             for m in rep.adapted:
                 if m.peft_type not in ("LORA", "ADALORA") or m.scaling is None:
                     continue
-                pair = _lora_pair(m, adapter_name)
+                pair = lora_pair(m, adapter_name)
                 if pair is None or any(k in mm for k in m.keys):
                     continue
                 A = reader.tensor(pair[0]).to(torch.float64)

@@ -15,6 +15,16 @@ from .widgets.dialogs import HeadClassDialog
 from .widgets.open_dialog import CheckpointDialog
 
 
+def adapter_folder(path: str) -> str | None:
+    """The PEFT adapter folder ``path`` names (the folder, its adapter_config.json or its adapter weights), else None."""
+    from ..core.adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter
+
+    p = os.path.abspath(path)
+    if os.path.basename(p) in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS):
+        p = os.path.dirname(p)
+    return p if is_adapter(p) else None
+
+
 class Opener:
     def __init__(self, parent: QWidget, session: Session, settings: QSettings,
                  show_error: Callable[[str], None], *, interactive: bool = True) -> None:
@@ -31,7 +41,22 @@ class Opener:
         if not as_checkpoint and os.path.basename(path) == "config.json" and self.session.source is not None:
             self.session.reload(config=path)
             return
+        folder = adapter_folder(path)
+        if folder is not None:
+            self.open_adapter(folder)
+            return
         self.open_source(Source(checkpoint=path))
+
+    def open_adapter(self, folder: str) -> None:
+        """A PEFT adapter: on the base the window shows (a plain checkpoint, or the open adapter's base), else on
+        the adapter's own base_model_name_or_path."""
+        src = self.session.current.source if self.session.current is not None else None
+        if src is not None and src.adapter is None and src.checkpoint:
+            self.open_source(Source(checkpoint=src.checkpoint, arch=src.arch, adapter=folder))
+        elif src is not None and src.adapter is not None:
+            self.open_source(Source(checkpoint=src.checkpoint, config=src.config, arch=src.arch, adapter=folder))
+        else:
+            self.open_source(Source(adapter=folder))
 
     def open_dialog(self) -> CheckpointDialog:
         """The open dialog (a file or a checkpoint folder); opens the choice. Returns the dialog (tests drive it)."""

@@ -24,8 +24,14 @@ class Source:
     key_mapping: dict[str, str] | None = None
     auto_fix: bool = False
     demo: bool = False
+    # a PEFT adapter folder: shown on its base (``checkpoint`` = the base folder with weights, or ``config`` alone,
+    # or neither: the adapter's base_model_name_or_path), matched as peft loads it
+    adapter: str | None = None
 
     def describe(self) -> str:
+        if self.adapter:
+            base = os.path.basename(os.path.normpath(self.checkpoint or self.config or "")) or "its base_model_name_or_path"
+            return f"adapter {os.path.basename(os.path.normpath(self.adapter))} on {base}"
         name = "demo" if self.demo else os.path.basename(os.path.normpath(self.checkpoint or "")) or "?"
         return f"{name} → {self.arch or self.model or 'config architecture'}"
 

@@ -44,6 +44,7 @@ class Loaded:
     table_index: Any = None  # entries.TableIndex (search, sort orders, look-ups), built in the worker
     timings: dict[str, float] = field(default_factory=dict)  # seconds: imports, open, match, display, total
     class_problem: ClassProblem | None = None  # the class asked for (--arch) does not exist: loaded with the config's
+    adapter: Any = None  # explorer.core.adapter.AdapterReport when an adapter is shown (``report`` is its view)
 
     def timing_text(self) -> str:
         """E.g. "loaded in 0.41 s (+2.9 s first-time import of torch/transformers)"."""
@@ -128,24 +129,35 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
 
         demo = build_demo()
         source = replace(source, checkpoint=str(demo.folder), config=str(demo.folder), arch=source.arch or demo.arch)
-    if not source.checkpoint:
-        raise ValueError("no checkpoint given")
-    if progress:
-        progress(1, 4)
-    def headers(done: int, total: int, what: str = "") -> None:  # a remote source's header fetch, file by file
-        if status is not None:
-            status(f"fetching headers: {done}/{total} file(s), {what}")
+    adapter = problem = None
+    if source.adapter:
+        from ..core.adapter import match_adapter
+        from ..core.adapter_view import adapter_view
 
-    target = target_spec(source).resolve(progress=headers, cancel=cancel)  # cancelled: stops between shards
-    if progress:
-        progress(2, 4)
-    problem = None
-    try:
-        rep = report(target)
-    except UnknownClass as e:  # a typo in --arch: load with the config's own class, the banner offers the right one
-        problem = ClassProblem(str(e), e.arch, e.suggestion, e.heads)
-        source = replace(source, arch=None)
-        rep = report(target_spec(source).resolve(index=target.index))
+        if progress:
+            progress(1, 4)
+        adapter = match_adapter(source.adapter, base=source.checkpoint, config=None if source.checkpoint else source.config,
+                                arch=source.arch, deltas=True)
+        rep = adapter_view(adapter)
+    elif not source.checkpoint:
+        raise ValueError("no checkpoint given")
+    else:
+        if progress:
+            progress(1, 4)
+
+        def headers(done: int, total: int, what: str = "") -> None:  # a remote source's header fetch, file by file
+            if status is not None:
+                status(f"fetching headers: {done}/{total} file(s), {what}")
+
+        target = target_spec(source).resolve(progress=headers, cancel=cancel)  # cancelled: stops between shards
+        if progress:
+            progress(2, 4)
+        try:
+            rep = report(target)
+        except UnknownClass as e:  # a typo in --arch: load with the config's own class, the banner offers the right one
+            problem = ClassProblem(str(e), e.arch, e.suggestion, e.heads)
+            source = replace(source, arch=None)
+            rep = report(target_spec(source).resolve(index=target.index))
     if progress:
         progress(3, 4)
     t1 = time.perf_counter()
@@ -153,7 +165,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
     tree_index, table_index = index_tree(tree), index_rows(rows)
     t2 = time.perf_counter()
     return Loaded(source, rep, tree, rows, tree_index, table_index,
-                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0}, problem)
+                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0}, problem, adapter)
 
 
 def target_spec(source: Source) -> Any:
@@ -170,7 +182,7 @@ def _import_heavy(source: Source) -> float:
     """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent."""
     from ..core.target import config_beside
 
-    names = ["torch"] + ([] if source.checkpoint and not (source.config or source.arch or source.model or source.demo)
+    names = ["torch"] + ([] if source.checkpoint and not source.adapter and not (source.config or source.arch or source.model or source.demo)
                          and config_beside(source.checkpoint) is None else ["transformers"])
     todo = [n for n in names if n not in sys.modules]
     if not todo:
@@ -228,6 +240,11 @@ class Session(QObject):
         return self.current.report if self.current else None
 
     @property
+    def adapter(self) -> Any:
+        """The AdapterReport shown (None: a plain checkpoint)."""
+        return self.current.adapter if self.current else None
+
+    @property
     def busy(self) -> bool:
         return self._load_job is not None and self._load_job.running
 
@@ -259,7 +276,12 @@ class Session(QObject):
         self._stats_cache.clear()
         self.current = value
         self.source = value.source
-        self.reader = TensorReader(value.report.index)
+        if value.adapter is not None:  # also serves ΔW:<module> of each LoRA module, streamed
+            from ..core.adapter_view import DeltaReader, lora_pairs
+
+            self.reader = DeltaReader(value.report.index, lora_pairs(value.adapter))
+        else:
+            self.reader = TensorReader(value.report.index)
         self.init_results = {}
         self.comparison = None
         self._fresh = None
@@ -267,7 +289,9 @@ class Session(QObject):
         self.undo_stack.clear()
         from ..core.plan import Plan
 
-        self._show_plan(Plan.from_report(value.report) if value.report.has_model else None, emit=False)
+        # an adapter's view is not a checkpoint to patch (merge-export it from the CLI: export BASE --adapter)
+        plannable = value.report.has_model and value.adapter is None
+        self._show_plan(Plan.from_report(value.report) if plannable else None, emit=False)
         self.loaded.emit(value)
         self.planChanged.emit(self.plan)
         self.initChanged.emit()
@@ -332,9 +356,11 @@ class Session(QObject):
         src = self.current.source if self.current is not None else self.source
         out: list[str] = []
         if src is not None:
-            out += map(str, named_inputs(src.checkpoint, src.config))
+            out += map(str, named_inputs(src.checkpoint, src.config, src.adapter))
         if self.current is not None:
             out += report_inputs(self.current.report)
+            if self.current.adapter is not None:
+                out += [self.current.adapter.adapter.config_file, self.current.adapter.adapter.weights]
         out += map(str, named_inputs(self.compare_path))
         if self.comparison is not None:
             out += [self.comparison.index_b.path, *self.comparison.index_b.files]

@@ -5,11 +5,12 @@ under the tabs is not one of them: it is the window's fixed view of ``session.se
 """
 from __future__ import annotations
 
+from .adapter import AdapterPanel
 from .base import Capability, DropChoice, Panel, PanelHost
 from .compare import ComparePanel
 from .init_check import InitPanel
 from .plan import PlanPanel
 
-PANELS: tuple[type[Panel], ...] = (PlanPanel, InitPanel, ComparePanel)
+PANELS: tuple[type[Panel], ...] = (PlanPanel, InitPanel, ComparePanel, AdapterPanel)
 
-__all__ = ["PANELS", "Capability", "ComparePanel", "DropChoice", "InitPanel", "Panel", "PanelHost", "PlanPanel"]
+__all__ = ["PANELS", "AdapterPanel", "Capability", "ComparePanel", "DropChoice", "InitPanel", "Panel", "PanelHost", "PlanPanel"]

@@ -157,10 +157,17 @@ class InitPanel(Panel):
         self.roll_model.set_records([])
         self.summary.setText("checking…")
 
+        adapter = self.session.adapter
+
         def job(progress: Any, cancelled: Any) -> Any:
             from ...core.fresh import init_check, rollup_init
 
-            res = init_check(index, spec, key_mapping=dict(km) if km else None, progress=progress, cancel=cancelled)
+            if adapter is not None:  # base weights against the base's init, adapter tensors against peft's
+                from ...core.adapter_view import init_check_view
+
+                res = init_check_view(adapter, progress=progress, cancel=cancelled)
+            else:
+                res = init_check(index, spec, key_mapping=dict(km) if km else None, progress=progress, cancel=cancelled)
             return res, rollup_init(res)
 
         h = self.job = self.session.jobs.start(job, purpose="init_check")

@@ -8,7 +8,8 @@ import os
 
 from PySide6.QtWidgets import QDialog, QFileDialog, QWidget
 
-CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)"
+CHECKPOINT_FILTER = ("Checkpoints and PEFT adapters (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json adapter_config.json);;"
+                     "All files (*)")  # an adapter folder or its adapter_config.json opens the adapter on its base
 
 
 class CheckpointDialog(QFileDialog):
