@@ -1,4 +1,6 @@
-"""`ckpt-explorer report ADAPTER`: a PEFT adapter folder against its base, as peft loads it (header-only)."""
+"""PEFT adapter folders in the CLI: `report ADAPTER` (against its base, as peft loads it, header-only),
+`stats ADAPTER` (the adapter's tensors and ΔW = scaling·B·A per LoRA module, streamed) and `init-check ADAPTER`
+(each LoRA tensor against peft's own initialisation: lora_B still all zeros = untrained)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +19,8 @@ def run_report(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.checkpoint}: --{opt.replace('_', '-')} does not apply to an adapter (use --base / --config / --arch)")
     if getattr(args, "auto_fix", False) or getattr(args, "no_model", False):
         raise ConfigError(f"{args.checkpoint}: --auto-fix / --no-model do not apply to an adapter")
-    rep = match_adapter(args.checkpoint, base=args.base, config=args.config, arch=args.arch, deltas=args.delta)
+    rep = match_adapter(args.checkpoint, base=args.base, config=args.config, arch=args.arch, deltas=args.delta,
+                        adapter_name=args.adapter_name or "default")
     if args.json:
         print_json(rep.to_json())
     else:
@@ -89,10 +92,22 @@ def print_text(rep) -> None:  # rep: AdapterReport
         print(f"modules_to_save {t(m.path)}: {human_count(m.n_params)} params, {how}")
     if rep.deltas:
         print()
-        print(s(f"ΔW = scaling·B·A ({len(rep.deltas)} modules):", "1"))
-        print(f"  {'module':56s} {'‖ΔW‖':>10s} {'‖ΔW‖/‖W‖':>10s} {'σ1':>10s} rank")
-        for d in rep.deltas:
-            rel = f"{d.relative:.3e}" if d.relative is not None else "—"
-            sv = f"{d.singular_values[0]:.3e}" if d.singular_values else "—"
-            flag = "  untrained (lora_B = 0)" if d.untrained else ""
-            print(f"  {t(d.module)[:56]:56s} {d.norm:10.3e} {rel:>10s} {sv:>10s} {d.effective_rank:>4d}{flag}")
+        print_deltas(rep.deltas)
+
+
+def adapter_report(args: argparse.Namespace, *, deltas: bool):
+    from ..core.adapter import match_adapter
+
+    return match_adapter(args.checkpoint, base=args.base, config=args.config, arch=args.arch, deltas=deltas,
+                         adapter_name=args.adapter_name or "default")
+
+
+def print_deltas(deltas) -> None:
+    s = Style()
+    print(s(f"ΔW = scaling·B·A ({len(deltas)} modules):", "1"))
+    print(f"  {'module':56s} {'‖ΔW‖':>10s} {'‖ΔW‖/‖W‖':>10s} {'σ1':>10s} rank")
+    for d in deltas:
+        rel = f"{d.relative:.3e}" if d.relative is not None else "—"
+        sv = f"{d.singular_values[0]:.3e}" if d.singular_values else "—"
+        flag = "  untrained (lora_B = 0)" if d.untrained else ""
+        print(f"  {safe_text(d.module)[:56]:56s} {d.norm:10.3e} {rel:>10s} {sv:>10s} {d.effective_rank:>4d}{flag}")

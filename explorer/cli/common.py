@@ -42,6 +42,19 @@ def open_index(args: argparse.Namespace, path: str | None = None):  # -> Checkpo
                        progress=stderr_progress("headers"))
 
 
+def add_adapter_args(p: argparse.ArgumentParser, *, what: str = "", config: bool = True) -> None:
+    """--base / --adapter-name (and --config / --arch when the command has no model arguments) for a PEFT adapter."""
+    a = p.add_argument_group("PEFT adapter (CHECKPOINT is a folder with adapter_config.json)" + (f"; {what}" if what else ""))
+    a.add_argument("--base", metavar="B", help="the base model folder (config.json + weights); default: --config, "
+                   "else the adapter's base_model_name_or_path (local folder or local Hugging Face cache)")
+    if config:
+        a.add_argument("--config", metavar="C", help="the base's config.json or its folder (header-only base, no weights)")
+        a.add_argument("--arch", metavar="A", help="the base class (default: the base config's architectures[0])")
+    a.add_argument("--adapter-name", metavar="NAME", default=None,
+                   help="peft's adapter_name (default 'default'): the adapter's keys are named ….lora_A.NAME.weight, as "
+                   "PeftModel.from_pretrained(..., adapter_name=NAME) names them")
+
+
 def add_mapping_args(p: argparse.ArgumentParser) -> None:
     k = p.add_mutually_exclusive_group()
     k.add_argument("--key-mapping", metavar="JSON", help='rename checkpoint keys first, e.g. \'{"^module\\\\.": ""}\' (a JSON object or a file)')

@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--base", metavar="B", help="the base model folder (config.json + weights); default: --config, "
                    "else the adapter's base_model_name_or_path (local folder or local Hugging Face cache)")
     a.add_argument("--delta", action="store_true", help="also measure ΔW = scaling·B·A per LoRA module (reads the adapter tensors)")
+    a.add_argument("--adapter-name", metavar="NAME", default=None,
+                   help="peft's adapter_name (default 'default'): keys are named ….lora_A.NAME.weight, as "
+                   "PeftModel.from_pretrained(..., adapter_name=NAME) names them")
     add_mapping_args(p)
     p.add_argument("--no-model", action="store_true", help="list the tensors only, even if a config.json is beside the checkpoint")
     p.add_argument(
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         from .adapter import run_report
 
         return run_report(args)
-    if args.base or args.delta:
-        raise ConfigError(f"{args.checkpoint}: --base / --delta apply to a PEFT adapter folder (one with adapter_config.json)")
+    if args.base or args.delta or args.adapter_name:
+        raise ConfigError(f"{args.checkpoint}: --base / --delta / --adapter-name apply to a PEFT adapter folder (one with adapter_config.json)")
     rep = report(target_spec(args, need_model=False if args.no_model else None).resolve(progress=stderr_progress("headers")))
     if args.json:
         print_json(rep.to_json())

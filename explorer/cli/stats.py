@@ -5,7 +5,7 @@ import argparse
 import difflib
 
 from . import EXIT_OK
-from .common import Style, add_json_arg, add_source_args, print_json, stderr_progress
+from .common import Style, add_adapter_args, add_json_arg, add_source_args, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 JSON_BINS = 256  # the window's histogram
@@ -34,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
     add_source_args(p)
+    add_adapter_args(p, what="ΔW per LoRA module (ΔW:<module> in KEY) needs the base's peft layers")
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -48,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
         args.bins = JSON_BINS if args.json else TEXT_BINS
     if not 1 <= args.bins <= MAX_BINS:
         raise ExplorerError(f"--bins must be between 1 and {MAX_BINS}, found {args.bins}")
+    from ..core.adapter import is_adapter
+
+    if is_adapter(args.checkpoint):
+        return run_adapter(args)
+    if args.base or args.adapter_name or args.config or args.arch:
+        raise ExplorerError(f"{args.checkpoint}: --base / --config / --arch / --adapter-name apply to a PEFT adapter folder (one with adapter_config.json)")
     index = open_index(args)
     for k in args.keys:  # unknown names fail before any work
         if k not in index.tensors:
@@ -59,8 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"checkpoint": index.path, "tensors": [s.to_json() for s in results]})
         return EXIT_OK
+    print_results(index.path, results)
+    return EXIT_OK
+
+
+def print_results(path: str, results: list) -> None:
+    """The text table: one line per tensor, its histogram as a sparkline under it."""
     s = Style()
-    print(s(index.path, "1"))
+    print(s(path, "1"))
     head = (f"{'name':<52} {'dtype':<13} {'numel':>10} {'mean':>10} {'std':>10} {'min':>10} {'max':>10} {'zeros':>6} "
             f"{'nan/inf':>8} flags")
     print(s(head, "2"))
@@ -76,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
             merged = f", {len(st.counts)} bins in {len(line)} columns" if len(line) < len(st.counts) else ""
             note = f" ({st.bins_note})" if st.bins_note else ""
             print(s(f"  |{line}|  [{_g(st.edges[0])}, {_g(st.edges[-1])}]{merged}{note}", "2"))
-    return EXIT_OK
 
 
 def sparkline(counts: tuple[int, ...] | list[int], *, blocks: str = _BLOCKS, width: int = MAX_COLS) -> str:
@@ -109,3 +121,54 @@ def _g(v: float | None) -> str:
 
 def _short(name: str, width: int) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def run_adapter(args: argparse.Namespace) -> int:
+    """Statistics of the adapter's tensors and of ΔW per LoRA module (``ΔW:<module>``; needs the base's config to
+    know peft's scaling: --base, --config or base_model_name_or_path). Exit 0 ok, 2 error."""
+    import difflib
+
+    from ..core.adapter import open_adapter
+    from ..core.adapter_view import DeltaReader, adapter_view, lora_pairs
+    from ..core.checkpoint import TensorReader
+    from ..core.errors import CheckpointError, ConfigError
+    from ..core.fmt import safe_text
+    from ..core.stats import stats_many
+    from .adapter import adapter_report, print_deltas
+
+    af = open_adapter(args.checkpoint)
+    notes: list[str] = []
+    rep = None
+    try:
+        rep = adapter_report(args, deltas=True)
+    except ConfigError as e:
+        if args.base or args.config:
+            raise
+        notes.append(f"no ΔW: {e} (the adapter's own tensors only)")
+    if rep is not None and not rep.loads:
+        notes.append("no ΔW: peft does not load this adapter onto this base (see `ckpt-explorer report`)")
+    pairs = lora_pairs(rep) if rep is not None and rep.loads else {}
+    reader = DeltaReader(adapter_view(rep).index, pairs) if pairs else TensorReader(af.index)
+    with reader:
+        known = list(af.index.tensors) + list(getattr(reader, "pairs", {}))
+        for k in args.keys:
+            if k not in known:
+                close = difflib.get_close_matches(k, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise CheckpointError(f"{af.weights}: no tensor named {k!r}{hint}")
+        names = list(args.keys) or known
+        results = list(stats_many(reader, names, bins=args.bins, progress=stderr_progress("stats")))
+    deltas = {f"ΔW:{d.module}": d for d in (rep.deltas if rep is not None else ())}
+    if args.json:
+        print_json({"checkpoint": af.folder, "adapter": True, "notes": notes,
+                    "tensors": [s.to_json() | ({"delta": deltas[s.name].to_json()} if s.name in deltas else {})
+                                for s in results]})
+        return EXIT_OK
+    for n in notes:
+        print(Style()(f"note: {safe_text(n)}", "33"))
+    print_results(af.folder, results)
+    shown = [deltas[s.name] for s in results if s.name in deltas]
+    if shown:
+        print()
+        print_deltas(shown)
+    return EXIT_OK

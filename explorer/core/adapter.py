@@ -208,6 +208,7 @@ class AdapterReport:
     deltas: tuple[DeltaStats, ...] = ()
     base_report: Any = None  # explorer.core.report.Report of the base weights against the base class, when present
     key_info: Mapping[str, tuple[tuple[int, ...], str]] | None = None  # adapter keys peft built -> (shape, dtype)
+    adapter_name: str = "default"  # peft's adapter_name: keys are named ….lora_A.<adapter_name>.weight
 
     @property
     def loads(self) -> bool:
@@ -595,7 +596,7 @@ def match_adapter(
         rep = _match(af, src, arch=arch, adapter_name=adapter_name)
         if deltas and rep.loads:
 
-            rep = dataclasses.replace(rep, deltas=tuple(delta_stats(rep)))
+            rep = dataclasses.replace(rep, deltas=tuple(delta_stats(rep, adapter_name=adapter_name)))
         return rep
     except ExplorerError:
         raise
@@ -655,7 +656,7 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
             loaded=tuple(loaded), sources=dict(sources or {}), adapted=tuple(adapted), modules_to_save=tuple(saved),
             findings=tuple(findings) + tuple(extra), adapter_params=adapter_params, base_params=base_params,
             base_tree=base_tree, base_counts=base_counts, notes=tuple(dict.fromkeys(notes)), base_report=brep,
-            key_info=key_info,
+            key_info=key_info, adapter_name=adapter_name,
         )
 
     from peft import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, PeftModel

@@ -172,8 +172,9 @@ class LoraPair:
     shape: tuple[int, int]  # of B·A: (rows of B, columns of A)
 
 
-def lora_pairs(rep: AdapterReport, *, adapter_name: str = "default") -> dict[str, LoraPair]:
+def lora_pairs(rep: AdapterReport, *, adapter_name: str | None = None) -> dict[str, LoraPair]:
     """Per LoRA module whose A and B loaded: the on-disk names of A and B and peft's scaling."""
+    adapter_name = adapter_name or rep.adapter_name
     from .adapter import lora_pair  # the one rule for finding A and B
 
     mm = {k for k, _, _ in rep.mismatched}
@@ -247,8 +248,7 @@ def delta_histograms(rep: AdapterReport, *, bins: int = 256, modules: list[str] 
 # --------------------------------------------------------------------------------------------- init check
 
 
-def adapter_init_check(rep: AdapterReport, *, seed: int = 0, adapter_name: str = "default",
-                       progress: Progress | None = None) -> list[InitResult]:
+def adapter_init_check(rep: AdapterReport, *, seed: int = 0, progress: Progress | None = None) -> list[InitResult]:
     """Every loaded LoRA tensor against peft's own fresh initialisation of its layer (``reset_lora_parameters`` with
     the config's ``init_lora_weights``, seeded). ``init_like`` is set on the tensor whose peft init makes ΔW zero
     (lora_B; lora_embedding_A for embeddings) when it still equals that init — the module is untrained — and on
@@ -258,6 +258,7 @@ def adapter_init_check(rep: AdapterReport, *, seed: int = 0, adapter_name: str =
     from .adapter import build_base, peft_config, peft_model_on_meta
     from .fresh import InitResult, compare_to_init
 
+    adapter_name = rep.adapter_name
     pcfg, _ = peft_config(rep.adapter)
     init = getattr(pcfg, "init_lora_weights", True)
     init = True if not isinstance(init, (bool, str)) or init is False or (isinstance(init, str) and init.lower() != "gaussian") else init

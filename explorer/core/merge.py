@@ -33,6 +33,27 @@ if TYPE_CHECKING:
     from .plan import Plan
 
 
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``). Each merged module frees a few MB of
+    temporaries of one size; glibc's growing mmap threshold then keeps them on the heap, and without a trim the
+    process's RSS crept by ~40 MB per layer (0.98 GiB peak on a 0.29 GiB base, 0.42 GiB with it). No-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC = lib if hasattr(lib, "malloc_trim") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
 def export_merged(
     base: str | os.PathLike[str],
     adapter: str | os.PathLike[str],
@@ -65,8 +86,9 @@ def export_merged(
     if src.index is None:
         raise ExportError(f"{base}: no base weights to merge into")
     spec = ModelSpec(config=src.config, arch=rep.arch)
+    brep = rep.base_report if rep.base_report is not None else base_report(src.index, spec, suggest=False)
     if plan is None:
-        plan = PlanCls.from_report(base_report(src.index, spec, suggest=False))
+        plan = PlanCls.from_report(brep)
 
     # the PeftModel on meta exactly as in the report (dtypes as peft casts them), to read layers from
     pcfg, _ = peft_config(af)
@@ -76,7 +98,6 @@ def export_merged(
         pm = peft_model_on_meta(built, pcfg, source=af.config_file)
         rec = PeftLoadRecorder(af.weights, meta_tensors(af.index))
         load_on_meta(pm, af, rec, key_mapping=getattr(built.module, "_checkpoint_conversion_mapping", None) or None)
-    brep = base_report(src.index, spec, suggest=False)
     base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources}
     a_reader = TensorReader(af.index)
     b_reader = TensorReader(src.index)
@@ -110,6 +131,7 @@ def export_merged(
             out = {bk: sd[k].detach().clone() for k, bk in base_keys.items()}
         del local, sd
         layer.to_empty(device="meta")  # give the memory back; the layer is never merged twice (cache)
+        _trim_heap()
         cache[path] = out
         return out
 

@@ -128,4 +128,4 @@ def test_options_that_do_not_apply(capsys, pair):
     code, _, err = run(capsys, str(ad), "--base", str(base), "--config", str(base))
     assert code == 2 and "--base and --config" in err
     code, _, err = run(capsys, str(base), "--base", str(base))
-    assert code == 2 and "--base / --delta apply to a PEFT adapter folder" in err
+    assert code == 2 and "--base / --delta / --adapter-name apply to a PEFT adapter folder" in err

@@ -85,3 +85,41 @@ def test_cli_export_adapter(tmp_path, capsys):
     from explorer.core.checkpoint import open_checkpoint
 
     assert set(open_checkpoint(tmp_path / "out2").tensors) == set(open_checkpoint(base).tensors)
+
+
+def test_plan_applies_on_top_of_a_merge_export(tmp_path, capsys):
+    """Merge a LoRA + modules_to_save adapter, and re-initialise the classifier on top (a new head for a new task):
+    the merged weights equal peft's merge_and_unload(), the classifier is fresh (neither the base's nor the adapter's),
+    and the result loads clean into the base class."""
+    import transformers
+
+    from explorer.core.matching import report
+    from explorer.core.model import ModelSpec
+    from explorer.core.plan import Plan, save_plan
+
+    base, adapter = _pair(tmp_path, "bert", "BertForSequenceClassification",
+                          LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS", init_lora_weights=False))
+    plan = Plan.from_report(report(str(base), ModelSpec(config=str(base)))).with_rule("classifier.*", action="reinit")
+    save_plan(plan, tmp_path / "plan.json")
+    capsys.readouterr()
+    code = main(["export", str(base), "--adapter", str(adapter), "--plan", str(tmp_path / "plan.json"),
+                 "-o", str(tmp_path / "out"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["clean"] and d["counts"]["reinit"] == 2
+    got = load_file(tmp_path / "out" / "model.safetensors")
+    ref = _merged_by_peft(base, adapter, "BertForSequenceClassification")
+    before = load_file(base / "model.safetensors")
+    changed = 0
+    for k, v in got.items():
+        if not k.startswith("classifier."):
+            assert torch.allclose(v, ref[k], rtol=1e-5, atol=1e-6), k
+            changed += not torch.equal(v, before[k])
+    assert changed == 4  # query and value weights of both layers merged
+    w = got["classifier.weight"]  # fresh: neither the base's nor the adapter's (modules_to_save) classifier
+    assert not torch.equal(w, before["classifier.weight"]) and not torch.equal(w, ref["classifier.weight"])
+    assert float(got["classifier.bias"].abs().max()) == 0.0  # BERT's own init of a Linear bias
+    m, info = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert torch.equal(m.classifier.weight.detach(), w)

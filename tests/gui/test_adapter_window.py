@@ -166,3 +166,23 @@ def test_cli_open_adapter_request(tmp_path, adapters, minilm):
     assert req.source.adapter == str(trained) and req.source.checkpoint is None and req.source.config == minilm
     with pytest.raises(ConfigError, match="--base applies to a PEFT adapter"):
         open_request(build_parser().parse_args(["open", minilm, "--base", minilm]))
+
+
+def test_adapter_without_a_base_is_one_line_and_the_window_stays_usable(qtbot, window, adapters, tmp_path, minilm):
+    import json
+    import shutil
+
+    from explorer.gui.session import Source
+
+    trained, _ = adapters
+    ad = tmp_path / "ad"
+    shutil.copytree(trained, ad)
+    cfg = json.loads((ad / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "nobody/not-in-the-cache"
+    (ad / "adapter_config.json").write_text(json.dumps(cfg))
+    with qtbot.waitSignal(window.session.loadFailed, timeout=LOAD_TIMEOUT) as blocker:
+        window.open_source(Source(adapter=str(ad)))
+    msg = blocker.args[0]
+    assert "pass --base DIR or --config C" in msg and "\n" not in msg
+    loaded = open_and_wait(qtbot, window, checkpoint=minilm, adapter=str(ad))  # with its base it opens
+    assert loaded.adapter.is_clean

@@ -99,8 +99,7 @@ class AdapterPanel(Panel):
             ("rank", lambda m: _rank(self._deltas.get(m.path)), lambda m: sortable(dv("effective_rank")(m))),
         ], self, background=bg)
         self.table = RecordTable(self.model, RecordProxy(self))
-        self.table.fit_columns(("encoder.layer.0.attention.self.query", "LoRA r16 α32", "1.25e-2", "0.0012%",
-                                "16/16 ✗ untrained"))
+        self.table.fit_columns(("e.layer.0.attention.self.query", "LoRA r16 α32", "1.25e-2", "0.0012%", "16/16 ✗"))
         self._key_delegate = KeyDelegate(self)
         self.table.setItemDelegateForColumn(0, self._key_delegate)
         self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # the base's module order
