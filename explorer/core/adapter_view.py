@@ -86,7 +86,7 @@ def adapter_view(rep: AdapterReport) -> Report:
     for k in rep.missing:
         shape, dt = info.get(k, ((), "float32"))
         model_keys[k] = ModelKey(k, Status.MISSING, (), shape, dt, newly_initialized=True)
-    by_target = {v: k for k, v in rep.sources.items()}
+    by_target = {v: k for k, v in rep.sources.items() if k in model_keys}  # unexpected ones are sources too
     for k, (a, b) in mm.items():
         dt = info.get(k, (b, "float32"))[1]
         src = rep.sources.get(k) or next((n for n, t in a_idx.tensors.items() if n.endswith(_strip_name(k)) and t.shape == a), None)
@@ -94,7 +94,7 @@ def adapter_view(rep: AdapterReport) -> Report:
                                  a_idx.tensors[src].dtype if src else None, newly_initialized=True)
         if src:
             by_target[src] = k
-    unexpected = set(rep.unexpected)
+    unexpected: list[str] = []  # on-disk names, as the tree shows them (peft reports these names too)
     for n, t in a_idx.tensors.items():
         tgt = by_target.get(n)
         if tgt is not None:
@@ -102,12 +102,12 @@ def adapter_view(rep: AdapterReport) -> Report:
             ck[n] = CheckpointKey(n, st, model_keys[tgt].how, (tgt,), n, t)
         else:
             ck[n] = CheckpointKey(n, Status.UNEXPECTED, (), (), n, t)
-            unexpected.add(n)
+            unexpected.append(n)
     tree = _tree_with_adapter(rep.base_tree, [k for k in model_keys if k.startswith(PEFT_PREFIX)], model_keys,
                               keep_base=brep is not None)
     missing = tuple(rep.missing) + (tuple(brep.missing) if brep is not None else ())
     mism = tuple(rep.mismatched) + (tuple(brep.mismatched) if brep is not None else ())
-    unexp = tuple(sorted(unexpected)) + (tuple(brep.unexpected) if brep is not None else ())
+    unexp = tuple(unexpected) + (tuple(brep.unexpected) if brep is not None else ())
     from .model import ModelSpec
 
     notes = tuple(rep.notes) + (() if brep is not None else (
