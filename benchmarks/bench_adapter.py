@@ -295,9 +295,10 @@ def table(res: dict, args: argparse.Namespace) -> str:
         f"it): {res['floor']:.2f} s. Load average when done: {', '.join(f'{x:.1f}' for x in res['load'])} (other jobs share "
         "the 2 cores, so absolute times vary run to run; the two sides ran back to back).",
         "",
-        "Notes: ckpt-explorer's time is the import floor plus building the 70B on meta once (a meta deepcopy feeds the",
-        "base's own transformers report; before, a second build cost 15 s: median 31.24 s, runs 29.24, 31.24, 36.03 s),",
-        "peft injecting 320 LoRA layers on meta and its load_adapter. The peft side's base",
+        "Notes: ckpt-explorer's time is the import floor plus building the 70B on meta once (the first build in a process",
+        "costs ~15 s of one-off lazy imports; the base's own transformers report now gets a meta deepcopy, 0.74 s, where",
+        "it got a second build, 0.83 s, measured in one warm process: building once saves ~0.1 s, not more), peft",
+        "injecting 320 LoRA layers on meta (~10 s) and its load_adapter. The peft side's base",
         "load is cheap only because the shards are holes mmapped as zero pages; with real weights it reads 128 GiB",
         "and needs that much memory (or a device map) before peft can say anything.",
         "",
