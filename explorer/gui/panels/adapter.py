@@ -340,5 +340,7 @@ def delta_html(m: Any, d: Any) -> str:
                        "(peft's initialisation: ΔW = 0)")
     rel = f" · ‖ΔW‖/‖W‖ {_pct(d.relative)}" if d.relative is not None else " · no base weights for ‖W‖"
     sv = ", ".join(_num(x) for x in d.singular_values[:8]) + (" …" if len(d.singular_values) > 8 else "")
+    dora = (" · DoRA: ΔW is scaling·B·A, before the magnitude vector rescales W + ΔW (the merge applies it)"
+            if m.use_dora else "")
     return (head + f"<br>‖ΔW‖<sub>F</sub> {_num(d.norm)}{rel} · rank {d.effective_rank}/{d.r}"
-            + f"<br><span style='color:{palette.MUTED_TEXT}'>σ(ΔW): {sv}</span>")
+            + f"<br><span style='color:{palette.MUTED_TEXT}'>σ(ΔW): {sv}{dora}</span>")
