@@ -213,3 +213,15 @@ def test_diff_against_its_export_streams_across_rank_boundaries(zero_checkpoints
     changed = {e.name: e for e in diff_checkpoints(folder, tmp_path / "hf", chunk_elems=1000)
                if e.status is not DiffStatus.SAME}
     assert list(changed) == [name] and changed[name].rel_change == pytest.approx(0.5, rel=1e-6)
+
+
+def test_trainer_folder_with_gathered_weights_reads_them(zero_checkpoints, tmp_path):
+    """An HF Trainer checkpoint-N/ holds model.safetensors beside latest/global_stepN: from_pretrained reads the
+    safetensors, and so does the folder here; the tag folder still opens the ZeRO state."""
+    from safetensors.torch import save_file
+
+    f = _copy(zero_checkpoints, tmp_path, "z1")
+    want = oracle(f)
+    save_file({k: v.detach().contiguous() for k, v in want.items()}, f / "model.safetensors")
+    assert open_checkpoint(f).format == "safetensors"
+    assert open_checkpoint(f / "global_step1").format == "deepspeed-zero"
