@@ -14,9 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
+    "__version__": ("explorer.core.version", "__version__"),  # from pyproject.toml / the installed metadata
     "open_checkpoint": ("explorer.core.checkpoint", "open_checkpoint"),
     "TensorReader": ("explorer.core.checkpoint", "TensorReader"),
     "CheckpointIndex": ("explorer.core.checkpoint", "CheckpointIndex"),
@@ -43,11 +42,11 @@ _EXPORTS = {
     "Plan": ("explorer.core.plan", "Plan"),
     "load_plan": ("explorer.core.plan", "load_plan"),
     "save_plan": ("explorer.core.plan", "save_plan"),
-    "apply_plan": ("explorer.core.plan", "apply_plan"),
+    "apply_plan": ("explorer.core.surgery", "apply_plan"),
     "export_checkpoint": ("explorer.core.export", "export_checkpoint"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(k for k in _EXPORTS if not k.startswith("_"))
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names resolve lazily below
     from .core.checkpoint import CheckpointIndex, TensorReader, open_checkpoint
@@ -57,7 +56,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names reso
     from .core.fresh import fresh_tensor, init_check
     from .core.matching import report
     from .core.model import ModelSpec, build_model, module_tree
-    from .core.plan import Plan, apply_plan, load_plan, save_plan
+    from .core.plan import Plan, load_plan, save_plan
+    from .core.surgery import apply_plan
+    from .core.version import __version__
     from .core.report import Report, Status
     from .core.stats import stats_many, tensor_stats
 

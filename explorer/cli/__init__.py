@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See what a checkpoint will load into a model before you train: header-only, exactly as "
         "from_pretrained / load_state_dict would do it.",
     )
-    from .. import __version__
+    from ..core.version import __version__
 
     p.add_argument("--version", action="version", version=f"ckpt-explorer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -8,7 +8,7 @@ import argparse
 from ..core.errors import ConfigError
 from ..core.fmt import safe_text
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, collapse_indices, human_count, print_json
+from .common import Style, collapse_indices, human_count, print_json, print_key_sections
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -60,20 +60,9 @@ def print_text(rep) -> None:  # rep: AdapterReport
         for d in f.details:
             print(f"  {t(d)}")
 
-    def section(title: str, keys: list[str], code: str) -> None:
-        if keys:
-            print()
-            print(s(f"{title} ({len(keys)}):", code))
-            for k in collapse_indices(keys):
-                print(f"  {t(k)}")
-
-    section("MISSING — adapter weights peft leaves at their initialisation", list(rep.missing), "31")
-    section("UNEXPECTED — in the adapter file, not used", list(rep.unexpected), "33")
-    if rep.mismatched:
-        print()
-        print(s(f"SHAPE MISMATCH — not loaded ({len(rep.mismatched)}):", "35"))
-        for k, a, b in rep.mismatched:
-            print(f"  {t(k)}: adapter {list(a)} vs model {list(b)}")
+    print_key_sections(s, ("MISSING — adapter weights peft leaves at their initialisation", list(rep.missing)),
+                       ("UNEXPECTED — in the adapter file, not used", list(rep.unexpected)),
+                       ("SHAPE MISMATCH — not loaded", list(rep.mismatched)), "adapter")
     if rep.adapted:
         groups: dict[tuple, list[str]] = {}
         for m in rep.adapted:

@@ -242,6 +242,24 @@ class Style:
         return f"{sgr(code)}{text}{sgr('0')}" if self.on else text
 
 
+def print_key_sections(s: Style, missing: tuple[str, list[str]], unexpected: tuple[str, list[str]],
+                       mismatched: tuple[str, list[tuple[str, Any, Any]]], side: str) -> None:
+    """The MISSING / UNEXPECTED / SHAPE MISMATCH sections of a report (``report``, ``adapter``), each a titled
+    count and its keys (layer indices collapsed); ``side`` names what the mismatch's first shape comes from."""
+    for (title, keys), code in ((missing, "31"), (unexpected, "33")):
+        if keys:
+            print()
+            print(s(f"{title} ({len(keys)}):", code))
+            for k in collapse_indices(keys):
+                print(f"  {safe_text(k)}")
+    title, rows = mismatched
+    if rows:
+        print()
+        print(s(f"{title} ({len(rows)}):", "35"))
+        for k, a, b in rows:
+            print(f"  {safe_text(k)}: {side} {list(a)} vs model {list(b)}")
+
+
 _NUM = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 
 

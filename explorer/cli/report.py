@@ -12,11 +12,11 @@ from .common import (
     add_json_arg,
     add_mapping_args,
     add_model_args,
-    collapse_indices,
     human_bytes,
     human_count,
     mapping_json,
     print_json,
+    print_key_sections,
     rerun_command,
     stderr_progress,
     target_spec,
@@ -119,21 +119,9 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
     if rep.key_mapping:
         print(f"  key mapping applied: {mapping_json(rep.key_mapping)}")
 
-    def section(title: str, keys: list[str], code: str) -> None:
-        if not keys:
-            return
-        print()
-        print(s(f"{title} ({len(keys)}):", code))
-        for k in collapse_indices(keys):
-            print(f"  {k}")
-
-    section("MISSING — newly initialised", list(rep.missing), "31")
-    section("UNEXPECTED — in the checkpoint, not used", list(rep.unexpected), "33")
-    if rep.mismatched:
-        print()
-        print(s(f"SHAPE MISMATCH — newly initialised ({len(rep.mismatched)}):", "35"))
-        for k, a, b in rep.mismatched:
-            print(f"  {k}: checkpoint {list(a)} vs model {list(b)}")
+    print_key_sections(s, ("MISSING — newly initialised", list(rep.missing)),
+                       ("UNEXPECTED — in the checkpoint, not used", list(rep.unexpected)),
+                       ("SHAPE MISMATCH — newly initialised", list(rep.mismatched)), "checkpoint")
     hows: dict[str, int] = {}
     for mk in rep.model_keys.values():
         if mk.status is Status.MATCHED:

@@ -29,6 +29,7 @@ from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import CheckpointError, ConfigError, ExplorerError
 from .fsio import check_regular, load_json
 from .model import BuiltModel, ModelSpec, ModuleNode, build_model, module_tree
+from .target import config_beside
 
 if TYPE_CHECKING:
     import torch
@@ -398,10 +399,10 @@ def resolve_base(
         raise ConfigError("--base and --config: give one (--base is a folder with its config.json and weights)")
     if base is not None:
         b = Path(base)
-        folder = b if b.is_dir() else b.parent
-        if not (folder / "config.json").is_file():
+        folder = config_beside(b)  # the one config-beside rule (a FIFO named config.json is refused when read)
+        if folder is None:
             raise ConfigError(f"{b}: --base needs a model folder with config.json (for a config alone use --config)")
-        return BaseSource(str(folder), "--base", open_checkpoint(b))
+        return BaseSource(folder, "--base", open_checkpoint(b))
     if config is not None:
         c = Path(config)
         folder = c if c.is_dir() else c.parent
@@ -410,7 +411,7 @@ def resolve_base(
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{af.config_file}: no base_model_name_or_path; pass --base DIR or --config C")
     p = Path(name).expanduser()
-    if p.is_dir() and (p / "config.json").is_file():
+    if p.is_dir() and config_beside(p) is not None:
         return BaseSource(str(p), "base_model_name_or_path", _weights_if_any(p))
     if _REPO_ID.match(name):
         snap = _hf_cache_snapshot(name, af.raw.get("revision"))

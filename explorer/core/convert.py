@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import struct
 import time
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
-from .errors import ExplorerError, ExportError
-from .export import ExportCancelled, check_target, copy_companions, finish_staging, make_staging, parse_dtype, parse_size
-from .fsio import atomic_write_bytes, load_json
+from .errors import ExportError
+from .export import ExportCancelled, parse_dtype, parse_size
+from .fsio import load_json, write_all
+from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
 from .jobs import Progress, is_cancelled
 
 _PIECE_ELEMS = 8 << 20
@@ -144,47 +144,30 @@ def convert_checkpoint(
     if not out.parent.is_dir():
         raise ExportError(f"{out}: parent folder {out.parent} does not exist")
 
-    from .. import __version__
+    from .version import __version__
 
     metadata = {"format": "pt", "explorer_source": str(Path(index.path).absolute()), "explorer_version": __version__,
                 "explorer_source_format": index.format}
     if dtype:
         metadata["explorer_dtype"] = dtype
     total = sum(it.nbytes for it in items)
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    staging = make_staging(out, notes)  # removes stale staging folders of killed runs first (noted)
+    names = shard_names(len(shards))
     written: list[str] = []
-    copied: list[str] = []
     done = [0]
-    try:
+    with staged(out, notes) as staging:  # removes stale staging folders of killed runs first (noted)
         with TensorReader(index) as reader:
             for fname, shard in zip(names, shards):
                 _write_shard(staging / fname, shard, metadata, reader, done, total, progress, cancel)
                 written.append(fname)
         if len(shards) > 1:
-            idx = {"metadata": {"total_size": total},
-                   "weight_map": {it.name: fname for fname, shard in zip(names, shards) for it in shard}}
-            atomic_write_bytes(staging / "model.safetensors.index.json", json.dumps(idx, indent=2).encode() + b"\n")
-            written.append("model.safetensors.index.json")
+            written.append(write_shard_index(staging, {"total_size": total},
+                                             {it.name: fname for fname, shard in zip(names, shards) for it in shard}))
         if cfg_file is not None:
             cfg = dict(cfg_json or {})
-            if dtype:
-                cfg["dtype"] = dtype
-                cfg.pop("torch_dtype", None)
-            atomic_write_bytes(staging / "config.json", json.dumps(cfg, indent=2, sort_keys=True).encode() + b"\n")
-            written.append("config.json")
+            written.append(write_config(staging, cfg, dtype))
         copied = copy_companions(Path(index.folder), staging, skip=set(inputs), notes=notes)  # links checked
         if is_cancelled(cancel):
             raise ExportCancelled(f"{out}: conversion cancelled; nothing was written")
-        finish_staging(staging, out)
-    except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, ExplorerError):
-            raise
-        if isinstance(e, OSError):
-            raise ExportError(f"{out}: write failed: {e.strerror or e}; nothing was written") from e
-        raise
     _verify(out, items)
     return ConvertResult(str(out), tuple(str(out / n) for n in written), len(items), total,
                          time.perf_counter() - t0, index.format, tuple(notes), tuple(copied))
@@ -211,20 +194,13 @@ def _header(shard: list[_Item], metadata: Mapping[str, str]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _write_all(fd: int, buf: Any) -> None:
-    mv = memoryview(buf).cast("B")
-    while mv:
-        n = os.write(fd, mv)
-        mv = mv[n:]
-
-
 def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], reader: TensorReader, done: list[int],
                  total: int, progress: Progress | None, cancel: Any) -> None:
     import torch
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, _header(shard, metadata))
+        write_all(fd, _header(shard, metadata))
         for it in shard:
             n = 0
             if it.permute:
@@ -246,7 +222,7 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
                     if it.dtype != it.src.dtype:
                         piece = piece.to(getattr(torch, it.dtype))
                     raw = piece.contiguous().view(torch.uint8).numpy()
-                    _write_all(fd, raw)
+                    write_all(fd, raw)
                     n += raw.size
                     done[0] += raw.size
                     if progress is not None:

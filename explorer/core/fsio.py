@@ -248,6 +248,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         f.write(data)
 
 
+def write_all(fd: int, buf: Any) -> None:
+    """Write every byte of ``buf`` (any buffer) to ``fd``, however many ``os.write`` calls that takes."""
+    mv = memoryview(buf).cast("B")
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
 def fsync_path(d: str | os.PathLike[str]) -> None:
     """fsync a file or folder by path (a folder's fsync makes renames inside it durable); best effort."""
     try:

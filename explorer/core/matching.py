@@ -152,16 +152,6 @@ def match(
 # --------------------------------------------------------------------------------------------- transformers
 
 
-def _meta_state_dict(index: CheckpointIndex) -> dict[str, Any]:
-    import torch
-
-    out = {}
-    for name, t in index.tensors.items():
-        dt = getattr(torch, t.dtype, None) or torch.uint8
-        out[name] = torch.empty(t.shape, dtype=dt, device="meta")
-    return out
-
-
 def _match_transformers(
     built: BuiltModel, index: CheckpointIndex, key_mapping: Mapping[str, str] | None, tree: ModuleNode
 ) -> Report:
@@ -211,7 +201,7 @@ def _match_transformers(
     with transformers_lock, quiet_transformers():
         try:
             with recorder:
-                info, _ = convert_and_load_state_dict_in_model(model, _meta_state_dict(index), load_config)
+                info, _ = convert_and_load_state_dict_in_model(model, index.meta_tensors(), load_config)
         except Exception as e:  # a converter failing on unexpected shapes is a finding about the checkpoint
             raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {one_line(e)}") from e
         missing_before_tie = set(info.missing_keys)

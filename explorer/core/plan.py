@@ -26,19 +26,27 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from . import resources
 from .errors import PlanError
 from .keys import KeyMapping, UserPattern, check_key_mapping, glob_to_regex, under
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from .report import Report
 
-PLAN_VERSION = 1
-MATCH_KINDS = ("glob", "regex", "key")
-MAX_PLAN_RULES = 4096  #: rules in one plan file (each is matched against every key; real plans have tens)
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return resources.read_json(resources.PLAN_SCHEMA)
+
+
+_PROPS = _schema()["properties"]  # the schema file states these
+PLAN_VERSION: int = _PROPS["version"]["const"]
+MATCH_KINDS: tuple[str, ...] = tuple(_PROPS["rules"]["items"]["properties"]["match"]["enum"])
+#: rules in one plan file (each is matched against every key; real plans have tens): the schema's maxItems
+MAX_PLAN_RULES: int = _PROPS["rules"]["maxItems"]
 
 
 class Action(str, Enum):
@@ -263,7 +271,7 @@ class Plan:
     # ------------------------------------------------------------------ JSON
 
     def to_json(self) -> dict[str, Any]:
-        from .. import __version__
+        from .version import __version__
 
         return {
             "version": self.version,
@@ -349,14 +357,64 @@ def _compile(kind: str, pattern: str) -> UserPattern:
 
 
 def plan_schema() -> dict[str, Any]:
-    """The JSON Schema of plan files (resources/plan.schema.json)."""
-    from explorer.core import resources
+    """The JSON Schema of plan files (resources/plan.schema.json): the one statement of a plan's structure."""
+    return _schema()
 
-    return resources.read_json(resources.PLAN_SCHEMA)
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # a dependency; imported on the first plan read only (~0.1-0.3 s)
+
+    schema = _schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+_TYPE_WORDS = {"string": "a string", "null": "null", "object": "an object", "array": "a list", "boolean": "true or false",
+               "number": "a number", "integer": "an integer"}
+_VALUE_CHECKS = {"exclusiveMinimum", "minimum", "maximum", "exclusiveMaximum", "minLength"}
+
+
+def _schema_message(e: Any, data: Any) -> str:
+    """One line for a jsonschema ValidationError, naming the field by its place in the plan (``rules[0]``,
+    ``source.arch``). A subschema's ``title`` is the phrase for what it must be; a bound broken inside a rule names
+    the rule's pattern (as :class:`Rule` does)."""
+    path = list(e.absolute_path)
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
+    sub = e.schema if isinstance(e.schema, dict) else {}
+    inst, val = e.instance, e.validator_value
+    if e.validator == "additionalProperties":
+        extra = sorted(k for k in inst if k not in sub.get("properties", {}))
+        return f"{where + ': ' if where else ''}unknown field {extra[0]!r}"
+    if e.validator == "required":
+        name = next(k for k in val if k not in inst)
+        return f"{where + ': ' if where else ''}{name!r} is required"
+    if e.validator == "maxItems":
+        return f"{len(inst):,} {where}, over the {val:,} limit"
+    parent, _, field_name = where.rpartition(".") if not where.endswith("]") else ("", "", where)
+    head = f"{parent}: " if parent and parent.endswith("]") else (f"{parent}." if parent else "")
+    if e.validator == "enum":
+        return f"{head}unknown {field_name} {inst!r}, expected one of {', '.join(map(str, val))}"
+    if e.validator == "const":
+        return f"{head}{field_name} must be {val!r}, found {inst!r}"
+    if e.validator in _VALUE_CHECKS and len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
+        pattern = data["rules"][path[1]].get("pattern")
+        head += f"rule {pattern!r}: " if isinstance(pattern, str) else ""
+    what = sub.get("title")
+    if what is None and e.validator == "type":
+        types = val if isinstance(val, list) else [val]
+        what = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    if what is None:
+        what = e.message
+        return f"{head}{field_name}: {what}"
+    return f"{head}{field_name} must be {what}, found {inst!r}"
 
 
 def validate_plan_json(data: Any, *, source: str = "plan") -> None:
-    """Structural check matching plan.schema.json (no jsonschema dependency). Raises PlanError."""
+    """Validate a plan document against plan.schema.json (jsonschema, the schema file is the only copy of the
+    structure), then what a schema cannot say: the format version first (a newer plan is not judged by this
+    schema) and the key mapping's regexes. Raises PlanError with one line naming ``source`` and the field."""
     if not isinstance(data, dict):
         raise PlanError(f"{source}: expected a JSON object, found {type(data).__name__}")
     v = data.get("version")
@@ -364,56 +422,16 @@ def validate_plan_json(data: Any, *, source: str = "plan") -> None:
         raise PlanError(f"{source}: no \"version\"; expected {PLAN_VERSION}")
     if v != PLAN_VERSION or isinstance(v, bool):
         raise PlanError(f"{source}: unsupported plan version {v!r}, expected {PLAN_VERSION}")
-    allowed = {"version", "tool", "source", "key_mapping", "defaults", "rules"}
-    extra = sorted(set(data) - allowed)
-    if extra:
-        raise PlanError(f"{source}: unknown field {extra[0]!r}")
-    src = data.get("source", {})
-    if not isinstance(src, dict):
-        raise PlanError(f"{source}: \"source\" must be an object")
-    for k in ("checkpoint", "config", "arch", "model", "wrapper"):
-        if src.get(k) is not None and not isinstance(src[k], str):
-            raise PlanError(f"{source}: source.{k} must be a string or null, found {src[k]!r}")
-    arch = src.get("arch")
-    if arch is not None and not _is_class_name(arch):
-        raise PlanError(f"{source}: source.arch must be a transformers class name such as BertModel, found {arch!r}")
-    if src.get("model_kwargs") is not None and not isinstance(src["model_kwargs"], dict):
-        raise PlanError(f"{source}: source.model_kwargs must be an object")
     km = data.get("key_mapping")
-    if km is not None:
+    if km is not None:  # the key-mapping rules (shared with --key-mapping) say more than the schema's "strings"
         check_key_mapping(km, label=f"{source}: key_mapping", error=PlanError)
-    d = data.get("defaults", {})
-    if not isinstance(d, dict):
-        raise PlanError(f"{source}: \"defaults\" must be an object")
-    for k in ("reinit", "drop"):
-        lst = d.get(k, [])
-        if not isinstance(lst, list) or not all(isinstance(x, str) for x in lst):
-            raise PlanError(f"{source}: defaults.{k} must be a list of keys")
-    rules = data.get("rules", [])
-    if not isinstance(rules, list):
-        raise PlanError(f"{source}: \"rules\" must be a list")
-    if len(rules) > MAX_PLAN_RULES:
-        raise PlanError(f"{source}: {len(rules):,} rules, over the {MAX_PLAN_RULES:,} limit")
-    for i, r in enumerate(rules):
-        if not isinstance(r, dict):
-            raise PlanError(f"{source}: rules[{i}] must be an object")
-        bad = sorted(set(r) - {"match", "pattern", "action", "trainable", "lr_scale"})
-        if bad:
-            raise PlanError(f"{source}: rules[{i}]: unknown field {bad[0]!r}")
-        if not isinstance(r.get("pattern"), str):
-            raise PlanError(f"{source}: rules[{i}]: \"pattern\" must be a string")
-        if r.get("match", "glob") not in MATCH_KINDS:
-            raise PlanError(f"{source}: rules[{i}]: unknown match {r.get('match')!r}, expected one of {', '.join(MATCH_KINDS)}")
-        if r.get("action") is not None:
-            _action(r["action"], f"{source}: rules[{i}]")
+    from jsonschema.exceptions import best_match
 
-
-def _is_class_name(name: str) -> bool:
-    """A bare public identifier (``BertModel``): never a dotted path, a ``module:Class`` or a dunder."""
-    return name.isidentifier() and not name.startswith("_")
-
-
-PLAN_FIELDS = frozenset({"version", "tool", "source", "key_mapping", "defaults", "rules"})
+    err = best_match(_validator().iter_errors(data))
+    if err is not None:
+        while err.validator in ("oneOf", "anyOf") and err.context:  # say what was wrong, not "none matched"
+            err = best_match(err.context)
+        raise PlanError(f"{source}: {_schema_message(err, data)}")
 
 
 def is_plan_file(path: str | os.PathLike[str]) -> bool:
@@ -430,7 +448,12 @@ def is_plan_file(path: str | os.PathLike[str]) -> bool:
         data = parse_json(raw, source=str(path), what="plan")
     except (ExplorerError, OSError):
         return False
-    return isinstance(data, dict) and "version" in data and set(data) <= PLAN_FIELDS
+    return isinstance(data, dict) and "version" in data and set(data) <= plan_fields()
+
+
+def plan_fields() -> frozenset[str]:
+    """The top-level fields a plan may have (the schema's ``properties``)."""
+    return frozenset(_schema()["properties"])
 
 
 def check_plan_output(path: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
@@ -476,160 +499,3 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     raw = read_bounded(p, max_bytes=MAX_JSON_BYTES, what="plan file", error=PlanError)
     data = parse_json(raw, source=str(p), what="JSON", error=PlanError)
     return Plan.from_json(data, source=str(p))
-
-
-# --------------------------------------------------------------------------------------------- apply_plan
-
-
-def apply_plan(
-    model: nn.Module,
-    plan: Plan,
-    *,
-    reinit: bool = False,
-    lr: float | None = None,
-    seed: int | None = None,
-) -> list[dict[str, Any]]:
-    """Freeze, optionally re-initialise, and group parameters for an optimizer.
-
-    Sets ``requires_grad=False`` on frozen parameters; with ``reinit=True`` re-initialises the plan's ``reinit``
-    keys with the model's own init (transformers ``_init_weights`` on the owning module, ``reset_parameters``
-    for plain modules; ``seed`` makes it reproducible). Returns parameter groups, one per LR scale, each
-    ``{"params", "param_names", "lr_scale"}`` plus ``"lr": lr * lr_scale`` when ``lr`` is given; frozen
-    parameters are in no group. Raises PlanError when the plan names keys (or rules select nothing) the model lacks.
-    """
-    import torch
-
-    sd_keys = list(model.state_dict(keep_vars=True).keys())
-    key_set = set(sd_keys)
-    named = list(model.named_parameters(remove_duplicate=False))
-    keys = list(dict.fromkeys([n for n, _ in named] + sd_keys))
-    lacking = [k for k in plan.default_reinit if k not in key_set]
-    lacking += [r.pattern for r in plan.rules if r.match == "key" and not r.select(keys)]
-    if lacking:
-        more = f" (+{len(lacking) - 5} more)" if len(lacking) > 5 else ""
-        raise PlanError(
-            f"plan does not fit {type(model).__name__}: the model has no key {', '.join(map(repr, lacking[:5]))}{more}"
-        )
-    hits = plan.rule_hits(keys)
-    empty = [plan.rules[i].describe() for i, h in enumerate(hits) if h == 0]
-    if empty:
-        raise PlanError(f"plan does not fit {type(model).__name__}: rule {empty[0]} selects no key of the model")
-    entries = plan.resolve_keys(keys)
-    if reinit:
-        targets = [k for k, e in entries.items() if e.action is Action.REINIT]
-        reinit_keys(model, targets, seed=seed)
-
-    by_id: dict[int, tuple[str, torch.nn.Parameter, list[Entry]]] = {}
-    for name, p in named:
-        slot = by_id.setdefault(id(p), (name, p, []))
-        slot[2].append(entries[name])
-    groups: dict[float, dict[str, Any]] = {}
-    for name, p, ents in by_id.values():
-        if any(not e.trainable for e in ents):  # a tied parameter frozen under any of its names is frozen
-            p.requires_grad_(False)
-            continue
-        p.requires_grad_(True)
-        scale = next((e.lr_scale for e in ents if e.lr_scale is not None), None)
-        scale = 1.0 if scale is None else scale
-        g = groups.get(scale)
-        if g is None:
-            g = groups[scale] = {"params": [], "param_names": [], "lr_scale": scale}
-            if lr is not None:
-                g["lr"] = lr * scale
-        g["params"].append(p)
-        g["param_names"].append(name)
-    return sorted(groups.values(), key=lambda g: -g["lr_scale"])
-
-
-def owning_module(model: nn.Module, key: str) -> tuple[str, nn.Module]:
-    path = key.rsplit(".", 1)[0] if "." in key else ""
-    return path, model.get_submodule(path)
-
-
-def init_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    """Initialise one module's own parameters the way the model does (``_init_weights`` of the nearest
-    PreTrainedModel owning it; else ``reset_parameters``)."""
-    import torch
-
-    owner = None
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        PreTrainedModel = ()  # type: ignore[assignment]
-    parts = path.split(".") if path else []
-    for i in range(len(parts), -1, -1):
-        m = model.get_submodule(".".join(parts[:i]))
-        if PreTrainedModel and isinstance(m, PreTrainedModel):
-            owner = m
-            break
-    with torch.no_grad():
-        if owner is not None:
-            for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
-                if getattr(t, "_is_hf_initialized", False):
-                    t._is_hf_initialized = False
-            owner._init_weights(module)
-        elif hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        else:
-            raise PlanError(f"cannot re-initialise {path or type(model).__name__}: {type(module).__name__} has no reset_parameters()")
-
-
-def key_seed(seed: int, name: str) -> int:
-    """A per-module seed so a tensor's fresh init does not depend on which other keys are re-initialised."""
-    return (seed * 1_000_003 + int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "little")) % (2**63)
-
-
-def reinit_keys(model: nn.Module, keys: Sequence[str], *, seed: int | None = None) -> None:
-    """Re-initialise ``keys`` of a live model in place with the model's own init.
-
-    Transformers models get exactly the values that export, init-check and the GUI overlay use for the same
-    seed (:class:`explorer.core.fresh.FreshInit` on a meta twin built from ``model.config``, one module at a time);
-    plain modules run ``reset_parameters`` of each owning module. Raises PlanError for a tensor no init sets.
-    """
-    import torch
-
-    twin = _meta_twin(model)
-    if twin is None:
-        done: set[str] = set()
-        for k in keys:
-            path, mod = owning_module(model, k)
-            if path in done:
-                continue
-            done.add(path)
-            if seed is None:
-                init_module(model, path, mod)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(key_seed(seed, path))
-                    init_module(model, path, mod)
-        return
-    from .fresh import FreshInit
-
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    fresh = FreshInit(twin, seed=seed, cache_modules=1)
-    live = dict(model.named_parameters(remove_duplicate=False))
-    live.update(model.named_buffers(remove_duplicate=False))
-    with torch.no_grad():
-        for k in sorted(keys, key=lambda k: k.rpartition(".")[0]):  # one materialisation per module
-            t = fresh.tensor(k)
-            if t is None:
-                raise PlanError(f"{k}: the model's initialisation does not set this tensor; it cannot be re-initialised")
-            live[k].copy_(t)
-
-
-def _meta_twin(model: nn.Module):  # -> BuiltModel | None
-    """The same transformers class and config on the meta device (None for plain modules)."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return None
-    if not isinstance(model, PreTrainedModel):
-        return None
-    import torch
-
-    from .model import BuiltModel, ModelSpec, instantiate_meta
-
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    meta = instantiate_meta(type(model), model.config, dtype, source=type(model).__name__)
-    return BuiltModel(meta, ModelSpec(), dtype, meta.config, type(model).__name__)

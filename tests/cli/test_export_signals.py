@@ -17,7 +17,7 @@ import pytest
 
 import explorer
 from explorer.cli import main
-from explorer.core.export import STAGING_MARKER, remove_stale_staging
+from explorer.core.staging import STAGING_MARKER, remove_stale_staging
 from explorer.core.plan import Plan, save_plan
 from tests.helpers import save_tiny
 

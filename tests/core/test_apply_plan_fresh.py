@@ -10,7 +10,8 @@ import torch
 from explorer.core.fresh import fresh_tensor
 from explorer.core.matching import report
 from explorer.core.model import ModelSpec
-from explorer.core.plan import Plan, apply_plan
+from explorer.core.plan import Plan
+from explorer.core.surgery import apply_plan
 from tests.helpers import save_tiny
 
 

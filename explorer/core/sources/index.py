@@ -123,6 +123,17 @@ class CheckpointIndex:
                 return t.dtype
         return None
 
+    def meta_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor as an empty tensor on the meta device with its shape and dtype (uint8 for a dtype this
+        torch lacks): what loading code runs on, header-only."""
+        import torch
+
+        out = {}
+        for name, t in self.tensors.items():
+            dt = getattr(torch, t.dtype, None) or torch.uint8
+            out[name] = torch.empty(t.shape, dtype=dt, device="meta")
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,

@@ -483,8 +483,10 @@ class ExportDialog(QDialog):
         row.addWidget(self.out, 1)
         row.addWidget(browse)
         self.resize_box = QCheckBox("Resize mismatched tensors (keep the overlap, init the rest)")
+        from ...core.export import EXPORT_DTYPES
+
         self.dtype = QComboBox()
-        self.dtype.addItems(["(as stored)", "float32", "float16", "bfloat16"])
+        self.dtype.addItems(["(as stored)", *EXPORT_DTYPES])  # core's list: what export can cast to
         self.shard = QLineEdit()
         self.shard.setPlaceholderText("no sharding, e.g. 2GB")
         self.seed = QSpinBox()
