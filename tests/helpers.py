@@ -88,3 +88,49 @@ def read_error(path) -> str:
     msg = str(e.value)
     assert "\n" not in msg
     return msg
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``ckpt-explorer ARGV`` in process: (exit code, stdout, stderr)."""
+    from explorer.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_error_line(capsys, argv: list[str]) -> str:
+    """The one stderr line of a command that must fail with exit 2."""
+    from explorer.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def cli_help(capsys, command: str) -> str:
+    """``ckpt-explorer COMMAND --help`` as a user reads it on a terminal wide enough not to wrap it (argparse
+    breaks words at hyphens), whitespace runs made single spaces."""
+    import os
+
+    import pytest
+
+    from explorer.cli import main
+
+    capsys.readouterr()
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"  # argparse sizes help to the terminal through shutil.get_terminal_size
+    try:
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+    assert e.value.code == 0
+    return " ".join(capsys.readouterr().out.split())

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from explorer.cli import main
-from tests.helpers import save_tiny
+from tests.helpers import run_cli, save_tiny
 import math
 import re
 
@@ -69,20 +69,6 @@ def test_bad_inputs_are_exit_2(capsys, a: Path, tmp_path: Path) -> None:
     assert "invalid regex" in capsys.readouterr().err
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 def test_diff_reports_tensors_turned_nan_or_inf_as_changed_not_zero(capsys, bert: Path, tmp_path: Path) -> None:
     sd = load_file(bert / "model.safetensors")
     w = "embeddings.LayerNorm.weight"
@@ -91,7 +77,7 @@ def test_diff_reports_tensors_turned_nan_or_inf_as_changed_not_zero(capsys, bert
     sd[w][0] = math.nan
     sd[b] = torch.full_like(sd[b], math.inf)
     save_file(sd, str(tmp_path / "b.safetensors"))
-    code, out, err = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"), "--json")
+    code, out, err = run_cli(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"), "--json")
     assert code == 1, err
     assert "NaN" not in out and "Infinity" not in out
     rows = {t["name"]: t for t in json.loads(out)["tensors"]}
@@ -100,7 +86,7 @@ def test_diff_reports_tensors_turned_nan_or_inf_as_changed_not_zero(capsys, bert
     # not finite, so not representable in JSON: null rather than a misleading 0
     assert rows[b]["rel_change"] is None and rows[b]["max_abs_diff"] is None
     assert rows["embeddings.word_embeddings.weight"]["nonfinite"] == 0
-    code, out, _ = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"))
+    code, out, _ = run_cli(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "b.safetensors"))
     line = next(l for l in out.splitlines() if l.strip().startswith(b))
     assert "inf" in line and f"{sd[b].numel()} value(s) differ as NaN/Inf" in line
 
@@ -108,7 +94,7 @@ def test_diff_reports_tensors_turned_nan_or_inf_as_changed_not_zero(capsys, bert
 def test_diff_text_shows_dtype_differences(capsys, bert: Path, tmp_path: Path) -> None:
     sd = load_file(bert / "model.safetensors")
     save_file({k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}, str(tmp_path / "h.safetensors"))
-    code, out, _ = _run(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "h.safetensors"))
+    code, out, _ = run_cli(capsys, "diff", str(bert / "model.safetensors"), str(tmp_path / "h.safetensors"))
     assert code == 1
     line = next(l for l in out.splitlines() if l.strip().startswith("embeddings.word_embeddings.weight"))
     assert line.endswith("float32 vs float16")

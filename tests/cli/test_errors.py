@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from explorer.cli import main
-from tests.helpers import save_tiny
+from tests.helpers import run_cli, save_tiny
+import warnings
+
 
 MARKER_NAME = "pwned"
 
@@ -233,27 +235,13 @@ def test_wrapper_on_a_safetensors_file_is_an_error(tmp_path, capsys):
     assert len(err) == 1 and str(f) in err[0] and "no sub-dicts" in err[0]
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 @pytest.mark.parametrize("argv, says", [
     (["stats", "{ckpt}", "--bins", "1000000000"], "--bins must be between 1 and 1000000, found 1000000000"),
     (["stats", "{ckpt}", "--bins", "0"], "--bins must be between 1 and 1000000, found 0"),
     (["diff", "{ckpt}", "{ckpt}", "--depth", "0"], "--depth must be at least 1"),
 ])
 def test_option_ranges(capsys, bert: Path, argv: list[str], says: str) -> None:
-    code, out, err = _run(capsys, *[a.format(ckpt=bert) for a in argv])
+    code, out, err = run_cli(capsys, *[a.format(ckpt=bert) for a in argv])
     assert code == 2 and out == "" and says in err and len(err.strip().splitlines()) == 1
 
 
@@ -264,7 +252,7 @@ def test_an_unexpected_exception_is_one_line_with_the_debug_hint(capsys, bert: P
         raise RuntimeError("something broke\nsecond line")
 
     monkeypatch.setattr(stats_cli, "run", boom)
-    code, out, err = _run(capsys, "stats", str(bert))
+    code, out, err = run_cli(capsys, "stats", str(bert))
     assert code == 2 and out == ""
     assert err == ("ckpt-explorer: error: RuntimeError: something broke "
                    "(unexpected; CKPT_EXPLORER_DEBUG=1 shows the traceback)\n")
@@ -284,3 +272,54 @@ def test_usage_errors_are_one_line(capsys, bert: Path, argv: list[str], says: st
         main([a.format(ckpt=bert) for a in argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err == f"ckpt-explorer: error: {says}\n"
+
+
+# ---- Pickles the weights-only unpickler rejects: one line on stderr (torch's protocol warning never leaks), worded
+# for what the file really is: unsupported opcodes are not 'could run code', a forbidden GLOBAL is.
+
+def _one_line(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert [str(w.message) for w in caught] == []  # e.g. "Detected pickle protocol 4 ..." must not leak
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _print_reduce() -> object:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    return Evil()
+
+
+@pytest.mark.parametrize("cmd", ["report", "stats"])
+def test_protocol4_plain_pickle_is_rejected_accurately(capsys, tmp_path, cmd):
+    f = tmp_path / "plain.pkl"
+    with open(f, "wb") as fh:
+        pickle.dump({"a": [1, 2]}, fh, protocol=4)
+    line = _one_line(capsys, [cmd, str(f)])
+    assert str(f) in line
+    assert "not a weights-only torch checkpoint: the safe unpickler rejected it (Unsupported operand 149)" in line
+    assert "only torch.load(weights_only=True) is allowed" in line
+    assert "could run code" not in line
+
+
+def test_protocol4_legacy_torch_save_has_no_warning(capsys, tmp_path):
+    f = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(3)}, f, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    line = _one_line(capsys, ["report", str(f)])
+    assert str(f) in line and "safe unpickler rejected it" in line
+
+
+def test_code_running_global_keeps_its_wording(capsys, tmp_path):
+    f = tmp_path / "evil.pkl"
+    f.write_bytes(pickle.dumps(_print_reduce(), protocol=2))
+    line = _one_line(capsys, ["report", str(f)])
+    assert str(f) in line
+    assert "refused to unpickle" in line and "could run code (GLOBAL print is not allowed)" in line

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from explorer.cli import main
-from tests.helpers import save_tiny
+from tests.helpers import run_cli, save_tiny
 import pytest
 
 
@@ -51,20 +51,6 @@ def test_text_mode_and_errors(capsys, tmp_path: Path) -> None:
     assert "no config.json beside the checkpoint" in capsys.readouterr().err
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 def test_init_check_on_a_prefixed_checkpoint_warns_and_auto_fix_checks(capsys, bert: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -73,12 +59,12 @@ def test_init_check_on_a_prefixed_checkpoint_warns_and_auto_fix_checks(capsys, b
     ddp.mkdir()
     save_file({"module." + k: v for k, v in sd.items()}, str(ddp / "model.safetensors"))
     shutil.copy(bert / "config.json", ddp / "config.json")
-    code, out, err = _run(capsys, "init-check", str(ddp), "--json")
+    code, out, err = run_cli(capsys, "init-check", str(ddp), "--json")
     assert code == 1, err  # almost nothing checked is a finding, not an all-clear
     d = json.loads(out)
     assert d["key_mapping"] is None and d["not_checked"] == len(sd)
     assert any("do not load into the model and were not checked" in n and "--auto-fix" in n for n in d["notes"])
-    code, out, err = _run(capsys, "init-check", str(ddp), "--auto-fix", "--json")
+    code, out, err = run_cli(capsys, "init-check", str(ddp), "--auto-fix", "--json")
     d = json.loads(out)
     assert d["key_mapping"] == {r"^module\.": ""} and d["notes"] == [r'key mapping applied: {"^module\\.": ""}']
     checked = [t for t in d["tensors"] if t["kind"] in ("random", "constant")]

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from explorer.cli import main
-from tests.helpers import save_tiny
+from tests.helpers import run_cli, save_tiny
 
 
 @pytest.fixture
@@ -63,26 +63,12 @@ def test_init_check_with_prefix_trouble_is_a_finding(capsys, ddp):
     assert json.loads(capsys.readouterr().out)["not_checked"] == 0
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 def test_key_mapping_file_errors_name_the_file(capsys, bert: Path, tmp_path: Path) -> None:
     bad = tmp_path / "km.json"
     bad.write_text("{oops")
-    code, out, err = _run(capsys, "report", str(bert), "--key-mapping", str(bad))
+    code, out, err = run_cli(capsys, "report", str(bert), "--key-mapping", str(bad))
     assert code == 2 and out == ""
     assert err.startswith(f"ckpt-explorer: error: --key-mapping {bad}: invalid JSON")
-    code, _, err = _run(capsys, "report", str(bert), "--key-mapping", str(tmp_path / "missing.json"))
+    code, _, err = run_cli(capsys, "report", str(bert), "--key-mapping", str(tmp_path / "missing.json"))
     assert code == 2
     assert f"--key-mapping {tmp_path / 'missing.json'}: no such file" in err

@@ -9,14 +9,6 @@ import pytest
 
 from explorer.cli import main
 from explorer.cli.common import print_json
-from tests.helpers import save_tiny
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
 
 
 def test_print_json_never_emits_nan(capsys) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from explorer.cli import main
-from explorer.cli import build_parser, main
-from tests.helpers import save_tiny
+from tests.helpers import cli_error_line, cli_help
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -128,27 +127,10 @@ def test_export_errors(minilm, tmp_path, capsys):
     assert checksums(Path(minilm)) == before
 
 
-def _err_line(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 def test_export_dtype_help_and_error_list_the_same_dtypes(capsys, bert, tmp_path):
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    help_text = next(a.help for a in sub.choices["export"]._actions if a.dest == "dtype")
+    help_text = cli_help(capsys, "export")
     capsys.readouterr()
     assert main(["plan", str(bert), "-o", str(tmp_path / "plan.json")]) in (0, 1)
-    line = _err_line(capsys, ["export", str(bert), "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "o"), "--dtype", "int3"])
+    line = cli_error_line(capsys, ["export", str(bert), "--plan", str(tmp_path / "plan.json"), "-o", str(tmp_path / "o"), "--dtype", "int3"])
     listed = line.split("expected ", 1)[1].split(", found")[0]
     assert listed in help_text and "float64" in help_text

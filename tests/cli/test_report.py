@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from explorer.cli import main
-from tests.helpers import save_tiny
+from tests.helpers import cli_error_line, run_cli, save_tiny
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -24,13 +24,6 @@ def run_json(capsys, *argv: str) -> tuple[int, dict]:
     code, out, err = run(capsys, *argv, "--json")
     assert code in (0, 1), err
     return code, json.loads(out)
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +131,10 @@ def test_text_summary_counts(capsys, minilm):
     assert "\033[" not in out  # not a terminal: no colour codes
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_report_text_names_the_other_sub_dicts(capsys, tmp_path: Path) -> None:
     f = tmp_path / "w.pt"
     torch.save({"state_dict": {"a.weight": torch.zeros(2, 2)}, "ema": {"a.weight": torch.ones(2, 2)}, "epoch": 3}, f)
-    code, out, err = _run(capsys, "report", str(f))
+    code, out, err = run_cli(capsys, "report", str(f))
     assert code == 0, err
     assert "wrapper dict: sub-dict 'state_dict' chosen; 'ema' also holds tensors (--wrapper); 'epoch' holds no tensors" in out
 
@@ -164,20 +150,11 @@ def test_the_wrapper_key_used_is_named_and_what_holds_no_tensors(capsys, tmp_pat
     assert j["wrapper_key"] == "state_dict" and j["wrapper_others"] == ["meta"]
 
 
-def _err_line(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def test_mistyped_arch_blames_the_option_and_suggests(capsys, bert):
-    line = _err_line(capsys, ["report", str(bert), "--arch", "BertForMaskdLM"])
+    line = cli_error_line(capsys, ["report", str(bert), "--arch", "BertForMaskdLM"])
     assert line == "ckpt-explorer: error: --arch BertForMaskdLM: unknown transformers model class; did you mean BertForMaskedLM?"
     assert "config.json" not in line
-    line = _err_line(capsys, ["report", str(bert), "--arch", "LlamaForCausalLMM"])
+    line = cli_error_line(capsys, ["report", str(bert), "--arch", "LlamaForCausalLMM"])
     assert "did you mean LlamaForCausalLM?" in line  # not a bert class: found among all transformers names
 
 
@@ -185,7 +162,7 @@ def test_arch_without_a_config_says_so(capsys, tmp_path, bert):
     (tmp_path / "nocfg").mkdir()
     (tmp_path / "nocfg" / "model.safetensors").write_bytes((bert / "model.safetensors").read_bytes())
     for cmd in ("report", "init-check"):
-        line = _err_line(capsys, [cmd, str(tmp_path / "nocfg"), "--arch", "BertModel"])
+        line = cli_error_line(capsys, [cmd, str(tmp_path / "nocfg"), "--arch", "BertModel"])
         assert "--arch BertModel needs a config: no config.json beside the checkpoint; pass --config" in line
         assert "no model given" not in line
 

@@ -10,7 +10,7 @@ from explorer.cli import main
 import math
 from pathlib import Path
 import pytest
-from tests.helpers import save_tiny
+from tests.helpers import run_cli
 import re
 
 
@@ -35,24 +35,10 @@ def test_stats_text_lists_every_tensor_and_unknown_key_is_exit_2(capsys, minilm)
     assert "no tensor named 'nope.weight'" in capsys.readouterr().err
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("bert")
-    save_tiny("bert", "BertModel", d)
-    return d
-
-
 def test_stats_json_is_valid_with_nan_and_inf_tensors(capsys, tmp_path: Path) -> None:
     f = tmp_path / "odd.safetensors"
     save_file({"nan": torch.full((4,), math.nan), "inf": torch.tensor([math.inf, -math.inf]), "ok": torch.ones(3)}, str(f))
-    code, out, err = _run(capsys, "stats", str(f), "--json")
+    code, out, err = run_cli(capsys, "stats", str(f), "--json")
     assert code == 0, err
     rows = {t["name"]: t for t in json.loads(out)["tensors"]}
     assert rows["nan"]["nan"] == 4 and rows["nan"]["mean"] is None
@@ -60,7 +46,7 @@ def test_stats_json_is_valid_with_nan_and_inf_tensors(capsys, tmp_path: Path) ->
 
 
 def test_stats_unknown_key_suggests_the_close_one(capsys, bert: Path) -> None:
-    code, out, err = _run(capsys, "stats", str(bert), "embeddings.LayerNorm.weigth")
+    code, out, err = run_cli(capsys, "stats", str(bert), "embeddings.LayerNorm.weigth")
     assert code == 2 and out == ""
     assert err == (f"ckpt-explorer: error: {bert}: no tensor named 'embeddings.LayerNorm.weigth'; "
                    "did you mean 'embeddings.LayerNorm.weight'?\n")
