@@ -98,7 +98,7 @@ def measure(cmd: list[str], *, cap_bytes: int | None = None, timeout: float | No
 def _ours_cmd(folder: Path) -> list[str]:
     exe = Path(sys.executable).with_name("ckpt-explorer")
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "explorer"]
-    return [*base, "report", str(folder), "--json"]
+    return [*base, "report", str(folder), "--json", "--no-cache"]  # a first report each time (see bench_report_cache.py)
 
 
 def gib(n: float) -> str:

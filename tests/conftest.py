@@ -7,6 +7,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The report cache is off for the suite (a test that patches the loading code must get a computed report, and
+# nothing is written to the user's cache folder); tests/cli/test_report_cache.py switches it on in a temp folder.
+os.environ["CKPT_EXPLORER_REPORT_CACHE"] = "off"
 
 import pytest
 

@@ -37,6 +37,16 @@ ALL = (STYLESHEET, PLAN_SCHEMA, DEMO_RECIPE, APP_ICON, DESKTOP_ENTRY, METAINFO,
 
 
 @lru_cache(maxsize=1)
+def source_checkout() -> Path | None:
+    """The repository folder when this is a source checkout (``resources/__init__.py`` beside the ``explorer``
+    package and a ``pyproject.toml``), else None (an installed wheel)."""
+    tree = Path(__file__).resolve().parents[2]
+    if (tree / "pyproject.toml").is_file() and (tree / "resources" / "__init__.py").is_file():
+        return tree
+    return None
+
+
+@lru_cache(maxsize=1)
 def root() -> Traversable:
     """The folder holding the resources.
 
@@ -44,10 +54,8 @@ def root() -> Traversable:
     its own folder, so running a worktree with ``PYTHONPATH`` never reads another checkout's installed
     resources; everywhere else ``importlib.resources`` answers.
     """
-    tree = Path(__file__).resolve().parents[2]
-    if (tree / "pyproject.toml").is_file() and (tree / "resources" / "__init__.py").is_file():
-        return tree / "resources"
-    return files(PACKAGE)
+    tree = source_checkout()
+    return tree / "resources" if tree is not None else files(PACKAGE)
 
 
 def resource(name: str) -> Traversable:

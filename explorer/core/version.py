@@ -1,22 +1,21 @@
 """The program's version, for core's outputs (plan files, exported metadata) and the front-ends' ``--version``.
 
-A source checkout (a ``pyproject.toml`` and ``resources/`` beside ``explorer/``, the same test as
-:func:`explorer.core.resources.root`) reads its own ``pyproject.toml``, so a worktree run with ``PYTHONPATH`` never
+A source checkout (:func:`explorer.core.resources.source_checkout`) reads its own ``pyproject.toml``, so a worktree run with ``PYTHONPATH`` never
 reports another checkout's installed version; elsewhere the installed distribution's metadata answers.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from .resources import source_checkout
 
 DISTRIBUTION = "checkpoint-explorer"
 
 
 def _version() -> str:
-    tree = Path(__file__).resolve().parents[2]
-    pyproject = tree / "pyproject.toml"
-    if pyproject.is_file() and (tree / "resources" / "__init__.py").is_file():
+    tree = source_checkout()
+    if tree is not None:
         import tomllib
 
+        pyproject = tree / "pyproject.toml"
         try:
             return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
         except (OSError, ValueError, KeyError):

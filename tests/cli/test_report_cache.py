@@ -1,0 +1,176 @@
+"""The report cache: a repeat `report` answers from disk without importing torch or transformers, and any change to
+a header, the config, an option or a library version gives the answer a fresh run gives (never a stale one)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from explorer.core import report_cache
+from tests.helpers import run_cli, save_tiny
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(root))
+    monkeypatch.setenv("CKPT_EXPLORER_REPORT_CACHE", "on")
+    return root
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    d = tmp_path / "bert"
+    save_tiny("bert", "BertModel", d)
+    return d
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted((cache / "reports").rglob("*.json")) if (cache / "reports").exists() else []
+
+
+def no_matching(monkeypatch) -> None:
+    """From here on a report that is computed fails the test: only a cached answer can pass."""
+    def boom(*a, **kw):
+        raise AssertionError("computed, expected the cached answer")
+
+    monkeypatch.setattr("explorer.core.matching.report", boom)
+
+
+def fresh(capsys, *argv: str) -> tuple[int, str]:
+    code, out, _ = run_cli(capsys, "report", *argv, "--no-cache")
+    return code, out
+
+
+def test_repeat_report_answers_without_importing_torch_or_transformers(cache, ckpt):
+    code = ("import sys\nfrom explorer.cli import main\nrc = main(['report', %r])\n"
+            "print('IMPORTED', 'torch' in sys.modules, 'transformers' in sys.modules, rc, file=sys.stderr)\n" % str(ckpt))
+    env = dict(os.environ, CKPT_EXPLORER_CACHE=str(cache), HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert "IMPORTED True True 0" in first.stderr, first.stderr[-2000:]
+    assert "IMPORTED False False 0" in second.stderr, second.stderr[-2000:]
+    assert second.stdout == first.stdout and "39 matched" in first.stdout
+    assert len(entries(cache)) == 1
+
+
+def test_a_changed_header_is_never_answered_from_the_cache(capsys, cache, ckpt, monkeypatch):
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    sd = load_file(ckpt / "model.safetensors")
+    del sd["pooler.dense.bias"]
+    save_file(sd, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    code, out, _ = run_cli(capsys, "report", str(ckpt))
+    assert (code, out) == fresh(capsys, str(ckpt)) and code == 1 and "1 missing" in out
+    no_matching(monkeypatch)
+    assert run_cli(capsys, "report", str(ckpt))[:2] == (code, out)  # the new answer is cached in turn
+
+
+def test_a_changed_config_is_never_answered_from_the_cache(capsys, cache, ckpt):
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["vocab_size"] += 1
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    code, out, _ = run_cli(capsys, "report", str(ckpt))
+    assert (code, out) == fresh(capsys, str(ckpt)) and code == 1 and "1 mismatched" in out
+
+
+@pytest.mark.parametrize("extra", [
+    ["--json"],
+    ["--no-model"],
+    ["--arch", "BertForMaskedLM"],
+    ["--key-mapping", '{"^pooler\\\\.": "pool."}'],
+])
+def test_each_option_has_its_own_answer(capsys, cache, ckpt, extra):
+    plain = run_cli(capsys, "report", str(ckpt))[:2]
+    with_option = run_cli(capsys, "report", str(ckpt), *extra)[:2]
+    assert with_option == fresh(capsys, str(ckpt), *extra) and with_option != plain
+    assert run_cli(capsys, "report", str(ckpt))[:2] == plain
+
+
+def test_a_key_mapping_file_is_keyed_by_its_content(capsys, cache, ckpt, tmp_path):
+    km = tmp_path / "km.json"
+    km.write_text('{"^pooler\\\\.": "pool."}')
+    first = run_cli(capsys, "report", str(ckpt), "--key-mapping", str(km))[:2]
+    km.write_text("{}")
+    again = run_cli(capsys, "report", str(ckpt), "--key-mapping", str(km))[:2]
+    assert again == fresh(capsys, str(ckpt), "--key-mapping", str(km)) and again != first
+
+
+def test_another_library_version_is_a_fresh_answer(capsys, cache, ckpt, monkeypatch):
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    real = report_cache.library_versions()
+    monkeypatch.setattr(report_cache, "library_versions", lambda: {**real, "transformers": "999.0"})
+    calls = []
+    from explorer.core import matching
+
+    orig = matching.report
+    monkeypatch.setattr(matching, "report", lambda *a, **kw: calls.append(1) or orig(*a, **kw))
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    assert calls and len(entries(cache)) == 2  # computed again, stored under a new key
+
+
+def test_no_cache_neither_reads_nor_writes(capsys, cache, ckpt):
+    assert fresh(capsys, str(ckpt))[0] == 0
+    assert entries(cache) == []
+
+
+def test_a_damaged_entry_is_a_miss(capsys, cache, ckpt):
+    good = run_cli(capsys, "report", str(ckpt))[:2]
+    (entry,) = entries(cache)
+    entry.write_text('{"format": 1, "exit": 0, "stdout": ["forged\\n"]')  # truncated JSON
+    assert run_cli(capsys, "report", str(ckpt))[:2] == good
+    entry.write_text(json.dumps({"format": 1, "key": "other", "exit": 0, "stdout": ["forged\n"], "stderr": []}))
+    assert run_cli(capsys, "report", str(ckpt))[:2] == good
+
+
+def test_the_cache_stays_bounded(cache, monkeypatch):
+    monkeypatch.setattr(report_cache, "MAX_CACHE_BYTES", 40_000)
+    for i in range(30):
+        assert report_cache.put(f"{i:064x}", 0, ["x" * 4000 + "\n"], [])
+    total = sum(p.stat().st_size for p in entries(cache))
+    assert total <= 40_000 and report_cache.get(f"{29:064x}") is not None  # the newest stays
+
+
+def test_concurrent_writers_leave_a_whole_entry(cache):
+    key = "ab" * 32
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            for _ in range(20):
+                report_cache.put(key, 1, [f"run {i}\n"] * 200, [])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = report_cache.get(key)
+    assert not errors and got is not None and got["exit"] == 1 and len(got["stdout"]) == 200
+    assert [p.name for p in (cache / "reports" / "ab").iterdir()] == [f"{key}.json"]  # no temp files left
+
+
+def test_the_cache_can_be_switched_off(capsys, cache, ckpt, monkeypatch):
+    monkeypatch.setenv("CKPT_EXPLORER_REPORT_CACHE", "off")
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    assert entries(cache) == []
+
+
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(tmp_path / "a"))
+    assert report_cache.reports_dir() == tmp_path / "a" / "reports"
+    monkeypatch.delenv("CKPT_EXPLORER_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert report_cache.reports_dir() == tmp_path / "x" / "ckpt-explorer" / "reports"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert report_cache.reports_dir() == tmp_path / "h" / ".cache" / "ckpt-explorer" / "reports"
