@@ -9,7 +9,7 @@ from .common import Style, add_json_arg, add_mapping_args, human_bytes, key_mapp
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..core.export import DTYPES_HELP  # no torch import: export.py imports torch lazily
+    from ..core.export_options import DTYPES_HELP  # nothing heavy: the parser is built for every command
 
     p = sub.add_parser(
         "export",
@@ -57,7 +57,8 @@ def _spec(args: argparse.Namespace, plan):  # -> ModelSpec | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.export import export_checkpoint, parse_size
+    from ..core.export import export_checkpoint
+    from ..core.export_options import parse_size
     from ..core.plan import load_plan
 
     max_shard_size = parse_size(args.max_shard_size, what="--max-shard-size")  # before anything is read

@@ -16,6 +16,7 @@ from .common import (
     add_json_arg,
     add_mapping_args,
     add_model_args,
+    collapse_indices,
     human_bytes,
     human_count,
     mapping_json,

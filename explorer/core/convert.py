@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, open_checkpoint, safetensors_dtype_code
 from .errors import ExportError
-from .export import ExportCancelled, parse_dtype, parse_size
+from .export import ExportCancelled
+from .export_options import parse_dtype, parse_size
 from .fsio import load_json, write_all
 from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
 from .jobs import Progress, is_cancelled

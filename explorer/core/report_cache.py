@@ -60,16 +60,29 @@ def reports_dir() -> Path:
     return cache_root() / "reports"
 
 
-def library_versions() -> dict[str, str | None]:
-    """The installed versions of the libraries a report depends on, from distribution metadata (no import)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for name in LIBRARIES:
+def library_versions() -> dict[str, Any]:
+    """The installed version of each library a report depends on, as import would find it: the first
+    ``<name>-<version>.dist-info`` (or ``.egg-info``) along ``sys.path`` — what ``importlib.metadata.version``
+    answers, read from the folder names (one listing per path entry, nothing imported) — with that folder's mtime,
+    so a reinstall of the same version is a new key too. Plus Python's version."""
+    want = {n.replace("-", "_").lower(): n for n in LIBRARIES}
+    out: dict[str, Any] = {n: None for n in LIBRARIES}
+    for entry in sys.path:
         try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for fn in names:
+            if not fn.endswith((".dist-info", ".egg-info")):
+                continue
+            dist, _, ver = fn.rsplit(".", 1)[0].partition("-")
+            lib = want.get(dist.replace("-", "_").replace(".", "_").lower())
+            if lib is not None and out[lib] is None:
+                try:
+                    mtime = os.stat(os.path.join(entry or ".", fn)).st_mtime_ns
+                except OSError:
+                    mtime = None
+                out[lib] = [ver, mtime]
     out["python"] = ".".join(map(str, sys.version_info[:3]))
     return out
 

@@ -8,7 +8,8 @@ import pytest
 
 from explorer.cli import main
 from explorer.core.errors import ExportError
-from explorer.core.export import MAX_SHARD_BYTES, SIZE_HELP, export_checkpoint, parse_size
+from explorer.core.export import export_checkpoint
+from explorer.core.export_options import MAX_SHARD_BYTES, SIZE_HELP, parse_size
 from explorer.core.plan import Plan, save_plan
 from tests.helpers import save_tiny
 

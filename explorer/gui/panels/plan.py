@@ -483,7 +483,7 @@ class ExportDialog(QDialog):
         row.addWidget(self.out, 1)
         row.addWidget(browse)
         self.resize_box = QCheckBox("Resize mismatched tensors (keep the overlap, init the rest)")
-        from ...core.export import EXPORT_DTYPES
+        from ...core.export_options import EXPORT_DTYPES
 
         self.dtype = QComboBox()
         self.dtype.addItems(["(as stored)", *EXPORT_DTYPES])  # core's list: what export can cast to
