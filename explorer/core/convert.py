@@ -212,7 +212,7 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
                 except ValueError as e:
                     raise ExportError(f"{it.src.file}: tensor {it.src.name!r}: {e}") from None
                 raw = t.to(getattr(torch, it.dtype)).contiguous().view(torch.uint8).numpy()
-                _write_all(fd, raw)
+                write_all(fd, raw)
                 n = raw.size
                 done[0] += n
                 if progress is not None:
