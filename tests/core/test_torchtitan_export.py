@@ -13,7 +13,7 @@ from explorer.cli import main
 from explorer.core.convert import convert_checkpoint
 from explorer.core.errors import ExportError
 from explorer.core.naming import TORCHTITAN_LLAMA
-from tests.core.test_torchtitan_naming import _titan
+from tests.core.test_naming import _titan
 from tests.dcp_helpers import save_no_dist, tiny_llama
 
 
