@@ -113,9 +113,12 @@ def file_identity(path: str | os.PathLike[str]) -> list[Any] | None:
 
 def index_digest(index: Any) -> str:
     """SHA-256 of everything a CheckpointIndex holds (headers only) and of its files' identities."""
+    import dataclasses
+
     h = hashlib.sha256()
-    h.update(json.dumps([index.path, index.format, list(index.files), index.wrapper_key, list(index.wrapper_candidates),
-                         dict(index.metadata), list(index.notes)], sort_keys=True, default=str).encode())
+    # every field of the record (a field added later is covered too), the tensors below, the layout object aside
+    rest = {f.name: getattr(index, f.name) for f in dataclasses.fields(index) if f.name not in ("tensors", "layout")}
+    h.update(json.dumps(rest, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else str(o)).encode())
     for t in index.tensors.values():
         h.update(json.dumps([t.name, list(t.shape), t.dtype, t.nbytes, t.file, t.offset]).encode())
     files = set(index.files) | {t.file for t in index.tensors.values()}

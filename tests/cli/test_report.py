@@ -143,7 +143,7 @@ def test_the_wrapper_key_used_is_named_and_what_holds_no_tensors(capsys, tmp_pat
     # issue 10 finding 3: Astra's {"state_dict", "meta"}: say state_dict was chosen and meta holds no tensors
     f = tmp_path / "astra.pth"
     torch.save({"state_dict": {"backbone.conv.weight": torch.zeros(2, 2)}, "meta": {"epoch": 3, "arch": "craft"}}, f)
-    code, out, err = _run(capsys, "report", str(f))
+    code, out, err = run_cli(capsys, "report", str(f))
     assert code == 0, err
     assert "wrapper dict: sub-dict 'state_dict' chosen; 'meta' holds no tensors" in out
     code, j = run_json(capsys, str(f))
