@@ -12,7 +12,7 @@ from .common import Style, collapse_indices, human_count, print_json, print_key_
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..core.adapter import match_adapter
+    from ..core.adapter_match import match_adapter
 
     for opt in ("model", "key_mapping", "wrapper"):
         if getattr(args, opt, None):
@@ -85,7 +85,7 @@ def print_text(rep) -> None:  # rep: AdapterReport
 
 
 def adapter_report(args: argparse.Namespace, *, deltas: bool):
-    from ..core.adapter import match_adapter
+    from ..core.adapter_match import match_adapter
 
     return match_adapter(args.checkpoint, base=args.base, config=args.config, arch=args.arch, deltas=deltas,
                          adapter_name=args.adapter_name or "default")

@@ -175,7 +175,7 @@ class LoraPair:
 def lora_pairs(rep: AdapterReport, *, adapter_name: str | None = None) -> dict[str, LoraPair]:
     """Per LoRA module whose A and B loaded: the on-disk names of A and B and peft's scaling."""
     adapter_name = adapter_name or rep.adapter_name
-    from .adapter import lora_pair  # the one rule for finding A and B
+    from .adapter_delta import lora_pair  # the one rule for finding A and B
 
     mm = {k for k, _, _ in rep.mismatched}
     out: dict[str, LoraPair] = {}
@@ -255,7 +255,8 @@ def adapter_init_check(rep: AdapterReport, *, seed: int = 0, progress: Progress 
     its partner only then (a trained lora_A often still looks like its kaiming init: that is no finding)."""
     import torch
 
-    from .adapter import build_base, peft_config, peft_model_on_meta
+    from .adapter import build_base, peft_config
+    from .adapter_match import peft_model_on_meta
     from .fresh import InitResult, compare_to_init
 
     adapter_name = rep.adapter_name

@@ -12,16 +12,8 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from .adapter import (
-    PEFT_PREFIX,
-    PeftLoadRecorder,
-    build_base,
-    load_on_meta,
-    match_adapter,
-    meta_tensors,
-    peft_config,
-    peft_model_on_meta,
-)
+from .adapter import PEFT_PREFIX, build_base, meta_tensors, peft_config
+from .adapter_match import PeftLoadRecorder, load_on_meta, match_adapter, peft_model_on_meta
 from .checkpoint import TensorReader
 from .errors import ExportError
 

@@ -131,7 +131,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
         source = replace(source, checkpoint=str(demo.folder), config=str(demo.folder), arch=source.arch or demo.arch)
     adapter = problem = None
     if source.adapter:
-        from ..core.adapter import match_adapter
+        from ..core.adapter_match import match_adapter
         from ..core.adapter_view import adapter_view
 
         if progress:

@@ -17,7 +17,8 @@ pytest.importorskip("peft")
 from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from explorer.core.adapter import FindingKind, match_adapter, open_adapter  # noqa: E402
+from explorer.core.adapter import FindingKind, open_adapter  # noqa: E402
+from explorer.core.adapter_match import match_adapter  # noqa: E402
 from explorer.core.errors import CheckpointError, ConfigError  # noqa: E402
 from tests.core.adapter_oracle import peft_sets  # noqa: E402
 from tests.helpers import save_tiny  # noqa: E402

@@ -11,7 +11,7 @@ pytest.importorskip("peft")
 from peft import LoraConfig  # noqa: E402
 
 from explorer.core import keys  # noqa: E402
-from explorer.core.adapter import match_adapter  # noqa: E402
+from explorer.core.adapter_match import match_adapter  # noqa: E402
 from explorer.core.errors import ConfigError, PatternTooSlow  # noqa: E402
 from tests.core.test_adapter import make  # noqa: E402
 

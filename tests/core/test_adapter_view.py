@@ -9,7 +9,7 @@ pytest.importorskip("peft")
 from peft import LoraConfig  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from explorer.core.adapter import match_adapter  # noqa: E402
+from explorer.core.adapter_match import match_adapter  # noqa: E402
 from explorer.core.adapter_view import adapter_view  # noqa: E402
 from explorer.core.report import Status  # noqa: E402
 from tests.core.adapter_oracle import peft_sets  # noqa: E402
