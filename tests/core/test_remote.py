@@ -415,3 +415,22 @@ def test_url_reopens_from_the_cache_when_the_server_is_gone(hub, tmp_path, minil
     _same_report(again, first)
     assert again.spec is not None
     assert any("offline" in n and "cache" in n for n in again.index.notes)
+
+
+def test_export_from_the_hub_streams_the_kept_tensors(hub, tmp_path):
+    from safetensors.torch import load_file
+
+    from explorer.core.export import export_checkpoint
+    from explorer.core.plan import Plan
+
+    folder = tmp_path / "bert"
+    save_tiny("bert", "BertModel", folder)
+    hub.add_repo("org/bert", folder)
+    rep = report(TargetSpec("org/bert").resolve())
+    plan = Plan.from_report(rep)
+    hub.reset_counts()
+    res = export_checkpoint("org/bert", plan, tmp_path / "out")
+    assert res.is_clean
+    got, want = load_file(tmp_path / "out" / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert got.keys() <= want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert hub.bytes_served <= sum(t.nbytes for t in rep.index.tensors.values()) + 200_000  # each kept tensor once
