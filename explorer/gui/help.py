@@ -61,7 +61,7 @@ def about_html(menu_bar: Any) -> str:
 def legend_html() -> str:
     """Help › Legend: every status (colour, glyph, meaning) and every badge drawn beside names."""
     rows = "".join(
-        f"<tr><td style='color:{lk.color};font-weight:bold'>{lk.glyph}</td><td><b>{lk.label}</b></td><td>{lk.meaning}</td></tr>"
+        f"<tr><td style='color:{lk.text};font-weight:bold'>{lk.glyph}</td><td><b>{lk.label}</b></td><td>{lk.meaning}</td></tr>"
         for lk in palette.LOOKS.values()
     )
     rows += "<tr><td colspan=3 style='padding-top:8px'><b>Badges</b> (right of a name; on a module they count what is below)</td></tr>"

@@ -47,7 +47,7 @@ class InitMarks(QObject):
         """The "looks untrained" badge of a tree item (rolled up: "? 3") or table row."""
         if not self.session.init_results or not index.isValid():
             return []
-        col = palette.look(Kind.UNTRAINED).color
+        col = palette.look(Kind.UNTRAINED).text
         if index.model() is self.tree_proxy:
             it = self.tree_proxy.mapToSource(index).internalPointer()
             n = self.tree_model.untrained_count(it)

@@ -21,32 +21,33 @@ class Look:
     kind: str
     label: str
     glyph: str
-    color: str  # strong colour: icon background, histogram pen
+    color: str  # strong colour: icon background, histogram pen, bars (not for text: several fail WCAG AA)
     tint: str  # light background for rows
     meaning: str  # tooltip: what loading does
+    text: str = ""  # the same hue darkened for text: >= 4.5:1 (WCAG AA) on white, its tint and the selection
 
 
 # Display kinds, in legend order. A kind is a core Status refined by its How (tied, renamed, dtype).
 LOOKS: dict[str, Look] = {
-    "matched": Look("matched", "matched", "✓", "#009E73", "#E3F4EE", "loaded from the checkpoint as is"),
-    "renamed": Look("renamed", "renamed", "↻", "#0072B2", "#E0ECF6", "loaded under another name (legacy name, prefix or key mapping)"),
-    "tied": Look("tied", "tied", "⇄", "#56B4E9", "#E6F4FC", "not stored: shares the weight it is tied to"),
-    "dtype": Look("dtype", "dtype differs", "≈", "#8A7A00", "#FBF8D9", "loaded, but cast to the model's dtype"),
-    "missing": Look("missing", "missing", "✗", "#D55E00", "#FBE5D6", "not in the checkpoint: newly initialised"),
-    "mismatched": Look("mismatched", "shape mismatch", "≠", "#CC79A7", "#F7E6F0", "in the checkpoint with another shape: newly initialised"),
-    "unexpected": Look("unexpected", "unexpected", "+", "#E69F00", "#FCF0D6", "in the checkpoint but the model has no place for it: dropped"),
-    "ignored": Look("ignored", "ignored", "∅", "#7F7F7F", "#EFEFEF", "silenced by the model's ignore rules or a duplicate: not loaded, not reported"),
-    "computed": Look("computed", "computed", "ƒ", "#A0A0A0", "#F5F5F5", "non-persistent buffer: never saved, computed at init"),
+    "matched": Look("matched", "matched", "✓", "#009E73", "#E3F4EE", "loaded from the checkpoint as is", text="#007052"),
+    "renamed": Look("renamed", "renamed", "↻", "#0072B2", "#E0ECF6", "loaded under another name (legacy name, prefix or key mapping)", text="#0067A0"),
+    "tied": Look("tied", "tied", "⇄", "#56B4E9", "#E6F4FC", "not stored: shares the weight it is tied to", text="#146897"),
+    "dtype": Look("dtype", "dtype differs", "≈", "#8A7A00", "#FBF8D9", "loaded, but cast to the model's dtype", text="#6E6100"),
+    "missing": Look("missing", "missing", "✗", "#D55E00", "#FBE5D6", "not in the checkpoint: newly initialised", text="#A24700"),
+    "mismatched": Look("mismatched", "shape mismatch", "≠", "#CC79A7", "#F7E6F0", "in the checkpoint with another shape: newly initialised", text="#A23D75"),
+    "unexpected": Look("unexpected", "unexpected", "+", "#E69F00", "#FCF0D6", "in the checkpoint but the model has no place for it: dropped", text="#835A00"),
+    "ignored": Look("ignored", "ignored", "∅", "#7F7F7F", "#EFEFEF", "silenced by the model's ignore rules or a duplicate: not loaded, not reported", text="#626262"),
+    "computed": Look("computed", "computed", "ƒ", "#A0A0A0", "#F5F5F5", "non-persistent buffer: never saved, computed at init", text="#626262"),
     # no model to match against: neither good nor bad, a tensor as stored (slate: apart from every loading colour)
     "in_checkpoint": Look("in_checkpoint", "in checkpoint", "•", "#56606B", "#EEF0F2",
-                          "no model to match against: the tensor as stored on disk (open a config to see what loads)"),
+                          "no model to match against: the tensor as stored on disk (open a config to see what loads)", text="#56606B"),
     # not a loading status: the init check's verdict, shown beside the status (Tol's wine: apart from the above)
     "untrained": Look("untrained", "looks untrained", "?", "#882255", "#F3E1EA",
-                      "statistically indistinguishable from the model's fresh initialisation: probably never trained"),
+                      "statistically indistinguishable from the model's fresh initialisation: probably never trained", text="#882255"),
 }
 MODULE_COLOR = "#222222"
-MUTED_TEXT = "#666666"
-ACCENT = "#0072B2"
+MUTED_TEXT = "#595959"  # 4.5:1 also on the trouble tints and the selection
+ACCENT = "#0067A0"  # text (plan badges, suggestions): the renamed hue darkened to AA
 OVERLAY_COLOR = "#D55E00"
 HIST_COLOR = "#0072B2"
 HIST_FILL = (0, 114, 178, 90)
@@ -60,6 +61,12 @@ def look(kind: str) -> Look:
 
 def color(kind: str) -> QColor:
     return QColor(look(kind).color)
+
+
+def text_color(kind: str) -> QColor:
+    """The colour of a status's text (item views, summary, legend, details): AA-readable on every row background."""
+    lk = look(kind)
+    return QColor(lk.text or lk.color)
 
 
 def tint(kind: str) -> QColor:

@@ -264,13 +264,13 @@ class TensorTableModel(QAbstractTableModel):
             return palette.icon(r.kind)
         if role == Qt.ItemDataRole.ForegroundRole:
             if c == 0:
-                return palette.color(r.kind)
+                return palette.text_color(r.kind)
             if (c == 1 and not r.name) or (c == 2 and (not r.key or self._key_note(r))):
                 return QColor(palette.MUTED_TEXT)
             if c == 7:
                 return QColor(palette.ACCENT)
             if c == 8:
-                return palette.color("untrained")
+                return palette.text_color("untrained")
             return None
         if role == Qt.ItemDataRole.BackgroundRole and r.kind in palette.TROUBLE:
             return palette.tint(r.kind)

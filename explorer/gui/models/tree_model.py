@@ -189,11 +189,11 @@ class ModuleTreeModel(QAbstractItemModel):
             return None
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == 1:
-                return palette.color(it.kind) if it.kind in palette.TROUBLE or it.is_param else None
+                return palette.text_color(it.kind) if it.kind in palette.TROUBLE or it.is_param else None
             if col == 2 and not it.is_param:
                 return palette.QColor(palette.MUTED_TEXT)
             if col == 6:
-                return palette.color("untrained")
+                return palette.text_color("untrained")
             return None
         if role == Qt.ItemDataRole.BackgroundRole:
             if it.is_param and it.kind in palette.TROUBLE:

@@ -143,7 +143,7 @@ class ComparePanel(Panel):
         pi.setLabel("left", "‖B−A‖/‖A‖")
         pi.getAxis("left").enableAutoSIPrefix(False)
         pi.showGrid(y=True, alpha=0.15)
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(palette.ACCENT), pen=pg.mkPen(None))
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(palette.HIST_COLOR), pen=pg.mkPen(None))
         pi.addItem(self.bars)
         self.bars_plot.setToolTip("relative change ‖B−A‖/‖A‖ per layer (pooled over its tensors); click a bar to select the layer")
         self._hover = pg.SignalProxy(self.bars_plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_bar_hover)
@@ -309,7 +309,7 @@ class ComparePanel(Panel):
 
     def _on_diff_failed(self, msg: str) -> None:
         self.error = f"compare with checkpoint B failed: {msg}"
-        self.summary.setText(f"<span style='color:{palette.look('missing').color}'>⚠ {_esc(self.error)}</span>")
+        self.summary.setText(f"<span style='color:{palette.look('missing').text}'>⚠ {_esc(self.error)}</span>")
         self.host.show_error(self.error)
         self.diffFailed.emit(msg)
 
@@ -424,7 +424,7 @@ class ComparePanel(Panel):
         for st in (SAME, CHANGED, ONLY_A, ONLY_B, SHAPE_MISMATCH):
             n = counts.get(st, 0)
             lk = palette.look(STATUS_KIND[st])
-            parts.append(f"<span style='color:{lk.color if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
+            parts.append(f"<span style='color:{lk.text if n else palette.MUTED_TEXT}'><b>{n}</b> {STATUS_LABEL[st]}</span>")
         moved = sorted((m for m in self.rollup if m.rel_change), key=lambda m: -m.rel_change)[:3]
         most = ", ".join(f"{_esc(m.prefix)} ({_num(m.rel_change, digits=3)})" for m in moved)
         text = " · ".join(parts) + (f" &nbsp;|&nbsp; moved most: {most}" if most else "")
@@ -438,7 +438,7 @@ class ComparePanel(Panel):
         self._layers = [m for m in self.rollup if m.rel_change is not None]
         xs = list(range(len(self._layers)))
         hs = [m.rel_change for m in self._layers]
-        base, hi = pg.mkBrush(palette.ACCENT), pg.mkBrush(palette.OVERLAY_COLOR)
+        base, hi = pg.mkBrush(palette.HIST_COLOR), pg.mkBrush(palette.OVERLAY_COLOR)
         brushes = [hi if m.prefix == highlight else base for m in self._layers]
         self.bars.setOpts(x=xs, height=hs, width=0.8, brushes=brushes or None, brush=base)
         self.axis.set_labels([_tick(m.prefix) for m in self._layers])
@@ -469,7 +469,7 @@ class ComparePanel(Panel):
             hist.clear_overlay()
         lk = palette.look(STATUS_KIND.get(e.status, "ignored"))
         self.details.set_note(
-            f"<span style='color:{lk.color}'><b>{STATUS_LABEL.get(e.status, e.status)}</b></span> · "
+            f"<span style='color:{lk.text}'><b>{STATUS_LABEL.get(e.status, e.status)}</b></span> · "
             f"rel. change <b>{_num(e.rel_change)}</b> · cosine <b>{_num(e.cosine, digits=6)}</b> · "
             f"max |B−A| <b>{_num(e.max_abs_diff)}</b><br>"
             f"<span style='color:{palette.OVERLAY_COLOR}'><b>B</b></span> mean {_num(sb.mean)} · std {_num(sb.std)} · "

@@ -179,7 +179,7 @@ class DetailsPanel(QWidget):
             vl.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # long keys clip, never widen
             vl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             if k == "Status":
-                vl.setStyleSheet(f"color: {lk.color}; font-weight: 600;")
+                vl.setStyleSheet(f"color: {lk.text}; font-weight: 600;")
             self.facts.addWidget(kl, i, 0, Qt.AlignmentFlag.AlignTop)
             self.facts.addWidget(vl, i, 1)
         self.histogram.clear_overlay()
@@ -289,7 +289,7 @@ class DetailsPanel(QWidget):
         L["zeros"].setText(f"{100 * st.zeros:.2f}%")
         for k, n in (("NaN", st.nan), ("Inf", st.inf)):
             L[k].setText(f"{n:,}")
-            L[k].setStyleSheet(f"color: {palette.look('missing').color}; font-weight: 600;" if n else "")
+            L[k].setStyleSheet(f"color: {palette.look('missing').text}; font-weight: 600;" if n else "")
         L["L2 norm"].setText(_fmt(st.l2))
         L["elements"].setText(f"{st.numel:,}")
 

@@ -194,7 +194,7 @@ class InitPanel(Panel):
         self.roll_model.set_records([(k, a, b) for k, (a, b) in roll.items() if b])
         n = len(self.flagged())
         checked = sum(r.kind in CHECKED for r in self.results)
-        col = palette.look(Kind.MISSING if n else Kind.MATCHED).color
+        col = palette.look(Kind.MISSING if n else Kind.MATCHED).text
         self.summary.setText(f"{checked} tensors checked · <b style='color:{col}'>{n} look untrained</b>")
         self._refilter()
         self.session.set_init_results(self.results)  # badges, column and filter chip in the main views
@@ -267,7 +267,7 @@ class InitPanel(Panel):
             return
         if fst.counts:
             self.details.histogram.set_overlay("fresh init", fst.edges, fst.counts)
-        verdict = (f"<b style='color:{palette.look(Kind.MISSING).color}'>{UNTRAINED}</b>" if res.init_like
+        verdict = (f"<b style='color:{palette.look(Kind.MISSING).text}'>{UNTRAINED}</b>" if res.init_like
                    else "✓ differs from a fresh init" if res.kind in CHECKED else res.details)
         self.details.set_note(
             f"{verdict} <span style='color:{palette.MUTED_TEXT}'>({_short_details(res)})</span><br>"

@@ -43,8 +43,8 @@ def summary_html(loaded: Any) -> str:
         total = top.numel if top is not None else 0
         fresh = top.fresh if top is not None else 0
         bad = sum(counts.get(k, 0) for k in TROUBLE)
-        verdict = (f"<span style='color:{palette.look(Kind.MATCHED).color}'><b>✓ everything loads</b></span>" if rep.is_clean
-                   else f"<span style='color:{palette.look(Kind.MISSING).color}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
+        verdict = (f"<span style='color:{palette.look(Kind.MATCHED).text}'><b>✓ everything loads</b></span>" if rep.is_clean
+                   else f"<span style='color:{palette.look(Kind.MISSING).text}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
         parts.append(verdict)
         parts.append(f"{n_loading}/{n_keys} keys load · {human_count(total - fresh, digits=1)} params loaded · "
                      f"<b>{human_count(fresh, digits=1)}</b> newly initialised ({fmt_percent(100 * fresh / (total or 1))})")
@@ -60,7 +60,7 @@ def summary_html(loaded: Any) -> str:
         if keys:
             lk = palette.look(k)
             shown = ", ".join(_esc(x) for x in list(keys)[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            trouble.append(f"<span style='color:{lk.color}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
+            trouble.append(f"<span style='color:{lk.text}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
     if trouble:
         text += "<br>" + " &nbsp;&nbsp; ".join(trouble)
     if rep.key_mapping:
