@@ -146,7 +146,10 @@ def test_sorting_uses_precomputed_orders_and_keeps_the_filter(models):
     rp.set_filter(Filter("experts.24", "substring"))
     rp.sort(TensorTableModel.NAME, Qt.SortOrder.AscendingOrder)
     names = [n for n in _shown_names(rp) if n != "(not in checkpoint)"]
-    assert names == sorted(names)
+    from explorer.gui.models.entries import natural_key
+
+    assert names == sorted(names, key=natural_key)  # natural order: layers.2 before layers.10 (issue 10 #8)
+    assert names.index("layers.2.experts.24.down.weight") < names.index("layers.10.experts.24.down.weight")
 
 
 def test_lookups_answer_in_display_positions_and_skip_hidden_rows(models):

@@ -7,6 +7,7 @@ in the worker by ``index_rows``/``index_tree``).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -182,7 +183,7 @@ def build_tree(report: Any) -> TreeItem:
         top.row = 0
         root.children.append(top)
         root.counts.update(top.counts)
-    unplaced = [c for c in report.checkpoint_keys.values() if not c.targets]
+    unplaced = sorted((c for c in report.checkpoint_keys.values() if not c.targets), key=lambda c: natural_key(c.name))
     if unplaced:
         node = TreeItem(UNPLACED, UNPLACED, False, parent=root, row=len(root.children), class_name="", group=True)
         node.tooltip = "Checkpoint tensors that load into no model key: unexpected (dropped) or ignored"
@@ -378,13 +379,20 @@ class TableIndex:
     by_key: dict[str, list[int]] = field(default_factory=dict)  # model key -> row numbers
     keys_sorted: list[str] = field(default_factory=list)  # by_key's keys, sorted (prefix look-ups)
     orders: dict[int, np.ndarray] = field(default_factory=dict)
+    _nat: np.ndarray | None = field(default=None, repr=False)
 
     def order(self, column: int) -> np.ndarray:
-        """Row numbers in ascending order of ``column`` (0 status … 6 how); stable."""
+        """Row numbers in ascending order of ``column`` (0 status … 6 how); stable; names in natural order."""
         o = self.orders.get(column)
         if o is None:
-            o = self.orders[column] = _table_order(self.rows, column)
+            o = self.orders[column] = _table_order(self.rows, column, self._natural_names)
         return o
+
+    def _natural_names(self) -> np.ndarray:
+        """Each row's on-disk name (or model key when it has none) as a natural-order sort string, made once."""
+        if self._nat is None:
+            self._nat = _natural(r.name or r.key for r in self.rows)
+        return self._nat
 
     def warm(self) -> TableIndex:
         for c in range(7):
@@ -392,20 +400,35 @@ class TableIndex:
         return self
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key of a dotted name in natural order: ``layers.2`` before ``layers.10`` (digit runs compare as numbers;
+    text parts and numbers alternate, so two keys never compare a number with text)."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(name)))
+
+
+def _natural(xs: Any) -> np.ndarray:
+    """``xs`` as strings that sort (as numpy strings, vectorised) in ``natural_key`` order: every digit run is
+    prefixed by its length (``layers.2`` -> ``layers.012``, ``layers.10`` -> ``layers.0210``), for ``np.lexsort``."""
+    return _strs(_DIGITS.sub(lambda m: f"{len(m.group()):02d}{m.group()}", x) for x in xs)
+
+
 def _strs(xs: Any) -> np.ndarray:
     a = np.array(list(xs), dtype=str)
     return a if a.size else np.zeros(0, dtype="<U1")
 
 
-def _table_order(rows: list[Row], column: int) -> np.ndarray:
+def _table_order(rows: list[Row], column: int, natural_names: Any) -> np.ndarray:
     if not rows:
         return np.zeros(0, np.int64)
     if column == 0:
-        return np.lexsort((_strs(r.name or r.key for r in rows), np.array([KIND_ORDER.get(r.kind, 99) for r in rows])))
-    if column == 1:
-        return np.lexsort((_strs(r.name for r in rows), np.array([not r.name for r in rows])))
+        return np.lexsort((natural_names(), np.array([KIND_ORDER.get(r.kind, 99) for r in rows])))
+    if column == 1:  # rows with nothing on disk last, by their model key
+        return np.lexsort((natural_names(), np.array([not r.name for r in rows])))
     if column == 2:
-        return np.lexsort((_strs(r.key for r in rows), np.array([not r.key for r in rows])))
+        return np.lexsort((_natural(r.key for r in rows), np.array([not r.key for r in rows])))
     if column == 3:
         return np.lexsort((_strs(r.shape for r in rows), np.array([r.numel for r in rows], dtype=np.float64)))
     if column == 4:

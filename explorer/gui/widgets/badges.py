@@ -86,36 +86,53 @@ def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
     return d
 
 
-def elide_key(name: str, fits: Callable[[str], bool], *, elide_left: Callable[[str], str] | None = None) -> str:
-    """The one way a dotted key path is shortened: in full when it ``fits``; else leading components give way first
-    (``…layer.5.attention.self.query.weight``: the shared model prefix says the least); if the last layer index
-    would go, it is kept in front of as many tail components as fit (``…5.…self.query.weight``), so rows of
-    different layers never look alike; else ``elide_left(name)`` (Qt's ElideLeft) or a character-wise left
-    elision. A suffix after a space (`` (+1)``) is kept."""
+def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[[str], str] | None = None) -> str:
+    """The one way a dotted key path is shortened: in full when it ``fits``; else components give way from the
+    left, in the middle of the name (``model.…3.…experts.17.w2.weight``: the shared prefix says the least),
+    every numeric index (layer, expert) and the last two components (``w2.weight``: the leaf) kept, each run of
+    dropped components shown as one "…"; then the second-last component goes too; then "…" + the last component;
+    if even that does not fit, ``elide_middle(name)`` (Qt's ElideMiddle) or a character-wise middle elision. A suffix after a space
+    (`` (+1)``) is kept."""
     if fits(name):
         return name
     base, sp, rest = name.partition(" ")
     suffix = sp + rest
     parts = base.split(".")
-    nums = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
-    last_num = nums[-1] if nums else None
-    for i in range(1, len(parts)):  # drop leading components while the last layer index survives
-        if last_num is not None and i > last_num:
-            break
-        s = f"…{'.'.join(parts[i:])}{suffix}"
+    n = len(parts)
+    keep = {i for i, p in enumerate(parts) if p.isdigit()} | {n - 1}
+    tail2 = n - 2 if n >= 2 and (n - 2) not in keep else None
+    # drop order: the first component is kept while it can be (it names the model), then left to right
+    droppable = [i for i in range(n) if i not in keep and i != tail2]
+    order = droppable[1:] + droppable[:1] + ([tail2] if tail2 is not None else [])
+    dropped: set[int] = set()
+
+    def render() -> str:
+        out, prev_dropped = [], False
+        for i, p in enumerate(parts):
+            if i in dropped:
+                if not prev_dropped:
+                    out.append("…")
+                prev_dropped = True
+                continue
+            out.append(p + ("." if i < n - 1 else ""))
+            prev_dropped = False
+        return "".join(out) + suffix
+
+    for i in order:
+        dropped.add(i)
+        s = render()
         if fits(s):
             return s
-    if last_num is not None:
-        for i in range(last_num + 1, len(parts)):  # the layer index, then as many tail components as fit
-            s = f"…{parts[last_num]}.…{'.'.join(parts[i:])}{suffix}"
-            if fits(s):
-                return s
-    if elide_left is not None:
-        return elide_left(name)
-    s = name
-    while len(s) > 1 and not fits("…" + s):
-        s = s[1:]
-    return "…" + s
+    leaf = "…" + parts[-1] + suffix
+    if n > 1 and fits(leaf):
+        return leaf
+    if elide_middle is not None:
+        return elide_middle(name)
+    keep_tail = parts[-1] + suffix
+    s = base[: len(base) - len(keep_tail)]
+    while s and not fits(s + "…" + keep_tail):
+        s = s[:-1]
+    return s + "…" + keep_tail if s else "…" + keep_tail
 
 
 class KeyDelegate(QStyledItemDelegate):
@@ -131,7 +148,7 @@ class KeyDelegate(QStyledItemDelegate):
             r = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, option.widget) if style else option.rect
             avail = max(r.width(), 1) - 2 * ((style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, option.widget) + 1) if style else 4)
             option.text = elide_key(text, lambda s: fm.horizontalAdvance(s) <= avail,
-                                    elide_left=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideLeft, avail))
+                                    elide_middle=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideMiddle, avail))
 
     def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
         if event.type() == QEvent.Type.ToolTip and index.isValid() and not index.data(Qt.ItemDataRole.ToolTipRole):
@@ -161,7 +178,7 @@ class KeyLabel(QLabel):
         fm = self.fontMetrics()
         avail = max(self.contentsRect().width(), 1)
         self.setText(elide_key(self.key, lambda s: fm.horizontalAdvance(s) <= avail,
-                               elide_left=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideLeft, avail)))
+                               elide_middle=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideMiddle, avail)))
 
 
 # what each badge means (Help › Legend lists these too); a badge's text starts with its glyph

@@ -67,8 +67,9 @@ def make_table_view(model: Any) -> tuple[QTableView, KeyDelegate]:
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
     table.setWordWrap(False)
-    # names differ in their tails (layer numbers, weight/bias): elide the start, the tooltip has it all
-    table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+    # names differ in their indices and leaves (layer, expert, weight/bias): KeyDelegate keeps those and
+    # elides the middle; anything else elides in the middle too. The tooltip has it all.
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     table.setShowGrid(False)
     table.verticalHeader().setVisible(False)
     table.verticalHeader().setDefaultSectionSize(22)
