@@ -39,7 +39,7 @@ from .widgets.filter_bar import FilterBar
 from .widgets.class_banner import ClassBanner
 from .widgets.message_bar import MessageBar
 from .widgets.shortcuts import WindowShortcutsFirst
-from .widgets.table_view import fit_key_column, make_table_view, select_rows
+from .widgets.table_view import fit_key_column, fit_shape_column, make_table_view, select_rows
 from .widgets.tree_view import TreeSplit, expand_items, expand_trouble, make_tree_view, size_tree_columns
 
 
@@ -52,11 +52,15 @@ class MainWindow(QMainWindow):
         self.persist = interactive  # save geometry/splitters on close
         self.session = s = Session(self)
         self._syncing = False
+        self.tree_split: TreeSplit | None = None
         self._good_filter = Filter()  # the last filter that ran (a too-slow regex falls back to it)
         self.errors: list[str] = []
         self.setWindowTitle("Checkpoint Explorer")
         self.setAcceptDrops(True)
         self.resize(1400, 860)
+        # an explicit minimum: the layout's own (the tree's names in full + the right side) does not hold the window
+        # wider than the screen; when narrower, the tree's names give way (``TreeSplit.fit_minimum`` on resize)
+        self.setMinimumSize(820, 560)
 
         # models adapt the session
         self.tree_model = ModuleTreeModel(self)
@@ -208,6 +212,7 @@ class MainWindow(QMainWindow):
         size_tree_columns(self.tree)
         self.tree_split.fit(self.width())
         self.table_model.set_rows(loaded.rows, loaded.table_index)
+        fit_shape_column(self.table, self.table_model)
         fit_key_column(self.table, self.table_model)
         # no model: no model keys and no plan to show (every row would say "—")
         self.table.setColumnHidden(TensorTableModel.KEY, not rep.has_model)
@@ -463,6 +468,11 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str, *, force: bool = False) -> None:
         """Render the whole window to a PNG (atomically); the refusals of ``screenshot.save_window_png``."""
         save_window_png(self, path, inputs=self.input_files(), force=force)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        if self.tree_split is not None:  # (None while the window is being built)
+            self.tree_split.fit_minimum(self.width())  # the tree's names give way so the right side always fits
 
     # ------------------------------------------------------------------ settings
     def _splitters(self) -> dict[str, QSplitter]:

@@ -57,7 +57,7 @@ def test_minilm_into_classification_head_shows_two_missing(qtbot, window, minilm
     w = m.index_for_key("classifier.weight", 1)
     assert w.data() == "missing"
     assert w.data(KIND_ROLE) == "missing"
-    assert w.data(Qt.ItemDataRole.ForegroundRole) == palette.color("missing")
+    assert w.data(Qt.ItemDataRole.ForegroundRole) == palette.text_color("missing")  # the AA-readable text colour (issue 10 #16)
     assert w.data(Qt.ItemDataRole.BackgroundRole) == palette.tint("missing")
     assert not m.index_for_key("classifier.weight", 0).data(Qt.ItemDataRole.DecorationRole).isNull()
     assert "newly initialised" in m.index_for_key("classifier.weight", 0).data(Qt.ItemDataRole.ToolTipRole)

@@ -24,7 +24,7 @@ from ...core.fmt import human_bytes, human_count, safe_text
 from ...core.fmt import short_float as _fmt
 from ..kinds import Kind
 from .. import palette
-from ..widgets.badges import KeyLabel
+from ..widgets.badges import KeyLabel, breakable
 from ..models.entries import Row, TreeItem
 from ..widgets.histogram import HistogramWidget
 from ..widgets.records import JobProgress
@@ -68,7 +68,7 @@ class DetailsPanel(QWidget):
         self.stats_grid = QGridLayout()
         self.stats_grid.setHorizontalSpacing(12)
         self.stats_grid.setVerticalSpacing(1)
-        self._stat_labels: dict[str, QLabel] = {}
+        self.stat_labels: dict[str, QLabel] = {}  # the figures, by name ("mean", "elements", ...)
         names = ["mean", "std", "min", "max", "abs-max", "zeros", "NaN", "Inf", "L2 norm", "elements"]
         for i, n in enumerate(names):
             r, c = divmod(i, 2)
@@ -76,10 +76,11 @@ class DetailsPanel(QWidget):
             k.setObjectName("statKey")
             v = QLabel("—")
             v.setObjectName("statValue")
+            v.setMinimumWidth(_widest_figure(v, n))  # never clipped: the widest figure always fits (issue 10 #2)
             v.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.stats_grid.addWidget(k, r, 2 * c)
             self.stats_grid.addWidget(v, r, 2 * c + 1)
-            self._stat_labels[n] = v
+            self.stat_labels[n] = v
         self.stats_grid.setColumnStretch(1, 1)
         self.stats_grid.setColumnStretch(3, 1)
         stats_w = QFrame()
@@ -100,7 +101,6 @@ class DetailsPanel(QWidget):
 
         info = QWidget()
         info.setObjectName("detailsInfo")
-        info.setMinimumWidth(290)
         info.setMaximumWidth(470)
         left = QVBoxLayout(info)
         left.setContentsMargins(0, 0, 0, 0)
@@ -116,8 +116,9 @@ class DetailsPanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(310)
-        scroll.setMaximumWidth(490)
+        # as wide as the stats box needs (figures never clip), at most 490 px: the names in it wrap or elide
+        scroll.setMinimumWidth(max(310, info.minimumSizeHint().width() + 4))
+        scroll.setMaximumWidth(max(490, scroll.minimumWidth()))
         lay = QHBoxLayout(self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.setSpacing(10)
@@ -161,7 +162,7 @@ class DetailsPanel(QWidget):
         # names come from files: shown with control/bidi characters escaped, as plain text (never rich text)
         title = safe_text(sel.title)
         self.title.setTextFormat(Qt.TextFormat.PlainText)
-        self.title.setText(title.replace(".", ".\u200b"))  # after escaping: these zero-width spaces are ours
+        self.title.setText(breakable(title))  # after escaping: these zero-width spaces are ours
         self.title.setToolTip(plain_tooltip(title))
         self.badge.setPixmap(palette.icon(sel.kind, 18).pixmap(18, 18))
         self.badge.setToolTip(f"{lk.label}: {lk.meaning}")
@@ -196,7 +197,7 @@ class DetailsPanel(QWidget):
 
     def stat_text(self, name: str) -> str:
         """The figure shown for ``name`` ("mean", "NaN", ...) in the stats box."""
-        return self._stat_labels[name].text()
+        return self.stat_labels[name].text()
 
     def set_note(self, html: str) -> None:
         """The line under the histogram saying what its overlay is (fresh init, checkpoint B); "" hides it."""
@@ -276,7 +277,7 @@ class DetailsPanel(QWidget):
         self.statsReady.emit(st)
 
     def _fill_stats(self, st: Any) -> None:
-        L = self._stat_labels
+        L = self.stat_labels
         if st is None:
             for v in L.values():
                 v.setText("—")
@@ -293,6 +294,14 @@ class DetailsPanel(QWidget):
         L["L2 norm"].setText(_fmt(st.l2))
         L["elements"].setText(f"{st.numel:,}")
 
+
+
+def _widest_figure(label: QLabel, name: str) -> int:
+    """The width the figure ``name`` needs at most in practice: a signed exponent number ("-1.178e-05"), a count
+    up to billions ("11,720,448"), a percentage. A wider figure still widens its label (never clipped)."""
+    sample = {"zeros": "100.00%", "NaN": "8,888,888,888", "Inf": "8,888,888,888",
+              "elements": "8,888,888,888"}.get(name, "-8.888e-88")
+    return label.fontMetrics().horizontalAdvance(sample) + 2
 
 
 # --------------------------------------------------------------------------------------------- selections

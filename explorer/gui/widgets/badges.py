@@ -135,6 +135,12 @@ def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[
     return s + "…" + keep_tail if s else "…" + keep_tail
 
 
+def breakable(text: str) -> str:
+    """``text`` (already escaped) with zero-width spaces after dots, underscores and slashes: a word-wrapped label
+    breaks a long name there instead of growing as wide as the name (and its window with it)."""
+    return text.replace(".", ".\u200b").replace("_", "_\u200b").replace("/", "/\u200b")
+
+
 class KeyDelegate(QStyledItemDelegate):
     """Dotted key paths shortened with ``elide_key`` (full name when it fits; the tooltip has it all)."""
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -108,6 +109,9 @@ class HistogramWidget(QWidget):
         self.readout = QLabel(" ")
         self.readout.setObjectName("readout")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long read-out (bin, count, overlay count) never widens the panel: it is cut at the panel's edge
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.readout.setMinimumWidth(0)
         png = QToolButton(text="PNG")
         png.setToolTip("Export the plot as PNG")
         png.clicked.connect(lambda: self._export_dialog("png"))

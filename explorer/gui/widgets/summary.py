@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -17,9 +18,15 @@ WELCOME = ("<b>Open a checkpoint</b> (Ctrl+O) or drop a file or folder here — 
            "every key is checked against the model class. No data? Try <b>File › Open demo</b>.")
 
 
+LONG_WORD = 32  # characters: a name this long gets break opportunities
+
+
 def _esc(s: Any) -> str:
-    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped."""
-    return html.escape(safe_text(s))
+    """Text from a file for a rich-text label: control/bidi characters escaped visibly, then HTML-escaped; in a
+    long name (``LONG_WORD``) a break opportunity (``&#8203;``, the zero-width space as an entity) after each dot,
+    underscore and slash, so it wraps instead of widening the summary, and the window with it."""
+    out = html.escape(safe_text(s))
+    return " ".join(re.sub(r"([._/])", r"\1&#8203;", w) if len(w) > LONG_WORD else w for w in out.split(" "))
 
 
 def loading_html(what: str) -> str:

@@ -40,6 +40,23 @@ def size_table_columns(view: QTableView) -> None:
     install_column_menu(h)
 
 
+CELL_PAD = 24  # item padding (style.qss), the focus frame margins and a little air
+
+
+def content_width(view: QAbstractItemView, texts: Any) -> int:
+    """What a column needs to show every one of ``texts`` in full (distinct texts measured once)."""
+    fm = view.fontMetrics()
+    return max((fm.horizontalAdvance(t) for t in set(texts) if t), default=0) + CELL_PAD
+
+
+def fit_shape_column(view: QTableView, model: TensorTableModel) -> None:
+    """The Shape column as wide as the widest shape of this checkpoint: shapes are numbers, never elided
+    (``…522×384`` read as another shape); the name columns stretch into what is left and give way instead."""
+    T = TensorTableModel
+    view.setColumnWidth(T.SHAPE, max(content_width(view, (r.shape for r in model.rows)),
+                                     view.fontMetrics().horizontalAdvance(T.COLUMNS[T.SHAPE]) + CELL_PAD))
+
+
 def fit_key_column(view: QTableView, model: TensorTableModel) -> None:
     """When nearly every Model key is the on-disk name (or it with a prefix added/removed, shown as "= on-disk" /
     "+ bert."), the Model key column shrinks to those short notes and the On-disk name column takes the width;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QSplitter, QTreeView
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QScrollArea, QSplitter, QTreeView
 
 from ..kinds import TROUBLE
 from ..models.entries import TreeIndex, TreeItem
@@ -40,7 +40,10 @@ def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
         view.viewport().installEventFilter(_ColumnFitter(view))
     for col in range(h.count()):
         h.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-    view.setColumnWidth(2, fm.horizontalAdvance("30522×1024") + 16)
+    idx = _tree_index(view)
+    shapes = {it.shape for it in idx.items if it.shape} if idx is not None else set()
+    # shapes are numbers: as wide as the widest of this tree (never "…72×8192"); the names give way instead
+    view.setColumnWidth(2, max([fm.horizontalAdvance(t) for t in shapes | {"30522×1024"}]) + 24)
     view.setColumnWidth(3, fm.horizontalAdvance("bfloat16→float32") + 16)
     view.setColumnWidth(4, fm.horizontalAdvance("146.0M") + 20)
     view.setColumnWidth(5, 220)
@@ -178,16 +181,34 @@ class TreeSplit:
     def _moved(self, _pos: int, _index: int) -> None:
         self.chosen = True
 
+    def right_needs(self) -> int:
+        """What the right side's content needs (the widest of tabs and details): it never scrolls sideways."""
+        right = self.split.widget(1)
+        content = right.widget() if isinstance(right, QScrollArea) else right
+        need = content.minimumSizeHint().width() + (2 * right.frameWidth() if isinstance(right, QScrollArea) else 0)
+        right.setMinimumWidth(max(200, need))
+        return need
+
     def fit(self, window_width: int) -> None:
+        """Size the tree for its names; the right side always keeps what its content needs: numbers there never
+        clip, the tree's names give way."""
+        need = self.right_needs()
         sizes = self.split.sizes()
         total = sum(sizes)
         if not self.chosen and total > 0:
-            tree = min(max(tree_width_needed(self.tree), sizes[0]), int(0.6 * total))
+            tree = min(max(tree_width_needed(self.tree), sizes[0]), int(0.6 * total), total - need)
             if tree != sizes[0]:
                 self.split.blockSignals(True)  # not a user's move
                 try:
                     self.split.setSizes([tree, total - tree])
                 finally:
                     self.split.blockSignals(False)
-        # a usable tree on every tab: the names of NAME_LEVELS levels stay readable whatever the right side wants
-        self.tree.setMinimumWidth(min(tree_width_needed(self.tree, names_only=True), max(window_width // 2, 240)))
+        self.fit_minimum(window_width, need)
+
+    def fit_minimum(self, window_width: int, need: int | None = None) -> None:
+        """The tree's minimum width (on load and whenever the window is resized): the names of ``NAME_LEVELS``
+        levels in full while there is room, at most half the window, and never so wide that the right side
+        would not fit."""
+        need = self.right_needs() if need is None else need
+        names = tree_width_needed(self.tree, names_only=True)
+        self.tree.setMinimumWidth(max(120, min(names, max(window_width // 2, 240), window_width - need - 40)))
