@@ -9,6 +9,7 @@ from PySide6.QtGui import QKeySequence
 from ..core.fmt import safe_text
 from . import palette
 from .widgets.badges import BADGE_HELP
+from .widgets.filter_bar import CHIPS_HELP  # noqa: F401  (re-exported: the chips' one rule)
 
 
 def _esc(s: Any) -> str:
@@ -43,7 +44,8 @@ def shortcuts_html(menu_bar: Any) -> str:
         rows.append(f"<tr><td style='padding-right:18px'><code>{_esc(keys)}</code></td><td>{_esc(text)}</td></tr>")
     extra = ("<tr><td colspan=2 style='padding-top:6px'><b>Elsewhere</b></td></tr>"
              "<tr><td><code>right-click</code></td><td>plan menu on a module or tensor; column menu on a header</td></tr>"
-             "<tr><td><code>drop a file</code></td><td>open it, compare with it, use it as the config, or load a plan</td></tr>")
+             "<tr><td><code>drop a file</code></td><td>open it, compare with it, use it as the config, or load a plan</td></tr>"
+             f"<tr><td><code>status chips</code></td><td>{_esc(CHIPS_HELP)}</td></tr>")
     return f"<table cellspacing=2>{''.join(rows)}{extra}</table>"
 
 

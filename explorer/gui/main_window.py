@@ -9,7 +9,6 @@ who draws the histogram overlay follows from that state.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Sequence
 
@@ -223,12 +222,13 @@ class MainWindow(QMainWindow):
         if loaded.source.checkpoint and not loaded.source.demo:
             self.recent.add(loaded.source)  # with its --config / --arch / --model, to be opened the same way
         dt = time.perf_counter() - self.opener.t_open if self.opener.t_open else 0.0
-        name = os.path.basename(os.path.normpath(rep.index.path))
+        name = summary.display_name(rep.index)
         self.setWindowTitle(f"{safe_text(name)} → {safe_text(rep.arch or 'checkpoint only')} — Checkpoint Explorer")
         from ..core.remote import remote_note
 
         remote = remote_note(rep.index)  # where a Hub repo's / URL's headers came from and what they cost
-        self.status_label.setText(f"{len(rep.index.tensors):,} tensors in {len(rep.index.files)} file(s) · "
+        n, nf = len(rep.index.tensors), len(rep.index.files)
+        self.status_label.setText(f"{n:,} on-disk tensor{'s' if n != 1 else ''} in {nf} file{'s' if nf != 1 else ''} · "
                                   f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}"
                                   + (f" · {safe_text(remote)}" if remote else ""))
         self.status_label.setToolTip("\n".join(safe_text(n) for n in rep.index.notes))  # what the reader found
@@ -292,7 +292,11 @@ class MainWindow(QMainWindow):
                 self.table_proxy.set_filter(self._good_filter)
             return
         self._good_filter = flt
-        self.filter_bar.show_count(n_rows if flt.active else None, len(self.table_model.rows))
+        tm = self.table_model
+        keys = tm.shown_keys() if flt.active else None
+        with_key = sum(1 for i in range(n_rows) if tm.row(i).key) if flt.active else 0
+        self.filter_bar.show_count(n_rows if flt.active else None, len(tm.rows),
+                                   keys=keys if keys is not None and keys < with_key else None, tip=tm.rows_note())
         if flt.active:
             expand_items(self.tree, self.tree_proxy.first_matches(200))
 

@@ -1,6 +1,8 @@
 """The filter bar: substring, glob and regex search and the status chips, in the tree and the table."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.gui.conftest import open_and_wait
 
 
@@ -57,3 +59,59 @@ def test_glob_uses_core_translation_and_forgives_half_typed_brackets(qapp):
     assert hits("layer.[1*") == ["layer.[1.weight"]
     assert hits("*1].w?ight") == ["layer.1].weight"]
 
+
+def chip_geometry(window) -> dict[str, tuple[int, int]]:
+    return {k: (b.x(), b.width()) for k, b in window.kind_buttons.items() if b.isVisible()}
+
+
+def test_chips_never_move_or_shrink_when_the_count_or_an_error_appears(qtbot, window, demo_dir):
+    """Issue 10 #13/#15: the "N of M rows" label and a regex error used to push the chips sideways (a click landed
+    on the wrong chip) and squeeze them ("unexp…ted 1")."""
+    window.resize(1300, 800)
+    open_and_wait(qtbot, window, demo=True)
+    qtbot.wait(20)
+    before = chip_geometry(window)
+    assert before
+    for k, b in window.kind_buttons.items():
+        if b.isVisible():
+            assert b.width() >= b.sizeHint().width(), k
+    window.search.setText("attention")
+    window.apply_filter()
+    qtbot.wait(20)
+    assert window.match_label.text().endswith("rows")
+    assert chip_geometry(window) == before
+    window.mode.setCurrentText("regex")
+    window.search.setText("([bad")
+    window.apply_filter()
+    qtbot.wait(20)
+    assert window.match_label.text().startswith("bad regex")
+    tip = window.match_label.toolTip()  # the whole message, where there is room for it
+    assert tip.startswith("bad regex: ") and "unterminated character set" in tip, tip
+    assert chip_geometry(window) == before
+    lab = window.match_label
+    assert lab.visibleRegion().boundingRect().width() >= lab.fontMetrics().horizontalAdvance(lab.text())
+
+
+def test_chips_combine_and_help_and_readme_say_so(qtbot, window, demo_dir):
+    """One behaviour for chip selection: each chip adds its status (rows of any checked status are shown), and the
+    Help and the README say exactly that."""
+    from explorer.gui import help as help_text
+
+    open_and_wait(qtbot, window, demo=True)
+    tm = window.table_model
+    window.kind_buttons["missing"].setChecked(True)
+    window.apply_filter()
+    assert {tm.row(i).kind for i in range(tm.rowCount())} == {"missing"}
+    window.kind_buttons["mismatched"].setChecked(True)
+    window.apply_filter()
+    assert {tm.row(i).kind for i in range(tm.rowCount())} == {"missing", "mismatched"}
+    window.kind_buttons["missing"].setChecked(False)
+    window.apply_filter()
+    assert {tm.row(i).kind for i in range(tm.rowCount())} == {"mismatched"}
+    rule = help_text.CHIPS_HELP
+    assert "any of them" in rule
+    assert rule in window.filter_bar.kind_buttons["matched"].toolTip()
+    assert rule in help_text.shortcuts_html(window.menuBar())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert rule in " ".join(readme.split())
+    assert "one status at a time" not in readme

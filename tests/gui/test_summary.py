@@ -62,3 +62,44 @@ def test_counts_come_from_one_place_and_tied_weights_count_once(qtbot, window, d
     idx = window.tree_model.index_for_key(tied[0].path)
     assert "counted once" in idx.data(Qt.ItemDataRole.ToolTipRole)
 
+
+def test_counts_say_what_they_count(qtbot, window, demo_dir, small_moe):
+    """Issue 10 #10: "44/48 keys load", "47 tensors" and "16 of 50 tensors" side by side read as a contradiction;
+    each number now says what it counts (model keys, on-disk tensors, table rows), and the title names the
+    folder of a sharded checkpoint, not its index file."""
+    import re
+
+    open_and_wait(qtbot, window, demo=True)
+    rep = window.session.report
+    text = window.summary_label.text()
+    assert re.search(r"\d+/\d+ model keys load", text), text
+    n = len(rep.index.tensors)
+    assert window.status_label.text().startswith(f"{n:,} on-disk tensors in 1 file ·")
+    rows = len(window.table_model.rows)
+    assert rows > n  # the table also lists model keys with nothing on disk
+    window.search.setText("attention")
+    window.apply_filter()
+    shown = window.table_model.rowCount()
+    assert window.match_label.text() == f"{shown:,} of {rows:,} rows"
+    tip = window.match_label.toolTip()
+    assert f"{n:,} on-disk tensors" in tip and f"{rows - n:,} model keys" in tip
+    # chips count model keys (or checkpoint tensors for unexpected/ignored) and say so
+    assert "model keys" in window.kind_buttons["matched"].toolTip()
+
+    # a per-expert MoE: many on-disk tensors load into one fused model key; the count says both
+    open_and_wait(qtbot, window, checkpoint=str(small_moe))
+    assert window.windowTitle().startswith("DeepSeek-V3-small →")
+    assert window.summary_label.text().startswith("DeepSeek-V3-small →")
+    tm = window.table_model
+    window.search.setText("")
+    window.kind_buttons["renamed"].setChecked(True)  # the per-expert tensors, fused on load ("converted")
+    window.apply_filter()
+    rows_shown = tm.rowCount()
+    keys = {tm.row(i).key for i in range(rows_shown)}
+    assert rows_shown == 2 * 12 * 3 and len(keys) == 2 * 2  # 72 on-disk tensors into 4 fused model keys
+    assert window.match_label.text() == f"{rows_shown:,} of {len(tm.rows):,} rows · {len(keys):,} model keys"
+    assert window.kind_buttons["renamed"].text().endswith(" 4")  # the chip counts model keys
+    window.clear_filter()
+    # opening the index file itself names the folder too
+    open_and_wait(qtbot, window, checkpoint=str(small_moe / "model.safetensors.index.json"))
+    assert window.windowTitle().startswith("DeepSeek-V3-small →")

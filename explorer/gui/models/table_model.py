@@ -174,6 +174,17 @@ class TensorTableModel(QAbstractTableModel):
     def tensor_count(self) -> int:
         return len(self._rows)
 
+    def shown_keys(self) -> int:
+        """How many distinct model keys the shown rows load into."""
+        rows = self._rows
+        return len({rows[i].key for i in self._vis if rows[i].key})
+
+    def rows_note(self) -> str:
+        """What a table row is (the tooltip of the "N of M rows" count)."""
+        on_disk = sum(1 for r in self._rows if r.name)
+        return (f"{len(self._rows):,} rows: {on_disk:,} on-disk tensors + {len(self._rows) - on_disk:,} model keys with "
+                "nothing on disk (missing). The status chips count model keys (unexpected and ignored: tensors).")
+
     def row(self, i: int) -> Row:
         """The row shown at display position ``i``."""
         return self._rows[self._vis[i]]

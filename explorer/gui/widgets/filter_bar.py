@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from typing import Any
+
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QSizePolicy, QToolButton, QWidget
 
 from ..kinds import LOADED, NOT_MODEL_KEYS, Kind
@@ -12,6 +14,9 @@ from ..models.filtering import MODES, Filter
 
 FILTER_KINDS = (Kind.MATCHED, Kind.RENAMED, Kind.TIED, Kind.DTYPE, Kind.MISSING, Kind.MISMATCHED, Kind.UNEXPECTED,
                 Kind.IGNORED)
+# the one rule for the status chips: said in their tooltips, Help › Keyboard shortcuts and the README
+CHIPS_HELP = ("Status chips: click one to show only that status; click more to add theirs (rows of any of them "
+              "are shown); click a checked chip again to remove it.")
 CHIP_LABELS = {Kind.DTYPE: "dtype", Kind.MISMATCHED: "mismatch", Kind.UNTRAINED: "untrained?"}  # short: fits 1280 px
 
 
@@ -44,7 +49,7 @@ class FilterBar(QWidget):
         for k in FILTER_KINDS:
             lk = palette.look(k)
             b = self._chip(k, CHIP_LABELS.get(k, lk.label))
-            b.setToolTip(f"{lk.label}: {lk.meaning}\nClick to show only this status (several can be combined)")
+            b.setToolTip(f"{lk.label}: {lk.meaning}\n{CHIPS_HELP}")
             b.toggled.connect(lambda _c: self.changed.emit())
             lay.addWidget(b)
             self.kind_buttons[k] = b
@@ -54,9 +59,12 @@ class FilterBar(QWidget):
         b.setEnabled(False)
         b.toggled.connect(self.untrainedToggled.emit)
         lay.addWidget(b)
-        self.match_label = QLabel("")
+        # the count ("16 of 50 rows") and a regex error sit inside the search box, at its right end: their text
+        # never moves or squeezes the chips (a click landed on the wrong chip when it did)
+        self.match_label = QLabel("", self.search)
         self.match_label.setObjectName("muted")
-        lay.addWidget(self.match_label)
+        self._count_text = ""
+        self.search.installEventFilter(self)
         # never force the window wider than the screen: on a narrow window the last chips are clipped
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
 
@@ -76,15 +84,44 @@ class FilterBar(QWidget):
                       untrained=self.untrained_button.isChecked())
 
     def show_error(self, msg: str, *, tip: str = "") -> None:
-        """A half-typed or too slow regex: say so beside the chips (the last good filter stays applied)."""
+        """A half-typed or too slow regex: "bad regex" in the search box, the whole message in its tooltip (the
+        last good filter stays applied)."""
         self.search.setStyleSheet(f"border: 1px solid {palette.look(Kind.MISSING).color};")
-        self.match_label.setText(msg)
-        self.match_label.setToolTip(tip)
+        short = msg.split(":", 1)[0] if msg.startswith("bad regex") else msg
+        self._set_count(short, tip=tip or msg)
 
-    def show_count(self, shown: int | None, total: int) -> None:
+    def show_count(self, shown: int | None, total: int, *, keys: int | None = None, tip: str = "") -> None:
+        """"16 of 50 rows" while a filter is active ('' otherwise); ``keys``: the model keys those rows load into,
+        said when fewer than the rows (a fused MoE expert tensor is one key for many on-disk tensors)."""
         self.search.setStyleSheet("")
-        self.match_label.setToolTip("")
-        self.match_label.setText(f"{shown:,} of {total:,} tensors" if shown is not None else "")
+        text = ""
+        if shown is not None:
+            text = f"{shown:,} of {total:,} rows" + (f" · {keys:,} model keys" if keys is not None else "")
+        self._set_count(text, tip=tip)
+
+    def _set_count(self, text: str, *, tip: str) -> None:
+        self._count_text = text
+        self.match_label.setToolTip(tip)
+        self.search.setToolTip(tip)
+        self._place_count()
+
+    def _place_count(self) -> None:
+        """Put the count at the right end of the search box (left of its clear button), elided to leave room for
+        a few typed characters, and keep typed text out from under it."""
+        lab, box = self.match_label, self.search
+        fm = lab.fontMetrics()
+        text = fm.elidedText(self._count_text, Qt.TextElideMode.ElideRight, max(40, box.width() - 64))
+        lab.setText(text)
+        lab.setVisible(bool(text))
+        w = fm.horizontalAdvance(text) + 2
+        right = min([b.x() for b in box.findChildren(QToolButton) if b.isVisible()] or [box.width() - 4])
+        lab.setGeometry(max(0, right - w - 4), 0, w, box.height())
+        box.setTextMargins(0, 0, w + 8 if text else 0, 0)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt API)
+        if obj is self.search and event.type() in (QEvent.Type.Resize, QEvent.Type.Show):
+            self._place_count()
+        return False
 
     def set_counts(self, counts: Counter) -> None:
         """Chip texts, tooltips and visibility for a report's roll-up (only the statuses present: a legend)."""
@@ -130,4 +167,4 @@ def chip_tooltip(kind: str, n: int, *, n_loading: int, n_keys: int) -> str:
         if kind in LOADED:
             what += (f"\nmatched + renamed + tied + dtype = {n_loading:,} of {n_keys:,} model keys load "
                      "(the tree's “loaded”)")
-    return f"{lk.label}: {what}\nClick to show only this status (several can be combined)"
+    return f"{lk.label}: {what}\n{CHIPS_HELP}"

@@ -34,6 +34,17 @@ def loading_html(what: str) -> str:
             "reading headers, building the model on the meta device</span>")
 
 
+def display_name(index: Any) -> str:
+    """What the title and the summary call a checkpoint: its folder's name for a folder or a sharded index
+    (``model.safetensors.index.json`` says nothing), else the file's name."""
+    path = os.path.normpath(index.path)
+    if os.path.basename(path).endswith(".index.json") or os.path.isdir(path):
+        folder = os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
+        if folder:
+            return folder
+    return os.path.basename(path)
+
+
 def summary_html(loaded: Any) -> str:
     """The summary of a ``Loaded``: counts from the tree's roll-up (one place: model keys; the "(not in model)"
     branch: checkpoint tensors)."""
@@ -42,9 +53,9 @@ def summary_html(loaded: Any) -> str:
     n_keys = sum(v for k, v in counts.items() if k not in NOT_MODEL_KEYS)
     n_loading = sum(counts.get(k, 0) for k in LOADED)
     model = (f"<b>{_esc(rep.arch)}</b>" if rep.arch else
-             f"<b>no model</b> <span style='color:{palette.look(Kind.IN_CHECKPOINT).color}'>(every tensor "
+             f"<b>no model</b> <span style='color:{palette.look(Kind.IN_CHECKPOINT).text}'>(every tensor "
              f"{palette.look(Kind.IN_CHECKPOINT).glyph} in checkpoint, as stored; open a config to check loading)</span>")
-    parts = [f"{_esc(os.path.basename(os.path.normpath(rep.index.path)))} → {model}"]
+    parts = [f"{_esc(display_name(rep.index))} → {model}"]
     if rep.has_model:
         top = next((c for c in loaded.tree.children if not c.group), None)
         total = top.numel if top is not None else 0
@@ -53,7 +64,7 @@ def summary_html(loaded: Any) -> str:
         verdict = (f"<span style='color:{palette.look(Kind.MATCHED).text}'><b>✓ everything loads</b></span>" if rep.is_clean
                    else f"<span style='color:{palette.look(Kind.MISSING).text}'><b>{bad} key{'s' if bad != 1 else ''} need attention</b></span>")
         parts.append(verdict)
-        parts.append(f"{n_loading}/{n_keys} keys load · {human_count(total - fresh, digits=1)} params loaded · "
+        parts.append(f"{n_loading}/{n_keys} model keys load · {human_count(total - fresh, digits=1)} params loaded · "
                      f"<b>{human_count(fresh, digits=1)}</b> newly initialised ({fmt_percent(100 * fresh / (total or 1))})")
         if rep.load_dtype:
             parts.append(f"loads as {rep.load_dtype}")
