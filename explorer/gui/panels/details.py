@@ -6,6 +6,8 @@ per (tensors, bins) in the session. ``statsReady`` is emitted after the histogra
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -156,9 +158,11 @@ class DetailsPanel(QWidget):
         if sel is None:
             self.title.setText("Select a module or tensor")
             self.badge.clear()
+            self.histogram.set_subject("")
             self.histogram.clear("select a tensor")
             return
         lk = palette.look(sel.kind)
+        self.histogram.set_subject(sel.title)
         # names come from files: shown with control/bidi characters escaped, as plain text (never rich text)
         title = safe_text(sel.title)
         self.title.setTextFormat(Qt.TextFormat.PlainText)
@@ -284,9 +288,11 @@ class DetailsPanel(QWidget):
             return
         L["mean"].setText(_fmt(st.mean))
         L["std"].setText(_fmt(st.std))
-        L["min"].setText(_fmt(st.min))
-        L["max"].setText(_fmt(st.max))
-        L["abs-max"].setText(_fmt(st.absmax))
+        # integer tensors (num_batches_tracked, position ids): their extremes as the integers they are, not 2.53e+04
+        ext = (lambda v: f"{int(v):,}" if v is not None and math.isfinite(v) else _fmt(v)) if st.integer else _fmt
+        L["min"].setText(ext(st.min))
+        L["max"].setText(ext(st.max))
+        L["abs-max"].setText(ext(st.absmax))
         L["zeros"].setText(f"{100 * st.zeros:.2f}%")
         for k, n in (("NaN", st.nan), ("Inf", st.inf)):
             L[k].setText(f"{n:,}")

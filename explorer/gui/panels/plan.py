@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -291,10 +292,21 @@ class PlanPanel(Panel):
         a = menu.addAction("Rule from this…")
         a.triggered.connect(lambda _c=False, p=paths: self.rule_dialog(p[0]))
 
+    def lr_dialog(self, paths: list[str]) -> QInputDialog:
+        """The LR-scale question: a short title (a long one was cut to "Learnin… te scale"), the rest in the label."""
+        dlg = QInputDialog(self)
+        dlg.setWindowTitle("LR scale")
+        dlg.setInputMode(QInputDialog.InputMode.DoubleInput)
+        dlg.setLabelText(f"Learning-rate multiplier for {_short(paths)}:")
+        dlg.setDoubleRange(0.0, 1e6)
+        dlg.setDoubleDecimals(4)
+        dlg.setDoubleValue(0.1)
+        return dlg
+
     def _ask_lr(self, paths: list[str]) -> None:
-        v, ok = QInputDialog.getDouble(self, "Learning-rate scale", f"LR multiplier for {_short(paths)}:", 0.1, 0.0, 1e6, 4)
-        if ok:
-            self.set_lr_scale(paths, v)
+        dlg = self.lr_dialog(paths)
+        if dlg.exec() == QDialog.DialogCode.Accepted:
+            self.set_lr_scale(paths, dlg.doubleValue())
 
     # ------------------------------------------------------------------ dialogs
     def rule_dialog(self, pattern: str = "") -> RuleDialog | None:
@@ -412,6 +424,10 @@ class RuleDialog(QDialog):
         self.preview = QLabel("")
         self.preview.setWordWrap(True)
         self.preview.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long preview wraps within the dialog's width in a box of its own height: the fields are never squashed
+        self.preview.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.preview.setFixedHeight(4 * self.preview.fontMetrics().lineSpacing() + 4)
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         form = QFormLayout()
         form.addRow("Pattern", self.pattern)
         form.addRow("Match", self.kind)
@@ -425,6 +441,7 @@ class RuleDialog(QDialog):
         lay.addLayout(form)
         lay.addWidget(self.preview)
         lay.addWidget(self.buttons)
+        self.setMinimumWidth(460)
         for w in (self.pattern, self.lr):
             w.textChanged.connect(lambda _t: self.update_preview())
         for c in (self.kind, self.action, self.trainable):
@@ -493,6 +510,10 @@ class ExportDialog(QDialog):
         self.seed.setRange(0, 2**31 - 1)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)  # "1%" drawn over the chunk was unreadable: the figure sits beside it
+        self.percent = QLabel("")
+        self.percent.setMinimumWidth(self.percent.fontMetrics().horizontalAdvance("100%") + 4)
+        self.percent.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.btn_export = QPushButton("Export")
@@ -514,7 +535,10 @@ class ExportDialog(QDialog):
         btns.addWidget(close)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(self.progress)
+        prow = QHBoxLayout()
+        prow.addWidget(self.progress, 1)
+        prow.addWidget(self.percent)
+        lay.addLayout(prow)
         lay.addWidget(self.status)
         lay.addLayout(btns)
         self.btn_export.clicked.connect(self.start)
@@ -548,9 +572,11 @@ class ExportDialog(QDialog):
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setValue(done)
+        self.percent.setText(f"{100 * done / (total or 1):.0f}%")
 
     def _on_done(self, res: Any) -> None:
         self.progress.setValue(1000)
+        self.percent.setText("100%")
         self.btn_export.setEnabled(True)
         self.btn_cancel.setEnabled(False)
         self.btn_open.setEnabled(True)

@@ -33,6 +33,9 @@ import pyqtgraph as pg  # after PySide6: pyqtgraph uses the binding already impo
 
 from .. import palette
 
+EXPORT_WIDTH = 1200  # px: an exported histogram is readable on a slide
+LEGEND_HEADROOM = 1.45  # the y range over the tallest bar when a legend is shown (its top ~30% is free)
+
 pg.setConfigOptions(antialias=True, background=palette.PLOT_BACKGROUND, foreground=palette.PLOT_FOREGROUND)
 
 
@@ -134,7 +137,7 @@ class HistogramWidget(QWidget):
         self._edges = np.array([0.0, 1.0])
         self._counts = np.array([0.0])
         self._label = ""
-        self._title, self._bins_note = "", ""  # see set_caption
+        self._title, self._bins_note = "", ""  # see set_caption / set_subject
         self._ov: tuple[str, np.ndarray, np.ndarray] | None = None
         self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
         self.set_message("select a tensor")
@@ -183,11 +186,23 @@ class HistogramWidget(QWidget):
         if message:  # the hidden curve does not count for auto-range: no stale axes behind the placeholder
             self.plot.getPlotItem().getViewBox().setRange(xRange=(0.0, 1.0), yRange=(0.0, 1.0), padding=0.05)
 
+    def set_subject(self, name: str) -> None:
+        """Name what the plot shows (the exported PNG's title and default file name, the CSV's title line)."""
+        self._title = name
+
+    @property
+    def subject(self) -> str:
+        return self._title
+
     def set_message(self, text: str) -> None:
-        """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it."""
+        """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it. While it shows,
+        the axes are hidden: they would only label an empty 0..1 range, and the text ran over them."""
         self.placeholder.setText(text)
         self.placeholder.setVisible(bool(text))
         self.curve.setVisible(not text)  # no flat line at zero under the placeholder
+        pi = self.plot.getPlotItem()
+        for ax in ("left", "bottom"):
+            pi.showAxis(ax, not text)
         self.placeholder.setGeometry(self.plot.rect())
         self.placeholder.raise_()
 
@@ -235,7 +250,28 @@ class HistogramWidget(QWidget):
         from ...core.outputs import is_png
 
         check_output(path, inputs=list(self.inputs()), is_ours=is_png, force=force, what="histogram PNG")
-        save_png(self.plot.grab(), path)
+        save_png(self.render_image(), path)
+
+    def render_image(self, width: int = EXPORT_WIDTH) -> Any:
+        """The plot as an image at least ``width`` px wide (the widget is often ~400 px), titled with the subject."""
+        from pyqtgraph.exporters import ImageExporter
+
+        from ...core.fmt import safe_text
+
+        pi = self.plot.getPlotItem()
+        pi.setTitle(safe_text(self.subject) if self.subject else None)
+        try:
+            ex = ImageExporter(pi)
+            ex.parameters()["width"] = max(width, self.plot.width())
+            return ex.export(toBytes=True)
+        finally:
+            pi.setTitle(None)
+
+    def default_export_name(self, ext: str) -> str:
+        """The file name the export dialog offers: the subject's name ("histogram" when none), safe as a file name."""
+        import re
+
+        return (re.sub(r"[^\w.+-]+", "_", self.subject).strip("._") or "histogram") + f".{ext}"
 
     # ---- drawing
     def _redraw(self) -> None:
@@ -259,8 +295,18 @@ class HistogramWidget(QWidget):
         else:
             self.overlay.hide()
             self.legend.hide()
-        pi.setLabel("left", "count (log)" if log else "count")
+        pi.setLabel("left", "count (log)" if log else "count")  # (shows the axis: set_message's choice again)
+        for ax in ("left", "bottom"):
+            pi.showAxis(ax, not self.message_text)
         pi.enableAutoRange()
+        if self._ov is not None:  # headroom above the data for the legend (top right): it never covers a bar
+            top = float(max(np.max(c) if c.size else 1.0, np.max(self._ov[2]) if self._ov[2].size else 1.0, 1.0))
+            pi.enableAutoRange(axis="y", enable=False)
+            if log:
+                lo, hi = math.log10(0.5), math.log10(top)
+                pi.setYRange(lo, hi + (LEGEND_HEADROOM - 1.0) * (hi - lo) + 0.1, padding=0)
+            else:
+                pi.setYRange(0.0, top * LEGEND_HEADROOM, padding=0)
 
     def _on_mouse(self, evt: tuple) -> None:
         pos = evt[0]
@@ -286,8 +332,8 @@ class HistogramWidget(QWidget):
             self.marker.hide()
 
     def _export_dialog(self, ext: str) -> None:
-        name = (self._label or "histogram").replace("/", "_")
-        path, _ = QFileDialog.getSaveFileName(self, f"Export histogram as {ext.upper()}", f"{name}.{ext}", f"{ext.upper()} (*.{ext})")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export histogram as {ext.upper()}", self.default_export_name(ext),
+                                              f"{ext.upper()} (*.{ext})")
         if not path:
             return
         from ...core.errors import ExplorerError

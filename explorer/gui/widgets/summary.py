@@ -78,7 +78,9 @@ def summary_html(loaded: Any) -> str:
         if keys:
             lk = palette.look(k)
             shown = ", ".join(_esc(x) for x in list(keys)[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            trouble.append(f"<span style='color:{lk.text}'><b>{lk.glyph} {lk.label}:</b></span> {shown}")
+            # non-breaking inside "+ unexpected:" and up to the first name: the label never dangles at a line end
+            label = f"{lk.glyph}&nbsp;{lk.label.replace(' ', '&nbsp;')}:"
+            trouble.append(f"<span style='color:{lk.text}'><b>{label}</b></span>&nbsp;{shown}")
     if trouble:
         text += "<br>" + " &nbsp;&nbsp; ".join(trouble)
     if rep.key_mapping:
