@@ -189,7 +189,7 @@ def test_window_filter_is_debounced_and_reports_counts(qtbot, window, demo_dir):
     window.search.setText("seq_rel")  # typing only starts the debounce timer
     assert window.table_proxy.rowCount() == total and window.filter_bar.timer.isActive()
     qtbot.waitUntil(lambda: window.table_proxy.rowCount() == 2)
-    assert window.match_label.text() == f"2 of {len(window.table_model.rows)} tensors"
+    assert window.match_label.text() == f"2 of {len(window.table_model.rows)} rows"  # a row: an on-disk tensor or a model key with nothing on disk (issue 10 #10)
     assert "loaded in" in window.status_label.text()
 
 

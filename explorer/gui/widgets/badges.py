@@ -88,11 +88,10 @@ def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
 
 def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[[str], str] | None = None) -> str:
     """The one way a dotted key path is shortened: in full when it ``fits``; else components give way from the
-    left, in the middle of the name (``model.…3.…experts.17.w2.weight``: the shared prefix says the least),
-    every numeric index (layer, expert) and the last two components (``w2.weight``: the leaf) kept, each run of
-    dropped components shown as one "…"; then the second-last component goes too; then "…" + the last component;
-    if even that does not fit, ``elide_middle(name)`` (Qt's ElideMiddle) or a character-wise middle elision. A suffix after a space
-    (`` (+1)``) is kept."""
+    left, then in the middle (``…3.…experts.17.w2.weight``: the shared prefix says the least), every numeric
+    index (layer, expert) and the last two components (``w2.weight``) kept, each run of dropped components one
+    "…"; then the second-last component; then "…" + the last component; then ``elide_middle(name)`` (Qt's
+    ElideMiddle) or a character-wise middle elision. A suffix after a space (`` (+1)``) is kept."""
     if fits(name):
         return name
     base, sp, rest = name.partition(" ")
@@ -101,9 +100,9 @@ def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[
     n = len(parts)
     keep = {i for i, p in enumerate(parts) if p.isdigit()} | {n - 1}
     tail2 = n - 2 if n >= 2 and (n - 2) not in keep else None
-    # drop order: the first component is kept while it can be (it names the model), then left to right
-    droppable = [i for i in range(n) if i not in keep and i != tail2]
-    order = droppable[1:] + droppable[:1] + ([tail2] if tail2 is not None else [])
+    # drop order: left to right (the shared model prefix says the least, the components nearest the leaf the
+    # most), the component before the leaf last
+    order = [i for i in range(n) if i not in keep and i != tail2] + ([tail2] if tail2 is not None else [])
     dropped: set[int] = set()
 
     def render() -> str:
