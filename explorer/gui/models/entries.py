@@ -327,7 +327,7 @@ def build_rows(report: Any) -> list[Row]:
             how = how_text(hv, sources=(c.name,), key=key)
         shape = fmt_shape(c.info.shape)
         if kind is Kind.MISMATCHED and m is not None:
-            shape += f"  (model {fmt_shape(m.model_shape)})"
+            shape += f" ≠ {fmt_shape(m.model_shape)}"  # on disk ≠ model, as in the tree: short, so names keep room
         if kind is Kind.UNEXPECTED and not how:
             how = "no model key" + (f", reported as {c.reported_as}" if c.reported_as != c.name else "")
         tip = f"{_t(c.name)}\n{look(kind).label}: {look(kind).meaning}"
