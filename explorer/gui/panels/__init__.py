@@ -8,9 +8,10 @@ from __future__ import annotations
 from .adapter import AdapterPanel
 from .base import Capability, DropChoice, Panel, PanelHost
 from .compare import ComparePanel
+from .files import FilesPanel
 from .init_check import InitPanel
 from .plan import PlanPanel
 
-PANELS: tuple[type[Panel], ...] = (PlanPanel, InitPanel, ComparePanel, AdapterPanel)
+PANELS: tuple[type[Panel], ...] = (PlanPanel, InitPanel, ComparePanel, AdapterPanel, FilesPanel)
 
 __all__ = ["PANELS", "AdapterPanel", "Capability", "ComparePanel", "DropChoice", "InitPanel", "Panel", "PanelHost", "PlanPanel"]
