@@ -195,15 +195,22 @@ class HistogramWidget(QWidget):
         return self._title
 
     def set_message(self, text: str) -> None:
-        """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it. While it shows,
-        the axes are hidden: they would only label an empty 0..1 range, and the text ran over them."""
+        """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it. Its text is
+        laid out inside the axes (margins as wide as the left axis and as tall as the bottom one): a long note never
+        runs over the tick labels."""
         self.placeholder.setText(text)
         self.placeholder.setVisible(bool(text))
         self.curve.setVisible(not text)  # no flat line at zero under the placeholder
+        self._place_placeholder()
+
+    def _place_placeholder(self) -> None:
         pi = self.plot.getPlotItem()
-        for ax in ("left", "bottom"):
-            pi.showAxis(ax, not text)
+        left, bottom = pi.getAxis("left"), pi.getAxis("bottom")
+        # the axes' layout rectangles (their bounding rects span the whole plot: the grid lines are theirs)
+        lw = int(pi.mapRectToScene(left.geometry()).right()) + 4 if left.isVisible() else 0
+        bh = int(self.plot.height() - pi.mapRectToScene(bottom.geometry()).top()) + 4 if bottom.isVisible() else 0
         self.placeholder.setGeometry(self.plot.rect())
+        self.placeholder.setContentsMargins(max(lw, 0), 0, 0, max(bh, 0))
         self.placeholder.raise_()
 
     @property
@@ -212,7 +219,7 @@ class HistogramWidget(QWidget):
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt API)
         if obj is self.plot and event.type() == QEvent.Type.Resize:
-            self.placeholder.setGeometry(self.plot.rect())
+            self._place_placeholder()
         return False
 
     def export_csv(self, path: str, *, force: bool = False) -> None:
@@ -295,9 +302,7 @@ class HistogramWidget(QWidget):
         else:
             self.overlay.hide()
             self.legend.hide()
-        pi.setLabel("left", "count (log)" if log else "count")  # (shows the axis: set_message's choice again)
-        for ax in ("left", "bottom"):
-            pi.showAxis(ax, not self.message_text)
+        pi.setLabel("left", "count (log)" if log else "count")
         pi.enableAutoRange()
         if self._ov is not None:  # headroom above the data for the legend (top right): it never covers a bar
             top = float(max(np.max(c) if c.size else 1.0, np.max(self._ov[2]) if self._ov[2].size else 1.0, 1.0))
