@@ -24,7 +24,7 @@ def _check_window(window, n_keys: int, key: str, want: torch.Tensor):
     assert window.kind_buttons["missing"].text() == "missing 0"
     w = m.index_for_key(key, 1)
     assert w.data(KIND_ROLE) == "matched"
-    assert w.data(Qt.ItemDataRole.ForegroundRole) == palette.color("matched")
+    assert w.data(Qt.ItemDataRole.ForegroundRole) == palette.text_color("matched")  # the AA-readable status text colour (issue 10 #16)
     st = select_and_measure(window._qtbot, window, key)
     v = want.detach().double()
     assert st.numel == v.numel() and st.min == v.min().item() and st.max == v.max().item()
