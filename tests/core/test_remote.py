@@ -434,3 +434,28 @@ def test_export_from_the_hub_streams_the_kept_tensors(hub, tmp_path):
     got, want = load_file(tmp_path / "out" / "model.safetensors"), load_file(folder / "model.safetensors")
     assert got.keys() <= want.keys() and all(torch.equal(got[k], want[k]) for k in got)
     assert hub.bytes_served <= sum(t.nbytes for t in rep.index.tensors.values()) + 200_000  # each kept tensor once
+
+
+def test_config_json_is_read_under_its_cap_even_when_the_listing_has_no_size(hub, tmp_path, minilm):
+    """A config.json the listing gives no size for, far over the JSON cap: refused in one line after reading at most
+    the cap (never downloaded whole into a cache), and the weights' own header never needed."""
+    import shutil
+    from pathlib import Path
+
+    from explorer.core.fsio import MAX_JSON_BYTES
+
+    folder = tmp_path / "huge-config"
+    folder.mkdir()
+    shutil.copy(Path(minilm) / "model.safetensors", folder / "model.safetensors")
+    with open(folder / "config.json", "wb") as f:
+        f.write(b"{" + b" " * 1024)
+        f.truncate(4 * MAX_JSON_BYTES)  # a hole: 256 MiB of zeros served to whoever asks
+    hub.add_repo("org/huge-config", folder)
+    hub.bare_info = True
+    msg = _err(lambda: TargetSpec("org/huge-config").resolve())
+    assert "org/huge-config" in msg and "config.json" in msg and "limit" in msg
+    assert hub.bytes_served < MAX_JSON_BYTES + (4 << 20)
+    # the same repo's config through --config org/name: the same bound
+    hub.reset_counts()
+    msg = _err(lambda: TargetSpec(str(Path(minilm)), config="org/huge-config").resolve())
+    assert "limit" in msg and hub.bytes_served < MAX_JSON_BYTES + (4 << 20)

@@ -263,7 +263,7 @@ def open_hub(src: HubSource, *, download: bool = False, progress: Any = None, ca
     path = prefix + chosen
     config = None
     if "config.json" in here:
-        config = str(hub.download(src, state.sha, prefix + "config.json", here["config.json"], max_bytes=MAX_JSON_BYTES).parent)
+        config = str(_hub_json(src, state.sha, prefix + "config.json", here["config.json"]).parent)
     note = f"{src.label}: {state.note}"
     # a full copy in the HF cache snapshot (downloaded before, or --download): open it locally, say which
     local = _download_all(src, state, path, here, prefix) if download else _full_snapshot(src, state.sha, path, prefix)
@@ -292,25 +292,52 @@ def open_hub(src: HubSource, *, download: bool = False, progress: Any = None, ca
     return _build(src.file_label(path), files, heads, config, transfer, f"{note}; {how}", obj)
 
 
-def _small_file(src: HubSource, sha: str, path: str, size: int | None, transfer: Transfer) -> bytes:
-    """A sharded index: read by range, exactly its listed size and at most ``MAX_INDEX_BYTES`` (a server cannot make
-    us download more than that), kept in our cache for offline use."""
+def _small_file(src: HubSource, sha: str, path: str, size: int | None, transfer: Transfer, *,
+                cap: int = MAX_INDEX_BYTES, what: str = "index file") -> bytes:
+    """A sharded index or a config: read by range, exactly its listed size and at most ``cap`` bytes (a server cannot
+    make us download more than that), kept in our cache for offline use."""
     from . import hub
 
-    got = cache.get_file(src.repo_id, sha, path, max_bytes=MAX_INDEX_BYTES)
+    got = cache.get_file(src.repo_id, sha, path, max_bytes=cap)
     if got is not None:
         return got
     label = src.file_label(path)
-    over = CheckpointError(f"{label}: index file of {human_bytes(size or MAX_INDEX_BYTES + 1)}, over the "
-                           f"{human_bytes(MAX_INDEX_BYTES)} limit")
-    if size is not None and size > MAX_INDEX_BYTES:
+    over = CheckpointError(f"{label}: {what} of {human_bytes(size or cap + 1)}, over the {human_bytes(cap)} limit")
+    if size is not None and size > cap:
         raise over
     # size unknown (the listing has none): ask for one byte more than the cap; the answer says how long it is
-    raw = hub.HubFile(src, sha, path, size, transfer).read(0, MAX_INDEX_BYTES + 1 if size is None else size) if size != 0 else b""
-    if len(raw) > MAX_INDEX_BYTES:
+    raw = hub.HubFile(src, sha, path, size, transfer).read(0, cap + 1 if size is None else size) if size != 0 else b""
+    if len(raw) > cap:
         raise over
     cache.put_file(src.repo_id, sha, path, raw)
     return raw
+
+
+def _hub_json(src: HubSource, sha: str, path: str, size: int | None) -> Path:
+    """A repo's config.json (or another small JSON file ``--config`` names): the HF cache snapshot's copy when there
+    is one, else read by range under the JSON cap (never an unbounded download: a server that lies about the size
+    cannot fill the disk), checked, and kept as a file in our cache. Returns the file's path."""
+    import hashlib
+
+    from . import hub
+
+    label = src.file_label(path)
+    snap = hub.snapshot_file(src, sha, path)
+    if snap is not None:
+        if snap.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{label}: {human_bytes(snap.stat().st_size)}, over the {human_bytes(MAX_JSON_BYTES)} limit for this kind of file")
+        return snap
+    raw = _small_file(src, sha, path, size, Transfer(), cap=MAX_JSON_BYTES, what="JSON file")
+    parse_json(raw, source=label, what=path.rsplit("/", 1)[-1], error=CheckpointError)  # size/depth caps
+    key = hashlib.sha256("\0".join((src.repo_id, sha, path)).encode()).hexdigest()
+    folder = cache.cache_root() / "configs" / key
+    out = folder / path.rsplit("/", 1)[-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, raw)
+    except OSError as e:
+        raise CheckpointError(f"{label}: cannot keep a copy in the cache {folder}: {e.strerror or e}") from None
+    return out
 
 
 def _cached(key: tuple[str, str, str], f: RemoteFile) -> Callable[[], tuple[bytes, int] | None]:
@@ -372,7 +399,7 @@ def hub_config(src: HubSource) -> str:
         path = f"{src.subfolder}/{src.filename}" if src.subfolder else src.filename
     if path not in state.files:
         raise CheckpointError(f"{src.label}: the repo has no {safe_text(path)} at commit {state.sha[:12]}")
-    return str(hub.download(src, state.sha, path, state.files[path], max_bytes=MAX_JSON_BYTES))
+    return str(_hub_json(src, state.sha, path, state.files[path]))
 
 
 # --------------------------------------------------------------------------------------------- plain URLs
