@@ -8,7 +8,7 @@ import argparse
 from ..core.errors import ConfigError
 from ..core.fmt import safe_text
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, collapse_indices, human_count, print_json, print_key_sections
+from .common import Style, collapse_indices, counts_line, human_count, print_json, print_key_sections
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -43,17 +43,7 @@ def print_text(rep) -> None:  # rep: AdapterReport
     for n in rep.notes:
         print(s(f"  note: {t(n)}", "2"))
     c = rep.counts()
-    print(
-        "  "
-        + s(f"{c['matched']} matched", "32")
-        + ", "
-        + s(f"{c['missing']} missing", "31" if c["missing"] else "2")
-        + ", "
-        + s(f"{c['unexpected']} unexpected", "33" if c["unexpected"] else "2")
-        + ", "
-        + s(f"{c['mismatched']} mismatched", "35" if c["mismatched"] else "2")
-        + f"  |  {len(rep.adapted)} modules adapted, {len(rep.modules_to_save)} saved whole"
-    )
+    print(counts_line(c, s, f"  |  {len(rep.adapted)} modules adapted, {len(rep.modules_to_save)} saved whole"))
     for f in rep.findings:
         print()
         print(s(f"FINDING ({f.kind.value}): {t(f.message)}", "31"))

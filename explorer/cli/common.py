@@ -242,6 +242,14 @@ class Style:
         return f"{sgr(code)}{text}{sgr('0')}" if self.on else text
 
 
+def counts_line(c, style, tail: str = "") -> str:  # c: Report.counts(); style: a Style
+    """The report's counts line: matched, then missing / unexpected / mismatched coloured when non-zero."""
+    return ("  " + style(f"{c['matched']} matched", "32")
+            + ", " + style(f"{c['missing']} missing", "31" if c["missing"] else "2")
+            + ", " + style(f"{c['unexpected']} unexpected", "33" if c["unexpected"] else "2")
+            + ", " + style(f"{c['mismatched']} mismatched", "35" if c["mismatched"] else "2") + tail)
+
+
 def print_key_sections(s: Style, missing: tuple[str, list[str]], unexpected: tuple[str, list[str]],
                        mismatched: tuple[str, list[tuple[str, Any, Any]]], side: str) -> None:
     """The MISSING / UNEXPECTED / SHAPE MISMATCH sections of a report (``report``, ``adapter``), each a titled

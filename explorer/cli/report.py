@@ -17,6 +17,7 @@ from .common import (
     add_mapping_args,
     add_model_args,
     collapse_indices,
+    counts_line,
     human_bytes,
     human_count,
     mapping_json,
@@ -163,17 +164,7 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
         if f.heads:
             print(f"  re-run with --arch {f.heads[0]} (or another class for {f.config_type!r})")
     loaded, fresh = rep.params_loaded()
-    print(
-        "  "
-        + s(f"{c['matched']} matched", "32")
-        + ", "
-        + s(f"{c['missing']} missing", "31" if c["missing"] else "2")
-        + ", "
-        + s(f"{c['unexpected']} unexpected", "33" if c["unexpected"] else "2")
-        + ", "
-        + s(f"{c['mismatched']} mismatched", "35" if c["mismatched"] else "2")
-        + f", {c['ignored']} ignored  |  {human_count(loaded)} params loaded, {human_count(fresh)} newly initialised"
-    )
+    print(counts_line(c, s, f", {c['ignored']} ignored  |  {human_count(loaded)} params loaded, {human_count(fresh)} newly initialised"))
     if rep.key_mapping:
         print(f"  key mapping applied: {mapping_json(rep.key_mapping)}")
 
