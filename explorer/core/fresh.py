@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .checkpoint import CheckpointIndex, TensorReader, open_checkpoint
 from .errors import ConfigError, ExplorerError
-from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
+from .jobs import Cancel, Cancelled, Progress, Ticker, is_cancelled
 from .keys import layer_of
 from .model import BuiltModel, ModelSpec, build_model, transformers_lock
 from .report import How, Status
@@ -92,7 +92,7 @@ class FreshInit:
         mod, local = self.owner(key)
         return local in mod._buffers
 
-    def tensor(self, key: str) -> torch.Tensor | None:
+    def tensor(self, key: str, *, cancel: Cancel | None = None) -> torch.Tensor | None:
         """The freshly initialised tensor for ``key`` (CPU, model dtype), or None when no init sets it."""
         self.owner(key)
         path, local = _split(key)
@@ -101,19 +101,19 @@ class FreshInit:
             if state is None:
                 while self._cache and len(self._cache) >= self._cache_size:  # evict first: never two modules' worth
                     self._cache.popitem(last=False)
-                state = self._materialise(path)
+                state = self._materialise(path, cancel)
                 self._cache[path] = state
             else:
                 self._cache.move_to_end(path)
         return state.get(local)
 
-    def _materialise(self, path: str) -> dict[str, Any]:
+    def _materialise(self, path: str, cancel: Cancel | None = None) -> dict[str, Any]:
         # the module is swapped to CPU tensors in place and torch's global RNG is reseeded: no other thread may
         # build, match or initialise meanwhile (transformers' init context patches torch.nn.init process-wide)
         with transformers_lock:
-            return self._materialise_locked(path)
+            return self._materialise_locked(path, cancel)
 
-    def _materialise_locked(self, path: str) -> dict[str, Any]:
+    def _materialise_locked(self, path: str, cancel: Cancel | None = None) -> dict[str, Any]:
         import torch
 
         root = self.built.module
@@ -144,7 +144,7 @@ class FreshInit:
                 fresh[key] = getattr(mod, key[0])[key[1]].detach()
             # the module gets its meta tensors back below: the CPU tensors are ours, no copy needed (memory: the
             # module's own tensors once, whatever their size)
-            return {name: (None if _untouched(v) else v) for (_kind, name), v in fresh.items()}
+            return {name: (None if _untouched(v, cancel=cancel) else v) for (_kind, name), v in fresh.items()}
         finally:
             for (kind, name), t in originals.items():
                 getattr(mod, kind)[name] = t
@@ -183,6 +183,12 @@ class FreshInit:
                 self.notes.append(note)
 
 
+def _check(cancel: Cancel | None) -> None:
+    """Between chunks of one big tensor: stop when asked (the :mod:`explorer.core.jobs` protocol)."""
+    if cancel is not None and is_cancelled(cancel):
+        raise Cancelled("cancelled")
+
+
 def _sentinel(t: Any) -> Any:
     """What a tensor is pre-filled with before the init runs: NaN, False, or an integer no init writes."""
     if t.is_floating_point() or t.is_complex():
@@ -194,7 +200,7 @@ def _sentinel(t: Any) -> Any:
     return _INT_SENTINEL if t.element_size() >= 4 else 0
 
 
-def _untouched(v: Any, chunk: int = 1 << 22) -> bool:
+def _untouched(v: Any, chunk: int = 1 << 22, *, cancel: Cancel | None = None) -> bool:
     """True when no init wrote ``v``: every value is still the pre-fill sentinel. Checked in chunks, so no temporary
     the size of the tensor is made."""
     import torch
@@ -204,6 +210,7 @@ def _untouched(v: Any, chunk: int = 1 << 22) -> bool:
     flat = v.reshape(-1)
     s = _sentinel(v)
     for i in range(0, flat.numel(), chunk):
+        _check(cancel)
         c = flat[i : i + chunk]
         if v.is_floating_point() or v.is_complex():
             if not bool(torch.isnan(c).all()):
@@ -213,10 +220,10 @@ def _untouched(v: Any, chunk: int = 1 << 22) -> bool:
     return True
 
 
-def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None) -> BuiltModel:
+def _built(spec_or_built: ModelSpec | BuiltModel, checkpoint_dtype: str | None = None, cancel: Any = None) -> BuiltModel:
     if isinstance(spec_or_built, BuiltModel):
         return spec_or_built
-    return build_model(spec_or_built, checkpoint_dtype=checkpoint_dtype)
+    return build_model(spec_or_built, checkpoint_dtype=checkpoint_dtype, cancel=cancel)
 
 
 def fresh_tensor(spec_or_built: ModelSpec | BuiltModel | FreshInit, key: str, *, seed: int = 0) -> torch.Tensor:
@@ -319,7 +326,8 @@ class InitResult:
                 "kind": self.kind, "details": self.details, "checkpoint_std": self.ckpt_std, "init_std": self.init_std}
 
 
-def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_buffer: bool = False, seed: int = 0) -> InitResult:
+def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_buffer: bool = False, seed: int = 0,
+                    cancel: Cancel | None = None) -> InitResult:
     """Decide whether checkpoint ``values`` (flat tensor, any dtype) look like the ``fresh`` init tensor."""
     import torch
 
@@ -337,12 +345,14 @@ def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_b
     # the init rounded like the checkpoint's dtype, chunk by chunk (no float32 copy of a 1B-value embedding)
     fmin, fmax = math.inf, -math.inf
     for s in range(0, fresh.numel(), 1 << 22):
+        _check(cancel)
         lo, hi = torch.aminmax(fresh[s : s + (1 << 22)].to(values.dtype).to(torch.float32))
         fmin, fmax = min(fmin, float(lo)), max(fmax, float(hi))
     if fmin == fmax:
         c = fmin
         equal = 0
         for s in range(0, values.numel(), 1 << 22):
+            _check(cancel)
             equal += int((values[s : s + (1 << 22)].to(torch.float32) == c).sum())
         frac = equal / values.numel()
         return InitResult(name, key, frac == 1.0, frac, None, "constant",
@@ -366,8 +376,12 @@ def iter_init_check(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    report: Any = None,
 ) -> Iterator[InitResult]:
-    """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time."""
+    """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time.
+
+    ``report``: the match report of this checkpoint against ``spec`` (and ``key_mapping``) when the caller has one
+    (the window): it is not matched again. The model build polls ``cancel`` too."""
     from .matching import match
     from .model import module_tree, quiet_transformers
     from .target import resolve_model
@@ -383,9 +397,10 @@ def iter_init_check(
         tick = Ticker(len(index.tensors), progress, cancel)
         tick.check()
         with quiet_transformers():  # no "Loading weights" progress bar / load report on stderr
-            built = _built(spec, index.first_float_dtype())
+            built = _built(spec, index.first_float_dtype(), cancel)
             tick.check()
-            rep = match(built, index, key_mapping=key_mapping, tree=module_tree(built.module))
+            rep = report if report is not None else match(built, index, key_mapping=key_mapping,
+                                                           tree=module_tree(built.module))
         tick.check()
         fi = FreshInit(built, seed=seed, cache_modules=1)
         groups: dict[str, list[tuple[str, str | None]]] = {}
@@ -407,9 +422,10 @@ def iter_init_check(
                     res = InitResult(name, key, False, None, None, "skipped", converted_note(key))
                 else:
                     tick.check()  # between the steps that take long on a big tensor: init, then the comparison
-                    fresh = fi.tensor(key)
+                    fresh = fi.tensor(key, cancel=cancel)
                     tick.check()
-                    res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), seed=seed)
+                    res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), seed=seed,
+                                          cancel=cancel)
                     del fresh
                     reader.release(name)  # the pages the comparison touched: memory stays about one tensor
                 if ck is not None:
@@ -435,6 +451,7 @@ def init_check(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    report: Any = None,
 ) -> list[InitResult]:
     """Which checkpoint tensors look like the model's fresh initialisation ("looks untrained").
 
@@ -442,7 +459,8 @@ def init_check(
     loads into comes from the match report. ``progress(done, total)`` counts tensors. Raises ExplorerError
     subclasses for bad inputs and Cancelled on cancel. See the module docstring for the decision rule.
     """
-    return list(iter_init_check(checkpoint, spec, key_mapping=key_mapping, seed=seed, progress=progress, cancel=cancel))
+    return list(iter_init_check(checkpoint, spec, key_mapping=key_mapping, seed=seed, progress=progress, cancel=cancel,
+                                report=report))
 
 
 def rollup_init(results: list[InitResult], *, depth: int | None = None) -> dict[str, tuple[int, int]]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .classes import config_for_class, family_mismatch, head_classes, resolve_class  # noqa: F401 (head_classes: re-exported)
-from .errors import ConfigError, one_line
+from .errors import Cancelled, ConfigError, one_line
+from .jobs import is_cancelled
 from .fmt import safe_text
 from .fsio import check_regular, link_stays_inside, load_json
 
@@ -271,6 +272,7 @@ def build_model(
     default_config: str | None = None,
     checkpoint_files: tuple[str, ...] | list[str] | None = None,
     quantization: str | None = None,
+    cancel: Any = None,
 ) -> BuiltModel:
     """Instantiate the model on the meta device (no memory, milliseconds even for 70B).
 
@@ -278,9 +280,11 @@ def build_model(
     (see :func:`prepare_quantizer`): ``quantization="auto"`` decides as from_pretrained would on this machine,
     ``"quantized"`` keeps the pre-quantized layout whatever this machine supports, ``"off"`` ignores it (with a
     note). ``None`` (the default, for callers that want the plain float model, e.g. fresh init) ignores it silently.
+    ``cancel`` (the :mod:`explorer.core.jobs` protocol) is polled as modules are registered: a build of a 70B stops
+    within a module, raising Cancelled.
     """
     if spec.model:
-        return _build_custom(spec)
+        return _build_custom(spec, cancel=cancel)
     if quantization is not None and quantization not in QUANTIZATION_MODES:
         raise ConfigError(f"quantization: expected one of {', '.join(QUANTIZATION_MODES)}, found {quantization!r}")
     cfg_src = spec.config or default_config
@@ -300,17 +304,18 @@ def build_model(
             set_config_dtype(config, dtype)
             with quiet_transformers():  # e.g. "we will dequantize": the notes say it
                 module = instantiate_meta(
-                    cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files
+                    cls, config, dtype, source=source, hf_quantizer=quantizer, checkpoint_files=checkpoint_files,
+                    cancel=cancel,
                 )
             return BuiltModel(module, out_spec, dtype, config, cls.__name__, quantizer, notes, family)
-        except ConfigError:
+        except (ConfigError, Cancelled):
             raise  # a build past the limits: no fallback would be smaller
         except Exception as e:  # noqa: BLE001 - a quantizer needing a missing package: fall back, say so
             notes = (_fallback_note(_quant_method(config), e),)
             config = config_for_class(cls, load_config(cfg_src), source)
     dtype = load_dtype(config, checkpoint_dtype)
     set_config_dtype(config, dtype)
-    module = instantiate_meta(cls, config, dtype, source=source)
+    module = instantiate_meta(cls, config, dtype, source=source, cancel=cancel)
     return BuiltModel(module, out_spec, dtype, config, cls.__name__, None, notes, family)
 
 
@@ -432,6 +437,7 @@ def instantiate_meta(
     source: str = "config",
     hf_quantizer: Any = None,
     checkpoint_files: tuple[str, ...] | list[str] | None = None,
+    cancel: Any = None,
 ) -> nn.Module:
     """``cls(config)`` under the class's own init context, exactly as from_pretrained builds it (meta device);
     with a quantizer, its ``preprocess_model`` swaps in the quantized layers inside that context, as there."""
@@ -444,7 +450,7 @@ def instantiate_meta(
     quantized = hf_quantizer is not None
     try:
         init = ContextManagers(cls.get_init_context(dtype, quantized, False, False))
-        with transformers_lock, build_budget(source), init:
+        with transformers_lock, build_budget(source, cancel=cancel), init:
             model = cls(config)
             if quantized:
                 hf_quantizer.preprocess_model(
@@ -455,7 +461,7 @@ def instantiate_meta(
                     use_kernels=False,
                 )
             return model
-    except ConfigError:
+    except (ConfigError, Cancelled):
         raise
     except RecursionError as e:
         raise ConfigError(f"{source}: cannot build {cls.__name__} from this config: it nests modules too deeply") from e
@@ -493,10 +499,11 @@ def drop_remote_code(config: Any) -> None:
 
 
 @contextlib.contextmanager
-def build_budget(source: str) -> Iterator[None]:
+def build_budget(source: str, *, cancel: Any = None) -> Iterator[None]:
     """Count the tensors, modules and elements registered on this thread while the block runs (torch's global
     registration hooks), and stop the build with a ConfigError naming ``source`` past :data:`MAX_MODEL_TENSORS`,
-    :data:`MAX_MODEL_MODULES` or :data:`MAX_MODEL_PARAMS`. Builds on other threads are not counted."""
+    :data:`MAX_MODEL_MODULES` or :data:`MAX_MODEL_PARAMS`, or with Cancelled as soon as ``cancel`` asks. Builds on
+    other threads are not counted."""
     from torch.nn.modules import module as torch_module
 
     owner = threading.get_ident()
@@ -524,6 +531,8 @@ def build_budget(source: str) -> Iterator[None]:
         counts["modules"] += 1
         if counts["modules"] > MAX_MODEL_MODULES:
             raise stop("modules", MAX_MODEL_MODULES)
+        if cancel is not None and is_cancelled(cancel):  # between modules: a 70B's build stops within a layer
+            raise Cancelled("cancelled")
 
     handles = [
         torch_module.register_module_parameter_registration_hook(on_tensor),
@@ -537,7 +546,7 @@ def build_budget(source: str) -> Iterator[None]:
             h.remove()
 
 
-def _build_custom(spec: ModelSpec) -> BuiltModel:
+def _build_custom(spec: ModelSpec, *, cancel: Any = None) -> BuiltModel:
     import torch
 
     assert spec.model is not None
@@ -558,9 +567,9 @@ def _build_custom(spec: ModelSpec) -> BuiltModel:
         raise ConfigError(f"{spec.model}: not a torch.nn.Module class (found {type(obj).__name__}); "
                           "--model names a class like pkg.module:Class")
     try:
-        with build_budget(spec.model), torch.device("meta"):
+        with build_budget(spec.model, cancel=cancel), torch.device("meta"):
             module = obj(**spec.model_kwargs)
-    except ConfigError:
+    except (ConfigError, Cancelled):
         raise
     except Exception as e:
         raise ConfigError(f"{spec.model}: cannot construct with kwargs {spec.model_kwargs}: {one_line(e)}") from e

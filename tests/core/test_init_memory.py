@@ -90,3 +90,29 @@ def test_a_piece_of_a_fused_tensor_is_not_compared_with_the_whole_fused_init(tmp
     assert piece.kind == "skipped" and "fused on load" in piece.details and piece.key == "model.layers.0.mlp.experts.gate_up_proj"
     assert res["model.layers.0.self_attn.q_proj.weight"].kind == "random"
     assert torch.is_tensor(load_file(legacy / "model.safetensors")["model.layers.0.block_sparse_moe.experts.2.w3.weight"])
+
+
+def test_the_model_build_and_the_init_check_stop_when_cancelled(tmp_path: Path) -> None:
+    # issue 10 finding 5: closing during the 70B's init check left its worker building and matching for 12 s
+    import pytest
+
+    from explorer.core.errors import Cancelled
+    from explorer.core.fresh import init_check
+    from explorer.core.model import ModelSpec, build_model
+    from tests.helpers import save_tiny
+
+    d = tmp_path / "llama"
+    save_tiny("llama", "LlamaForCausalLM", d, num_hidden_layers=24)
+    polls: list[int] = []
+
+    def cancel() -> bool:
+        polls.append(1)
+        return len(polls) > 40
+
+    with pytest.raises(Cancelled):
+        build_model(ModelSpec(config=str(d)), cancel=cancel)
+    assert len(polls) == 41  # stopped at the first module registered after the request, not at the end
+    polls.clear()
+    with pytest.raises(Cancelled):
+        init_check(d, cancel=cancel)
+    assert len(polls) == 41

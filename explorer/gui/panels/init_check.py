@@ -167,7 +167,8 @@ class InitPanel(Panel):
 
                 res = init_check_view(adapter, progress=progress, cancel=cancelled)
             else:
-                res = init_check(index, spec, key_mapping=dict(km) if km else None, progress=progress, cancel=cancelled)
+                res = init_check(index, spec, key_mapping=dict(km) if km else None, progress=progress, cancel=cancelled,
+                                 report=rep)  # the window's own report: not matched again
             return res, rollup_init(res)
 
         h = self.job = self.session.jobs.start(job, purpose="init_check")
@@ -242,14 +243,14 @@ class InitPanel(Panel):
             if fi is None:  # one FreshInit per report (the meta model is cheap); kept by the GUI thread
                 default = rep.index.folder if not (rep.spec.config or rep.spec.model) else None
                 fi = FreshInit(build_model(rep.spec, checkpoint_dtype=rep.index.first_float_dtype(),
-                                           default_config=default), seed=0, cache_modules=1)
+                                           default_config=default, cancel=cancelled), seed=0, cache_modules=1)
             check()
-            fresh = fi.tensor(key)
+            fresh = fi.tensor(key, cancel=cancelled)
             if fresh is None:
                 return fi, None, None
             check()
             fst = tensor_stats(fresh, key, bins=bins, hist_range=edges if edges[1] > edges[0] else None, cancel=cancelled)
-            res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key))
+            res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), cancel=cancelled)
             return fi, fst, res
 
         h = self.session.jobs.start(job, purpose="fresh")
