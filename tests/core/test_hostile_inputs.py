@@ -131,6 +131,12 @@ HEADERS = [
     ("metadata-string", '{"__metadata__":"x","a":%s}' % T, 4),
     ("metadata-int-value", '{"__metadata__":{"k":1},"a":%s}' % T, 4),
     ("metadata-nested", '{"__metadata__":{"k":{"x":"y"}},"a":%s}' % T, 4),
+    ("metadata-is-a-tensor-entry", '{"__metadata__":%s}' % T, 4),
+    ("dup-name-sequence-first", '{"a":["F32",[1],[0,4]],"a":%s}' % T, 4),
+    ("dup-name-with-colons", '{"a:b":%s,"a:b":%s}' % (T, T), 4),
+    ("dup-name-one-escaped", '{"a\\u003a":%s,"a:":%s}' % (T, T), 4),  # the same name, one written as \u003a
+    ("colons-in-names-and-metadata", '{"__metadata__":{"k:1":"v::2"},"a:b":%s}' % T, 4),
+    ("metadata-dup-key-colon-values", '{"__metadata__":{"k":"a:b","k":"c"},"a":%s}' % T, 4),
     ("metadata-like-tensor", '{"__metadata__":{"dtype":"F32","shape":"[1]","data_offsets":"[0,4]"},"a":%s}' % T, 4),
     ("tensor-as-sequence", '{"a":["F32",[1],[0,4]]}', 4),
     ("tensor-sequence-too-long", '{"a":["F32",[1],[0,4],1]}', 4),

@@ -61,6 +61,24 @@ class TensorInfo:
         }
 
 
+_new_info = TensorInfo.__new__
+
+
+def new_tensor_info(name: str, shape: tuple[int, ...], dtype: str, nbytes: int, file: str, offset: int | None) -> TensorInfo:
+    """``TensorInfo(name, shape, dtype, nbytes, file, offset)``, about twice as fast (the frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` per field): for sources that make one per tensor of a large
+    checkpoint. The same object: equal, hashable, immutable through attribute assignment."""
+    t = _new_info(TensorInfo)
+    d = t.__dict__
+    d["name"] = name
+    d["shape"] = shape
+    d["dtype"] = dtype
+    d["nbytes"] = nbytes
+    d["file"] = file
+    d["offset"] = offset
+    return t
+
+
 @dataclass(frozen=True)
 class CheckpointIndex:
     """A checkpoint's tensors by on-disk name, with where they came from. Holds no tensor data."""

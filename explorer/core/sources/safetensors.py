@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 import struct
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from ..fsio import MAX_HEADER_BYTES, open_regular
-from .index import CheckpointIndex, TensorInfo, file_stamps, quoted, torch_dtype
+from .index import CheckpointIndex, TensorInfo, file_stamps, new_tensor_info, quoted, torch_dtype
 
 # safetensors dtype code -> (torch dtype name, bits per element)
 SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
@@ -83,6 +84,9 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _TORCHLESS_DTYPES = {"F6_E2M3", "F6_E3M2"}  # valid safetensors, but no torch dtype: from_pretrained cannot load them
 _SAFETENSORS_BITS = {**{k: b for k, (_, b) in SAFETENSORS_DTYPES.items()}, "F6_E2M3": 6, "F6_E3M2": 6}
 _FIELDS = ("dtype", "shape", "data_offsets")
+_TORCH_NAME = {k: v[0] for k, v in SAFETENSORS_DTYPES.items()}
+_TORCH_CODES = frozenset(SAFETENSORS_DTYPES) - {"F4"}  # the per-tensor fast path: no F4 / torch-less dtype checks
+_by_offsets = operator.itemgetter(0, 1)
 
 
 class _DupKeys(dict):  # type: ignore[type-arg]
@@ -314,12 +318,76 @@ def parse_safetensors_bytes(raw: bytes, size: int, label: str) -> tuple[dict[str
     return _parse_safetensors(raw[8:], n, size, label)  # type: ignore[arg-type]
 
 
+Row = tuple[int, int, str, str, list[int]]  # (start, end, name, dtype code, shape)
+
+
+def _plain_rows(raw: bytes) -> tuple[list[Row], dict[str, str]] | None:
+    """(rows, metadata) of the common header, parsed by the C JSON decoder without hooks, or None when the header
+    is anything else (the strict path, :func:`_strict_rows`, then parses it again and says what is wrong).
+
+    The common header: a JSON object of plain entries (exactly dtype/shape/data_offsets, a known dtype string,
+    u64 integer dims and offsets) and an optional ``__metadata__`` object of strings; no ``\\u`` escape (so no
+    surrogate, and every ``:`` of a string is a ``:`` in the text) and no ``-0``. Such a header has no repeated key
+    if and only if the text holds exactly as many ``:`` as the parsed objects have pairs plus the ``:`` inside
+    their strings: a repeated key drops a pair (and its strings) from the parsed objects but not from the text."""
+    if b"\\u" in raw or b"-0" in raw:
+        return None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if type(header) is not dict:
+        return None
+    rows: list[Row] = []
+    append = rows.append
+    bits_of = _SAFETENSORS_BITS
+    metadata: dict[str, str] = {}
+    colons = 4 * len(header)  # per entry: its own pair and its three fields (no ':' in their keys or values)
+    for k, v in header.items():
+        if k == "__metadata__":
+            if v is None:
+                colons -= 3
+                continue
+            if type(v) is not dict or not all(type(x) is str for x in v.values()):
+                return None
+            metadata = v
+            colons += len(v) - 3 + "".join(v).count(":") + "".join(v.values()).count(":")
+            continue
+        # inlined (this loop runs once per tensor, 46k times for a large MoE): the checks of _fast_entry
+        if type(v) is dict and len(v) == 3:
+            dt = v.get("dtype")
+            shape = v.get("shape")
+            offs = v.get("data_offsets")
+            if type(dt) is str and dt in bits_of and type(shape) is list and type(offs) is list and len(offs) == 2:
+                s, t = offs
+                if type(s) is int and type(t) is int and 0 <= s < _U64 and 0 <= t < _U64:
+                    for d in shape:
+                        if type(d) is not int or not 0 <= d < _U64:
+                            break
+                    else:
+                        append((s, t, k, dt, shape))
+                        continue
+        return None
+    colons += "".join(header).count(":")
+    return (rows, metadata) if raw.count(b":") == colons else None
+
+
 def _parse_safetensors(raw: bytes, n: int, size: int, p: Path) -> tuple[dict[str, TensorInfo], dict[str, str], tuple[str, ...]]:
+    plain = _plain_rows(raw)
+    if plain is None:
+        rows, metadata, notes = _strict_rows(raw, p)
+    else:
+        (rows, metadata), notes = plain, ()
+    return _validate_rows(rows, metadata, notes, n, size, p)
+
+
+def _strict_rows(raw: bytes, p: Path) -> tuple[list[Row], dict[str, str], tuple[str, ...]]:
+    """(rows, metadata, notes) of any header serde accepts; CheckpointError naming ``p`` for any it refuses."""
     header = _parse_header_json(raw, p)
     notes: list[str] = []
     meta_raw: Any = None
     has_meta = False
-    rows: list[tuple[int, int, str, str, list[int]]] = []  # (start, end, name, dtype code, shape)
+    rows: list[Row] = []
     if isinstance(header, _DupKeys):
         if sum(1 for k, _ in header.pairs if k == "__metadata__") > 1:
             raise CheckpointError(f"{p}: corrupt safetensors header: \"__metadata__\" given twice")
@@ -362,13 +430,22 @@ def _parse_safetensors(raw: bytes, n: int, size: int, p: Path) -> tuple[dict[str
                     f"{p}: corrupt safetensors header: \"__metadata__\" value {quoted(k)} must be a string, found {type(v).__name__}"
                 )
         metadata = dict(meta_raw)
-    # Metadata::validate: sorted by (start, end), each starting where the previous ended, sizes exact
-    rows.sort(key=lambda r: (r[0], r[1]))
+    return rows, metadata, tuple(notes)
+
+
+def _validate_rows(rows: list[Row], metadata: dict[str, str], notes: tuple[str, ...], n: int, size: int,
+                   p: Path) -> tuple[dict[str, TensorInfo], dict[str, str], tuple[str, ...]]:
+    """Metadata::validate: sorted by (start, end), each starting where the previous ended, sizes exact; and what
+    torch (so from_pretrained) cannot hold."""
+    rows.sort(key=_by_offsets)
     base = 8 + n
     data_size = size - base
     tensors: dict[str, TensorInfo] = {}
     end = 0
     bits_of = _SAFETENSORS_BITS
+    file = str(p)
+    make = new_tensor_info
+    prod = math.prod
     for s, e, name, code, shape in rows:
         if s != end or e < s:
             why = (f"starts at byte {s} of the data, but the previous tensor ends at {end}" if s != end
@@ -379,8 +456,12 @@ def _parse_safetensors(raw: bytes, n: int, size: int, p: Path) -> tuple[dict[str
                 f"{p}: tensor {quoted(name)}: data ends at byte {e} but the data region is only {data_size} bytes (truncated file?)"
             )
         end = e
-        numel = math.prod(shape)
+        numel = prod(shape)
         nbits = numel * bits_of[code]
+        if e - s == nbits >> 3 and numel and nbits < _U64 and not nbits & 7 and code in _TORCH_CODES:
+            # the common case: every check below passes (sizes agree and fit, a dtype torch has, not F4, not 0-size)
+            tensors[name] = make(name, tuple(shape), _TORCH_NAME[code], e - s, file, base + s)
+            continue
         if nbits >= _U64 or (numel == 0 and len(shape) > 1 and _fold_overflows(shape)):
             raise CheckpointError(f"{p}: corrupt safetensors header: tensor {quoted(name)}: shape {shape} of {code} overflows 64 bits")
         if nbits % 8:
@@ -404,13 +485,13 @@ def _parse_safetensors(raw: bytes, n: int, size: int, p: Path) -> tuple[dict[str
                 f"{p}: tensor {quoted(name)}: shape {shape} is valid safetensors but torch cannot hold it (its sizes and "
                 "strides are signed 64-bit), so from_pretrained cannot load it"
             )
-        tensors[name] = TensorInfo(name, tuple(shape), SAFETENSORS_DTYPES[code][0], nbits >> 3, str(p), base + s)
+        tensors[name] = make(name, tuple(shape), _TORCH_NAME[code], nbits >> 3, file, base + s)
     if end != data_size:
         raise CheckpointError(
             f"{p}: {data_size - end} trailing byte(s) after the last tensor's data (byte {base + end} of {size}): "
             "safetensors refuses a file its header does not cover exactly"
         )
-    return tensors, metadata, tuple(notes)
+    return tensors, metadata, notes
 
 
 def read_safetensors_header(p: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
