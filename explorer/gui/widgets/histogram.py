@@ -98,6 +98,10 @@ class HistogramWidget(QWidget):
         self.placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.placeholder.setStyleSheet(f"color: {palette.MUTED_TEXT}; background: transparent; font-size: 11pt;")
         self.plot.installEventFilter(self)
+        # the axes are laid out lazily (after a range change, new tick labels): follow their geometry, or the note
+        # keeps margins measured before the layout settled and runs over an axis
+        for name in ("left", "bottom"):
+            self.plot.getPlotItem().getAxis(name).geometryChanged.connect(self._place_placeholder)
 
         self.log_y = QCheckBox("log y")
         self.log_y.setToolTip("Logarithmic count axis: shows the tails")
