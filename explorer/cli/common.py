@@ -33,11 +33,12 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                    help="a remote torch pickle (no header to read): download it into the Hugging Face cache first")
 
 
-def open_index(args: argparse.Namespace, path: str | None = None):  # -> CheckpointIndex
-    """The checkpoint ``path`` (default ``args.checkpoint``), local or remote (``--revision``, ``--download``)."""
+def open_index(args: argparse.Namespace, path: str | None = None, *, revision: str | None = None):  # -> CheckpointIndex
+    """The checkpoint ``path`` (default ``args.checkpoint``), local or remote (``revision``, else ``--revision``;
+    ``--download``)."""
     from ..core.remote import open_source
 
-    return open_source(args.checkpoint if path is None else path, revision=getattr(args, "revision", None),
+    return open_source(args.checkpoint if path is None else path, revision=revision or getattr(args, "revision", None),
                        wrapper=getattr(args, "wrapper", None), download=bool(getattr(args, "download", False)),
                        progress=stderr_progress("headers"))
 

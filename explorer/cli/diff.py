@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", help="checkpoint A (file or Hugging Face folder, or a Hub repo org/name[@rev], hf://..., https://...)")
     p.add_argument("b", help="checkpoint B (e.g. the Hub base of a local fine-tune: only the tensors' byte ranges are read)")
     p.add_argument("--key-mapping", metavar="JSON", help='rename keys of both sides, e.g. \'{"^module\\\\.": ""}\'')
+    p.add_argument("--revision-a", metavar="REV", default=None, help="branch, tag or commit when A is a Hub repo (default: main; or A as org/name@REV)")
+    p.add_argument("--revision-b", metavar="REV", default=None, help="branch, tag or commit when B is a Hub repo (default: main; or B as org/name@REV)")
     p.add_argument("--download", action="store_true", help="a remote torch pickle: download it into the Hugging Face cache first")
     p.add_argument("--all", action="store_true", help="text mode: list unchanged tensors too")
     p.add_argument("--depth", type=int, default=None, help="roll-up depth in key components (default: per layer)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.depth is not None and args.depth < 1:
         raise ExplorerError(f"--depth must be at least 1 (key components per roll-up group), found {args.depth}")
-    ia, ib = open_index(args, args.a), open_index(args, args.b)
+    ia, ib = open_index(args, args.a, revision=args.revision_a), open_index(args, args.b, revision=args.revision_b)
     km = key_mapping(args)
     pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
     entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))

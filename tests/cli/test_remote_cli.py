@@ -62,6 +62,29 @@ def test_stats_and_diff_against_the_hub(hub, capsys, minilm):
     assert "104 same, 0 changed" in out
 
 
+def test_diff_takes_a_revision_per_side(hub, capsys, tmp_path, minilm):
+    """diff A B: each side its own revision (--revision-a / --revision-b, or inline org/name@REV)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    sd = load_file(str(Path(minilm) / "model.safetensors"))
+    sd["pooler.dense.bias"] = sd["pooler.dense.bias"] + 1.0
+    save_file(sd, str(tuned / "model.safetensors"))
+    (tuned / "config.json").write_text((Path(minilm) / "config.json").read_text())
+    hub.add_repo(REPO, tuned, revision="tuned")
+    code, out, err = run(capsys, "diff", REPO, REPO, "--revision-b", "tuned")
+    assert code == 1, err
+    assert "103 same, 1 changed" in out and "pooler.dense.bias" in out
+    code, out, err = run(capsys, "diff", REPO, f"{REPO}@tuned")  # the same, inline
+    assert code == 1 and "103 same, 1 changed" in out
+    code, out, err = run(capsys, "diff", REPO, REPO, "--revision-a", "tuned", "--revision-b", "tuned")
+    assert code == 0 and "104 same, 0 changed" in out
+    code, out, err = run(capsys, "diff", f"{REPO}@main", REPO, "--revision-a", "tuned")
+    assert code == 2 and "disagree" in err and "\n" not in err.strip()
+
+
 @pytest.mark.parametrize("argv,says", [
     (["report", "nobody/nothing"], "no such local file or folder, and hf://nobody/nothing: no such repo"),
     (["report", REPO, "--revision", "nope"], "no such revision"),
