@@ -26,6 +26,23 @@ MAX_JSON_DEPTH = 64              #: nesting of any JSON document we parse (confi
 MAX_PICKLE_BYTES = 256 * MiB     #: declared uncompressed size of a zip's data.pkl (a 100k-tensor one is ~20 MB)
 MAX_ZIP_RATIO = 100              #: declared uncompressed / compressed size of any compressed member (torch.save
                                  #: stores members uncompressed; a deflate bomb of zeros reaches ~1000x)
+LEGACY_MEMORY_SHARE = 0.5        #: a legacy (non-zip) pickle has no header and is read whole into memory: at most
+                                 #: this share of the memory available when it is opened
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``), or None where it is unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(65536).splitlines():
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _fmt_size(n: int) -> str:

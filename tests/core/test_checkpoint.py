@@ -167,6 +167,22 @@ def test_legacy_non_zip_pickle(tmp_path):
     assert_same(idx, sd)
 
 
+def test_legacy_pickle_bigger_than_memory_is_refused(tmp_path, monkeypatch):
+    """A legacy pickle is read whole (no header): one larger than half the memory available is refused before torch
+    allocates anything, in one line naming the file and how to make it readable header-only; the CLI exits 2."""
+    from explorer.core import fsio
+
+    f = tmp_path / "old.pt"
+    torch.save(_sd(), f, _use_new_zipfile_serialization=False)
+    monkeypatch.setattr(fsio, "available_memory", lambda: f.stat().st_size)  # 2x the file would be needed
+    with pytest.raises(CheckpointError) as e:
+        open_checkpoint(f)
+    msg = str(e.value)
+    assert str(f) in msg and "legacy" in msg and "zip" in msg and "\n" not in msg
+    monkeypatch.setattr(fsio, "available_memory", lambda: 4 * f.stat().st_size)
+    assert open_checkpoint(f).format == "torch-legacy"
+
+
 @pytest.mark.parametrize("key", ["state_dict", "model", "module", "state_dict_ema"])
 def test_wrapper_dicts(tmp_path, key):
     sd = _sd()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..errors import CheckpointError
 from ..fsio import open_regular
 from .index import CheckpointIndex, TensorInfo, quoted, torch_dtype
-from .torch_pickle import choose_state_dict, torch_load
+from .torch_pickle import check_legacy_size, choose_state_dict, torch_load
 
 if TYPE_CHECKING:
     import torch
@@ -155,6 +155,8 @@ class TensorReader:
         loaded = self._torch_files.get(info.file)
         if loaded is None:
             legacy = self.index.format == "torch-legacy"
+            if legacy:
+                check_legacy_size(Path(info.file))
             obj = torch_load(Path(info.file), map_location="cpu", mmap=not legacy)
             loaded, _, _ = choose_state_dict(obj, Path(info.file), self.index.wrapper_key)
             self._torch_files[info.file] = loaded

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..errors import CheckpointError
+from .. import fsio
 from ..fsio import MAX_PICKLE_BYTES, MAX_ZIP_RATIO
 from .index import WRAPPER_KEYS, CheckpointIndex, TensorInfo, file_stamps, quoted, torch_dtype_name
 
@@ -165,8 +166,22 @@ def _check_zip(p: Path) -> None:
             )
 
 
+def check_legacy_size(p: Path) -> None:
+    """Refuse a legacy (non-zip) pickle larger than a share of the memory available: it has no header, torch reads
+    every storage into memory, so its size is the memory it takes (a zip checkpoint is read header-only instead)."""
+    size, avail = p.stat().st_size, fsio.available_memory()
+    if avail is not None and size > fsio.LEGACY_MEMORY_SHARE * avail:
+        raise CheckpointError(
+            f"{p}: legacy (non-zip) torch format has no header, so reading it takes its whole size in memory "
+            f"({size / 2**30:.1f} GiB, over {fsio.LEGACY_MEMORY_SHARE:.0%} of the {avail / 2**30:.1f} GiB available); "
+            "re-save it with a current torch.save (zip format) or as safetensors to read it header-only"
+        )
+
+
 def open_torch(p: Path, *, wrapper: str | None, legacy: bool) -> CheckpointIndex:
-    if not legacy:
+    if legacy:
+        check_legacy_size(p)
+    else:
         _check_zip(p)
     # zip pickles: map_location="meta" reads data.pkl only, never the storages
     obj = torch_load(p, map_location="cpu" if legacy else "meta", mmap=False)
