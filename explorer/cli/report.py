@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from ..core import report_cache
 from ..core.errors import ConfigError
-from ..core.fsio import MAX_JSON_BYTES, read_bounded
 from ..core.naming import TORCHTITAN_REASON
 from ..core.report import Status
 from . import EXIT_FINDINGS, EXIT_OK
@@ -27,7 +24,6 @@ from .common import (
     stderr_progress,
     target_spec,
 )
-from .terminal import recording, replay
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,59 +66,11 @@ def run(args: argparse.Namespace) -> int:
         from .adapter import run_report
 
         return run_report(args)
-    key = None if args.no_cache or not report_cache.enabled() else _cache_key(args)
-    if key is not None:
-        hit = report_cache.get(key)
-        if hit is not None:  # answered without importing torch or transformers
-            replay(hit["stdout"], hit["stderr"])
-            return hit["exit"]
-    with recording() as logs:
-        code = _report(args)
-    if key is not None and logs is not None and code in (EXIT_OK, EXIT_FINDINGS):
-        report_cache.put(key, code, *logs)
-    return code
-
-
-def _cache_key(args: argparse.Namespace) -> str | None:
-    """The report cache key for these arguments, or None when this report is not cached: a class given as code
-    (``--model``), a checkpoint or config that is not a local file (a Hub repo, a URL), a pre-quantized config (what 'auto' does depends on the machine's devices), or inputs that do
-    not open (the report itself then says what is wrong)."""
-    if getattr(args, "model", None):
-        return None
-    if not os.path.exists(args.checkpoint) or (args.config and not os.path.exists(args.config)):
-        return None  # a Hub repo or URL: its files are not ours to fingerprint (the remote header cache serves it)
-    from ..core.checkpoint import open_checkpoint
-    from ..core.errors import ExplorerError
-    from ..core.target import config_beside
-
-    try:
-        index = open_checkpoint(args.checkpoint, wrapper=args.wrapper)
-        if not all(os.path.isfile(f) for f in index.files):
-            return None  # not local files (a remote source)
-        config_file = None
-        if not args.no_model:
-            folder = args.config or config_beside(index.folder)
-            if folder is not None:
-                c = Path(folder)
-                config_file = c / "config.json" if c.is_dir() else c
-                if b"quantization_config" in read_bounded(config_file, max_bytes=MAX_JSON_BYTES, what="config"):
-                    return None
-        options = {k: v for k, v in sorted(vars(args).items()) if k != "no_cache" and not callable(v)}
-        options["colour"] = Style().on
-        km = args.key_mapping
-        if km and os.path.isfile(km):
-            options["key_mapping_file"] = report_cache.file_digest(km)
-        return report_cache.report_key(index, config_file, options)
-    except (ExplorerError, OSError, ValueError):
-        return None
-
-
-def _report(args: argparse.Namespace) -> int:
-    from ..core.matching import report
-
     if args.base or args.delta or args.adapter_name:
         raise ConfigError(f"{args.checkpoint}: --base / --delta / --adapter-name apply to a PEFT adapter folder (one with adapter_config.json)")
-    rep = report(target_spec(args, need_model=False if args.no_model else None).resolve(progress=stderr_progress("headers")))
+    target = target_spec(args, need_model=False if args.no_model else None).resolve(progress=stderr_progress("headers"))
+    # a repeat report is answered from the cache without importing torch or transformers (core.report_cache)
+    rep, _hit = report_cache.report_of(target, use_cache=not args.no_cache)
     if args.json:
         print_json(rep.to_json())
     else:

@@ -148,43 +148,6 @@ def _thread_excepthook(args: Any) -> None:
                 + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
 
 
-class _Recording(SafeStream):
-    """A SafeStream (same target, same line state) that also keeps every string written, as written."""
-
-    def __init__(self, inner: SafeStream, log: list[str]) -> None:
-        super().__init__(inner.raw, inner._shared)
-        self._log = log
-
-    def write(self, s: str) -> int:
-        self._log.append(s)
-        return super().write(s)
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[tuple[list[str], list[str]] | None]:
-    """While guarded: every write to sys.stdout / sys.stderr kept (before escaping) and passed on, so the output
-    can be replayed exactly with :func:`replay`. Yields (stdout writes, stderr writes), or None when the streams
-    are not guarded (nothing is recorded then)."""
-    out, err = sys.stdout, sys.stderr
-    if not (isinstance(out, SafeStream) and isinstance(err, SafeStream)):
-        yield None
-        return
-    logs: tuple[list[str], list[str]] = ([], [])
-    sys.stdout, sys.stderr = _Recording(out, logs[0]), _Recording(err, logs[1])  # type: ignore[assignment]
-    try:
-        yield logs
-    finally:
-        sys.stdout, sys.stderr = out, err
-
-
-def replay(stdout: list[str], stderr: list[str]) -> None:
-    """Write recorded output again, through the current (escaping) streams."""
-    for s in stdout:
-        sys.stdout.write(s)
-    for s in stderr:
-        sys.stderr.write(s)
-
-
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """sys.stdout/sys.stderr as SafeStreams (and warnings and tracebacks one escaped line each) for the duration."""

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def ckpt(tmp_path) -> Path:
 
 
 def entries(cache: Path) -> list[Path]:
-    return sorted((cache / "reports").rglob("*.json")) if (cache / "reports").exists() else []
+    return sorted((cache / "reports").rglob("*.z")) if (cache / "reports").exists() else []
 
 
 def no_matching(monkeypatch) -> None:
@@ -48,15 +49,16 @@ def fresh(capsys, *argv: str) -> tuple[int, str]:
     return code, out
 
 
-def test_repeat_report_answers_without_importing_torch_or_transformers(cache, ckpt):
+def test_repeat_report_answers_without_importing_torch_transformers_or_numpy(cache, ckpt):
     code = ("import sys\nfrom explorer.cli import main\nrc = main(['report', %r])\n"
-            "print('IMPORTED', 'torch' in sys.modules, 'transformers' in sys.modules, rc, file=sys.stderr)\n" % str(ckpt))
+            "print('IMPORTED', 'torch' in sys.modules, 'transformers' in sys.modules, 'numpy' in sys.modules, rc, "
+            "file=sys.stderr)\n" % str(ckpt))
     env = dict(os.environ, CKPT_EXPLORER_CACHE=str(cache), HF_HUB_OFFLINE="1",
                PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
-    assert "IMPORTED True True 0" in first.stderr, first.stderr[-2000:]
-    assert "IMPORTED False False 0" in second.stderr, second.stderr[-2000:]
+    assert "IMPORTED True True True 0" in first.stderr, first.stderr[-2000:]
+    assert "IMPORTED False False False 0" in second.stderr, second.stderr[-2000:]
     assert second.stdout == first.stdout and "39 matched" in first.stdout
     assert len(entries(cache)) == 1
 
@@ -121,21 +123,61 @@ def test_no_cache_neither_reads_nor_writes(capsys, cache, ckpt):
     assert entries(cache) == []
 
 
+def forge(entry: Path, key: str, report: dict) -> None:
+    text = json.dumps({"format": report_cache.FORMAT, "key": key, "report": report}).encode()
+    entry.write_bytes(report_cache.MAGIC + zlib.compress(text))
+
+
 def test_a_damaged_entry_is_a_miss(capsys, cache, ckpt):
     good = run_cli(capsys, "report", str(ckpt))[:2]
     (entry,) = entries(cache)
-    entry.write_text('{"format": 1, "exit": 0, "stdout": ["forged\\n"]')  # truncated JSON
+    key = entry.stem
+    data = report_cache.get(key)
+    whole = entry.read_bytes()
+    entry.write_bytes(whole[: len(whole) // 2])  # truncated
     assert run_cli(capsys, "report", str(ckpt))[:2] == good
-    entry.write_text(json.dumps({"format": 1, "key": "other", "exit": 0, "stdout": ["forged\n"], "stderr": []}))
+    forge(entry, "0" * 64, {"format": 1})  # another key's entry
     assert run_cli(capsys, "report", str(ckpt))[:2] == good
+    forge(entry, key, dict(data, model_keys=[["x", "forged", [], [], "float32", [], None, None, None, False, None]]))
+    assert run_cli(capsys, "report", str(ckpt))[:2] == good  # data that is no report of these headers
 
 
 def test_the_cache_stays_bounded(cache, monkeypatch):
     monkeypatch.setattr(report_cache, "MAX_CACHE_BYTES", 40_000)
     for i in range(30):
-        assert report_cache.put(f"{i:064x}", 0, ["x" * 4000 + "\n"], [])
+        assert report_cache.put(f"{i:064x}", {"noise": os.urandom(3000).hex()})  # ~3 KB compressed each
     total = sum(p.stat().st_size for p in entries(cache))
     assert total <= 40_000 and report_cache.get(f"{29:064x}") is not None  # the newest stays
+
+
+def test_an_entry_is_compressed_and_a_too_big_one_is_not_kept(capsys, cache, ckpt, monkeypatch):
+    code, out, _ = run_cli(capsys, "report", str(ckpt), "--json")
+    (entry,) = entries(cache)
+    assert entry.stat().st_size < len(out) / 3  # the --json text says more than the entry holds
+    entry.unlink()
+    monkeypatch.setattr(report_cache, "MAX_ENTRY_BYTES", 1000)
+    assert run_cli(capsys, "report", str(ckpt), "--json")[:2] == (code, out) and entries(cache) == []
+
+
+CONCURRENT = """
+import sys
+from explorer.cli import main
+sys.exit(main(['report', sys.argv[1], '--json']))
+"""
+
+
+def test_concurrent_runs_agree_and_leave_one_whole_entry(cache, ckpt, capsys):
+    env = dict(os.environ, CKPT_EXPLORER_CACHE=str(cache), HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(ckpt)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:]
+    want = fresh(capsys, str(ckpt), "--json")[1].encode()
+    assert outs[0][0] == outs[1][0] == want
+    (entry,) = entries(cache)
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp file left
+    assert run_cli(capsys, "report", str(ckpt), "--json")[1].encode() == want  # and it is a whole entry
 
 
 def test_concurrent_writers_leave_a_whole_entry(cache):
@@ -145,7 +187,7 @@ def test_concurrent_writers_leave_a_whole_entry(cache):
     def write(i: int) -> None:
         try:
             for _ in range(20):
-                report_cache.put(key, 1, [f"run {i}\n"] * 200, [])
+                report_cache.put(key, {"run": i, "lines": [f"run {i}"] * 200})
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -155,8 +197,30 @@ def test_concurrent_writers_leave_a_whole_entry(cache):
     for t in threads:
         t.join()
     got = report_cache.get(key)
-    assert not errors and got is not None and got["exit"] == 1 and len(got["stdout"]) == 200
-    assert [p.name for p in (cache / "reports" / "ab").iterdir()] == [f"{key}.json"]  # no temp files left
+    assert not errors and got is not None and got["lines"] == [f"run {got['run']}"] * 200
+    assert [p.name for p in (cache / "reports" / "ab").iterdir()] == [f"{key}.z"]  # no temp files left
+
+
+@pytest.mark.parametrize("name", ["XLA_USE_BF16", "WORLD_SIZE"])
+def test_an_environment_variable_transformers_reads_is_a_fresh_answer(capsys, cache, ckpt, monkeypatch, name):
+    monkeypatch.delenv(name, raising=False)
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    monkeypatch.setenv(name, "1")
+    from explorer.core import matching
+
+    calls = []
+    orig = matching.report
+    monkeypatch.setattr(matching, "report", lambda *a, **kw: calls.append(1) or orig(*a, **kw))
+    assert run_cli(capsys, "report", str(ckpt))[:2] == fresh(capsys, str(ckpt))
+    assert calls and len(entries(cache)) == 2
+
+
+def test_hub_settings_are_not_in_the_key(capsys, cache, ckpt, monkeypatch):
+    """A local checkpoint's report does not depend on the Hub (remote sources are never cached)."""
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    no_matching(monkeypatch)
+    assert run_cli(capsys, "report", str(ckpt))[0] == 0 and len(entries(cache)) == 1
 
 
 def test_the_cache_can_be_switched_off(capsys, cache, ckpt, monkeypatch):
