@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--demo", action="store_true", help="open the built-in demo (built offline on first use); takes no checkpoint")
     p.add_argument("--screenshot", metavar="PNG", help="wait until loaded, save a PNG of the window and exit "
                    "(an existing file is replaced only if it is a PNG, never an input)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the report cache (a re-opened checkpoint is coloured from "
+                   "~/.cache/ckpt-explorer/reports, as `report` answers a repeat)")
     p.add_argument("--force", action="store_true",
                    help="with --screenshot: replace an existing file even if it is not a PNG (never an input)")
     p.set_defaults(run=run)
@@ -70,13 +73,13 @@ def open_request(args: argparse.Namespace):  # -> explorer.gui.request.OpenReque
         if os.path.basename(adapter) != "" and not os.path.isdir(adapter):
             adapter = os.path.dirname(adapter)  # adapter_config.json itself
         source = Source(checkpoint=os.path.abspath(args.base) if args.base else None,
-                        config=args.config, arch=args.arch, adapter=adapter)
+                        config=args.config, arch=args.arch, adapter=adapter, use_cache=not args.no_cache)
     elif args.base:
         raise ConfigError("--base applies to a PEFT adapter folder (one with adapter_config.json)")
     elif args.demo or args.checkpoint:
         source = Source(checkpoint=None if args.demo else args.checkpoint, config=args.config, arch=args.arch,
                         model=args.model, model_kwargs=dict(kwargs), wrapper=args.wrapper, key_mapping=km,
-                        auto_fix=bool(args.auto_fix), demo=bool(args.demo))
+                        auto_fix=bool(args.auto_fix), demo=bool(args.demo), use_cache=not args.no_cache)
     return OpenRequest(source=source, compare=os.path.abspath(args.compare) if args.compare else None,
                        screenshot=args.screenshot, force=bool(args.force))
 

@@ -113,6 +113,9 @@ def main(request: OpenRequest) -> int:
     if shot:
         win.resize(*SCREENSHOT_SIZE)
     win.show()
+    from . import timing
+
+    timing.mark("shown", win)
     code = {"value": 0}
     if shot:
         def done() -> None:

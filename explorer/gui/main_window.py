@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.fmt import safe_text
-from . import drops, help as help_text, window_settings
+from . import drops, help as help_text, timing, window_settings
 from .init_marks import InitMarks
 from .menus import MenuSlots, build_menus
 from .models.entries import TreeItem
@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.persist = interactive  # save geometry/splitters on close
         self.session = s = Session(self)
         self._syncing = False
+        self.previewing = False  # the tensors shown are a checkpoint-only preview (Session.previewed)
         self.tree_split: TreeSplit | None = None
         self._good_filter = Filter()  # the last filter that ran (a too-slow regex falls back to it)
         self.errors: list[str] = []
@@ -102,6 +103,7 @@ class MainWindow(QMainWindow):
 
         s.loadingStarted.connect(self._on_loading)
         s.loaded.connect(self._on_loaded)
+        s.previewed.connect(self._on_preview)
         s.loadFailed.connect(self._on_load_failed)
         s.loadStatus.connect(lambda text: self.status_label.setText(f"loading… {safe_text(text)}"))
         s.busyChanged.connect(self.busy.setVisible)
@@ -203,10 +205,8 @@ class MainWindow(QMainWindow):
         self.summary_label.setText(summary.loading_html(what))
         self.status_label.setText("loading…")
 
-    def _on_loaded(self, loaded: Loaded) -> None:
+    def _show_records(self, loaded: Loaded) -> None:
         rep = loaded.report
-        self.message_bar.hide()
-        self.class_banner.show_for(loaded)
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
         size_tree_columns(self.tree)
         self.tree_split.fit(self.width())
@@ -216,6 +216,27 @@ class MainWindow(QMainWindow):
         # no model: no model keys and no plan to show (every row would say "—")
         self.table.setColumnHidden(TensorTableModel.KEY, not rep.has_model)
         self.table.setColumnHidden(TensorTableModel.PLAN, not (rep.has_model and self.has(Capability.TABLE_BADGES)))
+
+    def _on_preview(self, loaded: Loaded) -> None:
+        """The checkpoint's tensors from its headers while torch is imported and the report made (a cache miss):
+        shown as on disk, not selectable until the report replaces them."""
+        self.previewing = True
+        self._show_records(loaded)
+        self.filter_bar.set_counts(loaded.tree.counts)
+        self.apply_filter()
+        rep = loaded.report
+        n, nf = len(rep.index.tensors), len(rep.index.files)
+        self.summary_label.setText(summary.matching_html(rep.index))
+        self.status_label.setText(f"{n:,} on-disk tensor{'s' if n != 1 else ''} in {nf} file{'s' if nf != 1 else ''} "
+                                  "read from the headers · importing torch/transformers and matching…")
+        timing.mark("preview", self)
+
+    def _on_loaded(self, loaded: Loaded) -> None:
+        rep = loaded.report
+        self.previewing = False
+        self.message_bar.hide()
+        self.class_banner.show_for(loaded)
+        self._show_records(loaded)
         self._show_summary(loaded)
         self.apply_filter()
         self.expand_trouble()
@@ -232,6 +253,7 @@ class MainWindow(QMainWindow):
                                   f"{rep.index.format} · {loaded.timing_text() or f'report in {dt:.2f} s'}"
                                   + (f" · {safe_text(remote)}" if remote else ""))
         self.status_label.setToolTip("\n".join(safe_text(n) for n in rep.index.notes))  # what the reader found
+        timing.mark("colours", self)
 
     def _show_summary(self, loaded: Loaded) -> None:
         self.filter_bar.set_counts(loaded.tree.counts)
@@ -239,6 +261,11 @@ class MainWindow(QMainWindow):
 
     def _on_load_failed(self, msg: str) -> None:
         self.status_label.setText("load failed")
+        if self.previewing:  # the tensors of a checkpoint whose report failed: show the last report again
+            self.previewing = False
+            if self.session.current is not None:
+                self._show_records(self.session.current)
+                self.apply_filter()
         if self.session.current is None:
             self.summary_label.setText(summary.WELCOME)
         else:
@@ -358,7 +385,7 @@ class MainWindow(QMainWindow):
             self.ready_gate.settle()
 
     def _on_tree_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if self._syncing or not cur.isValid() or self.session.report is None:
+        if self._syncing or self.previewing or not cur.isValid() or self.session.report is None:
             return
         it: TreeItem = self.tree_proxy.mapToSource(cur).internalPointer()
         tm = self.table_model
@@ -374,7 +401,7 @@ class MainWindow(QMainWindow):
         self._set_selection(selection_for_item(self.session.report, it))
 
     def _on_table_current(self, cur: QModelIndex, _prev: QModelIndex) -> None:
-        if self._syncing or not cur.isValid() or self.session.report is None:
+        if self._syncing or self.previewing or not cur.isValid() or self.session.report is None:
             return
         row = self.table_model.row(self.table_proxy.mapToSource(cur).row())
         self._syncing = True

@@ -27,6 +27,7 @@ class Source:
     # a PEFT adapter folder: shown on its base (``checkpoint`` = the base folder with weights, or ``config`` alone,
     # or neither: the adapter's base_model_name_or_path), matched as peft loads it
     adapter: str | None = None
+    use_cache: bool = True  # read and write the report cache (``open --no-cache``: False)
 
     def describe(self) -> str:
         if self.adapter:

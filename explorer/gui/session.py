@@ -42,7 +42,7 @@ class Loaded:
     rows: list  # list[entries.Row]
     tree_index: Any = None  # entries.TreeIndex (search, visibility, look-ups), built in the worker
     table_index: Any = None  # entries.TableIndex (search, sort orders, look-ups), built in the worker
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: imports, open, match, display, total
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: imports, report, display, total; cached: 1.0
     class_problem: ClassProblem | None = None  # the class asked for (--arch) does not exist: loaded with the config's
     adapter: Any = None  # explorer.core.adapter.AdapterReport when an adapter is shown (``report`` is its view)
 
@@ -52,7 +52,9 @@ class Loaded:
         if not t:
             return ""
         text = f"loaded in {t.get('total', 0.0) - t.get('imports', 0.0):.2f} s"
-        if t.get("imports", 0.0) >= 0.05:
+        if t.get("cached"):
+            text += " (report from the cache)"
+        elif t.get("imports", 0.0) >= 0.05:
             text += f" (+{t['imports']:.1f} s first-time import of torch/transformers)"
         return text
 
@@ -108,21 +110,25 @@ class _PlanCommand(QUndoCommand):
 
 
 def load(source: Source, progress: Callable[[int, int], None] | None = None, cancel: Any = None,
-         status: Callable[[str], Any] | None = None) -> Loaded:
-    """Open + match + build display records and their indexes. Runs in a worker; imports torch/transformers
-    on first use (timed apart, so the status bar can say what the report itself cost). The cyclic GC is held
-    off meanwhile (``workers.quiet_gc``): its full collections would stall the GUI thread for ~0.3 s each."""
+         status: Callable[[str], Any] | None = None, preview: Callable[[Loaded], Any] | None = None) -> Loaded:
+    """Open + match + build display records and their indexes. Runs in a worker.
+
+    A report the cache holds (``core.report_cache``: same headers, files, config, options, library versions) is
+    read from it without importing torch or transformers. Otherwise ``preview`` (if given) first gets the
+    checkpoint's tensors as read from the headers (a checkpoint-only ``Loaded``, before torch is imported), then
+    torch/transformers are imported (timed apart, so the status bar can say what the report itself cost), the
+    report is made and stored. The cyclic GC is held off meanwhile (``workers.quiet_gc``): its full collections
+    would stall the GUI thread for ~0.3 s each."""
     with quiet_gc():
-        return _load(source, progress, cancel, status)
+        return _load(source, progress, cancel, status, preview)
 
 
 def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: Any = None,
-          status: Callable[[str], Any] | None = None) -> Loaded:
+          status: Callable[[str], Any] | None = None, preview: Callable[[Loaded], Any] | None = None) -> Loaded:
     t0 = time.perf_counter()
-    imports = _import_heavy(source)
-    from ..core.classes import UnknownClass
-    from ..core.matching import report
-    from .models.entries import build_rows, build_tree, index_rows, index_tree
+    imports = 0.0
+    cached = False
+    from ..core import report_cache
 
     if source.demo:
         from ..core.demo import build_demo
@@ -131,6 +137,7 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
         source = replace(source, checkpoint=str(demo.folder), config=str(demo.folder), arch=source.arch or demo.arch)
     adapter = problem = None
     if source.adapter:
+        imports = _import_heavy(source)
         from ..core.adapter_match import match_adapter
         from ..core.adapter_view import adapter_view
 
@@ -150,22 +157,47 @@ def _load(source: Source, progress: Callable[[int, int], None] | None, cancel: A
                 status(f"fetching headers: {done}/{total} file(s), {what}")
 
         target = target_spec(source).resolve(progress=headers, cancel=cancel)  # cancelled: stops between shards
-        if progress:
-            progress(2, 4)
-        try:
-            rep = report(target)
-        except UnknownClass as e:  # a typo in --arch: load with the config's own class, the banner offers the right one
-            problem = ClassProblem(str(e), e.arch, e.suggestion, e.heads)
-            source = replace(source, arch=None)
-            rep = report(target_spec(source).resolve(index=target.index))
+        key, rep = report_cache.lookup(target, use_cache=source.use_cache)
+        cached = rep is not None
+        if rep is None:
+            from ..core.matching import checkpoint_only
+
+            if preview is not None and target.has_model:  # the tensors as on disk while torch is imported
+                t = time.perf_counter()
+                preview(_display(source, checkpoint_only(target.index), {"open": t - t0}, t))
+            imports = _import_heavy(source)
+            from ..core.classes import UnknownClass
+            from ..core.matching import report
+
+            if progress:
+                progress(2, 4)
+            try:
+                rep = report(target)
+                report_cache.store(key, rep)
+            except UnknownClass as e:  # a typo in --arch: load with the config's own class, the banner offers the right one
+                problem = ClassProblem(str(e), e.arch, e.suggestion, e.heads)
+                source = replace(source, arch=None)
+                rep = report(target_spec(source).resolve(index=target.index))
     if progress:
         progress(3, 4)
+    t1 = time.perf_counter()
+    timings = {"imports": imports, "report": t1 - t0 - imports}
+    if cached:
+        timings["cached"] = 1.0
+    return _display(source, rep, timings, t0, problem, adapter)
+
+
+def _display(source: Source, rep: Any, timings: dict[str, float], t0: float, problem: ClassProblem | None = None,
+             adapter: Any = None) -> Loaded:
+    """``rep`` with its tree items, table rows and their indexes (``timings`` + display and total seconds)."""
+    from .models.entries import build_rows, build_tree, index_rows, index_tree
+
     t1 = time.perf_counter()
     tree, rows = build_tree(rep), build_rows(rep)
     tree_index, table_index = index_tree(tree), index_rows(rows)
     t2 = time.perf_counter()
     return Loaded(source, rep, tree, rows, tree_index, table_index,
-                  {"imports": imports, "report": t1 - t0 - imports, "display": t2 - t1, "total": t2 - t0}, problem, adapter)
+                  {**timings, "display": t2 - t1, "total": t2 - t0}, problem, adapter)
 
 
 def target_spec(source: Source) -> Any:
@@ -178,11 +210,13 @@ def target_spec(source: Source) -> Any:
                       auto_fix=source.auto_fix)
 
 
-def _import_heavy(source: Source) -> float:
-    """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent."""
+def _import_heavy(source: Source | None) -> float:
+    """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent.
+    ``source`` None: torch alone (what reading tensors needs after a report came from the cache)."""
     from ..core.target import config_beside
 
-    names = ["torch"] + ([] if source.checkpoint and not source.adapter and not (source.config or source.arch or source.model or source.demo)
+    names = ["torch"] + ([] if source is None or source.checkpoint and not source.adapter
+                         and not (source.config or source.arch or source.model or source.demo)
                          and config_beside(source.checkpoint) is None else ["transformers"])
     todo = [n for n in names if n not in sys.modules]
     if not todo:
@@ -206,6 +240,8 @@ class Session(QObject):
 
     loadingStarted = Signal(str)  # what is being opened
     loaded = Signal(object)  # Loaded
+    previewed = Signal(object)  # Loaded, checkpoint only: the tensors from the headers while the report is made
+    _previewReady = Signal(int, object)  # (load generation, Loaded), from the worker
     loadFailed = Signal(str)  # one-line message
     loadStatus = Signal(str)  # what a load is doing now (a remote source: "headers 3/27 files, 1.2 MiB transferred")
     busyChanged = Signal(bool)
@@ -234,6 +270,8 @@ class Session(QObject):
         self._fresh: tuple[Any, Any] | None = None  # (report, core.fresh.FreshInit), built by a worker
         self._stats_cache: OrderedDict[tuple, Any] = OrderedDict()
         self._load_job: JobHandle | None = None
+        self._generation = 0  # of the last load started: a preview of an earlier one is not shown
+        self._previewReady.connect(self._on_preview)
 
     @property
     def report(self) -> Any:
@@ -254,8 +292,12 @@ class Session(QObject):
         self.source = source
         self.loadingStarted.emit(source.describe())
         status = self.loadStatus.emit
-        h = self._load_job = self.jobs.start(lambda progress, cancelled: load(source, progress, cancelled, status),
-                                             purpose="load")
+        self._generation += 1
+        gen = self._generation
+        h = self._load_job = self.jobs.start(
+            lambda progress, cancelled: load(source, progress, cancelled, status,
+                                             lambda value: self._previewReady.emit(gen, value)),
+            purpose="load")
         h.returned.connect(self._on_loaded)
         h.errored.connect(self.loadFailed.emit)
         h.finished.connect(lambda: self.busyChanged.emit(False) if h is self._load_job else None)
@@ -266,6 +308,10 @@ class Session(QObject):
         src = self.current.source if self.current else self.source
         if src is not None:
             self.open(replace(src, **changes))
+
+    def _on_preview(self, generation: int, value: Loaded) -> None:
+        if generation == self._generation and self.busy:  # not a load since replaced, or finished
+            self.previewed.emit(value)
 
     def _on_loaded(self, value: Loaded) -> None:
         from ..core.checkpoint import TensorReader
@@ -298,6 +344,10 @@ class Session(QObject):
         self.comparisonChanged.emit(None)
         if self.compare_path:
             self.compareChanged.emit(self.compare_path)
+        if value.timings.get("cached") and "torch" not in sys.modules:
+            # the report came from the cache: import torch now, in the background and as a load would (its threads
+            # leave a core to the GUI), before the first histogram asks for it
+            self.jobs.start(lambda progress, cancelled: _import_heavy(None), purpose="torch")
 
     # ------------------------------------------------------------------ selection and overlay
     def select(self, sel: Selection | None) -> None:

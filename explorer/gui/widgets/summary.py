@@ -34,6 +34,13 @@ def loading_html(what: str) -> str:
             "reading headers, building the model on the meta device</span>")
 
 
+def matching_html(index: Any) -> str:
+    """The summary while a checkpoint's tensors are shown from its headers and its report is being made."""
+    return (f"<b>{_esc(display_name(index))}</b> · {len(index.tensors):,} tensors read from the headers "
+            f"<span style='color:{palette.MUTED_TEXT}'>· importing torch/transformers and matching against the "
+            "model: the colours follow</span>")
+
+
 def display_name(index: Any) -> str:
     """What the title and the summary call a checkpoint: its folder's name for a folder or a sharded index
     (``model.safetensors.index.json`` says nothing), else the file's name."""
