@@ -8,12 +8,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The report cache is off for the suite (a test that patches the loading code must get a computed report, and
-# nothing is written to the user's cache folder); tests/cli/test_report_cache.py switches it on in a temp folder.
+# nothing is written to the user's cache folder); the ``cache`` fixture switches it on in a temp folder.
 os.environ["CKPT_EXPLORER_REPORT_CACHE"] = "off"
 
 import pytest
 
 from tests.helpers import minilm_dir
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The report cache switched on, in a fresh folder: the folder (entries under ``reports/``)."""
+    from pathlib import Path
+
+    root = Path(tmp_path) / "cache"
+    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(root))
+    monkeypatch.setenv("CKPT_EXPLORER_REPORT_CACHE", "on")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,11 @@ def save_tiny(model_type: str, arch: str, folder: Path, *, seed: int = 0, **over
     return model
 
 
+def cache_entries(root: Path) -> list[Path]:
+    """The report cache's entries under ``root`` (the ``cache`` fixture's folder)."""
+    return sorted((root / "reports").rglob("*.z")) if (root / "reports").exists() else []
+
+
 def read_error(path) -> str:
     """The one-line CheckpointError that opening ``path`` and reading every tensor raises (asserted one line)."""
     import pytest

@@ -14,15 +14,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from explorer.core import report_cache
-from tests.helpers import run_cli, save_tiny
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(root))
-    monkeypatch.setenv("CKPT_EXPLORER_REPORT_CACHE", "on")
-    return root
+from tests.helpers import cache_entries, run_cli, save_tiny
 
 
 @pytest.fixture
@@ -32,8 +24,7 @@ def ckpt(tmp_path) -> Path:
     return d
 
 
-def entries(cache: Path) -> list[Path]:
-    return sorted((cache / "reports").rglob("*.z")) if (cache / "reports").exists() else []
+entries = cache_entries
 
 
 def no_matching(monkeypatch) -> None:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from explorer.core import report_cache
 from tests.gui.conftest import open_and_wait
-from tests.helpers import save_tiny
+from tests.helpers import cache_entries, save_tiny
 
 LOAD = """
 import json, sys
@@ -34,22 +34,13 @@ print(json.dumps({**seen, "cached": bool(done.timings.get("cached")),
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(root))
-    monkeypatch.setenv("CKPT_EXPLORER_REPORT_CACHE", "on")
-    return root
-
-
-@pytest.fixture
 def ckpt(tmp_path) -> Path:
     d = tmp_path / "bert"
     save_tiny("bert", "BertForMaskedLM", d)  # a tied decoder, a cls head: more than plain "matched"
     return d
 
 
-def entries(cache: Path) -> list[Path]:
-    return sorted((cache / "reports").rglob("*.z")) if (cache / "reports").exists() else []
+entries = cache_entries
 
 
 def test_first_open_shows_the_headers_before_torch_and_a_reopen_needs_no_torch(cache, ckpt):
