@@ -138,8 +138,7 @@ def index_digest(index: Any) -> str:
     # every field of the record (a field added later is covered too), the tensors below, the layout object aside
     rest = {f.name: getattr(index, f.name) for f in dataclasses.fields(index) if f.name not in ("tensors", "layout")}
     h.update(json.dumps(rest, sort_keys=True, default=lambda o: dict(o) if isinstance(o, Mapping) else str(o)).encode())
-    for t in index.tensors.values():
-        h.update(json.dumps([t.name, list(t.shape), t.dtype, t.nbytes, t.file, t.offset]).encode())
+    h.update(json.dumps([[t.name, t.shape, t.dtype, t.nbytes, t.file, t.offset] for t in index.tensors.values()]).encode())
     files = set(index.files) | {t.file for t in index.tensors.values()}
     h.update(json.dumps([file_identity(f) for f in sorted(files)]).encode())
     return h.hexdigest()

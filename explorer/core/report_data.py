@@ -20,6 +20,12 @@ from .model import ModelSpec, ModuleNode, ParamEntry
 from .report import CheckpointKey, FamilyMismatch, How, ModelKey, Report, Status
 
 FORMAT = 1
+_STATUS = {s.value: s for s in Status}
+_HOW = {h.value: h for h in How}
+
+
+def _hows(values: Any) -> tuple[How, ...]:
+    return tuple(_HOW[h] for h in values) if values else ()
 
 
 def _shape(s: Any) -> tuple[int, ...]:
@@ -98,13 +104,12 @@ def from_data(data: Any, index: Any) -> Report:
     tensors = index.tensors
     ck = {}
     for name, status, how, targets, reported_as in data["checkpoint_keys"]:
-        ck[name] = CheckpointKey(name, Status(status), tuple(How(h) for h in how), tuple(targets), reported_as,
-                                 tensors[name])
+        ck[name] = CheckpointKey(name, _STATUS[status], _hows(how), tuple(targets), reported_as, tensors[name])
     if len(ck) != len(data["checkpoint_keys"]):
         raise ValueError("duplicate checkpoint keys")
     mk = {}
     for key, status, how, mshape, mdtype, sources, cshape, cdtype, tied_to, fresh, tied_eq in data["model_keys"]:
-        mk[key] = ModelKey(key, Status(status), tuple(How(h) for h in how), _shape(mshape), mdtype, tuple(sources),
+        mk[key] = ModelKey(key, _STATUS[status], _hows(how), _shape(mshape), mdtype, tuple(sources),
                            None if cshape is None else _shape(cshape), cdtype, tied_to, bool(fresh), tied_eq)
     tree = None
     if data["tree"] is not None:
