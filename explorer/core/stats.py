@@ -20,9 +20,10 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from .checkpoint import open_reader
+from .checkpoint import TensorReader, open_reader
 from .errors import CheckpointError, ExplorerError
 from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
+from .parallel import Executor, Part, Readers, Span, WorkItem, executor_for, memory_source, run_pass, shareable, split_items
 
 if TYPE_CHECKING:
     import torch
@@ -117,6 +118,8 @@ def fit_bins(numel: int, asked: int) -> int:
 
 Source = Any  # TensorReader | CheckpointIndex | str path | torch.Tensor | numpy array
 
+_SLICE = 1 << 18  # elements a kernel works on at a time: 1 MB of float32 (2 MB as float64), inside a core's L2 cache
+
 
 def _as_tensor(obj: Any) -> torch.Tensor | None:
     import torch
@@ -133,47 +136,34 @@ def _as_tensor(obj: Any) -> torch.Tensor | None:
 
 
 @dataclass
-class _Src:
-    """One tensor to stream: its name, dtype name, shape, and a chunk iterator factory."""
+class _Input:
+    """What a statistics pass reads: its sources (see :mod:`explorer.core.parallel`), the header facts of a name
+    (numel, dtype, shape, file), whether a name can be read from an offset, and whether only the caller's thread
+    may read it (a reader the workers cannot reopen by index: an adapter's ΔW, a torch legacy pickle, a chunked
+    or remote format)."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    numel: int
-    chunks: Callable[[int], Iterator[Any]]
+    sources: tuple[Any, ...]
+    info: Callable[[str], tuple[int, str, tuple[int, ...], str]]
+    splittable: Callable[[str], bool]
+    local_only: bool
+    close: Callable[[], None]
 
 
-def _sources(obj: Any, names: Sequence[str] | None) -> tuple[list[_Src], Callable[[], None]]:
+def _open_input(obj: Any, names: Sequence[str] | None) -> _Input:
     t = _as_tensor(obj)
     if t is not None:
-        flat = t.detach().reshape(-1)
-
-        def chunks(n: int, flat: Any = flat) -> Iterator[Any]:
-            for s in range(0, flat.numel(), n):
-                yield flat[s : s + n]
-
-        name = names[0] if names else "tensor"
-        return [_Src(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), t.numel(), chunks)], lambda: None
+        fact = (t.numel(), str(t.dtype).removeprefix("torch."), tuple(t.shape), "")
+        mem = memory_source(names[0] if names else "tensor", t)
+        return _Input((mem,), lambda n: fact, lambda n: True, True, lambda: None)
     reader, owned = open_reader(obj)
-    out = []
-    for n in names or ():
-        info = reader.info(n)
-        out.append(_Src(n, info.dtype, info.shape, info.numel, lambda c, n=n: reader.iter_chunks(n, chunk_elems=c)))
-    return out, (reader.close if owned else (lambda: None))
 
+    def info(n: str) -> tuple[int, str, tuple[int, ...], str]:
+        i = reader.info(n)
+        return i.numel, i.dtype, i.shape, i.file
 
-_F64_SLICE = 1 << 20  # elements widened to float64 at a time: 8 MB per operand, whatever the chunk size
-
-
-def _sq_dev64(x: Any, center: float) -> float:
-    """Σ (x − center)² in float64 (x: a flat float tensor)."""
-    import torch
-
-    total = 0.0
-    for i in range(0, x.numel(), _F64_SLICE):
-        d = x[i : i + _F64_SLICE].to(torch.float64).sub_(center)
-        total += float(torch.dot(d, d))
-    return total
+    shared = type(reader) is TensorReader and shareable(reader.index)
+    return _Input((reader.index if shared else reader,), info, reader.splittable, not shared,
+                  reader.close if owned else (lambda: None))
 
 
 def _is_integer_dtype(name: str) -> bool:
@@ -181,16 +171,134 @@ def _is_integer_dtype(name: str) -> bool:
 
 
 def _prep(chunk: Any, integer: bool) -> Any:
-    """Chunk -> float32/float64 (floats) or int64 (integers/bool) tensor, flat."""
+    """Chunk -> a flat tensor the kernels reduce: int64 (integers/bool), else float32/float64 or bf16/fp16 (which
+    the kernels widen slice by slice)."""
     import torch
 
     if chunk.is_complex():
         chunk = torch.view_as_real(chunk).reshape(-1)
     if integer:
         return chunk.to(torch.int64)
-    if chunk.dtype in (torch.float32, torch.float64):
+    if chunk.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         return chunk
     return chunk.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------- kernels
+# Pure functions of (Readers, WorkItem) -> one partial per part (explorer.core.parallel). Every float sum is numpy's
+# pairwise float64 sum over one slice (single-threaded, so its order never depends on threads); slices are merged
+# with Chan's formula in item order.
+
+
+def _range_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[float, float, int, int], ...]:
+    """Pass 1: (finite min, finite max, NaN count, Inf count) per part (min > max when nothing is finite)."""
+    import torch
+
+    out = []
+    for part in item.parts:
+        (span,), integer = part.spans, part.options[1]
+        lo, hi, nan, inf = math.inf, -math.inf, 0, 0
+        for raw in readers.chunks(span):
+            x = _prep(raw, integer)
+            if not x.numel():
+                continue
+            cmin, cmax = torch.aminmax(x)
+            a, b = float(cmin), float(cmax)
+            if not integer and not (math.isfinite(a) and math.isfinite(b)):  # rare: NaN/Inf in this chunk
+                fin = torch.isfinite(x)
+                c_nan = int(torch.isnan(x).sum())
+                nan += c_nan
+                inf += x.numel() - int(fin.sum()) - c_nan
+                x = x[fin]
+                if not x.numel():
+                    continue
+                cmin, cmax = torch.aminmax(x)
+                a, b = float(cmin), float(cmax)
+            lo, hi = min(lo, a), max(hi, b)
+        out.append((lo, hi, nan, inf))
+    return tuple(out)
+
+
+class _Moments:
+    """Finite count, mean, M2 (Chan's combination, slice by slice), exact zeros."""
+
+    __slots__ = ("n", "mean", "m2", "zeros")
+
+    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0, zeros: int = 0) -> None:
+        self.n, self.mean, self.m2, self.zeros = n, mean, m2, zeros
+
+    def add(self, k: int, mean: float, m2: float, zeros: int) -> None:
+        self.zeros += zeros
+        if not k:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.m2 = k, mean, m2
+            return
+        tot = self.n + k
+        delta = mean - self.mean
+        self.mean += delta * k / tot
+        self.m2 += m2 + delta * delta * self.n * k / tot
+        self.n = tot
+
+
+def _moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, float, int, Any], ...]:
+    """Pass 2: (finite count, mean, M2, zeros, histogram counts) per part, the histogram over the range pass 1 found
+    (``part.options``: group, integer, mode, lo, hi, bins, any NaN/Inf)."""
+    import numpy as np
+    import torch
+
+    out = []
+    f64 = torch.empty(_SLICE, dtype=torch.float64)
+    for part in item.parts:
+        (span,) = part.spans
+        _g, integer, mode, lo, hi, bins, nonfinite = part.options
+        acc = _Moments()
+        n_counts = int(hi) - int(lo) + 1 if mode == "ivals" else bins
+        counts = torch.zeros(n_counts, dtype=torch.int64)
+        for raw in readers.chunks(span):
+            x = _prep(raw, integer)
+            for i in range(0, x.numel(), _SLICE):
+                xs = x[i : i + _SLICE]
+                if xs.dtype in (torch.bfloat16, torch.float16):
+                    xs = xs.to(torch.float32)
+                if nonfinite:
+                    xs = xs[torch.isfinite(xs)]
+                k = xs.numel()
+                if not k:
+                    continue
+                d = f64[:k]
+                d.copy_(xs)
+                dn = d.numpy()
+                m = float(dn.sum()) / k
+                np.subtract(dn, m, out=dn)
+                np.multiply(dn, dn, out=dn)
+                acc.add(k, m, float(dn.sum()), k - int(torch.count_nonzero(xs)))
+                counts += _slice_hist(xs, mode, lo, hi, bins, n_counts, d)
+        out.append((acc.n, acc.mean, acc.m2, acc.zeros, counts))
+    return tuple(out)
+
+
+def _slice_hist(xs: Any, mode: str, lo: float, hi: float, bins: int, n_counts: int, f64: Any) -> Any:
+    """Histogram counts (int64) of one slice. "range": ``bins`` bins over the data's own [lo, hi], bin of x =
+    trunc((x − lo)·bins / (hi − lo)) in x's dtype, the top edge in the last bin — torch.histc's own arithmetic, so the
+    counts equal ``torch.histc`` of the whole tensor. "fixed": torch.histc over a caller's range (values outside are
+    not counted). "ivals": one bin per integer. "ibins": integers in ``bins`` bins over [lo, hi + 1)."""
+    import numpy as np
+    import torch
+
+    if mode == "range":
+        width = float(np.float32(hi) - np.float32(lo)) if xs.dtype == torch.float32 else hi - lo
+        t = torch.sub(xs, lo)
+        t.mul_(bins).div_(width).clamp_(max=bins - 1)
+        idx = t.to(torch.uint8 if bins <= 256 else torch.int32)
+        return torch.bincount(idx, minlength=n_counts)
+    if mode == "ivals":
+        return torch.bincount(xs - int(lo), minlength=n_counts)
+    if xs.dtype == torch.int64:  # integers are binned as float64 (the moments left other values in ``f64``)
+        xs = f64.copy_(xs)
+    if mode == "ibins":
+        return torch.histc(xs, bins=bins, min=lo, max=hi + 1).to(torch.int64)
+    return torch.histc(xs, bins=bins, min=lo, max=hi).to(torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -205,20 +313,22 @@ def tensor_stats(
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    workers: int | Executor | None = None,
 ) -> TensorStats:
     """Streamed statistics and histogram of one tensor.
 
     ``source`` is a TensorReader (preferred: reuse one per checkpoint), a CheckpointIndex or path plus the
     tensor ``name``; or a torch tensor / numpy array (``name`` is then only a label). Peak memory is about
-    one chunk of ``chunk_elems`` elements. ``hist_range=(lo, hi)`` fixes the histogram range (values outside
-    are not binned), so two histograms can be overlaid bin for bin. Raises CheckpointError for unknown
-    names, Cancelled on cancel.
+    one chunk of ``chunk_elems`` elements per worker. ``hist_range=(lo, hi)`` fixes the histogram range (values
+    outside are not binned), so two histograms can be overlaid bin for bin. ``workers``: threads to use (default:
+    every core; 1: the caller's thread), or an :class:`~explorer.core.parallel.Executor`; the figures are the same
+    for any. Raises CheckpointError for unknown names, Cancelled on cancel.
     """
     t = _as_tensor(source)
     if t is None and name is None:
         raise CheckpointError("tensor_stats: a tensor name is needed when reading from a checkpoint")
     return aggregate_stats(source, [name or "tensor"], label=name or "tensor", bins=bins, hist_range=hist_range,
-                           chunk_elems=chunk_elems, progress=progress, cancel=cancel)
+                           chunk_elems=chunk_elems, progress=progress, cancel=cancel, workers=workers)
 
 
 def aggregate_stats(
@@ -232,23 +342,25 @@ def aggregate_stats(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     fit: bool = False,
+    workers: int | Executor | None = None,
 ) -> TensorStats:
     """Statistics of several tensors pooled together (e.g. a module's weights), one shared histogram range.
 
     ``label`` names the result (default: the common prefix of ``names``). dtype is the tensors' dtype, or
-    ``"mixed"``. Same memory bound and callbacks as :func:`tensor_stats`. ``fit``: ``bins`` is the most wanted and a
-    small tensor gets fewer (:func:`fit_bins`); the result's ``bins_note`` says why it has fewer than ``bins``.
+    ``"mixed"``. Same memory bound, callbacks and ``workers`` as :func:`tensor_stats`. ``fit``: ``bins`` is the most
+    wanted and a small tensor gets fewer (:func:`fit_bins`); the result's ``bins_note`` says why it has fewer than
+    ``bins``.
     """
     if bins < 1:
         raise ExplorerError(f"bins must be at least 1, found {bins}")
-    srcs, close = _sources(source, names)
+    inp = _open_input(source, names)
     try:
-        used = fit_bins(sum(s.numel for s in srcs), bins) if fit else bins
-        st = _stats(srcs, label if label is not None else _common_prefix(names), used, chunk_elems, progress, cancel,
-                    hist_range)
-        return replace(st, bins_asked=bins)
+        g = _group(inp, label if label is not None else _common_prefix(names), list(names), bins, fit)
+        tick = Ticker(2 * g.numel, progress, cancel)
+        (st,) = _compute(inp, [g], executor_for(workers, local_only=inp.local_only), chunk_elems, tick, hist_range)
+        return st
     finally:
-        close()
+        inp.close()
 
 
 def _common_prefix(names: Sequence[str]) -> str:
@@ -264,113 +376,124 @@ def _common_prefix(names: Sequence[str]) -> str:
     return ".".join(out)
 
 
-def _stats(srcs: list[_Src], label: str, bins: int, chunk_elems: int, progress: Progress | None, cancel: Cancel | None,
-           hist_range: tuple[float, float] | None = None) -> TensorStats:
-    import torch
+@dataclass
+class _Group:
+    """One result: a tensor, or tensors pooled under one label and one histogram range."""
 
-    dtypes = {s.dtype for s in srcs}
-    dtype = dtypes.pop() if len(dtypes) == 1 else "mixed"
-    integer = all(_is_integer_dtype(s.dtype) for s in srcs) and bool(srcs)
-    numel = sum(s.numel for s in srcs)
-    shape = srcs[0].shape if len(srcs) == 1 else (numel,)
-    tick = Ticker(2 * numel, progress, cancel)
-    tick.check()
+    label: str
+    names: list[str]
+    facts: list[tuple[int, str, tuple[int, ...], str]]
+    bins: int
+    bins_asked: int
 
-    # pass 1: counts, moments (Chan's parallel combination of per-chunk mean/M2), min/max
-    n = 0  # finite count
-    mean = m2 = 0.0
-    lo, hi = math.inf, -math.inf
-    zeros = nan = inf = 0
-    for s in srcs:
-        for raw in s.chunks(chunk_elems):
-            x = _prep(raw, integer)
-            k = x.numel()
-            if k == 0:
+    @property
+    def numel(self) -> int:
+        return sum(f[0] for f in self.facts)
+
+    @property
+    def integer(self) -> bool:
+        return bool(self.facts) and all(_is_integer_dtype(f[1]) for f in self.facts)
+
+
+def _group(inp: _Input, label: str, names: list[str], bins: int, fit: bool) -> _Group:
+    facts = [inp.info(n) for n in names]
+    used = fit_bins(sum(f[0] for f in facts), bins) if fit else bins
+    return _Group(label, names, facts, used, bins)
+
+
+def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems: int, tick: Ticker,
+             hist_range: tuple[float, float] | None = None) -> list[TensorStats]:
+    """Both passes over ``groups`` (pass 1: range and NaN/Inf; pass 2: moments, zeros, histogram), each split into
+    work items run by ``executor``; partials merged in item order."""
+    fixed = hist_range is not None and hist_range[1] > hist_range[0]
+
+    def parts(opts: Callable[[int, _Group], tuple[Any, ...] | None]) -> list[Part]:
+        out = []
+        for gi, g in enumerate(groups):
+            o = opts(gi, g)
+            if o is None:
                 continue
-            if not integer:
-                total = float(x.sum(dtype=torch.float64))
-                if not math.isfinite(total):  # rare path: some NaN/Inf in this chunk
-                    fin = torch.isfinite(x)
-                    c_nan = int(torch.isnan(x).sum())
-                    nan += c_nan
-                    inf += k - int(fin.sum()) - c_nan
-                    x = x[fin]
-                    k = x.numel()
-                    if k == 0:
-                        tick.step(raw.numel())
-                        continue
-                    total = float(x.sum(dtype=torch.float64))
-            else:
-                total = float(x.sum(dtype=torch.float64))
-            zeros += k - int(torch.count_nonzero(x))
-            cmin, cmax = torch.aminmax(x)
-            lo, hi = min(lo, float(cmin)), max(hi, float(cmax))
-            cmean = total / k
-            cm2 = _sq_dev64(x, cmean)
-            if n == 0:
-                mean, m2, n = cmean, cm2, k
-            else:
-                tot = n + k
-                delta = cmean - mean
-                mean += delta * k / tot
-                m2 += cm2 + delta * delta * n * k / tot
-                n = tot
-            tick.step(raw.numel())
-    tick.done = numel  # pass 1 complete even if some chunks were skipped
-    if n == 0:
-        if progress is not None:
-            progress(2 * numel, 2 * numel)
-        return TensorStats(label, numel, dtype, shape, zeros=0.0, nan=nan, inf=inf, integer=integer, n_tensors=len(srcs))
-    var = max(m2 / n, 0.0)
-    l2 = math.sqrt(max(m2 + n * mean * mean, 0.0))
-    constant = lo == hi
-    if hist_range is not None and hist_range[1] > hist_range[0]:
-        edges, counts = _histogram(srcs, False, float(hist_range[0]), float(hist_range[1]), bins, chunk_elems, tick, n,
-                                   bool(nan or inf), as_float=integer)
+            for n, (numel, dtype, _shape, file) in zip(g.names, g.facts):
+                if numel:
+                    out.append(Part((Span(0, n, 0, numel, file, dtype),), o))
+        return out
+
+    def run(kernel: Any, ps: list[Part]) -> Iterator[tuple[Part, Any]]:
+        items = split_items(kernel, ps, chunk_elems=chunk_elems, splittable=lambda sp: inp.splittable(sp.tensor))
+        for item, partials in run_pass(executor, inp.sources, items, tick, chunk_elems=chunk_elems):
+            yield from zip(item.parts, partials)
+
+    tick.check()
+    rng = [[math.inf, -math.inf, 0, 0] for _ in groups]
+    for part, (lo, hi, nan, inf) in run(_range_kernel, parts(lambda gi, g: (gi, g.integer))):
+        r = rng[part.options[0]]
+        r[0], r[1], r[2], r[3] = min(r[0], lo), max(r[1], hi), r[2] + nan, r[3] + inf
+
+    def pass2(gi: int, g: _Group) -> tuple[Any, ...] | None:
+        lo, hi, nan, inf = rng[gi]
+        if lo > hi or (lo == hi and not fixed):  # nothing finite, or constant: pass 1 says it all
+            tick.step(g.numel)
+            return None
+        if fixed:
+            assert hist_range is not None
+            return (gi, g.integer, "fixed", float(hist_range[0]), float(hist_range[1]), g.bins, bool(nan or inf))
+        if g.integer:
+            mode = "ivals" if hi - lo + 1 <= max(g.bins, 2) else "ibins"
+            return (gi, True, mode, lo, hi, g.bins, False)
+        return (gi, False, "range", lo, hi, g.bins, bool(nan or inf))
+
+    moments = [_Moments() for _ in groups]
+    counts: list[Any] = [None] * len(groups)
+    for part, (k, mean, m2, zeros, c) in run(_moments_kernel, parts(pass2)):
+        gi = part.options[0]
+        moments[gi].add(k, mean, m2, zeros)
+        counts[gi] = c if counts[gi] is None else counts[gi] + c
+    if tick.progress is not None:
+        tick.report(tick.total)
+    return [_finish(g, rng[gi], moments[gi], counts[gi], fixed, hist_range) for gi, g in enumerate(groups)]
+
+
+def _finish(g: _Group, rng: list[Any], mo: _Moments, counts: Any, fixed: bool,
+            hist_range: tuple[float, float] | None) -> TensorStats:
+    lo, hi, nan, inf = rng
+    numel, integer = g.numel, g.integer
+    dtypes = {f[1] for f in g.facts}
+    dtype = dtypes.pop() if len(dtypes) == 1 else "mixed"
+    shape = g.facts[0][2] if len(g.facts) == 1 else (numel,)
+    n_fin = numel - nan - inf
+    common = dict(integer=integer, n_tensors=len(g.names), bins_asked=g.bins_asked)
+    if n_fin == 0:
+        return TensorStats(g.label, numel, dtype, shape, zeros=0.0, nan=nan, inf=inf, **common)
+    if counts is None:  # constant (pass 1 only)
+        mo = _Moments(n_fin, float(lo), 0.0, n_fin if lo == 0 else 0)
+    n, mean = mo.n, mo.mean
+    var = max(mo.m2 / n, 0.0)
+    l2 = math.sqrt(max(mo.m2 + n * mean * mean, 0.0))
+    if lo == hi and not fixed:
+        w = 0.5 if integer else max(abs(lo) * 1e-2, 1e-6)
+        edges: tuple[float, ...] = (lo - w, lo + w)
+        cts: tuple[int, ...] = (n,)
     else:
-        edges, counts = _histogram(srcs, integer, lo, hi, bins, chunk_elems, tick, n, bool(nan or inf))
-    if progress is not None:
-        progress(2 * numel, 2 * numel)
+        cts = tuple(int(c) for c in counts.tolist())
+        if fixed:
+            assert hist_range is not None
+            a, b = float(hist_range[0]), float(hist_range[1])
+        elif integer and hi - lo + 1 <= max(g.bins, 2):
+            a = b = None  # one bin per integer
+        else:
+            a, b = lo, (hi + 1 if integer else hi)
+        if a is None:
+            edges = tuple(float(v) - 0.5 for v in range(int(lo), int(hi) + 2))
+        else:
+            step = (b - a) / g.bins
+            edges = tuple(a + i * step for i in range(g.bins)) + (b,)
     return TensorStats(
-        label, numel, dtype, shape, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), zeros / numel if numel else 0.0,
-        nan, inf, l2, edges, counts, constant, integer, len(srcs),
+        g.label, numel, dtype, shape, mean, math.sqrt(var), lo, hi, max(abs(lo), abs(hi)), mo.zeros / numel if numel else 0.0,
+        nan, inf, l2, edges, cts, lo == hi, **common,
     )
 
 
-def _histogram(srcs: list[_Src], integer: bool, lo: float, hi: float, bins: int, chunk_elems: int, tick: Ticker,
-               n_finite: int, has_nonfinite: bool, *, as_float: bool = False) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    import torch
-
-    if lo == hi:  # constant: one bin around the value, no second pass needed
-        w = 0.5 if integer else max(abs(lo) * 1e-2, 1e-6)
-        tick.step(tick.total - tick.done)
-        return (lo - w, lo + w), (n_finite,)
-    if integer and hi - lo + 1 <= max(bins, 2):
-        ilo, ihi = int(lo), int(hi)
-        counts = torch.zeros(ihi - ilo + 1, dtype=torch.int64)
-        for s in srcs:
-            for raw in s.chunks(chunk_elems):
-                x = _prep(raw, True)
-                if x.numel():
-                    counts += torch.bincount(x - ilo, minlength=counts.numel())
-                tick.step(raw.numel())
-        return tuple(float(v) - 0.5 for v in range(ilo, ihi + 2)), tuple(int(c) for c in counts)
-    if integer:
-        hi = hi + 1  # half-open integer range
-    counts64 = torch.zeros(bins, dtype=torch.float64)
-    for s in srcs:
-        for raw in s.chunks(chunk_elems):
-            x = _prep(raw, integer or as_float)
-            if integer or as_float:
-                x = x.to(torch.float64)
-            elif has_nonfinite:
-                x = x[torch.isfinite(x)]
-            if x.numel():
-                counts64 += torch.histc(x, bins=bins, min=lo, max=hi).to(torch.float64)
-            tick.step(raw.numel())
-    step = (hi - lo) / bins
-    edges = tuple(lo + i * step for i in range(bins)) + (hi,)
-    return edges, tuple(int(c) for c in counts64)
+BATCH_ELEMS = 1 << 27  #: stats_many measures tensors in batches of about this many elements (both passes per batch)
 
 
 def stats_many(
@@ -381,21 +504,31 @@ def stats_many(
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    workers: int | Executor | None = None,
 ) -> Iterator[TensorStats]:
-    """:func:`tensor_stats` for each name (default: every tensor in file order), yielded one at a time.
+    """:func:`tensor_stats` for each name (default: every tensor in file order), yielded in order.
 
-    ``progress(done, total)`` counts elements over all the tensors.
+    Tensors are measured in batches (:data:`BATCH_ELEMS`): small tensors share work items, big ones are cut into
+    ranges, and every item of a batch runs on ``workers`` (default: every core); the figures do not depend on the
+    batch or the workers. ``progress(done, total)`` counts elements over all the tensors (twice: two passes).
     """
     reader, owned = open_reader(source)
     try:
+        inp = _open_input(reader, None)
         todo = list(names) if names else list(reader.index.tensors)
-        sizes = [reader.info(n).numel for n in todo]
-        total = 2 * sum(sizes)
-        base = 0
-        for n, size in zip(todo, sizes):
-            cb = None if progress is None else (lambda d, t, base=base: progress(base + d, total))
-            yield tensor_stats(reader, n, bins=bins, chunk_elems=chunk_elems, progress=cb, cancel=cancel)
-            base += 2 * size
+        groups = [_group(inp, n, [n], bins, False) for n in todo]
+        tick = Ticker(2 * sum(g.numel for g in groups), progress, cancel)
+        executor = executor_for(workers, local_only=inp.local_only)
+        tick.check()
+        batch: list[_Group] = []
+        size = 0
+        for g in groups + [None]:  # type: ignore[list-item]
+            if g is not None and (not batch or size + g.numel <= BATCH_ELEMS):
+                batch.append(g)
+                size += g.numel
+                continue
+            yield from _compute(inp, batch, executor, chunk_elems, tick)
+            batch, size = ([g], g.numel) if g is not None else ([], 0)
     finally:
         if owned:
             reader.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import CheckpointError
 from ..fsio import open_regular
@@ -100,14 +100,16 @@ class TensorReader:
             raise CheckpointError(f"{file}: changed on disk since it was opened: {len(m)} bytes mapped, the tensor needs {need}")
         return m
 
-    def _pread(self, info: TensorInfo, start: int, nbytes: int) -> torch.Tensor:
-        """``nbytes`` bytes of ``info``'s data from byte ``start`` of it, as a fresh uint8 tensor."""
+    def _pread(self, info: TensorInfo, start: int, nbytes: int, buf: torch.Tensor | None = None) -> torch.Tensor:
+        """``nbytes`` bytes of ``info``'s data from byte ``start`` of it, as a uint8 tensor: ``buf`` (a contiguous
+        uint8 tensor of ``nbytes``, reused by the caller) or a fresh one."""
         import torch
 
         assert info.offset is not None
         fd = self._fd(info.file)
         self.check_file(info.file, need=info.offset + info.nbytes)
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        if buf is None:
+            buf = torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
         got = 0
         try:
@@ -209,3 +211,36 @@ class TensorReader:
         for start in range(0, info.numel, chunk_elems):
             n = min(chunk_elems, info.numel - start)
             yield self._pread(info, start * item, n * item).view(dt)
+
+    def iter_range(self, name: str, start: int, stop: int, *, chunk_elems: int = 1 << 24,
+                   out: Callable[[int], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+        """Flat chunks of elements ``[start, stop)`` of a tensor (the work items of :mod:`explorer.core.parallel`).
+        ``out(nbytes)`` hands a reusable uint8 buffer of at least ``nbytes`` to read a safetensors chunk into (the
+        chunk is then valid until the next one is read); other formats stream through :meth:`iter_chunks` and skip
+        to ``start``."""
+        info = self._info(name)
+        if not 0 <= start <= stop <= info.numel:
+            raise CheckpointError(f"{info.file}: tensor {quoted(name)}: elements {start}..{stop} are outside its {info.numel}")
+        if self._chunked is None and info.offset is not None and info.numel and type(self).iter_chunks is TensorReader.iter_chunks:
+            dt = self._readable(info)
+            item = dt.itemsize
+            for s in range(start, stop, chunk_elems):
+                n = min(chunk_elems, stop - s)
+                buf = out(n * item)[: n * item] if out is not None else None
+                yield self._pread(info, s * item, n * item, buf).view(dt)
+            return
+        pos = 0
+        for c in self.iter_chunks(name, chunk_elems=chunk_elems):
+            k = c.numel()
+            lo, hi = max(start - pos, 0), min(stop - pos, k)
+            if hi > lo:
+                yield c[lo:hi]
+            pos += k
+            if pos >= stop:
+                break
+
+    def splittable(self, name: str) -> bool:
+        """Whether a range of ``name`` is read without reading what comes before it (safetensors by offset)."""
+        info = self.index.tensors.get(name)
+        return (self._chunked is None and info is not None and info.offset is not None
+                and type(self).iter_chunks is TensorReader.iter_chunks)

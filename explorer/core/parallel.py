@@ -1,0 +1,427 @@
+"""Whole-checkpoint passes on every core: a pass is a list of pure work items, an executor maps them to partial
+results, and the partials merge in item order.
+
+The interface (the one a new backend implements; the local threads and processes are here, a Dask cluster plugs in
+the same way):
+
+* :class:`Span` — where one piece of values is: ``source`` (which checkpoint of the pass: 0, or 0/1 for A/B in a
+  diff), ``tensor`` (its on-disk name), the element range ``[start, stop)``, and, for locality and logs, the
+  ``file`` and ``dtype`` from the already-validated index.
+* :class:`Part` — spans read together (one for statistics, A's and B's of one length for a diff) and the kernel's
+  ``options`` for them (plain picklable data: a group number, a histogram's range and bins, ...).
+* :class:`WorkItem` — ``kernel`` (a module-level function, so it pickles by reference), ``parts`` (small tensors are
+  packed into one item, a big one is cut into ranges) and item-level ``options``. ``kernel(readers, item)`` returns
+  one partial per part. Items are pure: the same item on any worker gives the same partial.
+* :class:`Readers` — what a kernel reads through, one per worker: a :class:`~explorer.core.checkpoint.TensorReader`
+  per source, reopening files **only** by the paths of the index the pass was given (nothing new from a file), and
+  reusable read buffers, so a worker holds about ``chunk_elems`` elements per span it reads at a time.
+* :class:`Executor` — ``workers`` and ``map(sources, items, *, cancel) -> iterator of partials, in item order``.
+  ``sources`` is a tuple of :class:`~explorer.core.checkpoint.CheckpointIndex` (picklable; a process or cluster
+  worker builds its own readers from it, the parent's file descriptors never travel) — or, for the serial
+  executor only, readers (an adapter's ``DeltaReader``) or in-memory tensors. ``cancel`` (the :mod:`explorer.core.jobs`
+  protocol) is polled before each item starts; closing the iterator cancels what has not started.
+  :class:`SerialExecutor` (the caller's thread), :class:`ThreadExecutor` (torch and numpy release the GIL in
+  every kernel used here), :class:`ProcessExecutor` (spawned workers, for kernels that hold the GIL).
+* :func:`run_pass` drives a pass with progress and cancel (a :class:`~explorer.core.jobs.Ticker` counting
+  elements), :func:`split_items` cuts tensors into items, :func:`executor_for` turns ``workers=`` (an int, None for
+  every core, or an Executor) into an executor, :func:`default_workers` is the cores this process may use.
+
+Results do not depend on the number of workers: the split depends only on the tensors and the chunk size (never on
+``workers``), each item's partial is computed the same way wherever it runs (kernels keep every torch reduction
+under torch's parallel grain size, so intra-op threads never reorder a sum), and partials are merged in item order.
+So 1, 2 or N threads, processes or a cluster give bit-identical figures.
+
+Memory: at most ``workers`` items run at once and at most ``2 × workers`` are in flight; each running item reads
+through its worker's buffers (about ``chunk_elems`` elements per span).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+from .errors import Cancelled, ExplorerError
+from .jobs import Ticker, is_cancelled
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_ITEM = 1 << 22  #: elements per work item (4M: 16 MB of float32): per-item overhead is noise, memory stays small
+MAX_WORKERS = 512
+
+
+@dataclass(frozen=True)
+class Span:
+    """``[start, stop)`` elements of tensor ``tensor`` of the pass's source ``source`` (file and dtype as indexed)."""
+
+    source: int
+    tensor: str
+    start: int
+    stop: int
+    file: str = ""
+    dtype: str = ""
+
+    @property
+    def numel(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Part:
+    """Spans read together (one for statistics; A's and B's, of one length, for a diff) and the kernel's options for
+    them (plain data: a group number, a histogram's range and bins, ...)."""
+
+    spans: tuple[Span, ...]
+    options: tuple[Any, ...] = ()
+
+    @property
+    def numel(self) -> int:
+        return self.spans[0].numel if self.spans else 0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A pure unit of work: ``kernel(readers, item)`` -> one partial per part."""
+
+    kernel: Callable[[Readers, WorkItem], tuple[Any, ...]]
+    parts: tuple[Part, ...]
+    options: tuple[Any, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Elements of the item (its parts' first spans): the unit of progress."""
+        return sum(p.numel for p in self.parts)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+class _MemoryReader:
+    """An in-memory tensor as a one-tensor source (``tensor_stats(torch_tensor)``)."""
+
+    def __init__(self, name: str, flat: Any) -> None:
+        self.name, self.flat = name, flat
+
+    def iter_range(self, name: str, start: int, stop: int, *, chunk_elems: int, out: Any = None) -> Iterator[Any]:
+        for s in range(start, stop, chunk_elems):
+            yield self.flat[s : min(stop, s + chunk_elems)]
+
+    def close(self) -> None:
+        pass
+
+
+def memory_source(name: str, tensor: Any) -> _MemoryReader:
+    """A source for the serial executor holding one in-memory tensor (flattened)."""
+    return _MemoryReader(name, tensor.detach().reshape(-1))
+
+
+class Readers:
+    """One worker's readers: a TensorReader per source (opened lazily, only over the given index's files) and one
+    reusable byte buffer per span slot, so reading a chunk allocates nothing."""
+
+    def __init__(self, sources: Sequence[Any], chunk_elems: int = DEFAULT_ITEM) -> None:
+        self.sources = tuple(sources)
+        self.chunk_elems = chunk_elems
+        self._readers: dict[int, Any] = {}
+        self._owned: list[Any] = []
+        self._buffers: dict[int, Any] = {}
+
+    def reader(self, source: int) -> Any:
+        r = self._readers.get(source)
+        if r is None:
+            from .checkpoint import CheckpointIndex, TensorReader
+
+            src = self.sources[source]
+            if isinstance(src, CheckpointIndex):
+                r = TensorReader(src)
+                self._owned.append(r)
+            else:
+                r = src  # a reader (or memory source) the caller owns
+            self._readers[source] = r
+        return r
+
+    def _buffer(self, slot: int, nbytes: int) -> Any:
+        import torch
+
+        b = self._buffers.get(slot)
+        if b is None or b.numel() < nbytes:
+            b = torch.empty(nbytes, dtype=torch.uint8)
+            self._buffers[slot] = b
+        return b
+
+    def chunks(self, span: Span, slot: int = 0) -> Iterator[torch.Tensor]:
+        """The span's values, flat, in chunks of at most ``chunk_elems`` (a chunk is valid until the next one of the
+        same slot is read)."""
+        r = self.reader(span.source)
+        return r.iter_range(span.tensor, span.start, span.stop, chunk_elems=self.chunk_elems,
+                            out=lambda nbytes: self._buffer(slot, nbytes))
+
+    def close(self) -> None:
+        for r in self._owned:
+            r.close()
+        self._owned.clear()
+        self._readers.clear()
+        self._buffers.clear()
+
+
+# --------------------------------------------------------------------------------------------- executors
+
+
+class Executor(Protocol):
+    """Maps work items to their partials, in item order (see the module docstring)."""
+
+    workers: int
+
+    def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
+            chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]: ...
+
+
+def _run(readers: Readers, item: WorkItem) -> tuple[Any, ...]:
+    return item.kernel(readers, item)
+
+
+class SerialExecutor:
+    """Every item in the caller's thread (``workers=1``); also takes readers and in-memory sources."""
+
+    workers = 1
+
+    def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
+            chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
+        readers = Readers(sources, chunk_elems)
+        try:
+            for item in items:
+                if is_cancelled(cancel):
+                    raise Cancelled("cancelled")
+                yield _run(readers, item)
+        finally:
+            readers.close()
+
+
+class ThreadExecutor:
+    """``workers`` threads, each with its own :class:`Readers`; partials yielded in item order."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = check_workers(workers)
+
+    def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
+            chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
+        pool_readers: queue.SimpleQueue[Readers] = queue.SimpleQueue()
+        all_readers = [Readers(sources, chunk_elems) for _ in range(self.workers)]
+        for r in all_readers:
+            pool_readers.put(r)
+        stop = threading.Event()
+
+        def task(item: WorkItem) -> tuple[Any, ...]:
+            if stop.is_set() or is_cancelled(cancel):
+                raise Cancelled("cancelled")
+            r = pool_readers.get()
+            try:
+                return _run(r, item)
+            finally:
+                pool_readers.put(r)
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-pass")
+        try:
+            yield from _ordered(pool.submit, task, items, 2 * self.workers, cancel)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for r in all_readers:
+                r.close()
+
+
+def _process_task(sources: tuple[Any, ...], item: WorkItem, chunk_elems: int) -> tuple[Any, ...]:
+    readers = Readers(sources, chunk_elems)
+    try:
+        return _run(readers, item)
+    finally:
+        readers.close()
+
+
+def item_sources(sources: Sequence[Any], item: WorkItem) -> tuple[Any, ...]:
+    """The pass's indexes cut down to what ``item`` reads (its tensors' records and their files' stamps): what a
+    process or cluster worker is sent with the item, so a 47k-tensor index does not travel with every item."""
+    import dataclasses
+
+    names: dict[int, set[str]] = {}
+    for part in item.parts:
+        for sp in part.spans:
+            names.setdefault(sp.source, set()).add(sp.tensor)
+    out = []
+    for i, src in enumerate(sources):
+        want = names.get(i)
+        if not want:
+            out.append(None)
+            continue
+        tensors = {n: src.tensors[n] for n in src.tensors if n in want} if len(want) * 4 < len(src.tensors) else None
+        if tensors is None:
+            out.append(src)
+            continue
+        files = {t.file for t in tensors.values()}
+        out.append(dataclasses.replace(src, tensors=tensors, files=tuple(f for f in src.files if f in files),
+                                       stamps={f: st for f, st in src.stamps.items() if f in files}))
+    return tuple(out)
+
+
+class ProcessExecutor:
+    """``workers`` spawned processes (for kernels that hold the GIL), started on first use and kept until
+    :meth:`close` (or the end of a ``with`` block). Each item travels with :func:`item_sources` (our own index
+    records, pickled by this process: nothing from a file is unpickled) and the worker opens its own readers over
+    those indexed paths only. Start-up costs an import of torch per worker; like any ``multiprocessing`` user, a
+    script needs the ``if __name__ == "__main__":`` guard."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = check_workers(workers)
+        self._pool: Any = None
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
+            chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from .checkpoint import CheckpointIndex
+
+        if not all(isinstance(s, CheckpointIndex) for s in sources):
+            raise ExplorerError("process workers read checkpoints by index only (not readers or in-memory tensors)")
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = self._pool
+
+        def submit(fn: Any, item: WorkItem) -> Future:
+            return pool.submit(fn, item_sources(sources, item), item, chunk_elems)
+
+        yield from _ordered(submit, _process_task, items, 2 * self.workers, cancel)
+
+
+def _ordered(submit: Callable[..., Future], fn: Callable[[WorkItem], Any], items: Iterable[WorkItem], window: int,
+             cancel: Any) -> Iterator[Any]:
+    """Submit items keeping at most ``window`` in flight; yield their results in item order."""
+    pending: list[Future] = []
+    it = iter(items)
+    try:
+        for item in it:
+            if is_cancelled(cancel):
+                raise Cancelled("cancelled")
+            pending.append(submit(fn, item))
+            while len(pending) >= window:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity; ``os.process_cpu_count`` where there is one)."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        n = count()
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            n = os.cpu_count()
+    return max(1, min(MAX_WORKERS, n or 1))
+
+
+def check_workers(n: Any) -> int:
+    """``n`` as a worker count (1 .. MAX_WORKERS), else ExplorerError with one line."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_WORKERS:
+        raise ExplorerError(f"workers must be a whole number from 1 to {MAX_WORKERS}, found {n!r}")
+    return n
+
+
+def executor_for(workers: int | Executor | None = None, *, local_only: bool = False) -> Executor:
+    """``workers``: an Executor (used as is), an int (1: the caller's thread; more: threads), or None (every core).
+    ``local_only``: the sources are readers or in-memory tensors that only the caller's thread may use (the serial
+    executor, whatever was asked)."""
+    if local_only:
+        if isinstance(workers, int):
+            check_workers(workers)
+        return SerialExecutor()
+    if workers is not None and not isinstance(workers, int):
+        return workers
+    n = default_workers() if workers is None else check_workers(workers)
+    return SerialExecutor() if n == 1 else ThreadExecutor(n)
+
+
+def shareable(index: Any) -> bool:
+    """Whether workers may each open their own reader over ``index`` (by its indexed paths): safetensors and torch zip
+    files. Not a legacy torch pickle (each worker would load it whole) nor a chunked or remote layout (its reader
+    stays in the caller's thread)."""
+    return getattr(index, "layout", None) is None and getattr(index, "format", "") != "torch-legacy"
+
+
+def split_items(kernel: Callable[[Readers, WorkItem], tuple[Any, ...]], parts: Iterable[Part], *,
+                chunk_elems: int = DEFAULT_ITEM, options: tuple[Any, ...] = (), splittable: Callable[[Span], bool] = lambda s: True
+                ) -> list[WorkItem]:
+    """Work items over ``parts`` (their spans usually whole tensors): a part longer than
+    ``chunk_elems`` is cut into ranges of ``chunk_elems`` (when ``splittable`` says its spans can be read from an
+    offset), and consecutive small parts are packed into one item of at most ``chunk_elems`` elements. Depends only
+    on the parts and ``chunk_elems``, never on the workers."""
+    items: list[WorkItem] = []
+    pack: list[Part] = []
+    packed = 0
+
+    def flush() -> None:
+        nonlocal pack, packed
+        if pack:
+            items.append(WorkItem(kernel, tuple(pack), options))
+        pack, packed = [], 0
+
+    for part in parts:
+        n = part.numel
+        if n > chunk_elems and all(splittable(s) for s in part.spans):
+            flush()
+            for s in range(0, n, chunk_elems):
+                e = min(n, s + chunk_elems)
+                items.append(WorkItem(kernel, (Part(tuple(_sub(sp, s, e) for sp in part.spans), part.options),), options))
+            continue
+        if packed + n > chunk_elems:
+            flush()
+        pack.append(part)
+        packed += n
+    flush()
+    return items
+
+
+def _sub(span: Span, s: int, e: int) -> Span:
+    return Span(span.source, span.tensor, span.start + s, span.start + e, span.file, span.dtype)
+
+
+def run_pass(executor: Executor, sources: Sequence[Any], items: Sequence[WorkItem], tick: Ticker | None = None, *,
+             cancel: Any = None, chunk_elems: int = DEFAULT_ITEM) -> Iterator[tuple[WorkItem, tuple[Any, ...]]]:
+    """(item, partials) for each item, in item order; ``tick`` steps by each item's size (progress, and Cancelled
+    when its cancel asks). Closing the iterator stops the pass."""
+    if tick is not None:
+        tick.check()
+        cancel = tick.cancel if cancel is None else cancel
+    results = executor.map(sources, items, cancel=cancel, chunk_elems=chunk_elems)
+    try:
+        for item, partial in zip(items, results):
+            yield item, partial
+            if tick is not None:
+                tick.step(item.size)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = ["DEFAULT_ITEM", "Executor", "Part", "ProcessExecutor", "Readers", "SerialExecutor", "Span", "ThreadExecutor",
+           "WorkItem", "check_workers", "default_workers", "executor_for", "item_sources", "memory_source", "run_pass", "shareable", "split_items"]

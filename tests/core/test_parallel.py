@@ -1,0 +1,97 @@
+"""Whole-checkpoint passes on several workers (explorer.core.parallel): the same figures for 1 and 2 threads and for
+2 processes, equal to a float64 torch reference; progress reaches its total; cancel stops a parallel pass."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from explorer.core.checkpoint import open_checkpoint
+from explorer.core.errors import Cancelled, ExplorerError
+from explorer.core.parallel import ProcessExecutor, check_workers, default_workers, executor_for
+from explorer.core.stats import aggregate_stats, stats_many
+
+CHUNK = 10_000  # small work items: every tensor below is cut into many
+
+
+def _checkpoint(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(300, 257, generator=g) * 0.02 + 0.5
+    w[3, :7] = 0
+    w[100, 5] = float("nan")
+    w[200, 9] = float("inf")
+    t = {
+        "w": w,
+        "b": (torch.randn(123_457, generator=g) * 3).to(torch.bfloat16),
+        "h": (torch.randn(54_321, generator=g)).half(),
+        "ids": torch.randint(-5, 90, (77_777,), generator=g),
+        "big_ids": torch.randint(0, 1 << 40, (33_333,), generator=g),
+        "ln": torch.ones(64),
+        "tiny": torch.tensor([1.5, -2.0, 0.0]),
+    }
+    p = tmp_path / "m.safetensors"
+    save_file(t, p)
+    return p, t
+
+
+def _reference(s, t: torch.Tensor) -> None:
+    x = t.reshape(-1).to(torch.float64)
+    fin = x[torch.isfinite(x)]
+    assert s.nan == int(torch.isnan(x).sum()) and s.inf == int(torch.isinf(x).sum())
+    assert s.mean == pytest.approx(float(fin.mean()), rel=1e-12, abs=1e-15)
+    assert s.std == pytest.approx(float(fin.std(correction=0)), rel=1e-9, abs=1e-15)
+    assert (s.min, s.max) == (float(fin.min()), float(fin.max()))
+    assert s.zeros == float((x == 0).sum()) / x.numel()
+    assert s.l2 == pytest.approx(float(fin.norm()), rel=1e-12)
+    assert sum(s.counts) == fin.numel()
+    if not s.integer and not s.constant:  # the histogram is torch.histc's, bin for bin
+        f = t.reshape(-1).float()
+        f = f[torch.isfinite(f)]
+        assert list(s.counts) == [int(c) for c in torch.histc(f, bins=len(s.counts), min=s.min, max=s.max)]
+
+
+def test_one_two_threads_and_two_processes_give_identical_figures(tmp_path: Path) -> None:
+    p, tensors = _checkpoint(tmp_path)
+    index = open_checkpoint(p)
+    runs = {}
+    with ProcessExecutor(2) as processes:
+        for name, workers in (("serial", 1), ("threads", 2), ("processes", processes)):
+            runs[name] = [s.to_json() for s in stats_many(index, bins=256, chunk_elems=CHUNK, workers=workers)]
+    assert runs["serial"] == runs["threads"] == runs["processes"]  # bit for bit, whatever the workers
+    for s in stats_many(index, bins=256, chunk_elems=CHUNK, workers=2):
+        _reference(s, tensors[s.name])
+    # a pooled group over tensors of several dtypes, with a range the caller fixed
+    names = ["w", "b", "h"]
+    one = aggregate_stats(index, names, bins=64, chunk_elems=CHUNK, workers=1)
+    two = aggregate_stats(index, names, bins=64, chunk_elems=CHUNK, workers=2)
+    assert one == two
+    _reference(two, torch.cat([tensors[n].reshape(-1).float() for n in names]))
+    fixed = aggregate_stats(index, names, bins=8, hist_range=(-1.0, 1.0), chunk_elems=CHUNK, workers=2)
+    pooled = torch.cat([tensors[n].reshape(-1).float() for n in names])
+    assert list(fixed.counts) == [int(c) for c in torch.histc(pooled[torch.isfinite(pooled)], bins=8, min=-1, max=1)]
+
+
+def test_progress_reaches_total_and_cancel_stops_a_parallel_pass(tmp_path: Path) -> None:
+    p, tensors = _checkpoint(tmp_path)
+    total = 2 * sum(t.numel() for t in tensors.values())
+    seen: list[tuple[int, int]] = []
+    list(stats_many(p, chunk_elems=CHUNK, workers=2, progress=lambda d, t: seen.append((d, t))))
+    assert seen[-1] == (total, total) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    steps: list[int] = []
+
+    def cancel() -> bool:
+        return len(steps) >= 3
+
+    with pytest.raises(Cancelled):
+        list(stats_many(p, chunk_elems=CHUNK, workers=2, progress=lambda d, t: steps.append(d), cancel=cancel))
+    assert steps and steps[-1] < total // 4  # stopped after a few items, far from the end
+
+
+def test_worker_counts_are_checked() -> None:
+    assert default_workers() >= 1
+    assert executor_for(1).workers == 1 and executor_for(2).workers == 2
+    for bad in (0, -1, "2", 2.0, True, 10_000):
+        with pytest.raises(ExplorerError, match="workers must be a whole number"):
+            check_workers(bad)
