@@ -218,7 +218,7 @@ class TensorReader:
         ``out(nbytes)`` hands a reusable uint8 buffer of at least ``nbytes`` to read a safetensors chunk into (the
         chunk is then valid until the next one is read); other formats stream through :meth:`iter_chunks` and skip
         to ``start``."""
-        info = self._info(name)
+        info = self.info(name)
         if not 0 <= start <= stop <= info.numel:
             raise CheckpointError(f"{info.file}: tensor {quoted(name)}: elements {start}..{stop} are outside its {info.numel}")
         if self._chunked is None and info.offset is not None and info.numel and type(self).iter_chunks is TensorReader.iter_chunks:
