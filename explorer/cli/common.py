@@ -62,6 +62,24 @@ def add_mapping_args(p: argparse.ArgumentParser) -> None:
     k.add_argument("--auto-fix", action="store_true", help="apply the suggested key mapping when prefix trouble or torchtitan naming is detected")
 
 
+def add_workers_arg(p: argparse.ArgumentParser, what: str = "the whole-checkpoint pass") -> None:
+    p.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help=f"threads for {what} (default: every core this process may use; the figures are the same "
+                   "for any N)")
+
+
+def _workers(text: str) -> int:
+    from ..core.parallel import MAX_WORKERS
+
+    try:
+        n = int(text, 10)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_WORKERS}, found {text!r}")
+    return n
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 

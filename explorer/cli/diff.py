@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, key_mapping, mapping_json, print_json
+from .common import Style, add_json_arg, add_workers_arg, key_mapping, mapping_json, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "diff",
         help="compare two checkpoints: same / changed / only_a / only_b / shape_mismatch",
         description="Per tensor: status, relative change |B-A|/|A|, cosine similarity, max abs diff (values read as "
-        "float32, sums in float64), streamed over mmap. Different prefixes (module., bert.) are paired automatically or with "
+        "float32, sums in float64), streamed on every core (--workers). Different prefixes (module., bert.) are paired automatically or with "
         "--key-mapping (applied to both sides). Exit 0 identical, 1 differences, 2 error.",
     )
     p.add_argument("a", help="checkpoint A (file or Hugging Face folder, or a Hub repo org/name[@rev], hf://..., https://...)")
@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true", help="a remote torch pickle: download it into the Hugging Face cache first")
     p.add_argument("--all", action="store_true", help="text mode: list unchanged tensors too")
     p.add_argument("--depth", type=int, default=None, help="roll-up depth in key components (default: per layer)")
+    add_workers_arg(p, "the comparison")
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     ia, ib = open_index(args, args.a, revision=args.revision_a), open_index(args, args.b, revision=args.revision_b)
     km = key_mapping(args)
     pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
-    entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"))
+    entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"), workers=args.workers)
     roll = module_rollup(entries, depth=args.depth)
     differ = [e for e in entries if e.status is not DiffStatus.SAME]
     counts = diff_counts(entries)  # fixed order, zeros included

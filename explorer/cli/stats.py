@@ -5,7 +5,7 @@ import argparse
 import difflib
 
 from . import EXIT_OK
-from .common import Style, add_adapter_args, add_json_arg, add_source_args, print_json, stderr_progress
+from .common import Style, add_adapter_args, add_json_arg, add_source_args, add_workers_arg, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 JSON_BINS = 256  # the window's histogram
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "stats",
         help="per-tensor statistics and histograms (streamed over mmap)",
         description="Mean, std, min/max, zeros, NaN/Inf, L2 norm and a histogram for each tensor (default: all), "
-        "streamed chunk by chunk. Exit 0 ok, 2 error.",
+        "streamed chunk by chunk on every core (--workers). Exit 0 ok, 2 error.",
     )
     p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
     p.add_argument("keys", nargs="*", metavar="KEY", help="tensor names as on disk (default: every tensor)")
@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wrapper", metavar="KEY", help="sub-dict to use in a wrapper checkpoint")
     add_source_args(p)
     add_adapter_args(p, what="ΔW per LoRA module (ΔW:<module> in KEY) needs the base's peft layers")
+    add_workers_arg(p)
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CheckpointError(f"{index.path}: no tensor named {k!r}{hint}")
     with TensorReader(index) as reader:
-        results = list(stats_many(reader, args.keys or None, bins=args.bins, progress=stderr_progress("stats")))
+        results = list(stats_many(reader, args.keys or None, bins=args.bins, progress=stderr_progress("stats"),
+                                  workers=args.workers))
     if args.json:
         print_json({"checkpoint": index.path, "tensors": [s.to_json() for s in results]})
         return EXIT_OK
@@ -157,7 +159,7 @@ def run_adapter(args: argparse.Namespace) -> int:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise CheckpointError(f"{af.weights}: no tensor named {k!r}{hint}")
         names = list(args.keys) or known
-        results = list(stats_many(reader, names, bins=args.bins, progress=stderr_progress("stats")))
+        results = list(stats_many(reader, names, bins=args.bins, progress=stderr_progress("stats"), workers=args.workers))
     deltas = {f"ΔW:{d.module}": d for d in (rep.deltas if rep is not None else ())}
     if args.json:
         print_json({"checkpoint": af.folder, "adapter": True, "notes": notes,

@@ -16,9 +16,10 @@ from typing import Any, Iterable, Iterator, Mapping
 from .checkpoint import TensorReader, open_reader
 from .jobs import Cancel, Progress, Ticker
 from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed, layer_of, leading_prefixes
+from .parallel import Executor, Part, Readers, Span, WorkItem, executor_for, run_pass, shareable, split_items
 from .stats import DEFAULT_CHUNK, Source
-
-_F64_SLICE = 1 << 20  # elements widened to float64 at a time: 8 MB per operand, whatever the chunk size
+from .stats_kernels import Scratch as _Scratch
+from .stats_kernels import float_slices
 
 
 class DiffStatus(str, Enum):
@@ -145,13 +146,15 @@ def diff_checkpoints(
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    workers: int | Executor | None = None,
 ) -> list[DiffEntry]:
     """Compare two checkpoints tensor by tensor (paths, indexes or readers). Peak memory ≈ two chunks.
 
     Keys are paired with :func:`pair_keys`. ``progress(done, total)`` counts elements of A's tensors.
     Returns one entry per common key, in A's file order then B-only keys.
     """
-    return list(iter_diff(a, b, key_mapping=key_mapping, chunk_elems=chunk_elems, progress=progress, cancel=cancel))
+    return list(iter_diff(a, b, key_mapping=key_mapping, chunk_elems=chunk_elems, progress=progress, cancel=cancel,
+                          workers=workers))
 
 
 def iter_diff(
@@ -162,8 +165,10 @@ def iter_diff(
     chunk_elems: int = DEFAULT_CHUNK,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    workers: int | Executor | None = None,
 ) -> Iterator[DiffEntry]:
-    """Generator form of :func:`diff_checkpoints`: yields each entry as soon as it is computed."""
+    """Generator form of :func:`diff_checkpoints`: yields each entry in order, batch by batch (:data:`BATCH_ELEMS`
+    elements of A compared on ``workers`` — default every core — at a time; the figures do not depend on either)."""
     ra, own_a = open_reader(a)
     try:
         rb, own_b = open_reader(b)
@@ -181,19 +186,48 @@ def iter_diff(
         total = sum(ia[n].numel for n in ia if pairing.a[n] in by_b)
         tick = Ticker(total, progress, cancel)
         tick.check()
+        shared = all(type(r) is TensorReader and shareable(r.index) for r in (ra, rb))
+        sources = (ra.index, rb.index) if shared else (ra, rb)
+        executor = executor_for(workers, local_only=not shared)
+        batch: list[Any] = []  # DiffEntry, or (key, na, nb, ta, tb) to compare
+        size = 0
+
+        def run_batch() -> Iterator[DiffEntry]:
+            todo = [(i, e) for i, e in enumerate(batch) if not isinstance(e, DiffEntry)]
+            parts = [Part((Span(0, na, 0, ta.numel, ta.file, ta.dtype), Span(1, nb, 0, tb.numel, tb.file, tb.dtype)),
+                          (i,)) for i, (_k, na, nb, ta, tb) in todo]
+            items = split_items(diff_kernel, parts, chunk_elems=chunk_elems,
+                                splittable=lambda sp: (ra, rb)[sp.source].splittable(sp.tensor))
+            sums: dict[int, list[Any]] = {}
+            for item, partials in run_pass(executor, sources, items, tick, chunk_elems=chunk_elems):
+                for part, p in zip(item.parts, partials):
+                    acc = sums.get(part.options[0])
+                    sums[part.options[0]] = list(p) if acc is None else _merge(acc, p)
+            for i, e in enumerate(batch):
+                if isinstance(e, DiffEntry):
+                    yield e
+                else:
+                    key, na, nb, ta, tb = e
+                    yield _entry(key, na, nb, ta, tb, sums.get(i, [0.0, 0.0, 0.0, 0.0, 0.0, True, 0]))
+
         for na, key in pairing.a.items():
             ta = ia[na]
             nb = by_b.get(key)
             if nb is None:
-                yield DiffEntry(key, ONLY_A, na, None, ta.shape, None, ta.dtype, None)
+                batch.append(DiffEntry(key, ONLY_A, na, None, ta.shape, None, ta.dtype, None))
                 continue
             seen_b.add(nb)
             tb = ib[nb]
             if ta.shape != tb.shape:
-                yield DiffEntry(key, SHAPE_MISMATCH, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype)
+                batch.append(DiffEntry(key, SHAPE_MISMATCH, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype))
                 tick.step(ta.numel)
                 continue
-            yield _compare(ra, rb, na, nb, key, ta, tb, chunk_elems, tick)
+            if size + ta.numel > BATCH_ELEMS and size:
+                yield from run_batch()
+                batch, size = [], 0
+            batch.append((key, na, nb, ta, tb))
+            size += ta.numel
+        yield from run_batch()
         for nb, key in pairing.b.items():
             if nb not in seen_b:
                 tb = ib[nb]
@@ -205,49 +239,17 @@ def iter_diff(
             rb.close()
 
 
-def _paired(a: Any, b: Any) -> Any:
-    """Equal-length flat pieces of two streams of the same values chunked differently (a DCP or ZeRO reader cuts
-    at chunk and rank boundaries, a safetensors reader every ``chunk_elems``)."""
-    xa = xb = None
-    while True:
-        if xa is None or not xa.numel():
-            xa = next(a, None)
-        if xb is None or not xb.numel():
-            xb = next(b, None)
-        if xa is None or xb is None:
-            return
-        n = min(xa.numel(), xb.numel())
-        if n:
-            yield xa[:n], xb[:n]
-        xa, xb = xa[n:], xb[n:]
+BATCH_ELEMS = 1 << 27  #: iter_diff compares about this many elements of A per batch
 
 
-def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta: Any, tb: Any, chunk_elems: int,
-             tick: Ticker) -> DiffEntry:
-    import torch
+def _merge(acc: list[Any], p: tuple[Any, ...]) -> list[Any]:
+    """Two partials of one tensor pair, in item order: (Σa², Σb², Σab, Σ(b−a)², max|b−a|, equal, nonfinite)."""
+    return [acc[0] + p[0], acc[1] + p[1], acc[2] + p[2], acc[3] + p[3], max(acc[4], p[4]), acc[5] and p[5],
+            acc[6] + p[6]]
 
-    wide = "float64" in (ta.dtype, tb.dtype)
-    target = torch.float64 if wide else torch.float32
-    aa = bb = ab = dd = 0.0
-    mx = 0.0
-    equal = True
-    nonfinite = 0
-    for ca, cb in _paired(ra.iter_chunks(na, chunk_elems=chunk_elems), rb.iter_chunks(nb, chunk_elems=chunk_elems)):
-        x = ca.to(target) if ca.dtype != target else ca
-        y = cb.to(target) if cb.dtype != target else cb
-        if x.is_complex() or y.is_complex():
-            x, y = torch.view_as_real(x).reshape(-1), torch.view_as_real(y).reshape(-1)
-        if equal and not torch.equal(x, y):
-            eq = (x == y) | (torch.isnan(x) & torch.isnan(y))
-            equal = bool(eq.all())
-        caa, cbb, cab, cdd, cmx = _pair_sums64(x, y)
-        if not math.isfinite(caa + cbb):  # a NaN/Inf on either side (float32 squares never overflow float64)
-            keep = torch.isfinite(x) & torch.isfinite(y)
-            same = (x == y) | (torch.isnan(x) & torch.isnan(y))
-            nonfinite += int((~keep & ~same).sum())
-            caa, cbb, cab, cdd, cmx = _pair_sums64(x[keep], y[keep])
-        aa, bb, ab, dd, mx = aa + caa, bb + cbb, ab + cab, dd + cdd, max(mx, cmx)
-        tick.step(ca.numel())
+
+def _entry(key: str, na: str, nb: str, ta: Any, tb: Any, sums: list[Any]) -> DiffEntry:
+    aa, bb, ab, dd, mx, equal, nonfinite = sums
     na_, nb_, nd = math.sqrt(aa), math.sqrt(bb), math.sqrt(dd)
     if equal:
         return DiffEntry(key, SAME, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, 0.0, 1.0 if na_ > 0 else None, 0.0,
@@ -259,6 +261,43 @@ def _compare(ra: TensorReader, rb: TensorReader, na: str, nb: str, key: str, ta:
     if nonfinite:
         rel = mx = nd = math.inf
     return DiffEntry(key, CHANGED, na, nb, ta.shape, tb.shape, ta.dtype, tb.dtype, rel, cos, mx, na_, nb_, nd, nonfinite)
+
+
+def _paired(a: Any, b: Any) -> Any:
+    """Equal-length flat pieces (numpy) of two streams of the same values cut differently (a DCP or ZeRO reader cuts
+    at chunk and rank boundaries, a safetensors reader every ``chunk_elems``)."""
+    xa = xb = None
+    while True:
+        if xa is None or not xa.size:
+            xa = next(a, None)
+        if xb is None or not xb.size:
+            xb = next(b, None)
+        if xa is None or xb is None:
+            return
+        n = min(xa.size, xb.size)
+        if n:
+            yield xa[:n], xb[:n]
+        xa, xb = xa[n:], xb[n:]
+
+
+def diff_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[Any, ...], ...]:
+    """Per part (A's span, B's span; ``options``: (entry,)): (Σa², Σb², Σab, Σ(b−a)², max|b−a|, equal,
+    positions that differ as NaN/Inf), values as float32 (float64 if either side is), sums in float64 slice by
+    slice (:mod:`explorer.core.stats_kernels`: numpy, single-threaded, so the figures never depend on threads)."""
+    out = []
+    sa_, sb_ = _Scratch(), _Scratch()
+    for part in item.parts:
+        sa, sb = part.spans
+
+        def side(span: Span, slot: int, scratch: Any) -> Iterator[Any]:
+            for chunk in readers.chunks(span, slot):
+                yield from float_slices(chunk, scratch)
+
+        acc = [0.0, 0.0, 0.0, 0.0, 0.0, True, 0]
+        for x, y in _paired(side(sa, 0, sa_), side(sb, 1, sb_)):
+            acc = _merge(acc, _pair_sums64(x, y, sa_))
+        out.append(tuple(acc))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------- unrelated
@@ -332,21 +371,25 @@ def module_rollup(entries: Iterable[DiffEntry], *, depth: int | None = None) -> 
     return out
 
 
-def _pair_sums64(x: Any, y: Any) -> tuple[float, float, float, float, float]:
-    """(Σx², Σy², Σxy, Σ(y−x)², max|y−x|) of two flat float tensors of one length, in float64."""
-    import torch
+def _pair_sums64(x: Any, y: Any, scratch: Any) -> tuple[Any, ...]:
+    """The partial of one pair of equal-length numpy slices (see :func:`diff_kernel`)."""
+    import numpy as np
 
-    n = x.numel()
-    aa = bb = ab = dd = mx = 0.0
-    buf = torch.empty(2, min(n, _F64_SLICE), dtype=torch.float64)
-    for i in range(0, n, _F64_SLICE):
-        m = min(_F64_SLICE, n - i)
-        v = buf[:, :m]
-        v[0].copy_(x[i : i + m])
-        v[1].copy_(y[i : i + m])
-        g = v @ v.T  # Σx², Σxy, Σy² in one float64 BLAS pass: as fast as the float32 dots were
-        d = v[1] - v[0]
-        aa, ab, bb = aa + float(g[0, 0]), ab + float(g[0, 1]), bb + float(g[1, 1])
-        dd += float(torch.dot(d, d))
-        mx = max(mx, float(d.abs().max()))
-    return aa, bb, ab, dd, mx
+    equal = bool(np.array_equal(x, y, equal_nan=True))
+    da = scratch("fa", np.float64, x.size)
+    db = scratch("fb", np.float64, y.size)
+    np.copyto(da, x)
+    np.copyto(db, y)
+    aa, bb = float(np.einsum("i,i->", da, da)), float(np.einsum("i,i->", db, db))
+    nonfinite = 0
+    if not math.isfinite(aa + bb):  # a NaN/Inf on either side (float32 squares never overflow float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        nonfinite = int((~keep & ~same).sum())
+        da, db = da[keep], db[keep]
+        aa, bb = float(np.einsum("i,i->", da, da)), float(np.einsum("i,i->", db, db))
+    ab = float(np.einsum("i,i->", da, db))
+    np.subtract(db, da, out=db)
+    dd = float(np.einsum("i,i->", db, db))
+    mx = float(np.abs(db, out=db).max()) if db.size else 0.0
+    return aa, bb, ab, dd, mx, equal, nonfinite

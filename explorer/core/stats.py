@@ -1,18 +1,15 @@
-"""Streamed statistics and histograms of tensors, over mmap-backed chunks.
+"""Streamed statistics and histograms of tensors, on every core.
 
-Nothing here holds more than one chunk per tensor in a wide dtype: a tensor is read through
-``TensorReader.iter_chunks`` (mmap), each chunk is cast to float32 (bf16/fp16/fp8) or int64 (integer
-and bool tensors) and reduced. Every sum (of values, squares, products) accumulates in float64, slice by
-slice (``_F64_SLICE``): a product of two float32 values is exact in float64, so the figures do not depend on
-the summation order a CPU's float32 kernels pick (a float32 dot of 147k values put the cosine of x and 1.1·x
-at 0.9999987 on some machines).
+A statistics pass reads each tensor twice, through the work items of :mod:`explorer.core.parallel` (so on
+``workers`` threads, processes or a cluster, with bit-identical figures for any of them): pass 1 finds the finite
+range and counts NaN/Inf, pass 2 the finite count, mean, M2 (float64, Chan's combination), exact zeros and the
+histogram over pass 1's range, binned with torch.histc's own arithmetic. A constant tensor needs pass 1 only. The
+kernels are in :mod:`explorer.core.stats_kernels`; memory is about one chunk (``chunk_elems``) per worker.
+NaN/Inf are counted and excluded from every moment and from the range.
 
-Statistics take two passes: pass 1 gives counts, moments, min/max; pass 2 bins the finite values into a
-histogram over pass 1's range. NaN/Inf are counted and excluded from every moment and from the range.
-
-Long jobs take the :mod:`explorer.core.jobs` callbacks: ``progress(done, total)`` (elements processed) and
-``cancel``, polled between chunks (raises :class:`Cancelled`). The A-vs-B comparison is :mod:`explorer.core.diff`,
-the "looks untrained" check :mod:`explorer.core.fresh`.
+Long jobs take the :mod:`explorer.core.jobs` callbacks: ``progress(done, total)`` (elements processed, twice: two
+passes) and ``cancel``, polled between work items (raises :class:`Cancelled`). The A-vs-B comparison is
+:mod:`explorer.core.diff`, the "looks untrained" check :mod:`explorer.core.fresh`.
 """
 from __future__ import annotations
 
@@ -23,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from .checkpoint import TensorReader, open_reader
 from .errors import CheckpointError, ExplorerError
 from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
-from .parallel import Executor, Part, Readers, Span, WorkItem, executor_for, memory_source, run_pass, shareable, split_items
+from .parallel import Executor, Part, Span, executor_for, memory_source, run_pass, shareable, split_items
+from .stats_kernels import Moments, is_integer_dtype, moments_kernel, range_kernel
 
 if TYPE_CHECKING:
     import torch
@@ -118,8 +116,6 @@ def fit_bins(numel: int, asked: int) -> int:
 
 Source = Any  # TensorReader | CheckpointIndex | str path | torch.Tensor | numpy array
 
-_SLICE = 1 << 18  # elements a kernel works on at a time: 1 MB of float32 (2 MB as float64), inside a core's L2 cache
-
 
 def _as_tensor(obj: Any) -> torch.Tensor | None:
     import torch
@@ -164,141 +160,6 @@ def _open_input(obj: Any, names: Sequence[str] | None) -> _Input:
     shared = type(reader) is TensorReader and shareable(reader.index)
     return _Input((reader.index if shared else reader,), info, reader.splittable, not shared,
                   reader.close if owned else (lambda: None))
-
-
-def _is_integer_dtype(name: str) -> bool:
-    return name == "bool" or name.startswith(("int", "uint"))
-
-
-def _prep(chunk: Any, integer: bool) -> Any:
-    """Chunk -> a flat tensor the kernels reduce: int64 (integers/bool), else float32/float64 or bf16/fp16 (which
-    the kernels widen slice by slice)."""
-    import torch
-
-    if chunk.is_complex():
-        chunk = torch.view_as_real(chunk).reshape(-1)
-    if integer:
-        return chunk.to(torch.int64)
-    if chunk.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-        return chunk
-    return chunk.to(torch.float32)
-
-
-# --------------------------------------------------------------------------------------------- kernels
-# Pure functions of (Readers, WorkItem) -> one partial per part (explorer.core.parallel). Every float sum is numpy's
-# pairwise float64 sum over one slice (single-threaded, so its order never depends on threads); slices are merged
-# with Chan's formula in item order.
-
-
-def _range_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[float, float, int, int], ...]:
-    """Pass 1: (finite min, finite max, NaN count, Inf count) per part (min > max when nothing is finite)."""
-    import torch
-
-    out = []
-    for part in item.parts:
-        (span,), integer = part.spans, part.options[1]
-        lo, hi, nan, inf = math.inf, -math.inf, 0, 0
-        for raw in readers.chunks(span):
-            x = _prep(raw, integer)
-            if not x.numel():
-                continue
-            cmin, cmax = torch.aminmax(x)
-            a, b = float(cmin), float(cmax)
-            if not integer and not (math.isfinite(a) and math.isfinite(b)):  # rare: NaN/Inf in this chunk
-                fin = torch.isfinite(x)
-                c_nan = int(torch.isnan(x).sum())
-                nan += c_nan
-                inf += x.numel() - int(fin.sum()) - c_nan
-                x = x[fin]
-                if not x.numel():
-                    continue
-                cmin, cmax = torch.aminmax(x)
-                a, b = float(cmin), float(cmax)
-            lo, hi = min(lo, a), max(hi, b)
-        out.append((lo, hi, nan, inf))
-    return tuple(out)
-
-
-class _Moments:
-    """Finite count, mean, M2 (Chan's combination, slice by slice), exact zeros."""
-
-    __slots__ = ("n", "mean", "m2", "zeros")
-
-    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0, zeros: int = 0) -> None:
-        self.n, self.mean, self.m2, self.zeros = n, mean, m2, zeros
-
-    def add(self, k: int, mean: float, m2: float, zeros: int) -> None:
-        self.zeros += zeros
-        if not k:
-            return
-        if self.n == 0:
-            self.n, self.mean, self.m2 = k, mean, m2
-            return
-        tot = self.n + k
-        delta = mean - self.mean
-        self.mean += delta * k / tot
-        self.m2 += m2 + delta * delta * self.n * k / tot
-        self.n = tot
-
-
-def _moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, float, int, Any], ...]:
-    """Pass 2: (finite count, mean, M2, zeros, histogram counts) per part, the histogram over the range pass 1 found
-    (``part.options``: group, integer, mode, lo, hi, bins, any NaN/Inf)."""
-    import numpy as np
-    import torch
-
-    out = []
-    f64 = torch.empty(_SLICE, dtype=torch.float64)
-    for part in item.parts:
-        (span,) = part.spans
-        _g, integer, mode, lo, hi, bins, nonfinite = part.options
-        acc = _Moments()
-        n_counts = int(hi) - int(lo) + 1 if mode == "ivals" else bins
-        counts = torch.zeros(n_counts, dtype=torch.int64)
-        for raw in readers.chunks(span):
-            x = _prep(raw, integer)
-            for i in range(0, x.numel(), _SLICE):
-                xs = x[i : i + _SLICE]
-                if xs.dtype in (torch.bfloat16, torch.float16):
-                    xs = xs.to(torch.float32)
-                if nonfinite:
-                    xs = xs[torch.isfinite(xs)]
-                k = xs.numel()
-                if not k:
-                    continue
-                d = f64[:k]
-                d.copy_(xs)
-                dn = d.numpy()
-                m = float(dn.sum()) / k
-                np.subtract(dn, m, out=dn)
-                np.multiply(dn, dn, out=dn)
-                acc.add(k, m, float(dn.sum()), k - int(torch.count_nonzero(xs)))
-                counts += _slice_hist(xs, mode, lo, hi, bins, n_counts, d)
-        out.append((acc.n, acc.mean, acc.m2, acc.zeros, counts))
-    return tuple(out)
-
-
-def _slice_hist(xs: Any, mode: str, lo: float, hi: float, bins: int, n_counts: int, f64: Any) -> Any:
-    """Histogram counts (int64) of one slice. "range": ``bins`` bins over the data's own [lo, hi], bin of x =
-    trunc((x − lo)·bins / (hi − lo)) in x's dtype, the top edge in the last bin — torch.histc's own arithmetic, so the
-    counts equal ``torch.histc`` of the whole tensor. "fixed": torch.histc over a caller's range (values outside are
-    not counted). "ivals": one bin per integer. "ibins": integers in ``bins`` bins over [lo, hi + 1)."""
-    import numpy as np
-    import torch
-
-    if mode == "range":
-        width = float(np.float32(hi) - np.float32(lo)) if xs.dtype == torch.float32 else hi - lo
-        t = torch.sub(xs, lo)
-        t.mul_(bins).div_(width).clamp_(max=bins - 1)
-        idx = t.to(torch.uint8 if bins <= 256 else torch.int32)
-        return torch.bincount(idx, minlength=n_counts)
-    if mode == "ivals":
-        return torch.bincount(xs - int(lo), minlength=n_counts)
-    if xs.dtype == torch.int64:  # integers are binned as float64 (the moments left other values in ``f64``)
-        xs = f64.copy_(xs)
-    if mode == "ibins":
-        return torch.histc(xs, bins=bins, min=lo, max=hi + 1).to(torch.int64)
-    return torch.histc(xs, bins=bins, min=lo, max=hi).to(torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -392,7 +253,7 @@ class _Group:
 
     @property
     def integer(self) -> bool:
-        return bool(self.facts) and all(_is_integer_dtype(f[1]) for f in self.facts)
+        return bool(self.facts) and all(is_integer_dtype(f[1]) for f in self.facts)
 
 
 def _group(inp: _Input, label: str, names: list[str], bins: int, fit: bool) -> _Group:
@@ -425,7 +286,7 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
 
     tick.check()
     rng = [[math.inf, -math.inf, 0, 0] for _ in groups]
-    for part, (lo, hi, nan, inf) in run(_range_kernel, parts(lambda gi, g: (gi, g.integer))):
+    for part, (lo, hi, nan, inf) in run(range_kernel, parts(lambda gi, g: (gi, g.integer))):
         r = rng[part.options[0]]
         r[0], r[1], r[2], r[3] = min(r[0], lo), max(r[1], hi), r[2] + nan, r[3] + inf
 
@@ -442,9 +303,9 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
             return (gi, True, mode, lo, hi, g.bins, False)
         return (gi, False, "range", lo, hi, g.bins, bool(nan or inf))
 
-    moments = [_Moments() for _ in groups]
+    moments = [Moments() for _ in groups]
     counts: list[Any] = [None] * len(groups)
-    for part, (k, mean, m2, zeros, c) in run(_moments_kernel, parts(pass2)):
+    for part, (k, mean, m2, zeros, c) in run(moments_kernel, parts(pass2)):
         gi = part.options[0]
         moments[gi].add(k, mean, m2, zeros)
         counts[gi] = c if counts[gi] is None else counts[gi] + c
@@ -453,7 +314,7 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
     return [_finish(g, rng[gi], moments[gi], counts[gi], fixed, hist_range) for gi, g in enumerate(groups)]
 
 
-def _finish(g: _Group, rng: list[Any], mo: _Moments, counts: Any, fixed: bool,
+def _finish(g: _Group, rng: list[Any], mo: Moments, counts: Any, fixed: bool,
             hist_range: tuple[float, float] | None) -> TensorStats:
     lo, hi, nan, inf = rng
     numel, integer = g.numel, g.integer
@@ -465,7 +326,7 @@ def _finish(g: _Group, rng: list[Any], mo: _Moments, counts: Any, fixed: bool,
     if n_fin == 0:
         return TensorStats(g.label, numel, dtype, shape, zeros=0.0, nan=nan, inf=inf, **common)
     if counts is None:  # constant (pass 1 only)
-        mo = _Moments(n_fin, float(lo), 0.0, n_fin if lo == 0 else 0)
+        mo = Moments(n_fin, float(lo), 0.0, n_fin if lo == 0 else 0)
     n, mean = mo.n, mo.mean
     var = max(mo.m2 / n, 0.0)
     l2 = math.sqrt(max(mo.m2 + n * mean * mean, 0.0))

@@ -95,3 +95,26 @@ def test_worker_counts_are_checked() -> None:
     for bad in (0, -1, "2", 2.0, True, 10_000):
         with pytest.raises(ExplorerError, match="workers must be a whole number"):
             check_workers(bad)
+
+
+def test_diff_is_the_same_for_one_and_two_workers_and_equals_float64(tmp_path: Path) -> None:
+    from explorer.core.diff import diff_checkpoints
+
+    p, a = _checkpoint(tmp_path)
+    g = torch.Generator().manual_seed(2)
+    b = {k: (v + 1e-2 * torch.randn(v.shape, generator=g)).to(v.dtype) if v.is_floating_point() and k != "ln" else v
+         for k, v in a.items()}
+    save_file(b, tmp_path / "b.safetensors")
+    one = diff_checkpoints(p, tmp_path / "b.safetensors", chunk_elems=CHUNK, workers=1)
+    two = diff_checkpoints(p, tmp_path / "b.safetensors", chunk_elems=CHUNK, workers=2)
+    assert one == two
+    by = {e.name: e for e in two}
+    assert by["ln"].status == "same" and by["ids"].status == "same"
+    for k in ("b", "h"):
+        x, y = a[k].reshape(-1).double(), b[k].reshape(-1).double()
+        e = by[k]
+        assert e.status == "changed"
+        assert e.rel_change == pytest.approx(float((y - x).norm() / x.norm()), rel=1e-12)
+        assert e.cosine == pytest.approx(float(x @ y / (x.norm() * y.norm())), rel=1e-12)
+        assert e.max_abs_diff == float((y - x).abs().max())
+    assert by["w"].nonfinite == 0 and by["w"].status == "changed"  # NaN/Inf at the same places on both sides
