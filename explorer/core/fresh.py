@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 P_MIN = 1e-3
 MAX_SAMPLES = 100_000
 _INT_SENTINEL = -(2**31) + 7
+# a random init of a tensor larger than this runs in pieces of this many values, cancel checked between them
+# (a 128256×8192 embedding is ~1e9 values, seconds in one torch call): ~0.1 s a piece on one busy core. A multiple of
+# 16: torch's CPU normal_ transforms blocks of 16 uniforms, so pieces give the same values as one call
+INIT_CHUNK = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------- fresh init
@@ -107,13 +111,39 @@ class FreshInit:
                 self._cache.move_to_end(path)
         return state.get(local)
 
-    def _materialise(self, path: str, cancel: Cancel | None = None) -> dict[str, Any]:
+    def piece(self, key: str, numel: int, *, cancel: Cancel | None = None) -> torch.Tensor | None:
+        """Fresh values distributed as one on-disk piece of the fused tensor ``key`` (one expert's
+        ``down_proj`` / ``gate_proj`` of ``experts.down_proj`` / ``experts.gate_up_proj``, ``numel`` values), made
+        without the whole fused tensor: the owning module's tensors with the fused one's leading (expert) dimension
+        cut to 1, then its own init, seeded — for every fused MoE in transformers 5.x that is ``normal_`` with a
+        fixed std, the same distribution as any expert's slice. Flat; None when ``key`` has no leading dimension
+        a piece of ``numel`` values divides, or no init sets it."""
+        mod, local = self.owner(key)
+        shape = tuple(getattr(mod, "_parameters" if local in mod._parameters else "_buffers")[local].shape)
+        if len(shape) < 2 or shape[0] < 2 or numel <= 0 or math.prod(shape[1:]) % numel:
+            return None
+        path = _split(key)[0]
+        ck = path + "\0piece"
+        with self._lock:
+            state = self._cache.get(ck)
+            if state is None:
+                while self._cache and len(self._cache) >= self._cache_size:
+                    self._cache.popitem(last=False)
+                state = self._materialise(path, cancel, lead=shape[0])
+                self._cache[ck] = state
+            else:
+                self._cache.move_to_end(ck)
+        t = state.get(local)
+        return None if t is None else t.reshape(-1)
+
+    def _materialise(self, path: str, cancel: Cancel | None = None, lead: int | None = None) -> dict[str, Any]:
         # the module is swapped to CPU tensors in place and torch's global RNG is reseeded: no other thread may
         # build, match or initialise meanwhile (transformers' init context patches torch.nn.init process-wide)
         with transformers_lock:
-            return self._materialise_locked(path, cancel)
+            return self._materialise_locked(path, cancel, lead)
 
-    def _materialise_locked(self, path: str, cancel: Cancel | None = None) -> dict[str, Any]:
+    def _materialise_locked(self, path: str, cancel: Cancel | None = None, lead: int | None = None) -> dict[str, Any]:
+        """``lead``: tensors whose first dimension is ``lead`` (a fused MoE's experts) are made with 1 there."""
         import torch
 
         root = self.built.module
@@ -130,14 +160,18 @@ class FreshInit:
                 for name, t in list(store.items()):
                     if t is None:
                         continue
-                    new = torch.empty(t.shape, dtype=t.dtype, device="cpu")
-                    new.fill_(_sentinel(new))
+                    shape = (1, *t.shape[1:]) if lead is not None and t.dim() >= 2 and t.shape[0] == lead else t.shape
+                    new = torch.empty(shape, dtype=t.dtype, device="cpu")
+                    flat = new.view(-1)
+                    for i in range(0, flat.numel(), INIT_CHUNK):  # pre-filled piece by piece: cancel reaches here
+                        _check(cancel)
+                        flat[i : i + INIT_CHUNK].fill_(_sentinel(new))
                     if kind == "_parameters":
                         new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
                     originals[(kind, name)] = t
                     store[name] = new
             seed = (self.seed * 1_000_003 + zlib.crc32(path.encode())) & 0x7FFF_FFFF
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), _ChunkedInit(cancel):
                 torch.manual_seed(seed)
                 self._run_init(mod, chain)
             for key in originals:
@@ -177,10 +211,60 @@ class FreshInit:
     def _try(self, fn: Callable[[], Any], mod: Any) -> None:
         try:
             fn()
+        except Cancelled:
+            raise
         except Exception as e:  # an init that cannot run with meta neighbours; its own params stay unknown
             note = f"{type(mod).__name__}: init raised {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
             if note not in self.notes:
                 self.notes.append(note)
+
+
+def _chunked_init_mode() -> type:
+    from torch.overrides import TorchFunctionMode
+
+    class ChunkedInit(TorchFunctionMode):
+        """On this thread only (torch function modes are thread-local): ``Tensor.normal_`` / ``uniform_`` /
+        ``fill_`` / ``zero_`` of a tensor over ``INIT_CHUNK`` values run piece by piece over its flat view, cancel
+        checked between pieces — whichever init calls them (torch's ``reset_parameters``, transformers'
+        ``_init_weights``, kaiming / xavier). The values are the same as one call's: ``uniform_`` draws one value
+        per element in order; ``normal_`` fills uniforms in order and transforms them in blocks of 16, the last
+        16 redrawn when the size is not a multiple of 16 (pieces are multiples of 16, the last one takes the
+        tail and is never shorter than 16); tests/core/test_fresh_chunks.py compares with transformers' own init."""
+
+        def __init__(self, cancel: Cancel | None) -> None:
+            super().__init__()
+            self.cancel = cancel
+            import torch
+
+            self.ops = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_}
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            t = args[0] if args else None
+            chunk = INIT_CHUNK - INIT_CHUNK % 16
+            if func not in self.ops or t is None or t.device.type != "cpu" or t.numel() <= chunk or not t.is_contiguous():
+                return func(*args, **kwargs)
+            flat, n, i = t.detach().view(-1), t.numel(), 0
+            while i < n:
+                _check(self.cancel)
+                j = min(n, i + chunk)
+                if n - j < 16:
+                    j = n
+                func(flat[i:j], *args[1:], **kwargs)
+                i = j
+            return t
+
+    return ChunkedInit
+
+
+def _ChunkedInit(cancel: Cancel | None) -> Any:  # noqa: N802 (a context manager, used as a class)
+    global _CHUNKED
+    if _CHUNKED is None:
+        _CHUNKED = _chunked_init_mode()
+    return _CHUNKED(cancel)
+
+
+_CHUNKED: Any = None
 
 
 def _check(cancel: Cancel | None) -> None:
@@ -327,14 +411,15 @@ class InitResult:
 
 
 def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_buffer: bool = False, seed: int = 0,
-                    cancel: Cancel | None = None) -> InitResult:
-    """Decide whether checkpoint ``values`` (flat tensor, any dtype) look like the ``fresh`` init tensor."""
+                    cancel: Cancel | None = None, piece: bool = False) -> InitResult:
+    """Decide whether checkpoint ``values`` (flat tensor, any dtype) look like the ``fresh`` init tensor
+    (``piece``: ``fresh`` is :meth:`FreshInit.piece`'s, distributed as ``values`` but not of its size)."""
     import torch
 
     if fresh is None:
         return InitResult(name, key, False, None, None, "skipped", "no initialisation known for this tensor")
     fresh = fresh.reshape(-1)
-    if values.numel() != fresh.numel():
+    if not piece and values.numel() != fresh.numel():
         return InitResult(name, key, False, None, None, "skipped", f"{values.numel()} values vs {fresh.numel()} in the model")
     if is_buffer or not (values.is_floating_point() and fresh.is_floating_point()):
         same = torch.equal(values.to(fresh.dtype), fresh) if values.numel() else True
@@ -416,16 +501,17 @@ def iter_init_check(
                 if key is None:
                     why = f"status {ck.status.value}" if ck is not None else "not matched"
                     res = InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})")
-                elif How.CONVERTED in ck.how:
-                    # its fresh init would be the whole fused tensor (all experts): memory stays bounded by the
-                    # checkpoint's own tensors
-                    res = InitResult(name, key, False, None, None, "skipped", converted_note(key))
                 else:
                     tick.check()  # between the steps that take long on a big tensor: init, then the comparison
-                    fresh = fi.tensor(key, cancel=cancel)
+                    # one expert of a fused tensor: a fresh init of one expert's shape, never the fused whole
+                    piece = How.CONVERTED in ck.how
+                    fresh = fi.piece(key, index.tensors[name].numel, cancel=cancel) if piece else fi.tensor(key, cancel=cancel)
                     tick.check()
-                    res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), seed=seed,
-                                          cancel=cancel)
+                    if piece and fresh is None:
+                        res = InitResult(name, key, False, None, None, "skipped", converted_note(key))
+                    else:
+                        res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key),
+                                              seed=seed, cancel=cancel, piece=piece)
                     del fresh
                     reader.release(name)  # the pages the comparison touched: memory stays about one tensor
                 if ck is not None:
@@ -438,9 +524,9 @@ def iter_init_check(
 
 
 def converted_note(key: str) -> str:
-    """Why a piece of a fused tensor (one expert's weight, converted on load) is not compared with a fresh init."""
-    return (f"one piece of {key}, fused on load: a fresh init of that is the whole fused tensor (every piece), "
-            "not made for one piece")
+    """Why a piece of a fused tensor (converted on load) could not be compared with a fresh init."""
+    return (f"one piece of {key}, fused on load, and not a slice along its first dimension: its fresh init "
+            "would be the whole fused tensor, not made for one piece")
 
 
 def init_check(

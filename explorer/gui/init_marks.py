@@ -12,6 +12,7 @@ from . import palette
 from .kinds import Kind
 from .session import Session
 from .widgets.filter_bar import FilterBar
+from .widgets.table_view import fit_status_column
 
 
 class InitMarks(QObject):
@@ -41,6 +42,7 @@ class InitMarks(QObject):
             self.tree.viewport().update()
             self.table.viewport().update()
             self.filter_bar.set_untrained(len(flagged), can_check=True)
+        fit_status_column(self.table, self.table_model, badge=bool(self.session.init_results))  # room for "?"
         self.apply_filter()
 
     def badge(self, index: QModelIndex) -> list[tuple[str, str]]:

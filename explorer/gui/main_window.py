@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QFrame, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QScrollArea, QSplitter,
+    QAbstractItemView, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QSplitter,
     QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -38,7 +38,7 @@ from .widgets.filter_bar import FilterBar
 from .widgets.class_banner import ClassBanner
 from .widgets.message_bar import MessageBar
 from .widgets.shortcuts import WindowShortcutsFirst
-from .widgets.table_view import fit_key_column, fit_shape_column, make_table_view, select_rows
+from .widgets.table_view import fit_key_column, fit_shape_column, fit_status_column, make_table_view, select_rows
 from .widgets.tree_view import TreeSplit, expand_items, expand_trouble, make_tree_view, size_tree_columns
 
 
@@ -96,7 +96,7 @@ class MainWindow(QMainWindow):
             expand_trouble=self.expand_trouble, collapse_all=self.tree.collapseAll, show_shortcuts=self.show_shortcuts,
             show_legend=self.show_legend, show_about=self.show_about), self.panels, self.settings)
         self.recent_menu, self.recent = self.menu_actions.recent_menu, self.menu_actions.recent
-        self.table.setColumnHidden(TensorTableModel.PLAN, not self.has(Capability.TABLE_BADGES))
+        self.table.setColumnHidden(TensorTableModel.PLAN, True)  # until the plan has something to show
         self.init_marks = InitMarks(s, self.tree, self.table, self.filter_bar, can_check=self.has(Capability.INIT_CHECK),
                                     apply_filter=self.apply_filter)
         badge_delegate(self.table, TensorTableModel.STATUS).providers.append(self.init_marks.badge)
@@ -139,17 +139,13 @@ class MainWindow(QMainWindow):
         self.right.addWidget(self.details)
         self.right.setStretchFactor(0, 1)
         self.right.setStretchFactor(1, 1)
-        # the right side scrolls when a tab (Compare) wants more width than is left: it never squeezes the tree
-        self.right_scroll = QScrollArea()
-        self.right_scroll.setWidget(self.right)
-        self.right_scroll.setWidgetResizable(True)
-        self.right_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.right_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.right_scroll.setMinimumWidth(200)
+        # no scroll area around the right side: its minimum is what its content needs (TreeSplit.right_needs), so
+        # it never scrolls sideways and never grows past the window; the tree's names give way instead
+        self.right.setMinimumWidth(200)
         self.split = QSplitter(Qt.Orientation.Horizontal)
         self.split.setChildrenCollapsible(False)
         self.split.addWidget(self.tree)
-        self.split.addWidget(self.right_scroll)
+        self.split.addWidget(self.right)
         self.split.setStretchFactor(0, 1)
         self.split.setStretchFactor(1, 1)
         self.split.setSizes([690, 750])  # the tree carries the roll-ups; the table's two names need the rest
@@ -213,9 +209,10 @@ class MainWindow(QMainWindow):
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         fit_shape_column(self.table, self.table_model)
         fit_key_column(self.table, self.table_model)
-        # no model: no model keys and no plan to show (every row would say "—")
+        fit_status_column(self.table, self.table_model, badge=bool(self.session.init_results))
+        # no model: no model keys (every row would say "—"); no plan entry: no Plan column
         self.table.setColumnHidden(TensorTableModel.KEY, not rep.has_model)
-        self.table.setColumnHidden(TensorTableModel.PLAN, not (rep.has_model and self.has(Capability.TABLE_BADGES)))
+        self._show_plan_column()
 
     def _on_preview(self, loaded: Loaded) -> None:
         """The checkpoint's tensors from its headers while torch is imported and the report made (a cache miss):
@@ -283,7 +280,16 @@ class MainWindow(QMainWindow):
 
     def _on_plan_changed(self, _plan: Any) -> None:
         self.table_model.plan_changed()
+        self._show_plan_column()
         self.tree.viewport().update()
+
+    def _show_plan_column(self) -> None:
+        """The Plan column shows while the plan has something to say (a rule, a default reinit or drop): an
+        empty column would only take the names' room."""
+        plan = self.session.plan
+        self.table.setColumnHidden(TensorTableModel.PLAN, not (
+            self.has(Capability.TABLE_BADGES) and plan is not None and not self.previewing
+            and bool(plan.rules or plan.default_reinit or plan.default_drop)))
 
     def _plan_text(self, key: str) -> str:
         if not self.session.plan:

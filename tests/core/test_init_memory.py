@@ -87,7 +87,14 @@ def test_a_piece_of_a_fused_tensor_is_not_compared_with_the_whole_fused_init(tmp
     save_file(_mixtral_legacy(load_file(tmp_path / "fused" / "model.safetensors")), str(legacy / "model.safetensors"))
     res = {r.name: r for r in init_check(legacy)}
     piece = res["model.layers.0.block_sparse_moe.experts.2.w3.weight"]
-    assert piece.kind == "skipped" and "fused on load" in piece.details and piece.key == "model.layers.0.mlp.experts.gate_up_proj"
+    assert piece.kind == "random" and piece.key == "model.layers.0.mlp.experts.gate_up_proj"  # checked, not skipped
+    from explorer.core.fresh import FreshInit
+    from explorer.core.model import ModelSpec, build_model
+
+    built = build_model(ModelSpec(config=str(legacy)))
+    fused = built.module.get_submodule("model.layers.0.mlp.experts").gate_up_proj
+    one = FreshInit(built).piece(piece.key, 1)  # what it is compared with: one expert's values, not every expert's
+    assert one.numel() * fused.shape[0] == fused.numel() and fused.shape[0] > 1
     assert res["model.layers.0.self_attn.q_proj.weight"].kind == "random"
     assert torch.is_tensor(load_file(legacy / "model.safetensors")["model.layers.0.block_sparse_moe.experts.2.w3.weight"])
 

@@ -35,10 +35,11 @@ def test_plan_badge_has_its_own_table_column(qtbot, full_window, trained_but_one
 
     win = full_window
     open_and_wait(qtbot, win, checkpoint=str(trained_but_one))
-    assert not win.table.isColumnHidden(TensorTableModel.PLAN)
+    assert win.table.isColumnHidden(TensorTableModel.PLAN)  # nothing planned: the names get its room
     h = win.table.horizontalHeader()
     assert h.visualIndex(TensorTableModel.PLAN) == h.visualIndex(TensorTableModel.KEY) + 1
     win.panel(PlanPanel).reinit([Q])
+    assert not win.table.isColumnHidden(TensorTableModel.PLAN)
     r = win.table_model.row_for_name(Q)
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == "↻ reinit"
     from explorer.gui.models.tree_model import KEY_ROLE
@@ -47,3 +48,4 @@ def test_plan_badge_has_its_own_table_column(qtbot, full_window, trained_but_one
     assert key_cell.data() == "= on-disk" and key_cell.data(KEY_ROLE) == Q  # the key cell is the key, no badge over it
     win.panel(PlanPanel).undo_stack.undo()
     assert win.table_model.index(r, TensorTableModel.PLAN).data() == ""
+    assert win.table.isColumnHidden(TensorTableModel.PLAN)

@@ -104,6 +104,42 @@ def test_integer_tensors_show_integers(qtbot, window, tmp_path):
     open_and_wait(qtbot, window, checkpoint=str(d))
     select_and_measure(qtbot, window, "bn.num_batches_tracked")
     assert window.details.stat_text("max") == "25,300" and window.details.stat_text("min") == "25,300"  # not 2.53e+04
+    assert_integer_ticks(qtbot, window.details.histogram, must_show=25300)
+
+
+def assert_integer_ticks(qtbot, hist, *, must_show: int | None = None) -> None:
+    """The value axis's ticks as pyqtgraph draws them: integers, labelled as integers, never overlapping."""
+    from PySide6.QtGui import QFontMetricsF
+    from PySide6.QtWidgets import QApplication
+
+    qtbot.wait(30)
+    ax = hist.plot.getPlotItem().getAxis("bottom")
+    lo, hi = ax.range
+    size = ax.geometry().width()
+    fm = QFontMetricsF(ax.style.get("tickFont") or QApplication.font())
+    shown = []
+    for spacing, values in ax.tickValues(lo, hi, size):
+        values = [v for v in values if lo <= v <= hi]
+        labels = ax.tickStrings(values, 1.0, spacing)
+        assert all(float(v).is_integer() for v in values), values
+        assert all(lab.replace(",", "").lstrip("-").isdigit() for lab in labels), labels
+        px = spacing / (hi - lo) * size
+        assert px >= max(fm.horizontalAdvance(t) for t in labels) + 4 if len(values) > 1 else True, (labels, px)
+        shown += values
+    if must_show is not None:
+        assert must_show in shown
+
+
+@pytest.mark.parametrize("lo, hi, width", [(0, 511, 300), (-128, 127, 260), (0, 30_000_000, 320), (7, 7, 300)])
+def test_integer_ticks_never_overlap(qtbot, window, lo, hi, width):
+    """position_ids (0..511), an int8 weight (-128..127), large counts in a narrow panel, a constant: integer
+    ticks with room between their labels (pyqtgraph's own put 0.2-steps and wide labels on top of each other)."""
+    h = window.details.histogram
+    h.resize(width, 240)
+    n = min(hi - lo + 1, 256)
+    edges = np.linspace(lo - 0.5, hi + 0.5, n + 1)
+    h.set_data(edges, np.ones(n), integer=True)
+    assert_integer_ticks(qtbot, h)
 
 
 def test_the_legend_never_covers_the_data(qtbot, window):

@@ -68,6 +68,35 @@ def test_key_paths_shorten_one_way_on_dot_boundaries():
     assert elide_key("model.layers.0.mlp.experts.down_proj", lambda s: len(s) <= 22) == "…0.…experts.down_proj"
 
 
+def test_shortened_names_keep_what_tells_rows_apart():
+    """The leaf's parent (down_proj / gate_proj / up_proj, w1 / w2 / w3) matters more than "weight": the last two
+    named components stay, then they shorten inside, keeping their heads (issue 10 #8: on the 47k-tensor MoE at
+    1440 px three rows read "…60.…252.…weight")."""
+    from explorer.gui.widgets.badges import elide_key
+
+    names = [f"model.layers.60.mlp.experts.252.{p}.weight" for p in ("down_proj", "gate_proj", "up_proj")]
+    for w in range(len("…60.…252.dow….weight"), len(names[0])):
+        shown = [elide_key(n, lambda s, w=w: len(s) <= w) for n in names]
+        assert len(set(shown)) == 3 and all(len(s) <= w for s in shown), (w, shown)
+        for n, s in zip(names, shown):
+            parts = re.split(r"[.…]+", s)
+            assert "60" in parts and "252" in parts and s.endswith(".weight"), s
+            assert n.split(".")[6][:3] in s, s  # the projection's head
+    assert elide_key(names[0], lambda s: len(s) <= 25) == "…60.…252.down_proj.weight"
+    assert elide_key(names[0], lambda s: len(s) <= 22) == "…60.…252.down_….weight"
+    # a short name: the model prefix gives way, the embedding's own name never (it used to become "…weight")
+    emb = "model.embed_tokens.weight"
+    assert elide_key(emb, lambda s: len(s) <= 20) == "…embed_tokens.weight"
+    assert elide_key(emb, lambda s: len(s) <= 16) == "…embed_t….weight"
+    assert elide_key(emb, lambda s: len(s) <= 12) == "…emb….weight"
+    # fused experts: the model key keeps "experts" and the whole leaf
+    assert elide_key("model.layers.3.mlp.experts.gate_up_proj", lambda s: len(s) <= 25) == "…3.…experts.gate_up_proj"
+    assert elide_key("model.layers.3.mlp.experts.gate_up_proj", lambda s: len(s) <= 22) == "…3.…expe….gate_up_proj"
+    w = "model.layers.7.mlp.experts.3.w1.weight"
+    assert [elide_key(w.replace("w1", x), lambda s: len(s) <= 16) for x in ("w1", "w2", "w3")] == [
+        "…7.…3.w1.weight", "…7.…3.w2.weight", "…7.…3.w3.weight"]
+
+
 def test_moe_rows_stay_apart_when_names_are_shortened(qtbot, window, small_moe):
     """Filtering a per-expert MoE for one expert's projection: every row still shows its layer (they used to be
     identical "…experts.11.down_proj.weight" rows), and the experts sort 0, 1, 2, …, 10, 11."""
@@ -141,3 +170,40 @@ def test_demo_keys_equal_to_their_names_say_so(qtbot, window, demo_dir):
     mism = [i for i in range(model.rowCount()) if model.row(i).kind == "mismatched"]
     assert mism and model.index(mism[0], T.STATUS).data() == "mismatch"
     assert window.table.columnWidth(T.NAME) > window.table.columnWidth(T.KEY)
+
+
+def test_moe_rows_keep_their_projection_at_window_width(qtbot, window, small_moe):
+    """At 1440 px the table gives the names the room an empty Plan column and a wide Status column took, and a
+    row filtered to one expert shows which projection it is (down / gate / up), in the table and in the tree's
+    "(not in model)" branch (the MTP layer's full names), which elides by the same rule."""
+    from PySide6.QtCore import QModelIndex
+
+    from explorer.gui.models.entries import UNPLACED
+    from explorer.gui.models.table_model import TensorTableModel as T
+    from tests.gui.test_layout import drawn_text
+
+    window.resize(1440, 900)
+    open_and_wait(qtbot, window, checkpoint=str(small_moe))
+    table, fm = window.table, window.table.fontMetrics()
+    assert table.isColumnHidden(T.PLAN)  # nothing planned: no empty column
+    assert table.columnWidth(T.STATUS) < fm.horizontalAdvance("unexpected") + 54  # sized to "renamed"/"matched"
+    window.search.setText("experts.11.")
+    window.apply_filter()
+    rows = window.table_proxy.rowCount()
+    assert rows >= 9
+    shown = [drawn_text(table, window.table_proxy.index(i, T.NAME)) for i in range(rows)]
+    assert len(set(shown)) == rows, shown
+    for s in shown:
+        assert re.search(r"(dow|gat|up_)[^.]*\.weight$", s) and "11" in re.split(r"[.…]+", s), s
+    # the tree: the unplaced MTP layer's rows carry whole dotted names; narrow, they stay apart the same way
+    tree, proxy = window.tree, window.tree_proxy
+    group = next(proxy.index(i, 0) for i in range(proxy.rowCount()) if proxy.index(i, 0).data() == UNPLACED)
+    tree.expand(group)
+    kids = [proxy.index(i, 0, group) for i in range(proxy.rowCount(group))]
+    assert len(kids) >= 3 and all(k.data().count(".") > 4 for k in kids)
+    tree.setColumnWidth(0, tree.indentation() * 2 + fm.horizontalAdvance("…3.…11.gate_proj.weight") + 40)
+    drawn = [drawn_text(tree, k) for k in kids]
+    assert len(set(drawn)) == len(drawn) and all(d != k.data() for d, k in zip(drawn, kids)), drawn
+    for d in drawn:
+        assert re.search(r"(dow|gat|up_)[^.]*\.weight$", d), d
+    assert isinstance(group.parent(), QModelIndex)

@@ -20,7 +20,7 @@ def drawn_text(view, index) -> str:
     from PySide6.QtWidgets import QStyle, QStyleOptionViewItem
 
     opt = QStyleOptionViewItem()
-    opt.initFrom(view)
+    view.initViewItemOption(opt)  # what the view's own paint starts from (font, widget, decoration size)
     opt.rect = view.visualRect(index)
     delegate = view.itemDelegateForIndex(index)
     delegate.initStyleOption(opt, index)
@@ -70,8 +70,10 @@ def hover(qtbot, hist, steps: int = 12) -> None:
 
 
 def no_horizontal_overflow(window) -> bool:
-    sb = window.right_scroll.horizontalScrollBar()
-    return sb.maximum() == 0 and window.right.width() <= window.right_scroll.viewport().width()
+    """The right side ends inside the window and holds its content (nothing beyond its right edge)."""
+    right, split = window.right, window.split
+    inside = right.x() + right.width() <= split.width() and split.mapTo(window, split.rect().topRight()).x() < window.width()
+    return inside and right.width() >= right.minimumSizeHint().width() and right.width() == split.sizes()[1]
 
 
 def test_hovering_the_histogram_never_widens_the_right_side(qtbot, window, demo_dir):
@@ -117,3 +119,19 @@ def test_long_names_and_suggestions_never_widen_the_window(qtbot, window, long_n
     select_and_measure(qtbot, window, name)
     qtbot.wait(50)
     assert no_horizontal_overflow(window) and window.width() <= 1300
+
+
+def test_the_right_side_is_laid_out_not_scrolled(qtbot, window, demo_dir):
+    """No dead scroll area around the tabs and details: the right side is sized to its content (it never scrolled
+    since its minimum became what the content needs), so nothing between it and the window can scroll."""
+    from PySide6.QtWidgets import QAbstractScrollArea
+
+    open_and_wait(qtbot, window, demo=True)
+    assert window.split.widget(1) is window.right
+    w = window.tabs.parentWidget()
+    while w is not None:
+        assert not isinstance(w, QAbstractScrollArea), w
+        w = w.parentWidget()
+    window.resize(1000, 700)
+    qtbot.wait(20)
+    assert no_horizontal_overflow(window)

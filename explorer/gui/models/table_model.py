@@ -23,6 +23,11 @@ SAME_KEY = "= on-disk"
 STATUS_SHORT = {"dtype": "dtype", "mismatched": "mismatch"}  # the Status column stays narrow; tooltips say it all
 
 
+def status_text(kind: str) -> str:
+    """A row's Status word."""
+    return STATUS_SHORT.get(kind) or palette.look(kind).label
+
+
 def key_note(name: str, key: str) -> str | None:
     """The Model key column's short text when the key is the on-disk name, or it with a prefix added or removed
     (``"= on-disk"``, ``"+ bert."``, ``"− module."``), so the on-disk column can take the width; None when the key
@@ -243,6 +248,10 @@ class TensorTableModel(QAbstractTableModel):
             return Qt.ItemFlag.NoItemFlags
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
+    def status_texts(self) -> set[str]:
+        """The distinct Status words of the rows (what the Status column must show in full)."""
+        return {status_text(k) for k in {r.kind for r in self._rows}}
+
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         return shown(self._data(index, role), role)
 
@@ -253,7 +262,7 @@ class TensorTableModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if c == 0:
-                return STATUS_SHORT.get(r.kind) or palette.look(r.kind).label
+                return status_text(r.kind)
             if c == 1:
                 return r.name or NOT_ON_DISK
             if c == 2:

@@ -154,6 +154,10 @@ class DetailsPanel(QWidget):
         while self.facts.count():
             w = self.facts.takeAt(0).widget()
             if w is not None:
+                # hidden now: a deferred delete waits for the event loop it was posted in, so while a context menu
+                # runs its own loop (a right-click selects, then opens the menu) the old facts stayed drawn under
+                # the new ones
+                w.hide()
                 w.deleteLater()
         if sel is None:
             self.title.setText("Select a module or tensor")
@@ -268,7 +272,7 @@ class DetailsPanel(QWidget):
         elif not st.counts or st.finite == 0:
             self.histogram.clear("no finite values (all NaN/Inf)")
         else:
-            self.histogram.set_data(st.edges, st.counts, label="checkpoint")
+            self.histogram.set_data(st.edges, st.counts, label="checkpoint", integer=st.integer)
             self.histogram.set_caption(self.selection.title if self.selection else st.name, st.bins_note)
             notes = [st.bins_note] if st.bins_note and not st.constant else []  # constant: said just below
             if st.constant:

@@ -221,17 +221,14 @@ class InitPanel(Panel):
         if ck is None or ck.status is not Status.MATCHED or len(ck.targets) != 1:
             return
         key = ck.targets[0]
-        if How.CONVERTED in ck.how:  # one expert of a fused tensor: its fresh init would be every expert's
-            from ...core.fresh import converted_note
-
-            self.details.set_note(f"fresh init: {html.escape(safe_text(converted_note(key)))}")
-            return
+        piece = How.CONVERTED in ck.how  # one expert of a fused tensor: a fresh init of one expert, not the whole
+        numel = rep.index.tensors[name].numel
         reader, cached = self.session.reader, self.session.fresh_init()
         names, edges, bins = sel.names, (st.edges[0], st.edges[-1]), len(st.counts)
 
         def job(progress: Any, cancelled: Any) -> Any:
             from ...core.errors import Cancelled
-            from ...core.fresh import FreshInit, compare_to_init
+            from ...core.fresh import FreshInit, compare_to_init, converted_note
             from ...core.model import build_model
             from ...core.stats import tensor_stats
 
@@ -245,12 +242,13 @@ class InitPanel(Panel):
                 fi = FreshInit(build_model(rep.spec, checkpoint_dtype=rep.index.first_float_dtype(),
                                            default_config=default, cancel=cancelled), seed=0, cache_modules=1)
             check()
-            fresh = fi.tensor(key, cancel=cancelled)
+            fresh = fi.piece(key, numel, cancel=cancelled) if piece else fi.tensor(key, cancel=cancelled)
             if fresh is None:
-                return fi, None, None
+                return fi, None, converted_note(key) if piece else None
             check()
             fst = tensor_stats(fresh, key, bins=bins, hist_range=edges if edges[1] > edges[0] else None, cancel=cancelled)
-            res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), cancel=cancelled)
+            res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key), cancel=cancelled,
+                                  piece=piece)
             return fi, fst, res
 
         h = self.session.jobs.start(job, purpose="fresh")
@@ -264,7 +262,8 @@ class InitPanel(Panel):
         if sel is None or sel.names != names or self.session.overlay_for(sel) is not Overlay.FRESH_INIT:
             return
         if fst is None:
-            self.details.set_note("fresh init: no initialisation known for this tensor")
+            why = res if isinstance(res, str) else "no initialisation known for this tensor"
+            self.details.set_note(f"fresh init: {html.escape(safe_text(why))}")
             return
         if fst.counts:
             self.details.histogram.set_overlay("fresh init", fst.edges, fst.counts)

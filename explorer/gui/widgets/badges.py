@@ -1,5 +1,6 @@
-"""Small coloured badges drawn right-aligned in a cell (the plan's "↻ reinit", the init check's "? untrained"),
-with the cell's own text elided before them so the two never overlap.
+"""How names are shortened (``elide_key``: the one rule for dotted key paths, in every view and label) and the
+small coloured badges drawn right-aligned in a cell (the plan's "↻ reinit", the init check's "? untrained"),
+with the cell's own text shortened by that rule before them so the two never overlap.
 
 A view column gets one ``BadgeDelegate``; features add providers: ``provider(index) -> [(text, colour), ...]``.
 """
@@ -9,13 +10,122 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics
-from PySide6.QtWidgets import QAbstractItemView, QLabel, QStyle, QStyledItemDelegate, QToolTip, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QLabel, QStyle, QStyledItemDelegate, QToolTip, QWidget
 
 Provider = Callable[[QModelIndex], list[tuple[str, str]]]
 GAP = 8
 
 
-class BadgeDelegate(QStyledItemDelegate):
+def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
+    """The view's badge delegate for ``column`` (created on first use)."""
+    d = view.itemDelegateForColumn(column)
+    if not isinstance(d, BadgeDelegate):
+        d = BadgeDelegate(view)
+        view.setItemDelegateForColumn(column, d)
+    return d
+
+
+MIN_KEPT = 3  # characters a kept name component keeps when it is shortened inside ("dow…" of down_proj)
+
+
+def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[[str], str] | None = None) -> str:
+    """The one way a dotted key path is shortened, so rows stay apart: in full when it ``fits``; else
+
+    1. components give way left to right (the shared model prefix says the least), each run of dropped components
+       one "…" — every numeric index (layer, expert) and the last two named components (``down_proj.weight``,
+       ``experts.gate_up_proj``, ``embed_tokens.weight``) are kept: ``…60.…252.down_proj.weight``;
+    2. the kept names before the leaf are shortened inside, keeping their head (``…60.…252.dow….weight``: the
+       head tells down_proj / gate_proj / up_proj apart), left to right, to ``MIN_KEPT`` characters;
+    3. those names give way (``…60.…252.…weight``), then "…" + the leaf alone;
+    4. ``elide_middle(name)`` (Qt's ElideMiddle) or a character-wise middle elision.
+
+    A suffix after a space (`` (+1)``) is kept."""
+    if fits(name):
+        return name
+    base, sp, rest = name.partition(" ")
+    suffix = sp + rest
+    parts = base.split(".")
+    n = len(parts)
+    named = [i for i, p in enumerate(parts) if not p.isdigit()]
+    keep = {i for i, p in enumerate(parts) if p.isdigit()} | set(named[-2:])
+    shown: list[str | None] = list(parts)  # None: dropped
+
+    def render() -> str:
+        out, prev_dropped = [], False
+        for i, p in enumerate(shown):
+            if p is None:
+                if not prev_dropped:
+                    out.append("…")
+                prev_dropped = True
+                continue
+            out.append(p + ("." if i < n - 1 else ""))
+            prev_dropped = False
+        return "".join(out) + suffix
+
+    for i in (i for i in range(n) if i not in keep):  # 1.
+        shown[i] = None
+        if fits(s := render()):
+            return s
+    inner = [i for i in named[-2:] if i != n - 1]
+    for i in inner:  # 2.
+        for k in range(len(parts[i]) - 1, MIN_KEPT - 1, -1):
+            shown[i] = parts[i][:k] + "…"
+            if fits(s := render()):
+                return s
+    for i in inner:  # 3.
+        shown[i] = None
+        if fits(s := render()):
+            return s
+    leaf = "…" + parts[-1] + suffix
+    if n > 1 and fits(leaf):
+        return leaf
+    if elide_middle is not None:  # 4.
+        return elide_middle(name)
+    keep_tail = parts[-1] + suffix
+    s = base[: len(base) - len(keep_tail)]
+    while s and not fits(s + "…" + keep_tail):
+        s = s[:-1]
+    return s + "…" + keep_tail if s else "…" + keep_tail
+
+
+def breakable(text: str) -> str:
+    """``text`` (already escaped) with zero-width spaces after dots, underscores and slashes: a word-wrapped label
+    breaks a long name there instead of growing as wide as the name (and its window with it)."""
+    return text.replace(".", ".\u200b").replace("_", "_\u200b").replace("/", "/\u200b")
+
+
+class KeyDelegate(QStyledItemDelegate):
+    """Cell text (dotted key paths above all) shortened with ``elide_key`` to the room the style really draws
+    text in (full text when it fits; the tooltip has it all)."""
+
+    def reserved(self, option: Any, index: QModelIndex) -> int:
+        """Pixels at the right of the cell the text must leave free (``BadgeDelegate``: its badges)."""
+        return 0
+
+    def initStyleOption(self, option: Any, index: QModelIndex) -> None:
+        super().initStyleOption(option, index)
+        text = option.text
+        if text:
+            fm = option.fontMetrics
+            style = option.widget.style() if option.widget is not None else QApplication.style()
+            # measure against the rectangle the style really draws text in (margins, icon), or Qt elides again
+            r = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, option.widget)
+            margin = 2 * (style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, option.widget) + 1)
+            avail = max(r.width() - margin - self.reserved(option, index), 12)
+            if fm.horizontalAdvance(text) > avail:
+                option.text = elide_key(text, lambda s: fm.horizontalAdvance(s) <= avail,
+                                        elide_middle=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideMiddle, avail))
+
+    def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
+        if event.type() == QEvent.Type.ToolTip and index.isValid() and not index.data(Qt.ItemDataRole.ToolTipRole):
+            text = index.data()
+            if isinstance(text, str) and text:
+                QToolTip.showText(event.globalPos(), text, view)
+                return True
+        return super().helpEvent(event, view, option, index)
+
+
+class BadgeDelegate(KeyDelegate):
     def __init__(self, parent: QWidget) -> None:
         super().__init__(parent)
         self.providers: list[Provider] = []
@@ -36,13 +146,9 @@ class BadgeDelegate(QStyledItemDelegate):
         fm = QFontMetrics(self.badge_font(option))
         return sum(fm.horizontalAdvance(t) + GAP for t, _c in badges)
 
-    def initStyleOption(self, option: Any, index: QModelIndex) -> None:
-        super().initStyleOption(option, index)
+    def reserved(self, option: Any, index: QModelIndex) -> int:
         badges = self.badges(index)
-        if badges and option.text:
-            icon_w = option.decorationSize.width() + 6 if not option.icon.isNull() else 0
-            avail = option.rect.width() - icon_w - self._width(option, badges) - 8
-            option.text = option.fontMetrics.elidedText(option.text, Qt.TextElideMode.ElideRight, max(avail, 12))
+        return self._width(option, badges) + 8 if badges else 0
 
     def tooltip(self, index: QModelIndex) -> str:
         """The cell's own tooltip plus what each of its badges means."""
@@ -75,93 +181,6 @@ class BadgeDelegate(QStyledItemDelegate):
             painter.drawText(r, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), text)
             right -= w + GAP
         painter.restore()
-
-
-def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
-    """The view's badge delegate for ``column`` (created on first use)."""
-    d = view.itemDelegateForColumn(column)
-    if not isinstance(d, BadgeDelegate):
-        d = BadgeDelegate(view)
-        view.setItemDelegateForColumn(column, d)
-    return d
-
-
-def elide_key(name: str, fits: Callable[[str], bool], *, elide_middle: Callable[[str], str] | None = None) -> str:
-    """The one way a dotted key path is shortened: in full when it ``fits``; else components give way from the
-    left, then in the middle (``…3.…experts.17.w2.weight``: the shared prefix says the least), every numeric
-    index (layer, expert) and the last two components (``w2.weight``) kept, each run of dropped components one
-    "…"; then the second-last component; then "…" + the last component; then ``elide_middle(name)`` (Qt's
-    ElideMiddle) or a character-wise middle elision. A suffix after a space (`` (+1)``) is kept."""
-    if fits(name):
-        return name
-    base, sp, rest = name.partition(" ")
-    suffix = sp + rest
-    parts = base.split(".")
-    n = len(parts)
-    keep = {i for i, p in enumerate(parts) if p.isdigit()} | {n - 1}
-    tail2 = n - 2 if n >= 2 and (n - 2) not in keep else None
-    # drop order: left to right (the shared model prefix says the least, the components nearest the leaf the
-    # most), the component before the leaf last
-    order = [i for i in range(n) if i not in keep and i != tail2] + ([tail2] if tail2 is not None else [])
-    dropped: set[int] = set()
-
-    def render() -> str:
-        out, prev_dropped = [], False
-        for i, p in enumerate(parts):
-            if i in dropped:
-                if not prev_dropped:
-                    out.append("…")
-                prev_dropped = True
-                continue
-            out.append(p + ("." if i < n - 1 else ""))
-            prev_dropped = False
-        return "".join(out) + suffix
-
-    for i in order:
-        dropped.add(i)
-        s = render()
-        if fits(s):
-            return s
-    leaf = "…" + parts[-1] + suffix
-    if n > 1 and fits(leaf):
-        return leaf
-    if elide_middle is not None:
-        return elide_middle(name)
-    keep_tail = parts[-1] + suffix
-    s = base[: len(base) - len(keep_tail)]
-    while s and not fits(s + "…" + keep_tail):
-        s = s[:-1]
-    return s + "…" + keep_tail if s else "…" + keep_tail
-
-
-def breakable(text: str) -> str:
-    """``text`` (already escaped) with zero-width spaces after dots, underscores and slashes: a word-wrapped label
-    breaks a long name there instead of growing as wide as the name (and its window with it)."""
-    return text.replace(".", ".\u200b").replace("_", "_\u200b").replace("/", "/\u200b")
-
-
-class KeyDelegate(QStyledItemDelegate):
-    """Dotted key paths shortened with ``elide_key`` (full name when it fits; the tooltip has it all)."""
-
-    def initStyleOption(self, option: Any, index: QModelIndex) -> None:
-        super().initStyleOption(option, index)
-        text = option.text
-        if text and "." in text:
-            fm = option.fontMetrics
-            style = option.widget.style() if option.widget is not None else None
-            # measure against the rectangle the style really draws text in (margins, icon), or Qt elides again
-            r = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, option.widget) if style else option.rect
-            avail = max(r.width(), 1) - 2 * ((style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, option.widget) + 1) if style else 4)
-            option.text = elide_key(text, lambda s: fm.horizontalAdvance(s) <= avail,
-                                    elide_middle=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideMiddle, avail))
-
-    def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
-        if event.type() == QEvent.Type.ToolTip and index.isValid() and not index.data(Qt.ItemDataRole.ToolTipRole):
-            text = index.data()
-            if isinstance(text, str) and text:
-                QToolTip.showText(event.globalPos(), text, view)
-                return True
-        return super().helpEvent(event, view, option, index)
 
 
 class KeyLabel(QLabel):

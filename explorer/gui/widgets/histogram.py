@@ -55,6 +55,46 @@ class CountAxis(pg.AxisItem):
             self.setMinimumWidth(w)
 
 
+class ValueAxis(pg.AxisItem):
+    """The value (bottom) axis. For an integer tensor (``integer``) its ticks are integers, one level, spaced so
+    that no two labels overlap (pyqtgraph's own spacing put 25299.8, 25300, 25300.2 under a constant
+    ``num_batches_tracked`` and ran wide labels into each other)."""
+
+    GAP = 14  # px between two labels
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.integer = False
+
+    def label_width(self, lo: float, hi: float) -> float:
+        from PySide6.QtGui import QFontMetricsF
+        from PySide6.QtWidgets import QApplication
+
+        fm = QFontMetricsF(self.style.get("tickFont") or QApplication.font())
+        return max(fm.horizontalAdvance(_int_label(v)) for v in (math.floor(lo), math.ceil(hi)))  # the widest ends
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802
+        if not self.integer or not (maxVal > minVal) or size <= 0:
+            return super().tickSpacing(minVal, maxVal, size)
+        fits = max(1, int(size // (self.label_width(minVal, maxVal) + self.GAP)))  # labels the axis holds
+        span, spacing = maxVal - minVal, 1.0
+        while span / spacing >= fits:  # 1, 2, 5, 10, 20, 50, ...
+            for m in (2.0, 2.5, 2.0):
+                spacing *= m
+                if span / spacing < fits:
+                    break
+        return [(spacing, 0.0)]
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        if not self.integer:
+            return super().tickStrings(values, scale, spacing)
+        return [_int_label(v * scale) for v in values]
+
+
+def _int_label(v: float) -> str:
+    return f"{int(round(v)):,}"
+
+
 class HistogramWidget(QWidget):
     """Histogram of one tensor (or an aggregate) with an optional overlay series."""
 
@@ -64,7 +104,8 @@ class HistogramWidget(QWidget):
         super().__init__(parent)
         # the files of the window this histogram is in (``Session.input_files``): its PNG/CSV never replace one
         self.inputs: Callable[[], Sequence[str]] = inputs or (lambda: [])
-        self.plot = pg.PlotWidget(axisItems={"left": CountAxis("left")})
+        self.value_axis = ValueAxis("bottom")
+        self.plot = pg.PlotWidget(axisItems={"left": CountAxis("left"), "bottom": self.value_axis})
         self.plot.setMinimumHeight(160)
         pi = self.plot.getPlotItem()
         pi.showGrid(x=True, y=True, alpha=0.15)
@@ -155,8 +196,12 @@ class HistogramWidget(QWidget):
     def counts(self) -> np.ndarray:
         return self._counts
 
-    def set_data(self, edges: Sequence[float], counts: Sequence[float], *, label: str = "checkpoint") -> None:
-        """Show a histogram (``len(edges) == len(counts) + 1``); empty counts show 'no finite values'."""
+    def set_data(self, edges: Sequence[float], counts: Sequence[float], *, label: str = "checkpoint",
+                 integer: bool = False) -> None:
+        """Show a histogram (``len(edges) == len(counts) + 1``); empty counts show 'no finite values'.
+        ``integer``: an integer tensor's values (integer ticks on the value axis)."""
+        self.value_axis.integer = integer
+        self.value_axis.picture = None  # ticks redone with the new rule
         e = np.asarray(edges, dtype=np.float64)
         c = np.asarray(counts, dtype=np.float64)
         if c.size == 0 or e.size != c.size + 1:

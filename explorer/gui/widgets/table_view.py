@@ -57,6 +57,17 @@ def fit_shape_column(view: QTableView, model: TensorTableModel) -> None:
                                      view.fontMetrics().horizontalAdvance(T.COLUMNS[T.SHAPE]) + CELL_PAD))
 
 
+def fit_status_column(view: QTableView, model: TensorTableModel, *, badge: bool = False) -> None:
+    """The Status column as wide as this checkpoint's widest status word (+ its icon, + the init check's "?"
+    badge when it has results), not the widest word of any checkpoint: the names get the rest."""
+    T = TensorTableModel
+    fm = view.fontMetrics()
+    icon = (view.iconSize().width() if view.iconSize().width() > 0 else 16) + 6
+    extra = fm.horizontalAdvance("?") + 16 if badge else 0
+    header = fm.horizontalAdvance(T.COLUMNS[T.STATUS]) + CELL_PAD + 16  # + the sort indicator
+    view.setColumnWidth(T.STATUS, max(content_width(view, model.status_texts()) + icon + extra, header))
+
+
 def fit_key_column(view: QTableView, model: TensorTableModel) -> None:
     """When nearly every Model key is the on-disk name (or it with a prefix added/removed, shown as "= on-disk" /
     "+ bert."), the Model key column shrinks to those short notes and the On-disk name column takes the width;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QScrollArea, QSplitter, QTreeView
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QSplitter, QTreeView
 
 from ..kinds import TROUBLE
 from ..models.entries import TreeIndex, TreeItem
@@ -184,8 +184,7 @@ class TreeSplit:
     def right_needs(self) -> int:
         """What the right side's content needs (the widest of tabs and details): it never scrolls sideways."""
         right = self.split.widget(1)
-        content = right.widget() if isinstance(right, QScrollArea) else right
-        need = content.minimumSizeHint().width() + (2 * right.frameWidth() if isinstance(right, QScrollArea) else 0)
+        need = right.minimumSizeHint().width()
         right.setMinimumWidth(max(200, need))
         return need
 
