@@ -220,31 +220,34 @@ class FreshInit:
 
 
 def _chunked_init_mode() -> type:
-    from torch.overrides import TorchFunctionMode
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    class ChunkedInit(TorchFunctionMode):
-        """On this thread only (torch function modes are thread-local): ``Tensor.normal_`` / ``uniform_`` /
-        ``fill_`` / ``zero_`` of a tensor over ``INIT_CHUNK`` values run piece by piece over its flat view, cancel
-        checked between pieces — whichever init calls them (torch's ``reset_parameters``, transformers'
-        ``_init_weights``, kaiming / xavier). The values are the same as one call's: ``uniform_`` draws one value
-        per element in order; ``normal_`` fills uniforms in order and transforms them in blocks of 16, the last
-        16 redrawn when the size is not a multiple of 16 (pieces are multiples of 16, the last one takes the
-        tail and is never shorter than 16); tests/core/test_fresh_chunks.py compares with transformers' own init."""
+    aten = torch.ops.aten
+    ops = {aten.normal_.default, aten.uniform_.default, aten.fill_.Scalar, aten.zero_.default}
+
+    class ChunkedInit(TorchDispatchMode):
+        """On this thread only (dispatch modes are thread-local): the ATen ``normal_`` / ``uniform_`` / ``fill_``
+        / ``zero_`` of a tensor over ``INIT_CHUNK`` values run piece by piece over its flat view, cancel checked
+        between pieces — whichever init reaches them (torch's ``reset_parameters``, transformers'
+        ``_init_weights``, kaiming / xavier all end in these). The values are the same as one call's: ``uniform_``
+        draws one value per element in order; ``normal_`` fills uniforms in order and transforms them in blocks
+        of 16, the last 16 redrawn when the size is not a multiple of 16 (pieces are multiples of 16, the last one
+        takes the tail and is never shorter than 16); tests/core/test_fresh_chunks.py compares with transformers'
+        own init."""
 
         def __init__(self, cancel: Cancel | None) -> None:
             super().__init__()
             self.cancel = cancel
-            import torch
 
-            self.ops = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_}
-
-        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
             t = args[0] if args else None
             chunk = INIT_CHUNK - INIT_CHUNK % 16
-            if func not in self.ops or t is None or t.device.type != "cpu" or t.numel() <= chunk or not t.is_contiguous():
+            if (func not in ops or not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.numel() <= chunk
+                    or not t.is_contiguous()):
                 return func(*args, **kwargs)
-            flat, n, i = t.detach().view(-1), t.numel(), 0
+            flat, n, i = t.view(-1), t.numel(), 0
             while i < n:
                 _check(self.cancel)
                 j = min(n, i + chunk)

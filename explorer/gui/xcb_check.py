@@ -54,12 +54,14 @@ def uses_xcb(env: Mapping[str, str] | None = None, platform: str | None = None) 
     return bool(env.get("DISPLAY")) and not env.get("WAYLAND_DISPLAY")
 
 
-def missing_xcb_libraries(loadable: Callable[[str], bool] = _loadable) -> list[str]:
-    """The sonames of :data:`XCB_LIBRARIES` this system cannot load."""
+def missing_xcb_libraries(loadable: Callable[[str], bool] | None = None) -> list[str]:
+    """The sonames of :data:`XCB_LIBRARIES` this system cannot load (``loadable``: default ``_loadable``, looked up
+    when called)."""
+    loadable = loadable or _loadable
     return [so for so in XCB_LIBRARIES if not loadable(so)]
 
 
-def xcb_problem(env: Mapping[str, str] | None = None, loadable: Callable[[str], bool] = _loadable) -> str | None:
+def xcb_problem(env: Mapping[str, str] | None = None, loadable: Callable[[str], bool] | None = None) -> str | None:
     """One line naming the missing libraries and the packages to install, when Qt would use xcb and some are
     missing; else None."""
     if not uses_xcb(env):

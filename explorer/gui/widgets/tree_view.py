@@ -19,6 +19,7 @@ TREE_HIDDEN = (3, 5, 6)  # dtype and how: in the table and the details panel; th
 TREE_INDENT = 14  # px per level: BERT's names nest 8 deep; the branch arrows still have room
 NAME_LEVELS = 6  # dotted levels below the model's row whose names are always shown in full (bert.encoder.layer.0.attention.output)
 STATUS_MIN = "shape mismatch"  # the status column shrinks (eliding on the right) to this before names do
+TEXT_ROOM = 24  # px beside a name: the icon's gap, the item padding and the text margins the style draws it within
 
 
 def size_tree_columns(view: QTreeView, *, first: bool = False) -> None:
@@ -69,7 +70,7 @@ def tree_widths(view: QTreeView) -> tuple[int, int, int]:
     names = max(indent * (d + 1) + fm.horizontalAdvance(n) for d, n in enumerate(longest[: NAME_LEVELS + 1]))
     widest = (idx.widest_status if idx is not None else "") or "103/105 loaded, 2 missing"
     status_min = fm.horizontalAdvance(STATUS_MIN) + 24
-    return names + icon + 16, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
+    return names + icon + TEXT_ROOM, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
 
 
 def fit_tree_columns(view: QTreeView) -> None:
