@@ -189,6 +189,9 @@ def test_moe_rows_keep_their_projection_at_window_width(qtbot, window, small_moe
     assert table.columnWidth(T.STATUS) < fm.horizontalAdvance("unexpected") + 54  # sized to "renamed"/"matched"
     window.search.setText("experts.11.")
     window.apply_filter()
+    # the layout settles (the window's resize, the columns' fit) before the cells are read
+    qtbot.waitUntil(lambda: table.columnWidth(T.NAME) >= fm.horizontalAdvance("…3.…11.down_proj.weight") + 24,
+                    timeout=10_000)
     rows = window.table_proxy.rowCount()
     assert rows >= 9
     shown = [drawn_text(table, window.table_proxy.index(i, T.NAME)) for i in range(rows)]
