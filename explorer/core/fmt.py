@@ -53,11 +53,18 @@ def _escape_char(m: re.Match[str]) -> str:
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
 
 
+def _clean(t: str) -> bool:
+    """No character of ``_UNSAFE`` in ``t``. An ASCII string (CPython knows that without looking) can only hold the
+    C0 controls and DEL, exactly the ASCII characters ``str.isprintable`` rejects: one C loop instead of the
+    character class, which matters for the 20 MB JSON report of a 47k-tensor checkpoint."""
+    return t.isprintable() if t.isascii() else _UNSAFE.search(t) is None
+
+
 def safe_text(s: object) -> str:
     """``str(s)`` with every control, bidi or invisible format character shown as a visible escape
     (``\\x1b``, ``\\x0a``, ``\\u202e``): the one function every text output and the window use for names from a file."""
     t = str(s)
-    return _UNSAFE.sub(_escape_char, t) if _UNSAFE.search(t) else t
+    return t if _clean(t) else _UNSAFE.sub(_escape_char, t)
 
 
 def safe_lines(s: object) -> str:
@@ -67,7 +74,7 @@ def safe_lines(s: object) -> str:
 
 def needs_escape(s: str) -> bool:
     """True if ``safe_text(s)`` would change ``s``."""
-    return _UNSAFE.search(s) is not None
+    return not _clean(s)
 
 
 def _json_escape_char(m: re.Match[str]) -> str:
@@ -82,4 +89,4 @@ def json_safe(text: str) -> str:
     """JSON text (``json.dumps(..., ensure_ascii=False)``) with the characters ``safe_text`` escapes written as
     JSON ``\\uXXXX`` escapes: the same document (``json.loads`` gives the same values), safe to print. json.dumps
     already escapes U+0000..U+001F but not DEL, C1 controls, bidi marks or U+2028."""
-    return _UNSAFE.sub(_json_escape_char, text) if _UNSAFE.search(text) else text
+    return text if _clean(text) else _UNSAFE.sub(_json_escape_char, text)

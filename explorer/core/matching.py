@@ -15,7 +15,7 @@ from .checkpoint import CheckpointIndex, open_checkpoint
 from .errors import ExplorerError, one_line
 from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed, prefix_counts, strip_prefix_mapping, under
 from .model import BuiltModel, ModelSpec, ModuleNode, build_model, module_tree, quiet_transformers, transformers_lock
-from .report import CheckpointKey, FamilyMismatch, How, ModelKey, Report, Status
+from .report import CheckpointKey, FamilyMismatch, How, ModelKey, Report, Status, new_checkpoint_key
 from .target import Target, resolve_model
 
 
@@ -201,7 +201,7 @@ def _match_transformers(
     with transformers_lock, quiet_transformers():
         try:
             with recorder:
-                info, _ = convert_and_load_state_dict_in_model(model, index.meta_tensors(), load_config)
+                info, _ = convert_and_load_state_dict_in_model(model, index.meta_tensors(shared=quantizer is None), load_config)
         except Exception as e:  # a converter failing on unexpected shapes is a finding about the checkpoint
             raise ExplorerError(f"{index.path}: transformers could not map this checkpoint onto {built.class_name}: {one_line(e)}") from e
         missing_before_tie = set(info.missing_keys)
@@ -222,6 +222,7 @@ def _match_transformers(
     ck_reported: dict[str, str] = {}
     ck_converted: dict[str, bool] = {}
     converter_by_pattern = {p: c for c in converters for p in c.source_patterns}
+    conv_targets: dict[tuple[str, str], tuple[str, ...]] = {}
     seen = recorder.seen
     # transformers visited the keys in natural order: reuse its order instead of sorting 50k keys again
     order = list(seen) if len(seen) == len(index.tensors) else sorted(index.tensors, key=dot_natural_key)
@@ -243,8 +244,11 @@ def _match_transformers(
             hows.append(How.PREFIX_ADDED if len(renamed) > len(plain) else How.PREFIX_STRIPPED)
         if renamed in expected:
             if pattern is not None:
-                conv = converter_by_pattern[pattern]
-                targets = tuple(renamed.replace(conv.target_patterns[0], t) for t in conv.target_patterns)
+                targets = conv_targets.get((renamed, pattern))
+                if targets is None:  # the 256 experts of a layer share theirs
+                    conv = converter_by_pattern[pattern]
+                    targets = tuple(renamed.replace(conv.target_patterns[0], t) for t in conv.target_patterns)
+                    conv_targets[(renamed, pattern)] = targets
             else:
                 targets = (renamed,)
             for t in targets:
@@ -329,7 +333,7 @@ def _match_transformers(
             if dup:
                 status = Status.IGNORED
                 hows.append(How.DUPLICATE)
-            elif any(x in mismatched for x in targets):
+            elif mismatched and any(x in mismatched for x in targets):
                 status = Status.MISMATCHED
             else:
                 status = Status.MATCHED
@@ -343,7 +347,7 @@ def _match_transformers(
             status = Status.UNEXPECTED
         if not hows and status is not Status.UNEXPECTED:
             hows.append(How.EXACT)
-        checkpoint_keys[name] = CheckpointKey(name, status, tuple(hows), targets, reported, t)
+        checkpoint_keys[name] = new_checkpoint_key(name, status, tuple(hows), targets, reported, t)
 
     notes = list(index.notes) + list(built.notes)
     for tgt, src in both_present[:5]:

@@ -88,6 +88,25 @@ class CheckpointKey:
     info: TensorInfo
 
 
+_new_ck = CheckpointKey.__new__
+
+
+def new_checkpoint_key(name: str, status: Status, how: tuple[How, ...], targets: tuple[str, ...], reported_as: str,
+                       info: TensorInfo) -> CheckpointKey:
+    """``CheckpointKey(name, status, how, targets, reported_as, info)`` without the frozen dataclass's per-field
+    ``object.__setattr__`` (a report makes one per tensor: 47k for a large MoE). The same object: equal,
+    hashable, immutable through attribute assignment."""
+    k = _new_ck(CheckpointKey)
+    d = k.__dict__
+    d["name"] = name
+    d["status"] = status
+    d["how"] = how
+    d["targets"] = targets
+    d["reported_as"] = reported_as
+    d["info"] = info
+    return k
+
+
 @dataclass(frozen=True)
 class FamilyMismatch:
     """The config is of one model family (its ``model_type``) and the class built from it of another (``--arch
@@ -143,7 +162,7 @@ class Report:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def counts(self) -> dict[str, int]:
-        c = Counter(k.status.value for k in self.model_keys.values())
+        c = Counter(k.status._value_ for k in self.model_keys.values())
         return {
             "matched": c.get("matched", 0),
             "missing": len(self.missing),
@@ -168,10 +187,11 @@ class Report:
         return loaded, fresh
 
     def to_json(self) -> dict[str, Any]:
+        # ``_value_`` (enum's documented member attribute) rather than the ``value`` property: 100k look-ups here
         matched = [
             {
                 "key": k.key,
-                "how": [h.value for h in k.how],
+                "how": [h._value_ for h in k.how],
                 "source": list(k.sources),
                 "tied_to": k.tied_to,
                 "tied_if_equal": k.tied_if_equal,
@@ -205,8 +225,8 @@ class Report:
             "checkpoint_keys": [
                 {
                     "name": c.name,
-                    "status": c.status.value,
-                    "how": [h.value for h in c.how],
+                    "status": c.status._value_,
+                    "how": [h._value_ for h in c.how],
                     "targets": list(c.targets),
                     "reported_as": c.reported_as,
                 }

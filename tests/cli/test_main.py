@@ -33,3 +33,27 @@ def test_open_demo_with_a_checkpoint_is_an_error(capsys, bert):
 def test_open_help_has_a_description(capsys):
     text = cli_help(capsys, "open")
     assert "Open the explorer window on a checkpoint" in text and "--demo opens a built-in tiny example" in text
+
+
+def test_the_program_ends_after_its_output_and_atexit_handlers(bert, tmp_path: Path) -> None:
+    """Run as the program, a command leaves without the interpreter's teardown (cli._leave): the whole output is
+    written, the exit code kept, and atexit handlers still run (temp files, logging) in the usual order."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "config.json").write_text(json.dumps({**json.loads((bert / "config.json").read_text()), "vocab_size": 77}))
+    (tmp_path / "model.safetensors").symlink_to(bert / "model.safetensors")
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('second handler', file=sys.stderr))\n"
+              "atexit.register(lambda: print('first handler', file=sys.stderr))\n"
+              "from explorer.cli import main\n"
+              "sys.exit(main())\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([sys.executable, "-c", script, "report", str(tmp_path), "--json", "--no-cache"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 1, p.stderr  # findings: the resized vocab is a shape mismatch
+    rep = json.loads(p.stdout)
+    assert rep["counts"]["mismatched"] >= 1 and len(rep["tensors"]) == len(rep["checkpoint_keys"])
+    assert p.stderr.splitlines()[-2:] == ["first handler", "second handler"]

@@ -141,15 +141,27 @@ class CheckpointIndex:
                 return t.dtype
         return None
 
-    def meta_tensors(self) -> dict[str, torch.Tensor]:
+    def meta_tensors(self, *, shared: bool = False) -> dict[str, torch.Tensor]:
         """Every tensor as an empty tensor on the meta device with its shape and dtype (uint8 for a dtype this
-        torch lacks): what loading code runs on, header-only."""
+        torch lacks): what loading code runs on, header-only.
+
+        ``shared``: tensors of the same shape and dtype are one tensor object (a meta tensor has no data; a 47k-tensor
+        MoE has a few dozen distinct ones, and making 47k costs ~0.3 s). For code that only reads them, e.g.
+        transformers' loading, which takes ``tensor[...]`` of each (a fresh view) before using it."""
         import torch
 
         out = {}
+        made: dict[tuple[tuple[int, ...], str], torch.Tensor] = {}
         for name, t in self.tensors.items():
+            if shared:
+                m = made.get((t.shape, t.dtype))
+                if m is not None:
+                    out[name] = m
+                    continue
             dt = getattr(torch, t.dtype, None) or torch.uint8
-            out[name] = torch.empty(t.shape, dtype=dt, device="meta")
+            out[name] = m = torch.empty(t.shape, dtype=dt, device="meta")
+            if shared:
+                made[(t.shape, t.dtype)] = m
         return out
 
     def to_json(self) -> dict[str, Any]:
