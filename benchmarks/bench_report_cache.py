@@ -137,7 +137,9 @@ def main() -> int:
         ("MoE `report --json`, repeat (answered from the cache)", med(moe_hits), max(r["peak_rss"] for r in moe_hits), [r["wall"] for r in moe_hits]),
     ]
     fmt = lambda d, k: f"{d[k]:.2f} s" if k in d else "—"  # noqa: E731
-    vers = ", ".join(f"{n} {version(n)}" for n in ("torch", "transformers", "safetensors", "PySide6"))
+    import PySide6
+
+    vers = ", ".join(f"{n} {version(n)}" for n in ("torch", "transformers", "safetensors")) + f", PySide6 {PySide6.__version__}"
     lines = [
         "# Report cache: repeat report and re-open of the Llama-2-70B-shaped checkpoint (27 shards, 723 tensors, "
         "128 GiB apparent) and the DeepSeek-V3-shaped MoE (257 shards, 47k tensors)",
