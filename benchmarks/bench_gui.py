@@ -326,7 +326,8 @@ def jobs_section(a: argparse.Namespace) -> list[str]:
         rows_moves.append((label, m))
     lines = ["", "## Close during a job, and 30 quick moves (one child process per run)", "",
              f"Machine at the time: {machine_load()} (other helpers share the CPUs: wall times stretch, CPU-seconds "
-             "less so). " + (f"`before` = {a.before}, the project as it was before issue 10's fixes." if a.before else ""),
+             "less so). " + (f"`before` = {a.before}, {a.before_note or 'the project as it was before issue 10' + chr(39) + 's fixes'}."
+                              if a.before else ""),
              "", f"**Close during a job**: {a.llama.name} (Llama-2-70B shapes, sparse; its largest tensor is 262M values, "
              "0.49 GiB in bf16), File › Init › Check for untrained tensors, close the window 4 s or 90 s later. Peak "
              "RSS of the whole process (window, report, init check).", "",
@@ -376,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--before", type=Path, default=None, help="another checkout of the project, measured side by side "
                    "for close-during-job and quick moves (e.g. a worktree of the commit before issue 10)")
+    p.add_argument("--before-note", default="", help="what the --before checkout is (said in the results)")
     p.add_argument("--only", choices=("all", "jobs"), default="all", help="jobs: only close-during-job and quick moves "
                    "(merged into results/gui.md, replacing that section)")
     a = p.parse_args(argv)
