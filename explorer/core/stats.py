@@ -3,7 +3,9 @@
 A statistics pass reads each tensor twice, through the work items of :mod:`explorer.core.parallel` (so on
 ``workers`` threads, processes or a cluster, with bit-identical figures for any of them): pass 1 finds the finite
 range and counts NaN/Inf, pass 2 the finite count, mean, M2 (float64, Chan's combination), exact zeros and the
-histogram over pass 1's range, binned with torch.histc's own arithmetic. A constant tensor needs pass 1 only. The
+histogram over pass 1's range, binned with torch.histc's own arithmetic. A constant tensor needs pass 1 only. A
+16- or 8-bit float tensor (bf16, fp16, fp8) takes one pass instead: the counts of its at most 65,536 bit patterns
+give every figure exactly. The
 kernels are in :mod:`explorer.core.stats_kernels`; memory is about one chunk (``chunk_elems``) per worker.
 NaN/Inf are counted and excluded from every moment and from the range.
 
@@ -21,7 +23,7 @@ from .checkpoint import TensorReader, open_reader
 from .errors import CheckpointError, ExplorerError
 from .jobs import Cancel, Cancelled, Progress, Ticker  # noqa: F401  (Cancelled: what cancel raises here)
 from .parallel import Executor, Part, Span, executor_for, memory_source, run_pass, shareable, split_items
-from .stats_kernels import Moments, is_integer_dtype, moments_kernel, range_kernel
+from .stats_kernels import VALUE_DTYPES, Moments, from_values, is_integer_dtype, moments_kernel, range_kernel, values_kernel
 
 if TYPE_CHECKING:
     import torch
@@ -268,10 +270,12 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
     work items run by ``executor``; partials merged in item order."""
     fixed = hist_range is not None and hist_range[1] > hist_range[0]
 
-    def parts(opts: Callable[[int, _Group], tuple[Any, ...] | None]) -> list[Part]:
+    by_values = [len({f[1] for f in g.facts}) == 1 and g.facts[0][1] in VALUE_DTYPES for g in groups]
+
+    def parts(opts: Callable[[int, _Group], tuple[Any, ...] | None], values: bool = False) -> list[Part]:
         out = []
         for gi, g in enumerate(groups):
-            o = opts(gi, g)
+            o = opts(gi, g) if by_values[gi] == values else None
             if o is None:
                 continue
             for n, (numel, dtype, _shape, file) in zip(g.names, g.facts):
@@ -286,6 +290,22 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
 
     tick.check()
     rng = [[math.inf, -math.inf, 0, 0] for _ in groups]
+    moments = [Moments() for _ in groups]
+    counts: list[Any] = [None] * len(groups)
+    # 16/8-bit floats: one pass of value counts gives every figure
+    seen: dict[int, list[Any]] = {}
+    for part, vc in run(values_kernel, parts(lambda gi, g: (gi,), values=True)):
+        seen.setdefault(part.options[0], []).append(vc)
+    for gi, g in enumerate(groups):
+        if by_values[gi]:
+            import numpy as np
+
+            got = seen.pop(gi, [])
+            keys = np.concatenate([k for k, _ in got]) if got else np.zeros(0, np.int64)
+            cts = np.concatenate([c for _, c in got]) if got else np.zeros(0, np.int64)
+            rng[gi], moments[gi], counts[gi] = from_values(keys, cts, g.facts[0][1], g.bins,
+                                                         (float(hist_range[0]), float(hist_range[1])) if fixed and hist_range else None)
+            tick.step(g.numel)  # no second pass
     for part, (lo, hi, nan, inf) in run(range_kernel, parts(lambda gi, g: (gi, g.integer))):
         r = rng[part.options[0]]
         r[0], r[1], r[2], r[3] = min(r[0], lo), max(r[1], hi), r[2] + nan, r[3] + inf
@@ -303,8 +323,6 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
             return (gi, True, mode, lo, hi, g.bins, False)
         return (gi, False, "range", lo, hi, g.bins, bool(nan or inf))
 
-    moments = [Moments() for _ in groups]
-    counts: list[Any] = [None] * len(groups)
     for part, (k, mean, m2, zeros, c) in run(moments_kernel, parts(pass2)):
         gi = part.options[0]
         moments[gi].add(k, mean, m2, zeros)

@@ -118,3 +118,28 @@ def test_diff_is_the_same_for_one_and_two_workers_and_equals_float64(tmp_path: P
         assert e.cosine == pytest.approx(float(x @ y / (x.norm() * y.norm())), rel=1e-12)
         assert e.max_abs_diff == float((y - x).abs().max())
     assert by["w"].nonfinite == 0 and by["w"].status == "changed"  # NaN/Inf at the same places on both sides
+
+
+def test_half_precision_tensors_are_counted_exactly_in_one_pass(tmp_path: Path) -> None:
+    """bf16 / fp16 / fp8: value counts of the bit patterns give every figure; the histogram still equals torch.histc
+    of the values (also over a fixed range) and the moments the float64 reference."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(200_003, generator=g)
+    x[:11] = 0
+    x[20] = float("nan")
+    t = {"bf": x.to(torch.bfloat16), "hf": (x * 100).half(), "f8": x.to(torch.float8_e4m3fn),
+         "const": torch.full((999,), 0.25, dtype=torch.bfloat16)}
+    save_file(t, tmp_path / "h.safetensors")
+    index = open_checkpoint(tmp_path / "h.safetensors")
+    seen: list[int] = []
+    one = list(stats_many(index, chunk_elems=CHUNK, workers=1, progress=lambda d, tot: seen.append(tot - d)))
+    assert seen[-1] == 0
+    assert one == list(stats_many(index, chunk_elems=CHUNK, workers=2))
+    for s in one:
+        _reference(s, t[s.name])
+    const = next(s for s in one if s.name == "const")
+    assert const.constant and const.counts == (999,) and const.mean == 0.25
+    f = t["bf"].float()
+    f = f[torch.isfinite(f)]
+    fixed = aggregate_stats(index, ["bf"], bins=16, hist_range=(-1.0, 2.0), chunk_elems=CHUNK, workers=2)
+    assert list(fixed.counts) == [int(c) for c in torch.histc(f, bins=16, min=-1.0, max=2.0)]
