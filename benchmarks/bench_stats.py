@@ -6,7 +6,8 @@ Generates (in a temp folder, deleted afterwards):
 - ``a.safetensors``: a BERT-base-shaped checkpoint (~435 MB float32), ``b.safetensors``: the same with noise
   added to half the tensors, and ``a.pt``/``b.pt``: the same two as torch zip pickles (for the naive diff).
 
-Variants, each in a fresh subprocess (``torch.set_num_threads(1)`` everywhere, the machine is shared):
+Variants, each in a fresh subprocess (``torch.set_num_threads(1)`` everywhere and ``workers=1`` for ours, the machine
+is shared; ``benchmarks/bench_workers.py`` compares 1 and 2 workers):
 
 - stats of the big tensor: ``tensor_stats`` (two streamed passes, 256 bins) vs a plain torch pass over the same
   mmap (mean, std, aminmax, count_nonzero, histc on the whole view) vs numpy on ``np.memmap`` (mean, std, min,
@@ -99,7 +100,7 @@ def variant(name: str, folder: Path) -> None:
         from explorer.core.stats import tensor_stats
 
         with TensorReader(open_checkpoint(folder / "big.safetensors")) as r:
-            tensor_stats(r, "big", bins=256)
+            tensor_stats(r, "big", bins=256, workers=1)
     elif name == "big_torch":
         import mmap
 
@@ -120,7 +121,7 @@ def variant(name: str, folder: Path) -> None:
     elif name == "ckpt_ours":
         from explorer.core.stats import stats_many
 
-        for _ in stats_many(folder / "a.safetensors", bins=256):
+        for _ in stats_many(folder / "a.safetensors", bins=256, workers=1):
             pass
     elif name == "ckpt_torch":
         from safetensors import safe_open
@@ -131,7 +132,7 @@ def variant(name: str, folder: Path) -> None:
     elif name == "diff_ours":
         from explorer.core.diff import diff_checkpoints
 
-        diff_checkpoints(folder / "a.safetensors", folder / "b.safetensors")
+        diff_checkpoints(folder / "a.safetensors", folder / "b.safetensors", workers=1)
     elif name == "diff_naive":
         a = torch.load(folder / "a.pt", weights_only=True)
         b = torch.load(folder / "b.pt", weights_only=True)
@@ -210,19 +211,23 @@ def main() -> None:
     if args.child:
         _child(args.child, Path(args.folder))
         return
+    import numpy
+    import torch
+
     folder = Path(tempfile.mkdtemp(prefix="bench_stats_"))
+    loads = [float(open("/proc/loadavg").read().split()[0])]
     try:
         meta = make_data(folder, args.big)
         mb = 1024 * 1024
         rows = []
         groups = [
             (f"stats, one tensor of {meta['big'] / 1e6:.0f}M float32 ({meta['big'] * 4 / mb:.0f} MB)", meta["big"] * 4,
-             [("big_ours", "explorer tensor_stats (2 streamed passes)"), ("big_torch", "plain torch over the same mmap"),
+             [("big_ours", "explorer tensor_stats (2 streamed passes, 1 worker)"), ("big_torch", "plain torch over the same mmap"),
               ("big_numpy", "numpy on np.memmap")]),
             (f"stats, every tensor of a {meta['ckpt_bytes'] / mb:.0f} MB checkpoint ({meta['n_tensors']} tensors)", meta["ckpt_bytes"],
-             [("ckpt_ours", "explorer stats_many"), ("ckpt_torch", "safe_open().get_tensor + torch, per tensor")]),
+             [("ckpt_ours", "explorer stats_many (1 worker)"), ("ckpt_torch", "safe_open().get_tensor + torch, per tensor")]),
             (f"diff A vs B, two {meta['ckpt_bytes'] / mb:.0f} MB checkpoints", 2 * meta["ckpt_bytes"],
-             [("diff_ours", "explorer diff_checkpoints (streamed)"), ("diff_naive", "torch.load both + loop")]),
+             [("diff_ours", "explorer diff_checkpoints (streamed, 1 worker)"), ("diff_naive", "torch.load both + loop")]),
         ]
         for title, nbytes, variants in groups:
             ref = None
@@ -239,7 +244,9 @@ def main() -> None:
             "",
             f"`benchmarks/bench_stats.py --big {args.big} --repeat {args.repeat}`, best of {args.repeat}, each variant in "
             "its own subprocess, `torch.set_num_threads(1)`, files in the page cache (2 shared cores). "
-            "HWM = peak resident set above the post-import baseline (includes touched mmap pages); anon = peak private memory the variant allocated.",
+            "HWM = peak resident set above the post-import baseline (includes touched mmap pages); anon = peak private memory the variant allocated. "
+            f"torch {torch.__version__}, numpy {numpy.__version__}; load (/proc/loadavg, 1 min) before the runs: {loads[0]:.2f}, after: "
+            f"{open('/proc/loadavg').read().split()[0]} (the cores were shared with other jobs).",
             "",
             "| task | variant | seconds | MB/s | peak RSS (HWM) MB | peak anon MB | time vs explorer |",
             "|---|---|---:|---:|---:|---:|---:|",
