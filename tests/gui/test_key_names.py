@@ -203,6 +203,8 @@ def test_moe_rows_keep_their_projection_at_window_width(qtbot, window, small_moe
     group = next(proxy.index(i, 0) for i in range(proxy.rowCount()) if proxy.index(i, 0).data() == UNPLACED)
     tree.expand(group)
     kids = [proxy.index(i, 0, group) for i in range(proxy.rowCount(group))]
+    tree.scrollTo(kids[-1])
+    qtbot.waitUntil(lambda: all(tree.visualRect(k).isValid() for k in kids), timeout=10_000)  # laid out
     assert len(kids) >= 3 and all(k.data().count(".") > 4 for k in kids)
     tree.setColumnWidth(0, tree.indentation() * 2 + fm.horizontalAdvance("…3.…11.gate_proj.weight") + 40)
     drawn = [drawn_text(tree, k) for k in kids]

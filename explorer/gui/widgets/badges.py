@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, QModelIndex, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF
 from PySide6.QtWidgets import QAbstractItemView, QApplication, QLabel, QStyle, QStyledItemDelegate, QToolTip, QWidget
 
 Provider = Callable[[QModelIndex], list[tuple[str, str]]]
 GAP = 8
+TEXT_SLACK = 7  # px: the item padding of style.qss (3 px a side) and sub-pixel widths
 
 
 def badge_delegate(view: QAbstractItemView, column: int) -> BadgeDelegate:
@@ -111,9 +112,12 @@ class KeyDelegate(QStyledItemDelegate):
             # measure against the rectangle the style really draws text in (margins, icon), or Qt elides again
             r = style.subElementRect(QStyle.SubElement.SE_ItemViewItemText, option, option.widget)
             margin = 2 * (style.pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, option.widget) + 1)
-            avail = max(r.width() - margin - self.reserved(option, index), 12)
-            if fm.horizontalAdvance(text) > avail:
-                option.text = elide_key(text, lambda s: fm.horizontalAdvance(s) <= avail,
+            # the style sheet's item padding (3 px a side) is taken off the rect the text is really drawn in, and
+            # Qt compares fractional widths: leave that much, or Qt elides the shortened name again ("…0.outpu…nse")
+            avail = max(r.width() - margin - self.reserved(option, index) - TEXT_SLACK, 12)
+            fmf = QFontMetricsF(option.font)
+            if fmf.horizontalAdvance(text) > avail:
+                option.text = elide_key(text, lambda s: fmf.horizontalAdvance(s) <= avail,
                                         elide_middle=lambda s: fm.elidedText(s, Qt.TextElideMode.ElideMiddle, avail))
 
     def helpEvent(self, event: Any, view: Any, option: Any, index: QModelIndex) -> bool:
