@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QSplitter, 
 from ..kinds import TROUBLE
 from ..models.entries import TreeIndex, TreeItem
 from ..models.tree_model import ModuleTreeModel
+from .badges import TEXT_SLACK
 
 
 TREE_HIDDEN = (3, 5, 6)  # dtype and how: in the table and the details panel; the header menu shows them;
@@ -70,7 +71,7 @@ def tree_widths(view: QTreeView) -> tuple[int, int, int]:
     names = max(indent * (d + 1) + fm.horizontalAdvance(n) for d, n in enumerate(longest[: NAME_LEVELS + 1]))
     widest = (idx.widest_status if idx is not None else "") or "103/105 loaded, 2 missing"
     status_min = fm.horizontalAdvance(STATUS_MIN) + 24
-    return names + icon + TEXT_ROOM, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
+    return names + icon + TEXT_ROOM + TEXT_SLACK, max(fm.horizontalAdvance(widest) + 24, status_min), status_min
 
 
 def fit_tree_columns(view: QTreeView) -> None:
