@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from ..core.errors import ConfigError
 from ..core.fmt import human_bytes, human_count, json_safe, safe_text  # noqa: F401  (re-exported for the subcommands)
@@ -66,6 +67,28 @@ def add_workers_arg(p: argparse.ArgumentParser, what: str = "the whole-checkpoin
     p.add_argument("--workers", type=_workers, default=None, metavar="N",
                    help=f"threads for {what} (default: every core this process may use; the figures are the same "
                    "for any N)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help=f"run {what} on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786; default: "
+                   "$DASK_SCHEDULER_ADDRESS if set, else this machine): the same figures as a local run; the workers "
+                   "must see the checkpoint at the same path (pip install 'checkpoint-explorer[cluster]')")
+
+
+@contextlib.contextmanager
+def pass_workers(args: argparse.Namespace) -> Iterator[Any]:
+    """What a command's whole-checkpoint pass runs on: a Dask cluster (``--scheduler``, else
+    ``$DASK_SCHEDULER_ADDRESS`` unless ``--workers`` was given), connected for the block and closed after, or
+    ``--workers`` (None: every core)."""
+    given = getattr(args, "scheduler", None)
+    if given and args.workers is not None:
+        raise ConfigError("--scheduler and --workers: give one (the cluster's workers do the work)")
+    from ..core.cluster import DaskExecutor, scheduler_address
+
+    address = scheduler_address(given) if args.workers is None else None
+    if address is None:
+        yield args.workers
+        return
+    with DaskExecutor(address) as executor:
+        yield executor
 
 
 def _workers(text: str) -> int:

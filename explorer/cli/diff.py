@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
-from .common import Style, add_json_arg, add_workers_arg, key_mapping, mapping_json, print_json
+from .common import Style, add_json_arg, add_workers_arg, key_mapping, pass_workers, mapping_json, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     ia, ib = open_index(args, args.a, revision=args.revision_a), open_index(args, args.b, revision=args.revision_b)
     km = key_mapping(args)
     pairing = pair_keys(ia.tensors, ib.tensors, key_mapping=km)
-    entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"), workers=args.workers)
+    with pass_workers(args) as workers:
+        entries = diff_checkpoints(ia, ib, key_mapping=km, progress=stderr_progress("diff"), workers=workers)
     roll = module_rollup(entries, depth=args.depth)
     differ = [e for e in entries if e.status is not DiffStatus.SAME]
     counts = diff_counts(entries)  # fixed order, zeros included

@@ -5,7 +5,7 @@ import argparse
 import difflib
 
 from . import EXIT_OK
-from .common import Style, add_adapter_args, add_json_arg, add_source_args, add_workers_arg, print_json, stderr_progress
+from .common import Style, add_adapter_args, add_json_arg, add_source_args, add_workers_arg, pass_workers, print_json, stderr_progress
 
 MAX_BINS = 1_000_000  # the histogram is one float64 per bin; a typo like 10**9 must not allocate 8 GB
 JSON_BINS = 256  # the window's histogram
@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
             close = difflib.get_close_matches(k, list(index.tensors), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CheckpointError(f"{index.path}: no tensor named {k!r}{hint}")
-    with TensorReader(index) as reader:
+    with TensorReader(index) as reader, pass_workers(args) as workers:
         results = list(stats_many(reader, args.keys or None, bins=args.bins, progress=stderr_progress("stats"),
-                                  workers=args.workers))
+                                  workers=workers))
     if args.json:
         print_json({"checkpoint": index.path, "tensors": [s.to_json() for s in results]})
         return EXIT_OK

@@ -1,0 +1,122 @@
+"""Benchmark: `ckpt-explorer stats` / `diff` on local cores vs on a Dask LocalCluster (2 worker processes, loopback).
+
+Writes two real safetensors checkpoints of random bf16/fp32 tensors (``--mb`` MB each, the second a perturbed copy),
+starts a ``distributed.LocalCluster`` (processes, 1 thread each) in this process, then runs each command as a fresh
+CLI process, as a user would: ``--workers 1``, ``--workers 2`` and ``--scheduler <the LocalCluster>``, alternating,
+``--repeat`` times. Records wall time, the load average at each start, and whether the JSON outputs are identical.
+Warm page cache (the files are read once first). Writes benchmarks/results/cluster.md.
+
+    python benchmarks/bench_cluster.py [--mb 512] [--repeat 3] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _write(folder: Path, mb: int) -> tuple[str, str]:
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    a, b, total, i = {}, {}, 0, 0
+    while total < mb * 1e6:
+        rows = 1024 + 512 * (i % 3)
+        t = torch.randn(rows, 2048, generator=g)
+        t = t.to(torch.bfloat16) if i % 2 else t
+        a[f"layers.{i}.weight"] = t
+        b[f"layers.{i}.weight"] = t if i % 4 == 0 else (t.float() + 1e-3 * torch.randn(rows, 2048, generator=g)).to(t.dtype)
+        total += t.numel() * t.element_size()
+        i += 1
+    pa, pb = folder / "a.safetensors", folder / "b.safetensors"
+    save_file(a, pa)
+    save_file(b, pb)
+    for p in (pa, pb):  # warm the page cache
+        with open(p, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    return str(pa), str(pb)
+
+
+def _run(argv: list[str]) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent), HF_HUB_OFFLINE="1")
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "explorer", *argv, "--json"], capture_output=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        sys.exit(f"{argv}: exit {p.returncode}: {p.stderr.decode(errors='replace')[-500:]}")
+    return {"wall": wall, "load": load, "digest": hashlib.sha256(p.stdout).hexdigest()[:16]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "cluster.md")
+    args = ap.parse_args()
+    from importlib.metadata import version
+
+    from distributed import Client, LocalCluster
+
+    os.environ["PYTHONPATH"] = str(HERE.parent)  # the cluster's workers run this checkout's code, like the CLI
+    sys.path.insert(0, str(HERE.parent))
+    with tempfile.TemporaryDirectory(prefix="ckpt-cluster-") as tmp:
+        a, b = _write(Path(tmp), args.mb)
+        size = os.path.getsize(a)
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, silence_logs=50) as lc, Client(lc) as client:
+            address = lc.scheduler_address
+            client.run(lambda: __import__("explorer.core.stats"))  # workers' one-off import, as on a running cluster
+            ways = {"--workers 1": ["--workers", "1"], "--workers 2": ["--workers", "2"],
+                    f"LocalCluster ({args.workers} processes)": ["--scheduler", address]}
+            rows: dict[tuple[str, str], list[dict]] = {}
+            for _ in range(args.repeat):
+                for cmd, argv in (("stats", ["stats", a]), ("diff", ["diff", a, b])):
+                    for way, extra in ways.items():
+                        r = _run([*argv, *extra])
+                        rows.setdefault((cmd, way), []).append(r)
+                        print(f"{cmd} {way}: {r['wall']:.2f} s (load {r['load']:.2f}, output {r['digest']})", flush=True)
+    lines = [
+        "# stats / diff: local cores vs a Dask LocalCluster",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs (load average at each run's "
+        f"start given), Python {platform.python_version()}, torch {version('torch')}, dask {version('dask')}, "
+        f"distributed {version('distributed')}. Two safetensors files of {size / 1e6:.0f} MB each (random fp32 and "
+        f"bf16 tensors; B a perturbed copy), warm page cache; every run a fresh `ckpt-explorer ... --json` process "
+        f"(import included); the LocalCluster ({args.workers} worker processes, 1 thread each, loopback) started "
+        f"once before, its workers' imports done. Generated by `python benchmarks/bench_cluster.py`.",
+        "",
+        "| command | runs on | wall (median) | runs | load | output |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cmd in ("stats", "diff"):
+        digests = {r["digest"] for (c, _), rs in rows.items() if c == cmd for r in rs}
+        for way in ways:
+            rs = rows[(cmd, way)]
+            walls = ", ".join(f"{r['wall']:.2f}" for r in rs)
+            loads = ", ".join(f"{r['load']:.2f}" for r in rs)
+            same = "identical for every way" if len(digests) == 1 else "DIFFERS"
+            lines.append(f"| {cmd} | {way} | {statistics.median(r['wall'] for r in rs):.2f} s | {walls} | {loads} | {same} |")
+    lines += ["", "On one machine the cluster only adds transport (loopback, pickled partials) to the same work; it is",
+              "there for checkpoints or runs of checkpoints larger than one machine reads in time."]
+    md = "\n".join(lines) + "\n"
+    print("\n" + md)
+    args.out.write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""stats / diff on a Dask cluster (`--scheduler`, DASK_SCHEDULER_ADDRESS): a LocalCluster of 2 worker processes on
+loopback gives the same JSON as the local run; cancel stops the items on the cluster; a scheduler that does not
+answer is one line naming it, exit 2. Skipped when dask.distributed is not installed (the `cluster` extra; the `test`
+extra has it)."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from explorer.cli import main
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """2 worker processes, 1 thread each, on 127.0.0.1 (no dashboard)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      silence_logs=50) as lc, Client(lc, set_as_default=False) as client:
+        yield lc.scheduler_address, client
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[str, str]:
+    d = tmp_path_factory.mktemp("pair")
+    g = torch.Generator().manual_seed(5)
+    a = {"w": torch.randn(900, 1000, generator=g), "b": torch.randn(5000, generator=g).to(torch.bfloat16),
+         "e": torch.randn(64, 64, generator=g).to(torch.float16), "ids": torch.arange(3000)}
+    b = dict(a, w=a["w"] + 1e-3 * torch.randn(900, 1000, generator=g))
+    save_file(a, d / "a.safetensors")
+    save_file(b, d / "b.safetensors")
+    return str(d / "a.safetensors"), str(d / "b.safetensors")
+
+
+def _json(capsys, *argv: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(list(argv))
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_stats_and_diff_on_the_cluster_equal_the_local_run(capsys, cluster, pair) -> None:
+    address, _ = cluster
+    a, b = pair
+    for cmd in (["stats", a], ["diff", a, b]):
+        local = _json(capsys, *cmd, "--json", "--workers", "1")
+        remote = _json(capsys, *cmd, "--json", "--scheduler", address)
+        assert remote == local, cmd
+    w = {t["name"]: t for t in remote[1]["tensors"]}
+    assert w["w"]["status"] == "changed" and w["b"]["status"] == "same"
+
+
+def test_the_scheduler_can_come_from_the_environment(capsys, cluster, pair, monkeypatch) -> None:
+    from distributed import get_task_stream
+
+    address, client = cluster
+    a, _ = pair
+    local = _json(capsys, "stats", a, "--json", "--workers", "1")
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    with get_task_stream(client=client) as ts:
+        assert _json(capsys, "stats", a, "--json") == local
+    assert any(t["key"].startswith("run_item") for t in ts.data), ts.data[:3]  # it ran on the cluster's workers
+
+
+def test_cancel_stops_the_items_on_the_cluster(cluster, pair) -> None:
+    from explorer.core.cluster import DaskExecutor
+    from explorer.core.errors import Cancelled
+    from explorer.core.stats import stats_many
+
+    address, client = cluster
+    a, _ = pair
+    stop = threading.Event()
+
+    def progress(done: int, total: int, *_: object) -> None:
+        if done:
+            stop.set()  # after the first item
+
+    with DaskExecutor(address) as ex, pytest.raises(Cancelled):
+        list(stats_many(a, chunk_elems=1 << 12, progress=progress, cancel=stop, workers=ex))
+    # nothing of that pass is left queued or running on the cluster
+    left = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k, t in dask_scheduler.tasks.items()
+                                                             if t.state in ("queued", "processing", "no-worker")])
+    assert not [k for k in left if "run_item" in k], left
+
+
+def test_an_unreachable_scheduler_is_one_line_exit_2(capsys, pair, monkeypatch) -> None:
+    import explorer.core.cluster as cluster_mod
+
+    monkeypatch.setattr(cluster_mod, "CONNECT_TIMEOUT", 1.0)  # Dask retries a refused connection until the timeout
+    a, b = pair
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    address = f"tcp://127.0.0.1:{port}"
+    for cmd in (["stats", a], ["diff", a, b]):
+        capsys.readouterr()
+        code = main([*cmd, "--scheduler", address])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and address in err and "Traceback" not in err, err
+
+
+def test_scheduler_and_workers_together_is_one_line_exit_2(capsys, pair) -> None:
+    a, _ = pair
+    capsys.readouterr()
+    assert main(["stats", a, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--scheduler and --workers" in err
