@@ -201,11 +201,12 @@ class MainWindow(QMainWindow):
         self.summary_label.setText(summary.loading_html(what))
         self.status_label.setText("loading…")
 
-    def _show_records(self, loaded: Loaded) -> None:
+    def _show_records(self, loaded: Loaded, *, fit_split: bool = True) -> None:
         rep = loaded.report
         self.tree_model.set_root(loaded.tree, loaded.tree_index)
         size_tree_columns(self.tree)
-        self.tree_split.fit(self.width())
+        if fit_split:  # (the splitter only ever widens the tree: a preview's roll-up text must not widen it)
+            self.tree_split.fit(self.width())
         self.table_model.set_rows(loaded.rows, loaded.table_index)
         fit_shape_column(self.table, self.table_model)
         fit_key_column(self.table, self.table_model)
@@ -218,7 +219,7 @@ class MainWindow(QMainWindow):
         """The checkpoint's tensors from its headers while torch is imported and the report made (a cache miss):
         shown as on disk, not selectable until the report replaces them."""
         self.previewing = True
-        self._show_records(loaded)
+        self._show_records(loaded, fit_split=False)
         self.filter_bar.set_counts(loaded.tree.counts)
         self.apply_filter()
         rep = loaded.report
