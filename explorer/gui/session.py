@@ -212,7 +212,7 @@ def target_spec(source: Source) -> Any:
 
 def _import_heavy(source: Source | None) -> float:
     """Import torch (and transformers when a model is needed) if not yet imported; returns the seconds spent.
-    ``source`` None: torch alone (what reading tensors needs after a report came from the cache)."""
+    ``source`` None: torch alone."""
     from ..core.target import config_beside
 
     names = ["torch"] + ([] if source is None or source.checkpoint and not source.adapter
@@ -344,10 +344,13 @@ class Session(QObject):
         self.comparisonChanged.emit(None)
         if self.compare_path:
             self.compareChanged.emit(self.compare_path)
-        if value.timings.get("cached") and "torch" not in sys.modules:
+        if value.timings.get("cached") and not {"torch", "transformers"} <= sys.modules.keys():
             # the report came from the cache: import torch now, in the background and as a load would (its threads
-            # leave a core to the GUI), before the first histogram asks for it
-            self.jobs.start(lambda progress, cancelled: _import_heavy(None), purpose="torch")
+            # leave a core to the GUI), before the first histogram asks for it; and transformers when a model is
+            # in play (2-4 s of imports, torch.distributed and sympy among them: an import cannot be cancelled, so
+            # it is done here rather than inside the first fresh-init overlay or "Looks untrained" check)
+            source = value.source
+            self.jobs.start(lambda progress, cancelled: _import_heavy(source), purpose="imports")
 
     # ------------------------------------------------------------------ selection and overlay
     def select(self, sel: Selection | None) -> None:

@@ -120,3 +120,36 @@ def test_the_preview_is_shown_until_the_report_replaces_it(qtbot, window, cache,
     assert not window.previewing and window.table_model.rowCount() == len(loaded.rows)
     if seen:  # delivered only while the load still ran (torch is already imported in this process)
         assert seen[0][0] and seen[0][1] == len(loaded.report.index.tensors)
+
+
+REOPEN = """
+import json, sys
+from PySide6.QtCore import QSettings
+from explorer.gui.app import make_app
+from explorer.gui.main_window import MainWindow
+from explorer.gui.session import Source
+
+app = make_app()
+w = MainWindow(settings=QSettings(sys.argv[2], QSettings.Format.IniFormat))
+seen = {}
+w.session.loaded.connect(lambda v: seen.update(cached=bool(v.timings.get("cached")),
+                                               transformers_when_coloured="transformers" in sys.modules))
+w.open_source(Source(checkpoint=sys.argv[1]))
+while "cached" not in seen:
+    app.processEvents()
+w.session.jobs.pool.waitForDone(120_000)
+print(json.dumps({**seen, "transformers_after": "transformers.modeling_utils" in sys.modules}))
+"""
+
+
+def test_a_cached_reopen_imports_transformers_after_the_colours(cache, ckpt, tmp_path):
+    """Coloured from the cache without transformers; then transformers is imported in the background, so the first
+    fresh-init overlay or "Looks untrained" check does not start with 2-4 s of imports nobody can cancel."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", QT_QPA_PLATFORM="offscreen",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    run = lambda: json.loads(subprocess.run([sys.executable, "-c", REOPEN, str(ckpt), str(tmp_path / "s.ini")],  # noqa: E731
+                                            capture_output=True, text=True, env=env, timeout=600,
+                                            check=True).stdout.splitlines()[-1])
+    first, again = run(), run()
+    assert not first["cached"] and again["cached"]
+    assert not again["transformers_when_coloured"] and again["transformers_after"]
