@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .sources.index import frozen_record
+
 if TYPE_CHECKING:
     from .checkpoint import CheckpointIndex, TensorInfo
     from .disk_tree import DiskNode
@@ -88,23 +90,12 @@ class CheckpointKey:
     info: TensorInfo
 
 
-_new_ck = CheckpointKey.__new__
-
-
 def new_checkpoint_key(name: str, status: Status, how: tuple[How, ...], targets: tuple[str, ...], reported_as: str,
                        info: TensorInfo) -> CheckpointKey:
-    """``CheckpointKey(name, status, how, targets, reported_as, info)`` without the frozen dataclass's per-field
-    ``object.__setattr__`` (a report makes one per tensor: 47k for a large MoE). The same object: equal,
-    hashable, immutable through attribute assignment."""
-    k = _new_ck(CheckpointKey)
-    d = k.__dict__
-    d["name"] = name
-    d["status"] = status
-    d["how"] = how
-    d["targets"] = targets
-    d["reported_as"] = reported_as
-    d["info"] = info
-    return k
+    """``CheckpointKey(name, status, how, targets, reported_as, info)`` through ``frozen_record`` (a report makes one
+    per tensor: 47k for a large MoE)."""
+    return frozen_record(CheckpointKey, name=name, status=status, how=how, targets=targets, reported_as=reported_as,
+                         info=info)
 
 
 @dataclass(frozen=True)

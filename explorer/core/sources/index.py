@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 from ..errors import CheckpointError
 from ..fmt import safe_text
@@ -61,22 +61,22 @@ class TensorInfo:
         }
 
 
-_new_info = TensorInfo.__new__
+_R = TypeVar("_R")
+
+
+def frozen_record(cls: type[_R], **fields: Any) -> _R:
+    """An instance of the frozen dataclass ``cls`` with ``fields``, about twice as fast as ``cls(**fields)`` (a frozen
+    dataclass's ``__init__`` goes through ``object.__setattr__`` per field): for records made once per tensor of a
+    large checkpoint (47k for the MoE). The same object: equal, hashable, immutable through attribute assignment.
+    ``fields`` must name every field (no defaults, no ``__post_init__`` are applied)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def new_tensor_info(name: str, shape: tuple[int, ...], dtype: str, nbytes: int, file: str, offset: int | None) -> TensorInfo:
-    """``TensorInfo(name, shape, dtype, nbytes, file, offset)``, about twice as fast (the frozen dataclass's
-    ``__init__`` goes through ``object.__setattr__`` per field): for sources that make one per tensor of a large
-    checkpoint. The same object: equal, hashable, immutable through attribute assignment."""
-    t = _new_info(TensorInfo)
-    d = t.__dict__
-    d["name"] = name
-    d["shape"] = shape
-    d["dtype"] = dtype
-    d["nbytes"] = nbytes
-    d["file"] = file
-    d["offset"] = offset
-    return t
+    """``TensorInfo(name, shape, dtype, nbytes, file, offset)`` through :func:`frozen_record`."""
+    return frozen_record(TensorInfo, name=name, shape=shape, dtype=dtype, nbytes=nbytes, file=file, offset=offset)
 
 
 @dataclass(frozen=True)
