@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Called as the program (no ``argv``: the console script, ``python -m explorer``), a command other than
     ``open`` ends the process once its output is flushed and the atexit handlers have run (:func:`_leave`)."""
     ran: list[str] = []
-    code = _main(argv, ran)
+    code = _main(argv, ran, program=argv is None)
     if argv is None and ran and ran[0] != "open":
         _leave(code)
     return code
@@ -97,7 +97,7 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _main(argv: Sequence[str] | None, ran: list[str]) -> int:
+def _main(argv: Sequence[str] | None, ran: list[str], *, program: bool = False) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # `ckpt-explorer` alone and `ckpt-explorer PATH` open the window
@@ -112,6 +112,7 @@ def _main(argv: Sequence[str] | None, ran: list[str]) -> int:
         argv = ["open", *argv]
     args = parser.parse_args(argv)
     args.argv = argv  # for "re-run with ..." hints
+    args.program = program and args.command != "open"  # the process ends after the command (_leave)
     ran.append(args.command)
     run: Callable[[argparse.Namespace], int] = args.run
     previous = None  # the window quits on SIGTERM as before; a handler would wait for Qt's loop to run Python

@@ -15,15 +15,14 @@ A new format is one module under ``sources/`` that fills a ``CheckpointIndex`` p
 """
 from __future__ import annotations
 
-import gc
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from .errors import CheckpointError
 from .fsio import open_regular
+from .jobs import quiet_gc
 from .sources import dcp, hf_folder, safetensors, sharded, torch_pickle, zero
 from .sources.index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
 from .sources.reader import SMALL_COPY_BYTES, TensorReader
@@ -80,23 +79,11 @@ def open_checkpoint(path: str | os.PathLike[str], *, wrapper: str | None = None)
     read (a FIFO or device is refused). Raises CheckpointError with a one-line message naming the file and the
     problem.
     """
-    with _gc_paused():
+    # headers make ~10 containers per tensor (46k tensors: ~0.5M) and no cycles, yet each allocation burst would
+    # trigger collections walking every object of the process (with torch imported, half of opening the MoE:
+    # benchmarks/results/headers.md)
+    with quiet_gc():
         return _open_checkpoint(path, wrapper)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while headers are parsed: they make ~10 containers per tensor (46k
-    tensors: ~0.5M) and no cycles, yet each allocation burst triggers collections that walk every tracked object
-    of the process; with torch and transformers imported that was half the time of opening the 47k-tensor MoE
-    (benchmarks/results/headers.md). Left as found when the caller had it off."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _open_checkpoint(path: str | os.PathLike[str], wrapper: str | None) -> CheckpointIndex:

@@ -14,11 +14,14 @@ between yields by closing the generator.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import contextlib
+import gc
+import threading
+from typing import Any, Callable, Iterator, Protocol
 
 from .errors import Cancelled
 
-__all__ = ["Cancel", "Cancelled", "Progress", "Ticker", "is_cancelled"]
+__all__ = ["Cancel", "Cancelled", "Progress", "Ticker", "is_cancelled", "quiet_gc"]
 
 
 class Progress(Protocol):
@@ -72,3 +75,41 @@ class Ticker:
         self.done += n
         self.report(what=what)
         self.check()
+
+
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_was_enabled = True
+_gc_freeze = False
+
+
+@contextlib.contextmanager
+def quiet_gc(*, freeze: bool = False) -> Iterator[None]:
+    """No automatic cyclic garbage collection inside the block: process-wide, nesting across threads (the first
+    block to enter switches it off, the last to leave restores it as it was).
+
+    Work that makes hundreds of thousands of objects and no garbage cycles (headers of 46k tensors, importing
+    torch and transformers, a report of 46k keys) otherwise triggers full collections that walk every object of
+    the process, torch's and transformers' modules included: 1.3 of 5.4 CPU seconds of the MoE report
+    (benchmarks/results/report.md). Reference counting still frees acyclic garbage at once. ``freeze``: when the
+    last block ends, move every object alive to the permanent generation (``gc.freeze``) before collection is
+    switched back on, so no later collection scans that long-lived data again (the window: its GUI thread never
+    stalls behind a collection); a library call leaves that to its caller."""
+    global _gc_depth, _gc_was_enabled, _gc_freeze
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_depth += 1
+        _gc_freeze = _gc_freeze or freeze
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0:
+                if _gc_freeze:
+                    gc.freeze()
+                _gc_freeze = False
+                if _gc_was_enabled:
+                    gc.enable()

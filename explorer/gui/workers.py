@@ -15,44 +15,24 @@ millions of objects (imports, a 46k-tensor report): a full collection holds the 
 from __future__ import annotations
 
 import contextlib
-import gc
 import inspect
 import os
 import threading
 import traceback
 from collections import Counter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..core.errors import Cancelled, ExplorerError
+from ..core.jobs import quiet_gc as core_quiet_gc
 
-_gc_lock = threading.Lock()
-_gc_depth = 0
-_gc_was_enabled = True
-
-
-@contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """No automatic cyclic GC inside the block (process-wide; nests across threads). When the last block
-    ends, every object alive is moved to the permanent generation (``gc.freeze``) and GC is re-enabled:
-    long-lived data (modules, the report, display records) is never scanned again, so no later collection
-    stalls the GUI thread either. Reference counting still frees acyclic garbage at once."""
-    global _gc_depth, _gc_was_enabled
-    with _gc_lock:
-        if _gc_depth == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_depth += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_depth -= 1
-            if _gc_depth == 0:
-                gc.freeze()
-                if _gc_was_enabled:
-                    gc.enable()
+def quiet_gc() -> contextlib.AbstractContextManager[None]:
+    """No automatic cyclic GC inside the block (process-wide; nests across threads, and with the core's own
+    blocks). When the last block ends, every object alive is moved to the permanent generation (``gc.freeze``) and
+    GC is re-enabled: long-lived data (modules, the report, display records) is never scanned again, so no later
+    collection stalls the GUI thread either (``core.jobs.quiet_gc``)."""
+    return core_quiet_gc(freeze=True)
 
 
 def _yield_cpu_to_gui() -> None:
