@@ -10,7 +10,9 @@ from .common import (
     add_json_arg,
     add_mapping_args,
     add_model_args,
+    add_workers_arg,
     mapping_json,
+    pass_workers,
     print_json,
     rerun_command,
     target_spec,
@@ -22,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "init-check",
         help='flag tensors that look like a fresh init ("looks untrained")',
         description="Compare every tensor with the model's own fresh initialisation of its module (seeded, one "
-        "module at a time): a KS test for random inits, an exact check for constants. "
+        "module at a time, every module a work item on every core: --workers): a KS test for random inits, an exact "
+        "check for constants; the verdicts are the same for any workers. "
         "Exit 0 none init-like, 1 some init-like or most tensors not checked (prefix trouble: use --auto-fix), 2 error.",
     )
     p.add_argument("checkpoint", help="a .safetensors/.bin/.pt file, a *.index.json, or a Hugging Face folder")
@@ -31,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_adapter_args(p, config=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation (default 0)")
     p.add_argument("--all", action="store_true", help="text mode: list every tensor, not only init-like ones")
+    add_workers_arg(p, "the fresh inits and comparisons")
     add_json_arg(p)
     p.set_defaults(run=run, command_name="init-check")
 
@@ -53,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     index, spec, km = target.index, target.spec, target.key_mapping
     if args.auto_fix:
         km = report(target).key_mapping
-    results = init_check(index, spec, key_mapping=km, seed=args.seed, progress=stderr_progress("init-check"))
+    with pass_workers(args) as workers:
+        results = init_check(index, spec, key_mapping=km, seed=args.seed, progress=stderr_progress("init-check"),
+                             workers=workers)
     flagged = [r for r in results if r.init_like]
     notes = []
     if km:

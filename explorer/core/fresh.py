@@ -78,7 +78,7 @@ class FreshInit:
         self.seed = seed
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_size = cache_modules
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.notes: list[str] = []
 
     def owner(self, key: str) -> tuple[Any, str]:
@@ -135,6 +135,12 @@ class FreshInit:
                 self._cache.move_to_end(ck)
         t = state.get(local)
         return None if t is None else t.reshape(-1)
+
+    def fresh_many(self, wanted: list[tuple[str, bool, int]], *, cancel: Cancel | None = None) -> list[Any]:
+        """:meth:`tensor` (or, for ``(key, True, numel)``, :meth:`piece`) of each ``(key, piece, numel)``, made
+        together: keys of one owning module are materialised once even when other threads use this FreshInit."""
+        with self._lock:
+            return [self.piece(k, n, cancel=cancel) if p else self.tensor(k, cancel=cancel) for k, p, n in wanted]
 
     def _materialise(self, path: str, cancel: Cancel | None = None, lead: int | None = None) -> dict[str, Any]:
         # the module is swapped to CPU tensors in place and torch's global RNG is reseeded: no other thread may
@@ -465,13 +471,17 @@ def iter_init_check(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     report: Any = None,
+    workers: int | Any = None,
 ) -> Iterator[InitResult]:
     """Generator form of :func:`init_check`: yields each tensor's result, one owning module at a time.
 
     ``report``: the match report of this checkpoint against ``spec`` (and ``key_mapping``) when the caller has one
-    (the window): it is not matched again. The model build polls ``cancel`` too."""
+    (the window): it is not matched again. The model build polls ``cancel`` too. ``workers``: threads (an int;
+    default every core), or an :class:`~explorer.core.parallel.Executor` (a Dask cluster): one work item per owning
+    module (its fresh init, then each of its tensors' comparison); the results are the same for any workers."""
     from .matching import match
     from .model import module_tree, quiet_transformers
+    from .parallel import Part, Span, WorkItem, executor_for, shareable
     from .target import resolve_model
 
     if isinstance(checkpoint, TensorReader):
@@ -480,17 +490,21 @@ def iter_init_check(
         index = checkpoint if isinstance(checkpoint, CheckpointIndex) else open_checkpoint(checkpoint)
         reader, owned = TensorReader(index), True
     index = reader.index
+    token = ""
     try:
         spec = resolve_model(index, spec, required=True)
         tick = Ticker(len(index.tensors), progress, cancel)
         tick.check()
+        dtype = index.first_float_dtype()
         with quiet_transformers():  # no "Loading weights" progress bar / load report on stderr
-            built = _built(spec, index.first_float_dtype(), cancel)
+            built = _built(spec, dtype, cancel)
             tick.check()
             rep = report if report is not None else match(built, index, key_mapping=key_mapping,
                                                            tree=module_tree(built.module))
         tick.check()
         fi = FreshInit(built, seed=seed, cache_modules=1)
+        ref = _ModelRef(spec if isinstance(spec, ModelSpec) else None, dtype, seed, _register(fi))
+        token = ref.token
         groups: dict[str, list[tuple[str, str | None]]] = {}
         for name in index.tensors:
             ck = rep.checkpoint_keys.get(name)
@@ -498,32 +512,132 @@ def iter_init_check(
             if ck is not None and ck.status is Status.MATCHED and len(ck.targets) == 1:
                 key = ck.targets[0]
             groups.setdefault(_split(key)[0] if key else "\0", []).append((name, key))
-        for path, items in groups.items():
-            for name, key in items:
-                ck = rep.checkpoint_keys.get(name)
-                if key is None:
+        # one slot per group, in the order the groups were first seen: the tensors no key was found for answered
+        # here, every owning module a work item (its fresh init once, then its tensors' comparisons)
+        slots: list[list[InitResult] | WorkItem] = []
+        for path, members in groups.items():
+            if path == "\0":
+                done = []
+                for name, _key in members:
+                    ck = rep.checkpoint_keys.get(name)
                     why = f"status {ck.status.value}" if ck is not None else "not matched"
-                    res = InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})")
-                else:
-                    tick.check()  # between the steps that take long on a big tensor: init, then the comparison
-                    # one expert of a fused tensor: a fresh init of one expert's shape, never the fused whole
-                    piece = How.CONVERTED in ck.how
-                    fresh = fi.piece(key, index.tensors[name].numel, cancel=cancel) if piece else fi.tensor(key, cancel=cancel)
+                    done.append(InitResult(name, None, False, None, None, "skipped", f"no single model key ({why})"))
+                slots.append(done)
+                continue
+            parts = []
+            for name, key in members:
+                info = index.tensors[name]
+                piece = How.CONVERTED in rep.checkpoint_keys[name].how  # one expert of a fused tensor
+                parts.append(Part((Span(0, name, 0, info.numel, info.file, info.dtype),), (key, piece, fi.is_buffer(key))))
+            slots.append(WorkItem(_init_kernel, tuple(parts), (ref,)))
+        items = [s for s in slots if isinstance(s, WorkItem)]
+        shared = type(reader) is TensorReader and shareable(index)
+        executor = executor_for(workers, local_only=not shared)
+        results = executor.map((index,) if shared else (reader,), items, cancel=cancel) if items else iter(())
+        try:
+            for slot in slots:
+                if isinstance(slot, WorkItem):
                     tick.check()
-                    if piece and fresh is None:
-                        res = InitResult(name, key, False, None, None, "skipped", converted_note(key))
-                    else:
-                        res = compare_to_init(name, key, reader.flat(name), fresh, is_buffer=fi.is_buffer(key),
-                                              seed=seed, cancel=cancel, piece=piece)
-                    del fresh
-                    reader.release(name)  # the pages the comparison touched: memory stays about one tensor
-                if ck is not None:
-                    res = dataclasses.replace(res, status=ck.status)
-                yield res
-                tick.step(1)
+                    done = list(next(results))
+                else:
+                    done = slot
+                for res in done:
+                    ck = rep.checkpoint_keys.get(res.name)
+                    if ck is not None:
+                        res = dataclasses.replace(res, status=ck.status)
+                    yield res
+                    tick.step(1)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
     finally:
+        if token:
+            _unregister(token)
         if owned:
             reader.close()
+
+
+@dataclass(frozen=True)
+class _ModelRef:
+    """Which fresh init an init-check work item needs (plain data): the caller's own (``token``, in its process),
+    else — on a process or cluster worker — built there once from ``spec`` and ``dtype``, seeded with ``seed``."""
+
+    spec: ModelSpec | None
+    dtype: str | None
+    seed: int
+    token: str
+
+
+_FRESH: dict[str, FreshInit] = {}  # the callers' fresh inits by token (this process), and those built on a worker
+_FRESH_LOCK = threading.Lock()
+_BUILT_ON_WORKER = 2  # a worker keeps the models of this many recent specs (a meta model: small)
+
+
+def _register(fi: FreshInit) -> str:
+    import os
+    import uuid
+
+    token = f"{os.getpid()}:{uuid.uuid4().hex}"
+    with _FRESH_LOCK:
+        _FRESH[token] = fi
+    return token
+
+
+def _unregister(token: str) -> None:
+    with _FRESH_LOCK:
+        _FRESH.pop(token, None)
+
+
+def _fresh_for(ref: _ModelRef) -> FreshInit:
+    """The caller's FreshInit (threads), or one built in this worker process from the spec (once per spec)."""
+    import json
+
+    with _FRESH_LOCK:
+        fi = _FRESH.get(ref.token)
+        if fi is not None:
+            return fi
+        if ref.spec is None:
+            raise ExplorerError("this init check's model is not plain data (a built model): it runs in its own process only")
+        key = "spec:" + json.dumps([ref.spec.to_json(), ref.dtype, ref.seed], sort_keys=True, default=str)
+        fi = _FRESH.get(key)
+        if fi is None:
+            from .model import quiet_transformers
+
+            with quiet_transformers():
+                fi = FreshInit(build_model(ref.spec, checkpoint_dtype=ref.dtype), seed=ref.seed, cache_modules=1)
+            built = [k for k in _FRESH if k.startswith("spec:")]
+            for old in built[: max(0, len(built) - _BUILT_ON_WORKER + 1)]:
+                del _FRESH[old]
+            _FRESH[key] = fi
+        return fi
+
+
+def _init_kernel(readers: Any, item: Any) -> tuple[InitResult, ...]:
+    """One owning module's tensors against its fresh init (made once, under the init lock), each compared on this
+    worker: ``part.options`` = (model key, a piece of a fused tensor, a buffer)."""
+    fi = _fresh_for(item.options[0])
+    seed = item.options[0].seed
+    cancel = readers.cancel
+    reader = readers.reader(0)
+    _check(cancel)
+    # the module's fresh init, once (one expert of a fused tensor: a fresh init of one expert's shape, never the
+    # fused whole); then each tensor's comparison, cancel checked between the steps that take long
+    made = fi.fresh_many([(p.options[0], p.options[1], p.spans[0].numel) for p in item.parts], cancel=cancel)
+    out = []
+    for part, fresh in zip(item.parts, made):
+        sp = part.spans[0]
+        key, piece, is_buffer = part.options
+        _check(cancel)
+        if piece and fresh is None:
+            res = InitResult(sp.tensor, key, False, None, None, "skipped", converted_note(key))
+        else:
+            res = compare_to_init(sp.tensor, key, reader.flat(sp.tensor), fresh, is_buffer=is_buffer, seed=seed,
+                                  cancel=cancel, piece=piece)
+        reader.release(sp.tensor)  # the pages the comparison touched: memory stays about one module per worker
+        out.append(res)
+    del made
+    return tuple(out)
 
 
 def converted_note(key: str) -> str:
@@ -541,15 +655,17 @@ def init_check(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     report: Any = None,
+    workers: int | Any = None,
 ) -> list[InitResult]:
     """Which checkpoint tensors look like the model's fresh initialisation ("looks untrained").
 
     ``spec`` defaults to the config.json beside the checkpoint. Names are on-disk names; the model key each
     loads into comes from the match report. ``progress(done, total)`` counts tensors. Raises ExplorerError
-    subclasses for bad inputs and Cancelled on cancel. See the module docstring for the decision rule.
+    subclasses for bad inputs and Cancelled on cancel. See the module docstring for the decision rule. ``workers``:
+    threads (default every core) or an Executor (a Dask cluster); the results do not depend on it.
     """
     return list(iter_init_check(checkpoint, spec, key_mapping=key_mapping, seed=seed, progress=progress, cancel=cancel,
-                                report=report))
+                                report=report, workers=workers))
 
 
 def rollup_init(results: list[InitResult], *, depth: int | None = None) -> dict[str, tuple[int, int]]:

@@ -21,7 +21,9 @@ the same way):
   executor only, readers (an adapter's ``DeltaReader``) or in-memory tensors. ``cancel`` (the :mod:`explorer.core.jobs`
   protocol) is polled before each item starts; closing the iterator cancels what has not started.
   :class:`SerialExecutor` (the caller's thread), :class:`ThreadExecutor` (torch and numpy release the GIL in
-  every kernel used here), :class:`ProcessExecutor` (spawned workers, for kernels that hold the GIL).
+  every kernel used here; each of its threads runs torch's ops on itself alone, :func:`one_intra_op_thread`),
+  :class:`ProcessExecutor` (spawned workers, for kernels that hold the GIL). ``readers.cancel`` is the pass's
+  cancel for a kernel that polls inside a long item (None on process and cluster workers).
 * :func:`run_pass` drives a pass with progress and cancel (a :class:`~explorer.core.jobs.Ticker` counting
   elements), :func:`split_items` cuts tensors into items, :func:`executor_for` turns ``workers=`` (an int, None for
   every core, or an Executor) into an executor, :func:`default_workers` is the cores this process may use.
@@ -122,9 +124,12 @@ class Readers:
     """One worker's readers: a TensorReader per source (opened lazily, only over the given index's files) and one
     reusable byte buffer per span slot, so reading a chunk allocates nothing."""
 
-    def __init__(self, sources: Sequence[Any], chunk_elems: int = DEFAULT_ITEM) -> None:
+    def __init__(self, sources: Sequence[Any], chunk_elems: int = DEFAULT_ITEM, cancel: Any = None) -> None:
         self.sources = tuple(sources)
         self.chunk_elems = chunk_elems
+        #: the pass's cancel (the :mod:`explorer.core.jobs` protocol) for kernels that poll it inside a long item;
+        #: None on process and cluster workers (a cancel there stops the items that have not started)
+        self.cancel = cancel
         self._readers: dict[int, Any] = {}
         self._owned: list[Any] = []
         self._buffers: dict[int, Any] = {}
@@ -190,7 +195,7 @@ class SerialExecutor:
 
     def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
             chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
-        readers = Readers(sources, chunk_elems)
+        readers = Readers(sources, chunk_elems, cancel)
         try:
             for item in items:
                 if is_cancelled(cancel):
@@ -209,10 +214,14 @@ class ThreadExecutor:
     def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
             chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
         pool_readers: queue.SimpleQueue[Readers] = queue.SimpleQueue()
-        all_readers = [Readers(sources, chunk_elems) for _ in range(self.workers)]
+        stop = threading.Event()
+
+        def stopped() -> bool:  # what a kernel polls inside a long item: the pass's cancel, or the iterator closed
+            return stop.is_set() or is_cancelled(cancel)
+
+        all_readers = [Readers(sources, chunk_elems, stopped) for _ in range(self.workers)]
         for r in all_readers:
             pool_readers.put(r)
-        stop = threading.Event()
 
         def task(item: WorkItem) -> tuple[Any, ...]:
             if stop.is_set() or is_cancelled(cancel):
@@ -223,7 +232,7 @@ class ThreadExecutor:
             finally:
                 pool_readers.put(r)
 
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-pass")
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ckpt-pass", initializer=one_intra_op_thread)
         try:
             yield from _ordered(pool.submit, task, items, 2 * self.workers, cancel)
         finally:
@@ -231,6 +240,45 @@ class ThreadExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
             for r in all_readers:
                 r.close()
+
+
+def one_intra_op_thread() -> None:
+    """This thread's torch ops run on this thread only (OpenMP's thread count is a per-thread setting): ``workers``
+    threads each starting a team of torch's intra-op threads would put ``workers × cores`` threads on the cores, and
+    OpenMP's spinning teams then cost more CPU than they save (measured: 8 CPU s instead of 3 for one init check on
+    a busy 2-core machine). Other threads keep torch's setting. No-op where torch does not use OpenMP."""
+    global _OMP
+    import torch
+
+    torch.get_num_threads()  # torch's own once-per-thread setup first: it would otherwise reset what follows
+    if _OMP is None:
+        _OMP = _find_openmp()
+    if _OMP:
+        _OMP.omp_set_num_threads(1)
+
+
+_OMP: Any = None
+
+
+def _find_openmp() -> Any:
+    """The OpenMP runtime torch loaded (libgomp / libiomp), or False."""
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted(set(re.findall(r"(/\S*lib(?:gomp|iomp5)[^/\s]*\.so[.\d]*)$", f.read(), re.M)))
+    except OSError:
+        return False
+    for lib in libs:
+        try:
+            h = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        if hasattr(h, "omp_set_num_threads"):
+            h.omp_set_num_threads.argtypes = [ctypes.c_int]
+            return h
+    return False
 
 
 def _process_task(sources: tuple[Any, ...], item: WorkItem, chunk_elems: int) -> tuple[Any, ...]:

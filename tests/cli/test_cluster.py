@@ -114,3 +114,20 @@ def test_scheduler_and_workers_together_is_one_line_exit_2(capsys, pair) -> None
     assert main(["stats", a, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--scheduler and --workers" in err
+
+
+def test_init_check_on_the_cluster_equals_the_local_run(capsys, cluster, tmp_path) -> None:
+    """The cluster's workers build the meta model from the config once each and give the same verdicts."""
+    from distributed import get_task_stream
+
+    from tests.cli.test_workers_cli import _half_trained_llama
+
+    address, client = cluster
+    _half_trained_llama(tmp_path)
+    local = _json(capsys, "init-check", str(tmp_path), "--json", "--workers", "1")
+    with get_task_stream(client=client) as ts:
+        remote = _json(capsys, "init-check", str(tmp_path), "--json", "--scheduler", address)
+    assert remote == local
+    assert local[0] == 1 and local[1]["init_like"]  # some tensors look untrained, the others do not
+    assert len(local[1]["init_like"]) < len(local[1]["tensors"])
+    assert sum(t["key"].startswith("run_item") for t in ts.data) >= 3  # every module an item on the workers

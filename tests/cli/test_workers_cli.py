@@ -45,3 +45,47 @@ def test_a_bad_worker_count_is_one_line_exit_2(capsys, tmp_path: Path, bad: str)
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1
         assert "--workers" in err and "whole number from 1 to" in err and repr(bad) in err
+
+
+def _half_trained_llama(folder: Path) -> None:
+    """A real tiny Llama (transformers' own init, saved by save_pretrained) with half its tensors moved: some
+    verdicts each way."""
+    from safetensors.torch import load_file
+
+    from tests.helpers import save_tiny
+
+    save_tiny("llama", "LlamaForCausalLM", folder, num_hidden_layers=3)
+    sd = load_file(folder / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    for i, k in enumerate(sorted(sd)):
+        if i % 2 and sd[k].is_floating_point():
+            sd[k] = sd[k] * 2 + 0.01 * torch.randn(sd[k].shape, generator=g)
+    save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_init_check_gives_the_same_verdicts_for_one_and_two_workers(capsys, tmp_path: Path) -> None:
+    from explorer.core.fresh import init_check
+    from explorer.core.parallel import SerialExecutor
+
+    _half_trained_llama(tmp_path)
+    outs = {}
+    for n in ("1", "2", "3"):
+        capsys.readouterr()
+        main(["init-check", str(tmp_path), "--json", "--workers", n])
+        outs[n] = json.loads(capsys.readouterr().out)
+    assert outs["1"] == outs["2"] == outs["3"]
+    flagged = set(outs["2"]["init_like"])
+    assert flagged and len(flagged) < len(outs["2"]["tensors"])  # some verdicts each way
+    # the same as the caller's thread running every module in turn (the code before work items)
+    serial = init_check(str(tmp_path), workers=SerialExecutor())
+    assert [r.to_json() for r in serial] == outs["2"]["tensors"]
+
+
+def test_init_check_refuses_a_bad_worker_count_in_one_line(capsys, tmp_path: Path) -> None:
+    _half_trained_llama(tmp_path)
+    for bad in ("0", "-1", "many"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["init-check", str(tmp_path), f"--workers={bad}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--workers" in err

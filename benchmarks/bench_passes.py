@@ -1,0 +1,217 @@
+"""init-check, export (casts and re-inits) and adapter merges on 1 vs 2 workers (issue 14, "every core").
+
+Builds a real Llama from a transformers config (``--hidden``, ``--layers``; random weights saved by
+``save_pretrained``, a third of them moved so not everything looks untrained) and a LoRA adapter on every linear
+layer written by peft (``init_lora_weights=False``, so ΔW ≠ 0), in a temp folder deleted afterwards. Variants, each
+in a fresh process with the files in the page cache and the imports and the model build done before the clock
+starts, best of ``--repeat``:
+
+- ``init-check`` of every tensor, ``workers=1`` and ``workers=2``;
+- ``export`` with a plan re-initialising every MLP and the lm_head, the rest cast to bf16;
+- ``export --adapter`` (merge) of the LoRA into the base.
+
+For each: wall seconds, CPU seconds (user + system of the whole process: the work done, whatever the machine's
+load), and the load (``/proc/loadavg``) before each run; the outputs of 1 and 2 workers are compared (init-check:
+the same JSON; export: the same bytes in every written file). A loaded machine shows in the wall figures, not in
+the CPU ones: compare CPU(2) with CPU(1) for the overhead of the second worker, wall for the speed-up.
+
+    nice -n 5 /work/venv/bin/python benchmarks/bench_passes.py [--hidden 1024] [--layers 8] [--repeat 3]
+
+Writes benchmarks/results/passes.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def make_data(folder: Path, hidden: int, layers: int, vocab: int) -> dict[str, int]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
+                      num_attention_heads=max(1, hidden // 128), num_key_value_heads=max(1, hidden // 128),
+                      vocab_size=vocab, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for i, (_n, p) in enumerate(model.named_parameters()):
+            if i % 3 == 0:  # "trained": moved away from the init
+                p.mul_(1.5).add_(0.01)
+    base = folder / "base"
+    model.save_pretrained(base)
+    lcfg = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"], init_lora_weights=False)
+    pm = get_peft_model(model, lcfg)
+    pm.save_pretrained(folder / "adapter")
+    cfgj = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+    cfgj["base_model_name_or_path"] = str(base)
+    (folder / "adapter" / "adapter_config.json").write_text(json.dumps(cfgj))
+    from explorer.core.matching import report
+    from explorer.core.plan import Plan, save_plan
+
+    plan = Plan.from_report(report(str(base))).with_rule(r"\.mlp\.|^lm_head\.", match="regex", action="reinit")
+    save_plan(plan, folder / "plan.json")
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "bytes": (base / "model.safetensors").stat().st_size}
+
+
+# --------------------------------------------------------------------------------------------- child side
+
+
+def _child(name: str, workers: int, folder: Path, out: Path) -> None:
+    import explorer.core.export  # noqa: F401  (imports before the clock starts)
+    import explorer.core.fresh  # noqa: F401
+    import explorer.core.matching  # noqa: F401
+    import explorer.core.merge  # noqa: F401
+    import torch  # noqa: F401
+    from explorer.core.model import ModelSpec, build_model
+
+    base = folder / "base"
+    build_model(ModelSpec(config=str(base)))  # the modeling code imported, as in a window that has a report
+    if name == "merge":
+        import peft  # noqa: F401
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    if name == "init-check":
+        from explorer.core.fresh import init_check
+
+        res = init_check(str(base), workers=workers)
+        out.write_text(json.dumps([r.to_json() for r in res]))
+    elif name == "export":
+        from explorer.core.export import export_checkpoint
+        from explorer.core.plan import load_plan
+
+        export_checkpoint(str(base), load_plan(str(folder / "plan.json")), out, dtype="bfloat16", workers=workers)
+    elif name == "merge":
+        from explorer.core.merge import export_merged
+
+        export_merged(str(base), str(folder / "adapter"), out, workers=workers)
+    else:
+        raise SystemExit(f"unknown variant {name}")
+    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"seconds": wall, "cpu": cpu}))
+
+
+def load() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def digest(path: Path) -> str:
+    """The outputs' identity: the init-check JSON, or every written file's bytes (by name)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    for p in files:
+        h.update(b"" if p == path else p.name.encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def run_variant(name: str, workers: int, folder: Path, repeat: int) -> dict:
+    best: dict | None = None
+    loads, digests = [], set()
+    for i in range(repeat):
+        out = folder / f"out_{name}_{workers}_{i}"
+        if name == "init-check":
+            out = out.with_suffix(".json")
+        loads.append(load())
+        p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
+                            str(folder), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+        if p.returncode:
+            raise SystemExit(f"{name} workers={workers} failed:\n{p.stderr[-4000:]}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        digests.add(digest(out))
+        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+    assert best is not None
+    return {**best, "loads": loads, "digests": digests}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="init-check,export,merge", help="comma-separated: init-check, export, merge")
+    ap.add_argument("--child")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--folder")
+    ap.add_argument("--out", default=str(HERE / "results" / "passes.md"))
+    args = ap.parse_args()
+    if args.child:
+        _child(args.child, args.workers, Path(args.folder), Path(args.out))
+        return
+    import torch
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_passes_", dir="/tmp"))
+    try:
+        sys.path.insert(0, str(ROOT))
+        meta = make_data(folder, args.hidden, args.layers, args.vocab)
+        for f in folder.rglob("*.safetensors"):  # warm the page cache
+            with open(f, "rb") as fh:
+                while fh.read(64 << 20):
+                    pass
+        size = f"Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: {meta['params'] / 1e6:.0f}M " \
+               f"params, {meta['bytes'] / (1 << 20):.0f} MiB float32"
+        labels = {"init-check": "init-check, every tensor", "export": "export: MLPs + lm_head re-initialised, the rest "
+                  "cast to bf16", "merge": "export --adapter: LoRA r=16 on every linear merged"}
+        rows, summary = [], []
+        for name in [n for n in args.only.split(",") if n]:
+            res = {w: run_variant(name, w, folder, args.repeat) for w in (1, 2)}
+            same = res[1]["digests"] | res[2]["digests"]
+            for w in (1, 2):
+                r = res[w]
+                rows.append((labels[name], w, r["seconds"], r["cpu"], r["loads"]))
+                print(f"{labels[name]:<62} workers={w} {r['seconds']:7.2f} s wall {r['cpu']:7.2f} s CPU  "
+                      f"load {r['loads']}", flush=True)
+            summary.append(f"- {name}: 2 workers vs 1: {res[1]['seconds'] / res[2]['seconds']:.2f}× wall; CPU "
+                           f"{res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; outputs of 1 and 2 workers "
+                           + ("identical (one digest over every run)" if len(same) == 1 else f"DIFFER ({len(same)} digests)"))
+        lines = [
+            "# init-check, export and merge: 1 vs 2 workers",
+            "",
+            f"`benchmarks/bench_passes.py --hidden {args.hidden} --layers {args.layers} --vocab {args.vocab} --repeat "
+            f"{args.repeat}`: {size}. Best of {args.repeat} (by wall), each run a fresh process, files in the page "
+            f"cache, imports and the meta model built before the clock. {platform.machine()}, {os.cpu_count()} cores "
+            f"shared with other jobs; torch {torch.__version__}, Python {platform.python_version()}. CPU = user + "
+            "system seconds of the process (every thread). `load` = /proc/loadavg (1 min) before each run.",
+            "",
+            "| task | workers | wall s | CPU s | load before each run |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for label, w, s, cpu, loads in rows:
+            lines.append(f"| {label} | {w} | {s:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in loads)} |")
+        lines += ["", *summary]
+        out = Path(args.out)
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_suffix(".md.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, out)
+        print("\n".join(summary))
+        print(f"\nwrote {out}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
