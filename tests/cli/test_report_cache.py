@@ -114,6 +114,31 @@ def test_no_cache_neither_reads_nor_writes(capsys, cache, ckpt):
     assert entries(cache) == []
 
 
+def test_a_cache_miss_reads_each_shard_header_once(capsys, cache, ckpt, monkeypatch):
+    """The cache key is taken from the index the report itself reads (headers, then file identities by stat):
+    a miss reads every header once, then answers and stores; the hit reads each once for the key."""
+    sd = load_file(ckpt / "model.safetensors")
+    names = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for fn, keys in shards.items():
+        save_file({k: sd[k] for k in keys}, str(ckpt / fn))
+    (ckpt / "model.safetensors").unlink()
+    (ckpt / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: fn for fn, keys in shards.items() for k in keys}}))
+    from explorer.core.sources import safetensors as st
+
+    reads: list[str] = []
+    orig = st.read_safetensors
+    monkeypatch.setattr(st, "read_safetensors", lambda p: reads.append(Path(p).name) or orig(p))
+    miss = run_cli(capsys, "report", str(ckpt))[:2]
+    assert miss[0] == 0 and len(entries(cache)) == 1
+    assert sorted(reads) == sorted(shards)
+    reads.clear()
+    no_matching(monkeypatch)
+    assert run_cli(capsys, "report", str(ckpt))[:2] == miss
+    assert sorted(reads) == sorted(shards)
+
+
 def forge(entry: Path, key: str, report: dict) -> None:
     text = json.dumps({"format": report_cache.FORMAT, "key": key, "report": report}).encode()
     entry.write_bytes(report_cache.MAGIC + zlib.compress(text))
