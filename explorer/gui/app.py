@@ -46,6 +46,9 @@ def make_app() -> Any:
     from PySide6.QtGui import QFont
     from PySide6.QtWidgets import QApplication
 
+    from .none_refcount import guard
+
+    guard()  # PySide6 6.12 on CPython 3.11 loses a reference to None per void call: before any is made
     install_message_filter()
     app = QApplication.instance()
     if app is None:
@@ -149,6 +152,8 @@ def main(request: OpenRequest) -> int:
             QTimer.singleShot(0, win.ready.emit)
     if source is not None:
         QTimer.singleShot(0, lambda: win.open_source(source))  # after the first paint
+    else:
+        QTimer.singleShot(0, win.finish_startup)  # nothing to show first: the histogram's plot now
     rc = app.exec()
     # the window closed with every job cancelled: a worker in a long step (one tensor's init) stops at its next
     # check; let it, rather than tear the interpreter down under it

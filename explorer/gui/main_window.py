@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar, QSplitter,
     QTabWidget, QVBoxLayout, QWidget,
@@ -125,6 +125,16 @@ class MainWindow(QMainWindow):
                 return p
         raise KeyError(cls.__name__)
 
+    def finish_startup(self) -> None:
+        """What the first paint does without (pyqtgraph and the details histogram's plot, ~0.2 s): built once the
+        window has shown its first checkpoint (tensors or colours), its load failed, or it opened empty. Idempotent;
+        anything that needs the plot earlier builds it on demand."""
+        self.details.histogram.ensure_plot()
+
+    def _finish_startup_soon(self) -> None:
+        if not self.details.histogram.built:
+            QTimer.singleShot(0, self.finish_startup)  # after this paint
+
     def has(self, capability: Capability) -> bool:
         """Whether some panel of this window has ``capability`` (its column or chip is shown)."""
         return any(capability in p.capabilities for p in self.panels)
@@ -228,6 +238,7 @@ class MainWindow(QMainWindow):
         self.status_label.setText(f"{n:,} on-disk tensor{'s' if n != 1 else ''} in {nf} file{'s' if nf != 1 else ''} "
                                   "read from the headers · importing torch/transformers and matching…")
         timing.mark("preview", self)
+        self._finish_startup_soon()
 
     def _on_loaded(self, loaded: Loaded) -> None:
         rep = loaded.report
@@ -252,6 +263,7 @@ class MainWindow(QMainWindow):
                                   + (f" · {safe_text(remote)}" if remote else ""))
         self.status_label.setToolTip("\n".join(safe_text(n) for n in rep.index.notes))  # what the reader found
         timing.mark("colours", self)
+        self._finish_startup_soon()
 
     def _show_summary(self, loaded: Loaded) -> None:
         self.filter_bar.set_counts(loaded.tree.counts)
@@ -270,6 +282,7 @@ class MainWindow(QMainWindow):
             self._show_summary(self.session.current)
         self.show_error(msg)
         self.ready_gate.settle(force=True)
+        self._finish_startup_soon()
 
     def show_error(self, msg: str) -> None:
         """Message bar always; a dialog too when interactive. The window stays usable. ``errors`` keeps every

@@ -108,8 +108,7 @@ class AdapterPanel(Panel):
         self.delta_title = QLabel("")
         self.delta_title.setTextFormat(Qt.TextFormat.RichText)
         self.delta_title.setWordWrap(True)
-        self.histogram = HistogramWidget(inputs=host.inputs)
-        self.histogram.plot.getPlotItem().setLabel("bottom", "ΔW entry")
+        self.histogram = HistogramWidget(inputs=host.inputs, value_label="ΔW entry")  # its plot: built when shown
         self.histogram.set_message("select an adapted module")
         self.histogram.binsChanged.connect(lambda _b: self._show_module(self.current, force=True))
         lower = QWidget()
@@ -162,6 +161,10 @@ class AdapterPanel(Panel):
             return bool(self.host.select(m.path))
 
         return pick
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self.histogram.ensure_plot()  # the tab opened: its plot is built now (not at start-up)
 
     # ------------------------------------------------------------------ slots
     def _on_loaded(self, loaded: Any) -> None:

@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QColor, QFontMetrics
+from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -30,8 +30,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-import pyqtgraph as pg  # after PySide6
 
 from ...core.fmt import safe_text
 from ...core.fmt import short_float as _num
@@ -133,21 +131,10 @@ class ComparePanel(Panel):
         self.roll_table.recordChosen.connect(self._on_roll_chosen)
         self.table.model().setHeaderData(2, Qt.Orientation.Horizontal, "‖B−A‖/‖A‖", Qt.ItemDataRole.ToolTipRole)
 
-        self.axis = LayerAxis()
-        self.bars_plot = pg.PlotWidget(axisItems={"bottom": self.axis})
-        self.bars_plot.setMinimumHeight(50)  # the tab must not force the tensor table taller than it needs
-        pi = self.bars_plot.getPlotItem()
-        pi.setMenuEnabled(False)
-        pi.hideButtons()
-        pi.setMouseEnabled(x=False, y=False)
-        pi.setLabel("left", "‖B−A‖/‖A‖")
-        pi.getAxis("left").enableAutoSIPrefix(False)
-        pi.showGrid(y=True, alpha=0.15)
-        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(palette.HIST_COLOR), pen=pg.mkPen(None))
-        pi.addItem(self.bars)
-        self.bars_plot.setToolTip("relative change ‖B−A‖/‖A‖ per layer (pooled over its tensors); click a bar to select the layer")
-        self._hover = pg.SignalProxy(self.bars_plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_bar_hover)
-        self.bars_plot.scene().sigMouseClicked.connect(self._on_bar_click)
+        self._bars_plot: Any = None  # the bar chart (pyqtgraph), built by ensure_chart: shown or drawn into
+        self._bars_stand_in = QWidget()
+        self._bars_stand_in.setMinimumHeight(50)
+        self._bars_stand_in.setStyleSheet(f"background: {palette.PLOT_BACKGROUND};")
         self.bar_readout = QLabel(BAR_HINT)
         self.bar_readout.setObjectName("muted")
         self.bar_readout.setTextFormat(Qt.TextFormat.RichText)
@@ -157,7 +144,8 @@ class ComparePanel(Panel):
         bl.setContentsMargins(0, 0, 0, 0)
         bl.setSpacing(0)
         bl.addWidget(self.bar_readout)
-        bl.addWidget(self.bars_plot, 1)
+        bl.addWidget(self._bars_stand_in, 1)
+        self._bars_layout = bl
 
         # the chart spans the tab's width (one readable label per layer); under it the diff table | roll-up
         self.split = QSplitter(Qt.Orientation.Horizontal)
@@ -186,6 +174,51 @@ class ComparePanel(Panel):
         self.session.comparisonChanged.connect(self._on_comparison)
         self.details.statsReady.connect(self._on_stats)
         self.session.selectionChanged.connect(self._on_selection_changed)
+
+    def ensure_chart(self) -> None:
+        """Build the bar chart (importing pyqtgraph) if not yet built: when the tab is first shown or bars are drawn."""
+        if self._bars_plot is not None:
+            return
+        from ..widgets import plot_axes
+
+        pg = plot_axes.pg
+        self.axis = plot_axes.LayerAxis()
+        plot = pg.PlotWidget(axisItems={"bottom": self.axis})
+        plot.setMinimumHeight(50)  # the tab must not force the tensor table taller than it needs
+        pi = plot.getPlotItem()
+        pi.setMenuEnabled(False)
+        pi.hideButtons()
+        pi.setMouseEnabled(x=False, y=False)
+        pi.setLabel("left", "‖B−A‖/‖A‖")
+        pi.getAxis("left").enableAutoSIPrefix(False)
+        pi.showGrid(y=True, alpha=0.15)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(palette.HIST_COLOR), pen=pg.mkPen(None))
+        pi.addItem(self.bars)
+        plot.setToolTip("relative change ‖B−A‖/‖A‖ per layer (pooled over its tensors); click a bar to select the layer")
+        self._hover = pg.SignalProxy(plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_bar_hover)
+        plot.scene().sigMouseClicked.connect(self._on_bar_click)
+        self._bars_plot = plot
+        self._bars_layout.replaceWidget(self._bars_stand_in, plot)
+        plot.show()  # now, not at the layout's next turn of the event loop
+        self._bars_stand_in.hide()
+        self._bars_stand_in.deleteLater()
+        self._draw_bars()
+
+    @property
+    def bars_plot(self) -> Any:
+        """The bar chart's PlotWidget (built now if it was not)."""
+        self.ensure_chart()
+        return self._bars_plot
+
+    def __getattr__(self, name: str) -> Any:  # the chart's parts, before it is built: build it
+        if name in ("axis", "bars", "_hover") and self.__dict__.get("_bars_plot", 0) is None:
+            self.ensure_chart()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self.ensure_chart()  # the tab opened: its chart is built now (not at start-up)
 
     # ------------------------------------------------------------------ protocol
     def fill_menu(self, menu: QMenu) -> None:
@@ -436,6 +469,11 @@ class ComparePanel(Panel):
 
     def _draw_bars(self, *, highlight: str | None = None) -> None:
         self._layers = [m for m in self.rollup if m.rel_change is not None]
+        if not self._layers and self._bars_plot is None:
+            return  # nothing to draw into a chart not built yet
+        self.ensure_chart()
+        from ..widgets.plot_axes import pg
+
         xs = list(range(len(self._layers)))
         hs = [m.rel_change for m in self._layers]
         base, hi = pg.mkBrush(palette.HIST_COLOR), pg.mkBrush(palette.OVERLAY_COLOR)
@@ -476,48 +514,6 @@ class ComparePanel(Panel):
             f"min {_num(sb.min)} · max {_num(sb.max)}"
             f"{'' if e.dtype_a == e.dtype_b else f' · {_esc(e.dtype_b)} (A: {_esc(e.dtype_a)})'}")
         self.histReady.emit((e.name, sa, sb))
-
-
-class LayerAxis(pg.AxisItem):
-    """A bottom axis with one label per bar; labels that would overlap their left neighbour are left out (the
-    hover read-out names every bar)."""
-
-    def __init__(self) -> None:
-        super().__init__("bottom")
-        self.labels: list[str] = []
-        self.enableAutoSIPrefix(False)
-
-    def set_labels(self, labels: list[str]) -> None:
-        self.labels = list(labels)
-        self.picture = None
-        self.update()
-
-    def placed(self, minVal: float, maxVal: float, size: float) -> list[int]:  # noqa: N803
-        """Indices whose labels are drawn: left to right, each one that does not overlap the last one drawn."""
-        n = len(self.labels)
-        lo, hi = max(0, math.ceil(minVal)), min(n - 1, math.floor(maxVal))
-        if n == 0 or hi < lo or size <= 0 or maxVal <= minVal:
-            return []
-        fm = QFontMetrics(self.style.get("tickFont") or self.font())
-        px = size / (maxVal - minVal)
-        out, right = [], -math.inf
-        for i in range(lo, hi + 1):
-            half = fm.horizontalAdvance(self.labels[i]) / 2
-            x = (i - minVal) * px
-            if x - half >= right + 6 and x - half >= -2 and x + half <= size + 2:
-                out.append(i)
-                right = x + half
-        return out
-
-    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802, N803 (pyqtgraph API)
-        return [(1.0, [float(i) for i in self.placed(minVal, maxVal, size)])]
-
-    def tickStrings(self, values: list, scale: float, spacing: float) -> list[str]:  # noqa: N802
-        out = []
-        for v in values:
-            i = int(round(v))
-            out.append(self.labels[i] if 0 <= i < len(self.labels) else "")
-        return out
 
 
 BAR_HINT = "relative change by layer · hover a bar for its name, click to select it"

@@ -8,6 +8,11 @@ Extension point for other panels (pretrained vs fresh init, checkpoint A vs B)::
 
 ``edges`` has ``len(counts) + 1`` entries (pyqtgraph ``stepMode="center"``). Items are created once and
 updated with ``setData``; nothing is recreated per selection.
+
+The plot is built, and pyqtgraph imported (``plot_axes``), when first needed (``ensure_plot``): data to draw, a part of
+the plot asked for, or the owner's first idle moment (the window's after its first paint, a tab's when first shown).
+Until then a stand-in of the plot's colour shows the message ("select a tensor"); the bar under it (log y, bins, PNG,
+CSV) is there from the start, so settings restore into it.
 """
 from __future__ import annotations
 
@@ -29,70 +34,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-import pyqtgraph as pg  # after PySide6: pyqtgraph uses the binding already imported
-
 from .. import palette
 
+PLOT_MIN_HEIGHT = 160
 EXPORT_WIDTH = 1200  # px: an exported histogram is readable on a slide
 LEGEND_HEADROOM = 1.45  # the y range over the tallest bar when a legend is shown (its top ~30% is free)
-
-pg.setConfigOptions(antialias=True, background=palette.PLOT_BACKGROUND, foreground=palette.PLOT_FOREGROUND)
-
-
-class CountAxis(pg.AxisItem):
-    """A left axis whose title never touches its tick labels ("count (log)" next to 10³).
-
-    pyqtgraph reserves only 0.8 × the rotated title's height and draws it 5 px outside the axis, so the widest
-    tick label ends up flush with (or over) the title; this reserves the full height plus a small gap."""
-
-    GAP = 6
-
-    def _updateWidth(self) -> None:  # pyqtgraph hook, called whenever tick text or the label changes
-        super()._updateWidth()
-        if self.fixedWidth is None and self.isVisible() and self.style["showValues"] and self.label.isVisible():
-            w = self.maximumWidth() + 0.2 * self.label.boundingRect().height() + self.GAP
-            self.setMaximumWidth(w)
-            self.setMinimumWidth(w)
-
-
-class ValueAxis(pg.AxisItem):
-    """The value (bottom) axis. For an integer tensor (``integer``) its ticks are integers, one level, spaced so
-    that no two labels overlap (pyqtgraph's own spacing put 25299.8, 25300, 25300.2 under a constant
-    ``num_batches_tracked`` and ran wide labels into each other)."""
-
-    GAP = 14  # px between two labels
-
-    def __init__(self, *a: Any, **k: Any) -> None:
-        super().__init__(*a, **k)
-        self.integer = False
-
-    def label_width(self, lo: float, hi: float) -> float:
-        from PySide6.QtGui import QFontMetricsF
-        from PySide6.QtWidgets import QApplication
-
-        fm = QFontMetricsF(self.style.get("tickFont") or QApplication.font())
-        return max(fm.horizontalAdvance(_int_label(v)) for v in (math.floor(lo), math.ceil(hi)))  # the widest ends
-
-    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802
-        if not self.integer or not (maxVal > minVal) or size <= 0:
-            return super().tickSpacing(minVal, maxVal, size)
-        fits = max(1, int(size // (self.label_width(minVal, maxVal) + self.GAP)))  # labels the axis holds
-        span, spacing = maxVal - minVal, 1.0
-        while span / spacing >= fits:  # 1, 2, 5, 10, 20, 50, ...
-            for m in (2.0, 2.5, 2.0):
-                spacing *= m
-                if span / spacing < fits:
-                    break
-        return [(spacing, 0.0)]
-
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
-        if not self.integer:
-            return super().tickStrings(values, scale, spacing)
-        return [_int_label(v * scale) for v in values]
-
-
-def _int_label(v: float) -> str:
-    return f"{int(round(v)):,}"
 
 
 class HistogramWidget(QWidget):
@@ -100,49 +46,21 @@ class HistogramWidget(QWidget):
 
     binsChanged = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None, *, inputs: Callable[[], Sequence[str]] | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, inputs: Callable[[], Sequence[str]] | None = None,
+                 value_label: str = "value") -> None:
         super().__init__(parent)
         # the files of the window this histogram is in (``Session.input_files``): its PNG/CSV never replace one
         self.inputs: Callable[[], Sequence[str]] = inputs or (lambda: [])
-        self.value_axis = ValueAxis("bottom")
-        self.plot = pg.PlotWidget(axisItems={"left": CountAxis("left"), "bottom": self.value_axis})
-        self.plot.setMinimumHeight(160)
-        pi = self.plot.getPlotItem()
-        pi.showGrid(x=True, y=True, alpha=0.15)
-        pi.setMenuEnabled(False)
-        pi.hideButtons()
-        pi.setLabel("left", "count")
-        pi.setLabel("bottom", "value")
-        for ax in ("bottom", "left"):
-            pi.getAxis(ax).enableAutoSIPrefix(False)
-        self.legend = pi.addLegend(offset=(-10, 10), labelTextColor=palette.PLOT_FOREGROUND)
-        self.curve = pg.PlotDataItem(
-            [0.0, 1.0], [0.0], stepMode="center", fillLevel=0, fillOutline=True,
-            pen=pg.mkPen(palette.HIST_COLOR, width=1.2), brush=pg.mkBrush(*palette.HIST_FILL), name="checkpoint",
-        )
-        self.overlay = pg.PlotDataItem(
-            [0.0, 1.0], [0.0], stepMode="center", pen=pg.mkPen(palette.OVERLAY_COLOR, width=2), name="overlay",
-        )
-        pi.addItem(self.curve)
-        pi.addItem(self.overlay)
-        self.overlay.hide()
-        self.legend.hide()
-        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
-        self.marker.hide()
-        pi.addItem(self.marker, ignoreBounds=True)
-        # a widget over the plot, centred on it (not a TextItem in data coordinates: with no data the view range
-        # is arbitrary and the text landed on the y-axis)
-        self.placeholder = QLabel("", self.plot)
-        self.placeholder.setObjectName("muted")
-        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.placeholder.setWordWrap(True)
-        self.placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        self.placeholder.setStyleSheet(f"color: {palette.MUTED_TEXT}; background: transparent; font-size: 11pt;")
-        self.plot.installEventFilter(self)
-        # the axes are laid out lazily (after a range change, new tick labels): follow their geometry, or the note
-        # keeps margins measured before the layout settled and runs over an axis
-        for name in ("left", "bottom"):
-            self.plot.getPlotItem().getAxis(name).geometryChanged.connect(self._place_placeholder)
+        self._plot: Any = None  # pg.PlotWidget, built by ensure_plot
+        self._value_label = value_label
+        self.stand_in = QLabel("")  # where the plot goes, until it is built: the message on the plot's colour
+        self.stand_in.setObjectName("muted")
+        self.stand_in.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stand_in.setWordWrap(True)
+        self.stand_in.setMinimumHeight(PLOT_MIN_HEIGHT)
+        self.stand_in.setStyleSheet(f"color: {palette.MUTED_TEXT}; background: {palette.PLOT_BACKGROUND}; "
+                                    "font-size: 11pt;")
+        self._message = ""
 
         self.log_y = QCheckBox("log y")
         self.log_y.setToolTip("Logarithmic count axis: shows the tails")
@@ -176,16 +94,92 @@ class HistogramWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.stand_in, 1)
         lay.addLayout(bar)
+        self._layout = lay
 
         self._edges = np.array([0.0, 1.0])
         self._counts = np.array([0.0])
+        self._integer = False
         self._label = ""
         self._title, self._bins_note = "", ""  # see set_caption / set_subject
         self._ov: tuple[str, np.ndarray, np.ndarray] | None = None
-        self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
         self.set_message("select a tensor")
+
+    def ensure_plot(self) -> HistogramWidget:
+        """Build the plot (importing pyqtgraph) if not yet built, showing the current state; returns self."""
+        if self._plot is not None:
+            return self
+        from . import plot_axes
+
+        pg = plot_axes.pg
+        self.value_axis = plot_axes.ValueAxis("bottom")
+        self.value_axis.integer = self._integer
+        plot = pg.PlotWidget(axisItems={"left": plot_axes.CountAxis("left"), "bottom": self.value_axis})
+        plot.setMinimumHeight(PLOT_MIN_HEIGHT)
+        pi = plot.getPlotItem()
+        pi.showGrid(x=True, y=True, alpha=0.15)
+        pi.setMenuEnabled(False)
+        pi.hideButtons()
+        pi.setLabel("left", "count")
+        pi.setLabel("bottom", self._value_label)
+        for ax in ("bottom", "left"):
+            pi.getAxis(ax).enableAutoSIPrefix(False)
+        self.legend = pi.addLegend(offset=(-10, 10), labelTextColor=palette.PLOT_FOREGROUND)
+        self.curve = pg.PlotDataItem(
+            [0.0, 1.0], [0.0], stepMode="center", fillLevel=0, fillOutline=True,
+            pen=pg.mkPen(palette.HIST_COLOR, width=1.2), brush=pg.mkBrush(*palette.HIST_FILL), name="checkpoint",
+        )
+        self.overlay = pg.PlotDataItem(
+            [0.0, 1.0], [0.0], stepMode="center", pen=pg.mkPen(palette.OVERLAY_COLOR, width=2), name="overlay",
+        )
+        pi.addItem(self.curve)
+        pi.addItem(self.overlay)
+        self.overlay.hide()
+        self.legend.hide()
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+        self.marker.hide()
+        pi.addItem(self.marker, ignoreBounds=True)
+        # a widget over the plot, centred on it (not a TextItem in data coordinates: with no data the view range
+        # is arbitrary and the text landed on the y-axis)
+        self.placeholder = QLabel("", plot)
+        self.placeholder.setObjectName("muted")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.placeholder.setStyleSheet(f"color: {palette.MUTED_TEXT}; background: transparent; font-size: 11pt;")
+        plot.installEventFilter(self)
+        # the axes are laid out lazily (after a range change, new tick labels): follow their geometry, or the note
+        # keeps margins measured before the layout settled and runs over an axis
+        for name in ("left", "bottom"):
+            pi.getAxis(name).geometryChanged.connect(self._place_placeholder)
+        self._proxy = pg.SignalProxy(plot.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        self._plot = plot
+        self._layout.replaceWidget(self.stand_in, plot)
+        plot.show()  # now, not at the layout's next turn of the event loop (a grab right after shows it)
+        self.stand_in.hide()
+        self.stand_in.deleteLater()
+        self.stand_in = None
+        self.set_message(self._message)
+        self._redraw()
+        return self
+
+    @property
+    def plot(self) -> Any:
+        """The pyqtgraph PlotWidget (built now if it was not)."""
+        return self.ensure_plot()._plot
+
+    @property
+    def built(self) -> bool:
+        return self._plot is not None
+
+    _PLOT_PARTS = frozenset({"value_axis", "legend", "curve", "overlay", "marker", "placeholder", "_proxy"})
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set yet: the plot's parts build it
+        if name in HistogramWidget._PLOT_PARTS and self.__dict__.get("_plot", 0) is None:
+            self.ensure_plot()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ---- public API
     @property
@@ -200,7 +194,8 @@ class HistogramWidget(QWidget):
                  integer: bool = False) -> None:
         """Show a histogram (``len(edges) == len(counts) + 1``); empty counts show 'no finite values'.
         ``integer``: an integer tensor's values (integer ticks on the value axis)."""
-        self.value_axis.integer = integer
+        self.ensure_plot()
+        self._integer = self.value_axis.integer = integer
         self.value_axis.picture = None  # ticks redone with the new rule
         e = np.asarray(edges, dtype=np.float64)
         c = np.asarray(counts, dtype=np.float64)
@@ -220,6 +215,7 @@ class HistogramWidget(QWidget):
         if e.size != c.size + 1 or c.size == 0:
             self.clear_overlay()
             return
+        self.ensure_plot()
         self._ov = (label, e, c)
         self._redraw()
 
@@ -232,7 +228,7 @@ class HistogramWidget(QWidget):
         self._ov = None
         self.set_message(message)
         self._redraw()
-        if message:  # the hidden curve does not count for auto-range: no stale axes behind the placeholder
+        if message and self.built:  # the hidden curve does not count for auto-range: no stale axes behind the note
             self.plot.getPlotItem().getViewBox().setRange(xRange=(0.0, 1.0), yRange=(0.0, 1.0), padding=0.05)
 
     def set_subject(self, name: str) -> None:
@@ -247,12 +243,18 @@ class HistogramWidget(QWidget):
         """A placeholder centred over the plot ("select a tensor", "no finite values"); '' hides it. Its text is
         laid out inside the axes (margins as wide as the left axis and as tall as the bottom one): a long note never
         runs over the tick labels."""
+        self._message = text
+        if not self.built:
+            self.stand_in.setText(text)
+            return
         self.placeholder.setText(text)
         self.placeholder.setVisible(bool(text))
         self.curve.setVisible(not text)  # no flat line at zero under the placeholder
         self._place_placeholder()
 
     def _place_placeholder(self) -> None:
+        if not self.built:
+            return
         pi = self.plot.getPlotItem()
         left, bottom = pi.getAxis("left"), pi.getAxis("bottom")
         # the axes' layout rectangles (their bounding rects span the whole plot: the grid lines are theirs)
@@ -264,10 +266,12 @@ class HistogramWidget(QWidget):
 
     @property
     def message_text(self) -> str:
+        if not self.built:
+            return self._message
         return self.placeholder.text() if not self.placeholder.isHidden() else ""
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt API)
-        if obj is self.plot and event.type() == QEvent.Type.Resize:
+        if obj is self._plot and event.type() == QEvent.Type.Resize:
             self._place_placeholder()
         return False
 
@@ -331,6 +335,8 @@ class HistogramWidget(QWidget):
 
     # ---- drawing
     def _redraw(self) -> None:
+        if not self.built:  # drawn when built (ensure_plot)
+            return
         log = self.log_y.isChecked()
         pi = self.plot.getPlotItem()
         pi.setLogMode(False, log)
