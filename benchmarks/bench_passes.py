@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="init-check", help="comma-separated: init-check, export, merge")
+    ap.add_argument("--only", default="init-check,export,merge", help="comma-separated: init-check, export, merge")
     ap.add_argument("--child")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--folder")

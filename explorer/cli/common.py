@@ -91,6 +91,11 @@ def pass_workers(args: argparse.Namespace) -> Iterator[Any]:
         yield executor
 
 
+def workers_type(text: str) -> int:
+    """``--workers N``'s argparse type: a whole number from 1 to MAX_WORKERS, else one line (exit 2)."""
+    return _workers(text)
+
+
 def _workers(text: str) -> int:
     from ..core.parallel import MAX_WORKERS
 

@@ -5,7 +5,7 @@ import argparse
 
 from . import EXIT_FINDINGS, EXIT_OK
 from ..core.errors import ConfigError
-from .common import Style, add_json_arg, add_mapping_args, human_bytes, key_mapping, model_spec, print_json, stderr_progress
+from .common import Style, add_json_arg, add_mapping_args, human_bytes, key_mapping, model_spec, print_json, stderr_progress, workers_type
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the fresh init (default 0)")
     p.add_argument("--wrapper", metavar="KEY", help="plain conversion: the sub-dict / DCP sub-tree to write (default as report picks it)")
     add_mapping_args(p)  # plain conversion: rename (torchtitan q/k weights renamed to HF names are also permuted)
+    p.add_argument("--workers", type=workers_type, default=None, metavar="N",
+                   help="with --plan or --adapter: threads making casts, fresh inits and merged modules ahead of the "
+                   "writer (default: every core this process may use; the written files are the same for any N)")
     add_json_arg(p)
     p.set_defaults(run=run)
 
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
                 raise ConfigError("export --adapter: the base's own config is used; --config / --model do not apply")
             res = export_merged(args.checkpoint, args.adapter, args.output, plan=plan, arch=args.arch, dtype=args.dtype,
-                                max_shard_size=max_shard_size, seed=args.seed, progress=bar)
+                                max_shard_size=max_shard_size, seed=args.seed, progress=bar, workers=args.workers)
         else:
             res = export_checkpoint(
             args.checkpoint,
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             spec=_spec(args, plan),
             progress=bar,
+            workers=args.workers,
             )
     finally:
         if bar is not None:
@@ -121,6 +125,9 @@ def _convert(args: argparse.Namespace) -> int:
 
     if args.model or args.arch or args.resize:
         raise ConfigError("export without --plan is a plain conversion: --arch / --model / --resize need a plan")
+    if args.workers is not None:
+        raise ConfigError("export without --plan or --adapter is a plain conversion, written in one thread: --workers "
+                          "applies to --plan / --adapter exports")
     bar = stderr_progress("export", show_bytes=True)
     try:
         res = convert_checkpoint(args.checkpoint, args.output, wrapper=args.wrapper, dtype=args.dtype,

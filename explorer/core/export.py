@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .model import ModelSpec
 
 _CHUNK = 64 << 20
+_AHEAD = 256 << 20  #: bytes of casts / fresh inits made ahead of the writer, at most (one bigger tensor alone)
 
 
 class ExportCancelled(ExportError, Cancelled):
@@ -118,6 +119,7 @@ def export_checkpoint(
     progress: Progress | None = None,
     cancel: Any = None,
     computed: Mapping[str, Callable[[], torch.Tensor]] | None = None,
+    workers: int | None = None,
 ) -> ExportResult:
     """Write ``checkpoint`` patched by ``plan`` into the new folder ``out_dir``, then re-match it.
 
@@ -125,7 +127,9 @@ def export_checkpoint(
     tensors (vocabularies, classifiers) and initialises the rest. ``dtype`` casts floating tensors. ``progress`` and
     ``cancel`` follow :mod:`explorer.core.jobs`: ``progress(bytes done, bytes total, tensor being written)``, ``cancel``
     (a callable or an Event) checked between chunks. ``computed`` maps kept model keys to a function returning the
-    tensor to write instead of the stored one (same shape; e.g. a merged adapter), called when it is written. Raises ExportError (ExportCancelled when cancelled);
+    tensor to write instead of the stored one (same shape; e.g. a merged adapter), called on a worker thread ahead of
+    the writer (several may run at once). ``workers``: threads making casts, fresh inits and computed tensors ahead
+    of the writer (default every core); the written bytes are the same for any. Raises ExportError (ExportCancelled when cancelled);
     on any failure nothing is left in ``out_dir``.
     """
     from .keys import apply_key_mapping
@@ -133,7 +137,11 @@ def export_checkpoint(
     from .model import ModelSpec, build_model, config_path
     from .target import resolve_model
 
+    from .parallel import check_workers
+
     t0 = time.perf_counter()
+    if workers is not None:
+        check_workers(workers)
     dtype = parse_dtype(dtype)
     shard_limit = parse_size(max_shard_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
@@ -212,11 +220,18 @@ def export_checkpoint(
         state = _WriteState(total, progress, cancel)
         state.computed = state_computed
         names = shard_names(len(shards))
+        from .parallel import default_workers, shareable
+
+        n_workers = default_workers() if workers is None else check_workers(workers)
         with TensorReader(index) as reader:
-            fresh = FreshInit(built, seed=seed, cache_modules=1)
-            for fname, shard in zip(names, shards):
-                _write_safetensors(staging / fname, shard, metadata, reader, fresh, state)
-                written.append(fname)
+            readers = _Readers(index, reader, shared=not remote and shareable(index))
+            fresh = FreshInit(built, seed=seed, cache_modules=2 if n_workers > 1 else 1)
+            try:
+                for fname, shard in zip(names, shards):
+                    _write_safetensors(staging / fname, shard, metadata, readers, fresh, state, n_workers)
+                    written.append(fname)
+            finally:
+                readers.close()
         if len(shards) > 1:
             written.append(write_shard_index(staging, {"total_size": total, "explorer_plan_sha256": plan_hash},
                                              {o.name: fname for fname, shard in zip(names, shards) for o in shard}))
@@ -464,48 +479,120 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _Write
         state.step(done, name)
 
 
-def _write_safetensors(
-    path: Path, shard: list[_Out], metadata: Mapping[str, str], reader: TensorReader, fresh: FreshInit, state: _WriteState
-) -> None:
+def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
+    """What writing ``shard`` takes, in file order: ``(tensor, start, stop)`` — a cast of a safetensors tensor in
+    ranges of ``_CHUNK // 8`` elements (``start < stop``), anything else whole (``0, 0``)."""
+    jobs: list[tuple[_Out, int, int]] = []
+    step = _CHUNK // 8
+    for o in shard:
+        if o.kind == "cast" and o.source is not None and o.source.offset is not None:
+            n = o.source.numel
+            jobs.extend((o, s, min(n, s + step)) for s in range(0, n, step))
+        else:
+            jobs.append((o, 0, 0))
+    return jobs
+
+
+def _job_bytes(job: tuple[_Out, int, int]) -> int:
+    """The bytes a job's result holds until it is written (a copy holds none: the kernel copies it)."""
+    o, s, e = job
+    if o.kind == "copy" and o.source is not None and o.source.offset is not None:
+        return 0
+    if e > s:
+        import torch
+
+        return (e - s) * getattr(torch, o.dtype).itemsize
+    return o.nbytes
+
+
+class _Readers:
+    """A TensorReader per thread over the index (the readers stay open for the whole export; closed together)."""
+
+    def __init__(self, index: CheckpointIndex, main: TensorReader, shared: bool) -> None:
+        import threading
+
+        self.index, self.main, self.shared = index, main, shared
+        self._local = threading.local()
+        self._all: list[TensorReader] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> TensorReader:
+        if not self.shared:
+            return self.main
+        r = getattr(self._local, "reader", None)
+        if r is None:
+            r = self._local.reader = TensorReader(self.index)
+            with self._lock:
+                self._all.append(r)
+        return r
+
+    def close(self) -> None:
+        for r in self._all:
+            r.close()
+        self._all.clear()
+
+
+def _produce(job: tuple[_Out, int, int], readers: _Readers, fresh: FreshInit, state: _WriteState) -> Any:
+    """A job's bytes to write (a tensor), computed on any worker thread; None for a kernel copy."""
     import torch
+
+    o, s, e = job
+    dt = getattr(torch, o.dtype)
+    if o.kind == "copy" and o.source is not None and o.source.offset is not None:
+        return None
+    if o.kind in ("copy", "cast"):
+        assert o.source is not None
+        reader = readers.get()
+        if e > s:  # safetensors: one range read and cast
+            (chunk,) = reader.iter_range(o.source.name, s, e, chunk_elems=e - s)
+            return chunk.to(dt)
+        return reader.tensor(o.source.name).to(dt)
+    if o.kind == "computed":
+        t = state.computed[o.model_key or o.name]()
+        if tuple(t.shape) != o.shape:
+            raise ExportError(f"{o.name}: computed tensor has shape {list(t.shape)}, expected {list(o.shape)}")
+        return t.to(dt).contiguous()
+    if o.kind == "init":
+        return _fresh(fresh, o.model_key or o.name).to(dt)
+    if o.kind == "resize":
+        assert o.source is not None
+        t = _fresh(fresh, o.model_key or o.name).to(dt, copy=True)  # the cache stays clean
+        src = readers.get().tensor(o.source.name)
+        sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
+        t[sl] = src[sl].to(t.dtype)
+        return t
+    raise ExportError(f"{o.name}: unknown write kind {o.kind!r}")  # pragma: no cover
+
+
+def _write_safetensors(
+    path: Path, shard: list[_Out], metadata: Mapping[str, str], readers: _Readers, fresh: FreshInit,
+    state: _WriteState, workers: int = 1,
+) -> None:
+    """The shard's header, then each tensor in order: kernel copies here, everything else (casts, fresh inits,
+    resizes, computed tensors) made on ``workers`` threads ahead of the writer, in order, at most ``_AHEAD`` bytes
+    of them waiting (the file's bytes do not depend on ``workers``)."""
+    from .parallel import ordered_map
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     src_fds: dict[str, int] = {}
+    jobs = _jobs(shard)
+    made = ordered_map(lambda j: _produce(j, readers, fresh, state), jobs, workers=workers if readers.shared else 1,
+                       cost=_job_bytes, budget=max(_AHEAD, 2 * _CHUNK * workers))
     try:
         write_all(fd, _header(shard, metadata))
-        for o in shard:
-            if o.kind == "copy" and o.source is not None and o.source.offset is not None:
+        for (o, _s, _e), t in zip(jobs, made):
+            if t is None:
+                assert o.source is not None and o.source.offset is not None
                 sfd = src_fds.get(o.source.file)
                 if sfd is None:
                     sfd = src_fds[o.source.file] = os.open(o.source.file, os.O_RDONLY)
                 _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
-            elif o.kind in ("copy", "cast"):
-                assert o.source is not None
-                if o.source.offset is not None:  # safetensors: cast chunk by chunk from the mmap
-                    for chunk in reader.iter_chunks(o.source.name, chunk_elems=_CHUNK // 8):
-                        _write_tensor(fd, chunk.to(getattr(torch, o.dtype)), state, o.name)
-                else:
-                    _write_tensor(fd, reader.tensor(o.source.name).to(getattr(torch, o.dtype)), state, o.name)
-            elif o.kind == "computed":
-                t = state.computed[o.model_key or o.name]()
-                if tuple(t.shape) != o.shape:
-                    raise ExportError(f"{o.name}: computed tensor has shape {list(t.shape)}, expected {list(o.shape)}")
-                _write_tensor(fd, t.to(getattr(torch, o.dtype)).contiguous(), state, o.name)
-                del t
-            elif o.kind == "init":
-                _write_tensor(fd, _fresh(fresh, o.model_key or o.name).to(getattr(torch, o.dtype)), state, o.name)
-            elif o.kind == "resize":
-                assert o.source is not None
-                t = _fresh(fresh, o.model_key or o.name).to(getattr(torch, o.dtype), copy=True)  # the cache stays clean
-                src = reader.tensor(o.source.name)
-                sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
-                t[sl] = src[sl].to(t.dtype)
+            else:
                 _write_tensor(fd, t, state, o.name)
-                del t, src
-            else:  # pragma: no cover
-                raise ExportError(f"{o.name}: unknown write kind {o.kind!r}")
+            del t
         os.fsync(fd)
     finally:
+        made.close()
         os.close(fd)
         for s in src_fds.values():
             os.close(s)

@@ -360,6 +360,14 @@ def sample_values(flat: Any, *, k: int = MAX_SAMPLES, seed: int = 0, round_to: A
     return x[torch.isfinite(x)]
 
 
+def _std(x: Any) -> float:
+    """The sample standard deviation (n - 1) in float64, summed in one fixed order (numpy's pairwise sum): torch's
+    reduction splits the sum over its intra-op threads, so its last bits depended on how many a worker had."""
+    import numpy as np
+
+    return float(np.std(x.numpy().astype(np.float64), ddof=1)) if x.numel() > 1 else 0.0
+
+
 def ks_2samp(x: Any, y: Any) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov: (D, asymptotic p-value). Inputs are 1-D float tensors."""
     import numpy as np
@@ -454,9 +462,7 @@ def compare_to_init(name: str, key: str | None, values: Any, fresh: Any, *, is_b
     xs = sample_values(values, seed=seed)
     ys = sample_values(fresh, seed=seed + 1, round_to=values.dtype)
     d, p = ks_2samp(xs, ys)
-    # float64: a float32 reduction's result depends on the CPU's summation order
-    cstd = float(xs.to(torch.float64).std()) if xs.numel() > 1 else 0.0
-    istd = float(ys.to(torch.float64).std()) if ys.numel() > 1 else 0.0
+    cstd, istd = _std(xs), _std(ys)
     like = p >= P_MIN
     return InitResult(name, key, like, p, d, "random",
                       f"KS D={d:.4f} p={p:.2g} (n={xs.numel()}, m={ys.numel()}); std {cstd:.4g} vs init {istd:.4g}", cstd, istd)

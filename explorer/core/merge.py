@@ -9,6 +9,7 @@ tensor by tensor into a staging folder and renamed at the end; peak memory is ab
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -58,9 +59,11 @@ def export_merged(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: Any = None,
+    workers: int | None = None,
 ) -> ExportResult:
     """Write ``base`` with ``adapter`` merged into ``out_dir`` (a new folder); ``plan`` applies on top (default: keep
-    the base as it loads). Refuses an adapter that does not load clean onto this base (merging part of an adapter
+    the base as it loads); ``workers``: threads merging modules ahead of the writer (default every core; the written
+    bytes are the same for any). Refuses an adapter that does not load clean onto this base (merging part of an adapter
     silently is how peft#2054-like surprises happen). Raises ExportError with one line."""
     import torch
 
@@ -95,9 +98,19 @@ def export_merged(
     b_reader = TensorReader(src.index)
     computed: dict[str, Callable[[], torch.Tensor]] = {}
     cache: dict[str, dict[str, torch.Tensor]] = {}
+    # export calls the computed tensors on its worker threads, several at once: one module is merged by one thread
+    # (its lock), the others merge other modules meanwhile; the two readers are shared, so reads take turns
+    locks: dict[str, threading.Lock] = {}
+    locks_lock, read_lock = threading.Lock(), threading.Lock()
+
+    def read(reader: TensorReader, name: str, dtype: Any) -> torch.Tensor:
+        with read_lock:
+            t = reader.tensor(name)
+            return t if dtype is None else t.to(dtype, copy=True)
 
     def merged_module(path: str) -> dict[str, torch.Tensor]:
-        """Merge one module with peft's own code, once; {base key: merged tensor}, each handed out once."""
+        """Merge one module with peft's own code, once; {base key: merged tensor}, each handed out once (call with
+        the module's lock held)."""
         if path in cache:
             return cache[path]
         layer = pm.get_submodule(PEFT_PREFIX + path)
@@ -110,10 +123,10 @@ def export_merged(
                 bk = f"{path}.{k.removeprefix('base_layer.')}"
                 if bk not in base_sources:
                     raise ExportError(f"{src.index.path}: no base tensor for {bk}; cannot merge {path}")
-                local[k] = b_reader.tensor(base_sources[bk]).to(meta.dtype, copy=True)
+                local[k] = read(b_reader, base_sources[bk], meta.dtype)
                 base_keys[k] = bk
             elif full in rep.sources:
-                local[k] = a_reader.tensor(rep.sources[full]).to(meta.dtype, copy=True)
+                local[k] = read(a_reader, rep.sources[full], meta.dtype)
             elif ".default" in k:
                 raise ExportError(f"{af.weights}: no adapter tensor for {full}; cannot merge {path}")
         with torch.no_grad():
@@ -128,11 +141,14 @@ def export_merged(
         return out
 
     def take(path: str, key: str) -> torch.Tensor:
-        out = merged_module(path)
-        t = out.pop(key)
-        if not out:
-            cache[path] = {}  # all handed out: keep the marker, drop the tensors
-        return t
+        with locks_lock:
+            lock = locks.setdefault(path, threading.Lock())
+        with lock:
+            out = merged_module(path)
+            t = out.pop(key)
+            if not out:
+                cache[path] = {}  # all handed out: keep the marker, drop the tensors
+            return t
 
     for m in rep.adapted:
         layer = pm.get_submodule(PEFT_PREFIX + m.path)
@@ -145,11 +161,11 @@ def export_merged(
         for k in s.keys:
             bk = f"{s.path}.{k.removeprefix(pre)}"
             if k in rep.sources and bk in base_sources:
-                computed[bk] = (lambda name=rep.sources[k]: a_reader.tensor(name))
+                computed[bk] = (lambda name=rep.sources[k]: read(a_reader, name, None))
     try:
         res = export_checkpoint(
             src.index, plan, out_dir, dtype=dtype, max_shard_size=max_shard_size, seed=seed, spec=spec,
-            progress=progress, cancel=cancel, computed=computed,
+            progress=progress, cancel=cancel, computed=computed, workers=workers,
         )
         import dataclasses
 

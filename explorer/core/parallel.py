@@ -374,6 +374,44 @@ def _ordered(submit: Callable[..., Future], fn: Callable[[WorkItem], Any], items
             f.cancel()
 
 
+def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int, cost: Callable[[Any], int] = lambda j: 1,
+                budget: int = 0, cancel: Any = None) -> Iterator[Any]:
+    """``fn(job)`` for each job on ``workers`` threads (1: in the caller's thread, one at a time), results yielded in
+    job order, for a pass whose results are consumed in order in the caller's thread (export writes them). Jobs
+    start in order while the results not yet consumed cost at most ``budget`` (e.g. bytes; always at least one job,
+    and at most ``2 × workers``); ``cancel`` is polled before each job starts. Closing the iterator cancels the jobs
+    that have not started and waits for the running ones."""
+    workers = check_workers(workers)
+    if workers == 1:
+        for job in jobs:
+            if is_cancelled(cancel):
+                raise Cancelled("cancelled")
+            yield fn(job)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ckpt-pass", initializer=one_intra_op_thread)
+    pending: list[tuple[Future, int]] = []
+    held = 0
+    try:
+        for job in jobs:
+            c = cost(job)
+            while pending and (len(pending) >= 2 * workers or held + c > budget):
+                f, fc = pending.pop(0)
+                held -= fc
+                yield f.result()
+            if is_cancelled(cancel):
+                raise Cancelled("cancelled")
+            pending.append((pool.submit(fn, job), c))
+            held += c
+        while pending:
+            f, fc = pending.pop(0)
+            held -= fc
+            yield f.result()
+    finally:
+        for f, _ in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def default_workers() -> int:
     """The cores this process may run on (its CPU affinity; ``os.process_cpu_count`` where there is one)."""
     count = getattr(os, "process_cpu_count", None)
@@ -472,4 +510,5 @@ def run_pass(executor: Executor, sources: Sequence[Any], items: Sequence[WorkIte
 
 
 __all__ = ["DEFAULT_ITEM", "Executor", "Part", "ProcessExecutor", "Readers", "SerialExecutor", "Span", "ThreadExecutor",
-           "WorkItem", "check_workers", "default_workers", "executor_for", "item_sources", "memory_source", "run_pass", "shareable", "split_items"]
+           "WorkItem", "check_workers", "default_workers", "executor_for", "item_sources", "memory_source", "one_intra_op_thread",
+           "ordered_map", "run_pass", "shareable", "split_items"]

@@ -89,3 +89,76 @@ def test_init_check_refuses_a_bad_worker_count_in_one_line(capsys, tmp_path: Pat
             main(["init-check", str(tmp_path), f"--workers={bad}"])
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--workers" in err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_export_writes_the_same_bytes_for_any_worker_count(capsys, tmp_path: Path) -> None:
+    """A plan re-initialising the MLPs and the head, the rest cast to bf16, sharded: every written file is the same
+    for 1, 2 and 3 workers (fresh inits, casts in ranges and kernel copies made ahead of the writer in any order)."""
+    from safetensors.torch import load_file
+
+    from explorer.core.fresh import FreshInit
+    from explorer.core.model import ModelSpec, build_model
+    from tests.helpers import save_tiny
+
+    base = tmp_path / "base"
+    save_tiny("llama", "LlamaForCausalLM", base, hidden_size=256, intermediate_size=704, head_dim=64, vocab_size=3000)
+    assert main(["plan", str(base), "--reinit", "*.mlp.*", "--reinit", "lm_head.*", "-o", str(tmp_path / "p.json")]) == 0
+    outs = {}
+    for n in ("1", "2", "3"):
+        out = tmp_path / f"out{n}"
+        capsys.readouterr()
+        assert main(["export", str(base), "--plan", str(tmp_path / "p.json"), "-o", str(out), "--dtype", "bfloat16",
+                     "--max-shard-size", "1MB", "--workers", n]) == 0, capsys.readouterr().err
+        outs[n] = _files(out)
+    assert outs["1"] == outs["2"] == outs["3"] and len(outs["1"]) > 3  # several shards
+    # the re-initialised tensors are the model's own fresh init (cast), the kept ones the source's values cast
+    got = {}
+    for name in outs["2"]:
+        if name.endswith(".safetensors"):
+            got.update(load_file(tmp_path / "out2" / name))
+    src = load_file(base / "model.safetensors")
+    fi = FreshInit(build_model(ModelSpec(config=str(base))))
+    k = "model.layers.1.mlp.up_proj.weight"
+    assert torch.equal(got[k], fi.tensor(k).to(torch.bfloat16))
+    assert torch.equal(got["model.layers.0.self_attn.q_proj.weight"],
+                       src["model.layers.0.self_attn.q_proj.weight"].to(torch.bfloat16))
+
+
+def test_merge_export_writes_the_same_bytes_for_any_worker_count(capsys, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    from tests.helpers import save_tiny
+
+    base = tmp_path / "base"
+    model = save_tiny("llama", "LlamaForCausalLM", base, hidden_size=256, intermediate_size=704, head_dim=64,
+                      num_hidden_layers=3)
+    torch.manual_seed(3)
+    get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+                                     init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    outs = {}
+    for n in ("1", "2", "3"):
+        out = tmp_path / f"out{n}"
+        capsys.readouterr()
+        assert main(["export", str(base), "--adapter", str(tmp_path / "adapter"), "-o", str(out), "--workers", n]) == 0
+        outs[n] = _files(out)
+    assert outs["1"] == outs["2"] == outs["3"]
+    assert outs["1"]["model.safetensors"] != (base / "model.safetensors").read_bytes()
+
+
+def test_export_refuses_a_bad_worker_count_and_workers_on_a_plain_conversion(capsys, tmp_path: Path) -> None:
+    a, _ = _pair(tmp_path)
+    for argv, what in ((["export", a, "-o", str(tmp_path / "o"), "--workers=0"], "whole number from 1 to"),
+                       (["export", a, "-o", str(tmp_path / "o"), "--workers", "2"], "plain conversion")):
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and what in err, err
+    assert not (tmp_path / "o").exists()

@@ -101,3 +101,24 @@ def test_ks_statistic_matches_definition() -> None:
     assert ks_2samp(x, x)[0] == 0.0
     d, p = ks_2samp(x, x + 10)
     assert d == 1.0 and p < 0.05
+
+
+def test_the_verdict_does_not_depend_on_torchs_thread_count() -> None:
+    # a worker thread runs torch on one intra-op thread, the caller's thread on all of them: torch's float64 std
+    # summed in per-thread pieces and the last bits of `checkpoint_std` differed between 1 and 2 workers
+    import torch
+
+    from explorer.core.fresh import compare_to_init
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(400_000, generator=g) * 0.02 + 0.003
+    fresh = torch.randn(400_000, generator=g) * 0.02
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            out.append(compare_to_init("w", "w", values, fresh).to_json())
+    finally:
+        torch.set_num_threads(before)
+    assert out[0] == out[1] == out[2]
