@@ -74,7 +74,7 @@ def load_average() -> float:
 
 
 def measure(cmd: list[str], *, cap_bytes: int | None = None, timeout: float | None = None, stdout=None,
-            env_extra: dict | None = None) -> dict:
+            env_extra: dict | None = None, cwd: Path | None = None) -> dict:
     """Run ``cmd``; return wall seconds, CPU seconds, peak RSS, outcome ("ok", "exit N", "killed: memory/time")
     and the load average when it started."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1",
@@ -82,7 +82,7 @@ def measure(cmd: list[str], *, cap_bytes: int | None = None, timeout: float | No
     load = load_average()
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=err, env=env)
+        p = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
         killed = None
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -123,9 +123,19 @@ def export_revision(rev: str, into: Path) -> Path:
     return into
 
 
+def check_code(code: Path) -> None:
+    """Stop unless a child run as _run_report runs it imports explorer from ``code``."""
+    got = subprocess.run([sys.executable, "-c", "import explorer; print(explorer.__file__)"], cwd=code, check=True,
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(code))).stdout.strip()
+    if not Path(got).resolve().is_relative_to(code.resolve()):
+        sys.exit(f"the code under test at {code} imports explorer from {got}")
+
+
 def _run_report(folder: Path, code: Path) -> tuple[dict, dict]:
     with tempfile.TemporaryFile() as out:
-        r = measure(_ours_cmd(folder), stdout=out, env_extra={"PYTHONPATH": str(code)})
+        # run in the code's own folder: `python -m` puts the working directory first on sys.path, so from this
+        # checkout's root --before's export would be shadowed by this checkout (both columns the same code)
+        r = measure(_ours_cmd(folder), stdout=out, env_extra={"PYTHONPATH": str(code)}, cwd=code)
         out.seek(0)
         raw = out.read()
     r["digest"] = hashlib.sha256(raw).hexdigest()[:16]
@@ -143,6 +153,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         sys.exit(f"{root}: only {gib(free)} free; need ~1 GiB for headers")
     rows = []
     before = export_revision(args.before, root / "before-code") if args.before else None
+    for code in (HERE.parent, before):
+        if code is not None:
+            check_code(code)
     try:
         for name, make, arch in (
             ("Llama-2-70B shapes, 27 shards", make_llama70b, "LlamaForCausalLM"),
