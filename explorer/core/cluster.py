@@ -11,11 +11,18 @@ names, shapes, dtypes, byte offsets and the files' size/mtime stamps, all from t
 worker opens those paths and nothing else — nothing named inside a file is imported or called — so **the workers
 must see the same files at the same paths** (a shared file system), and must have this package installed (the same
 version). A file that changed on a worker's side is refused by its stamps, as locally.
+
+A worker process keeps its open readers between items (:data:`READER_CACHE` idle ones, least recently used
+dropped), keyed by the files' identity as indexed (paths, sizes, mtimes, format); before one is used again, each
+file it holds open is compared with the file now at its path (inode, device, size, mtime), and a reader over a file
+replaced or rewritten since is closed, never read through.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Iterator, Sequence
 
 from .errors import Cancelled, ExplorerError
@@ -39,12 +46,98 @@ def scheduler_address(given: str | None = None) -> str | None:
 
 
 def run_item(sources: tuple[Any, ...], item: WorkItem, chunk_elems: int) -> tuple[Any, ...]:
-    """What a cluster worker runs for one item: its own readers over the item's indexed paths, the item's kernel."""
-    readers = Readers(sources, chunk_elems)
+    """What a cluster worker runs for one item: readers over the item's indexed paths (kept open between items in
+    this worker process: :func:`_lease`), the item's kernel."""
+    leased = [_lease(s) for s in sources]
+    readers = Readers([r if r is not None else s for r, s in zip(leased, sources)], chunk_elems)
+    ok = False
     try:
-        return item.kernel(readers, item)
+        out = item.kernel(readers, item)
+        ok = True
+        return out
     finally:
         readers.close()
+        for r, s in zip(leased, sources):
+            if r is not None:
+                _give_back(s, r, keep=ok)
+
+
+# --------------------------------------------------------------------------------------------- open readers
+
+READER_CACHE = 8  #: open readers a cluster worker process keeps between items (idle ones; least recently used go)
+_idle: OrderedDict[tuple, list[Any]] = OrderedDict()
+_idle_lock = threading.Lock()
+_counts = {"opened": 0, "reused": 0, "stale": 0}
+
+
+def _identity(index: Any) -> tuple | None:
+    """What an open reader over ``index`` may serve again: the same files with the same size and mtime (the
+    indexed stamps), the same format and sub-dict. None for what is not read by offsets (nothing cached)."""
+    if getattr(index, "layout", None) is not None or not getattr(index, "stamps", None):
+        return None
+    return (index.path, index.format, index.wrapper_key, tuple(sorted(index.stamps.items())))
+
+
+def _same_files(reader: Any) -> bool:
+    """Whether every file the reader has open is still the file at its path, unchanged (inode, device, size,
+    mtime): a file replaced or rewritten since is never read through the old handle."""
+    for file, fd in list(reader._fds.items()):
+        try:
+            a, b = os.fstat(fd), os.stat(file)
+        except OSError:
+            return False
+        if (a.st_ino, a.st_dev, a.st_size, a.st_mtime_ns) != (b.st_ino, b.st_dev, b.st_size, b.st_mtime_ns):
+            return False
+    return True
+
+
+def _lease(index: Any) -> Any:
+    """A TensorReader over ``index`` for one item: an idle one of the same files if it is still valid, else a new
+    one; None when ``index`` is not a source to cache (the item's Readers then open and close their own)."""
+    from .checkpoint import CheckpointIndex, TensorReader
+
+    key = _identity(index) if isinstance(index, CheckpointIndex) else None
+    if key is None:
+        return None
+    with _idle_lock:
+        pool = _idle.get(key)
+        r = pool.pop() if pool else None
+        if pool is not None and not pool:
+            del _idle[key]
+    if r is not None:
+        if _same_files(r):
+            r.index = index  # the item's cut of the same files' index (names, offsets: what this item reads)
+            _counts["reused"] += 1
+            return r
+        r.close()
+        _counts["stale"] += 1
+    _counts["opened"] += 1
+    return TensorReader(index)
+
+
+def _give_back(index: Any, reader: Any, *, keep: bool) -> None:
+    """Return a leased reader to the idle pool (closed instead after a failed item); at most READER_CACHE idle."""
+    if not keep:
+        reader.close()
+        return
+    key = _identity(index)
+    drop = []
+    with _idle_lock:
+        _idle.setdefault(key, []).append(reader)
+        _idle.move_to_end(key)
+        while sum(len(v) for v in _idle.values()) > READER_CACHE:
+            old_key, pool = next(iter(_idle.items()))
+            drop.append(pool.pop(0))
+            if not pool:
+                del _idle[old_key]
+    for r in drop:
+        r.close()
+
+
+def reader_cache_info() -> dict[str, int]:
+    """This worker process's reader cache: readers opened, reused, dropped as stale, idle now (for tests/logs)."""
+    with _idle_lock:
+        return {**_counts, "idle": sum(len(v) for v in _idle.values())}
 
 
 class DaskExecutor:

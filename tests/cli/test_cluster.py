@@ -131,3 +131,36 @@ def test_init_check_on_the_cluster_equals_the_local_run(capsys, cluster, tmp_pat
     assert local[0] == 1 and local[1]["init_like"]  # some tensors look untrained, the others do not
     assert len(local[1]["init_like"]) < len(local[1]["tensors"])
     assert sum(t["key"].startswith("run_item") for t in ts.data) >= 3  # every module an item on the workers
+
+
+def test_workers_keep_their_readers_and_never_read_a_replaced_file(capsys, cluster, tmp_path) -> None:
+    """A second pass reuses the readers the workers opened for the first; a file replaced by another of the same
+    size and mtime (the same stamps: the same cache key) is not read through the old handle."""
+    import os
+
+    from explorer.core.cluster import reader_cache_info
+
+    address, client = cluster
+    f = tmp_path / "w.safetensors"
+    g = torch.Generator().manual_seed(11)
+    save_file({"w": torch.randn(700, 900, generator=g), "v": torch.randn(3000, generator=g)}, f)
+    before = client.run(reader_cache_info)
+    first = _json(capsys, "stats", str(f), "--json", "--scheduler", address)
+    assert first == _json(capsys, "stats", str(f), "--json", "--workers", "1")
+    mid = client.run(reader_cache_info)
+    again = _json(capsys, "stats", str(f), "--json", "--scheduler", address)
+    after = client.run(reader_cache_info)
+    assert again == first
+    assert sum(after[w]["reused"] - mid[w]["reused"] for w in after) >= 1  # the second pass reused open readers
+    assert sum(after[w]["opened"] - mid[w]["opened"] for w in after) < sum(mid[w]["opened"] - before[w]["opened"] for w in mid)
+    # the same names, shapes and size, other values; the old mtime put back: the index's stamps are unchanged
+    st = os.stat(f)
+    new = tmp_path / "new.safetensors"
+    save_file({"w": torch.randn(700, 900, generator=g), "v": torch.randn(3000, generator=g)}, new)
+    assert new.stat().st_size == st.st_size
+    os.replace(new, f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    replaced = _json(capsys, "stats", str(f), "--json", "--scheduler", address)
+    assert replaced == _json(capsys, "stats", str(f), "--json", "--workers", "1") and replaced != first
+    final = client.run(reader_cache_info)
+    assert sum(final[w]["stale"] - after[w]["stale"] for w in final) >= 1  # the old handles were dropped
