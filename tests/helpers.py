@@ -139,3 +139,33 @@ def cli_help(capsys, command: str) -> str:
             os.environ["COLUMNS"] = old
     assert e.value.code == 0
     return " ".join(capsys.readouterr().out.split())
+
+
+class held_in_thread:  # noqa: N801 (a context manager, used as a function)
+    """``with held_in_thread(cm):`` — another thread enters ``cm`` and holds it until this block ends; the block runs
+    while that thread is inside (for re-entrancy across threads: quiet_gc, quiet_transformers)."""
+
+    def __init__(self, cm: Any) -> None:
+        import threading
+
+        self._cm, self._entered, self._release = cm, threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        with self._cm:
+            self._entered.set()
+            self._release.wait(30)
+
+    def __enter__(self) -> "held_in_thread":
+        self._thread.start()
+        assert self._entered.wait(30), "the other thread never entered"
+        return self
+
+    def release(self) -> None:
+        """Let the other thread leave its block, and wait until it has."""
+        self._release.set()
+        self._thread.join(30)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+

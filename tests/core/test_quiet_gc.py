@@ -4,7 +4,6 @@ CPU time. Checked by counting the collections that start (``gc.callbacks``), nev
 from __future__ import annotations
 
 import gc
-import threading
 
 import pytest
 
@@ -13,6 +12,8 @@ from explorer.core.demo import build_demo
 from explorer.core.jobs import quiet_gc
 from explorer.core.matching import report
 from explorer.core.model import ModelSpec
+
+from tests.helpers import held_in_thread
 
 
 @pytest.fixture
@@ -49,23 +50,13 @@ def test_quiet_gc_restores_the_state_it_found():
 
 
 def test_quiet_gc_nests_across_threads():
-    entered, release = threading.Event(), threading.Event()
     states: list[bool] = []
-
-    def worker() -> None:
+    with held_in_thread(quiet_gc()) as other:
         with quiet_gc():
-            entered.set()
-            release.wait(30)
-
-    t = threading.Thread(target=worker)
-    t.start()
-    assert entered.wait(30)
-    with quiet_gc():
-        pass
-    states.append(gc.isenabled())  # this thread's block ended first: the worker's still holds GC off
-    release.set()
-    t.join(30)
-    states.append(gc.isenabled())
+            pass
+        states.append(gc.isenabled())  # this thread's block ended first: the other's still holds GC off
+        other.release()
+        states.append(gc.isenabled())
     assert states == [False, True]
 
 
