@@ -157,12 +157,23 @@ class Readers:
             self._buffers[slot] = b
         return b
 
-    def chunks(self, span: Span, slot: int = 0) -> Iterator[torch.Tensor]:
+    def chunks(self, span: Span, slot: int = 0, *, piece: int = 0) -> Iterator[torch.Tensor]:
         """The span's values, flat, in chunks of at most ``chunk_elems`` (a chunk is valid until the next one of the
-        same slot is read)."""
+        same slot is read). ``piece``: where the span can be read from any offset, each chunk is delivered as
+        consecutive reads of at most ``piece`` elements from the chunk's start (the chunks' boundaries are kept, so
+        a kernel that slices in steps dividing ``piece`` sees the same slices), small enough that the read buffer
+        stays in the core's cache while a kernel works on it."""
         r = self.reader(span.source)
-        return r.iter_range(span.tensor, span.start, span.stop, chunk_elems=self.chunk_elems,
-                            out=lambda nbytes: self._buffer(slot, nbytes))
+        out = lambda nbytes: self._buffer(slot, nbytes)  # noqa: E731
+        ce = self.chunk_elems
+        split = getattr(r, "splittable", None)
+        if 0 < piece < ce and (isinstance(r, _MemoryReader) or (split is not None and split(span.tensor))):
+            return self._pieces(r, span, piece, out)
+        return r.iter_range(span.tensor, span.start, span.stop, chunk_elems=ce, out=out)
+
+    def _pieces(self, r: Any, span: Span, piece: int, out: Callable[[int], Any]) -> Iterator[torch.Tensor]:
+        for cs in range(span.start, span.stop, self.chunk_elems):
+            yield from r.iter_range(span.tensor, cs, min(span.stop, cs + self.chunk_elems), chunk_elems=piece, out=out)
 
     def close(self) -> None:
         for r in self._owned:

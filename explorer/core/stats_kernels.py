@@ -17,17 +17,78 @@ How they are fast and exact:
   with Chan's formula in item order.
 * Histogram bins use torch.histc's own arithmetic in the values' dtype — bin = trunc((x − lo)·bins / (hi − lo)),
   the top edge in the last bin — so the counts equal ``torch.histc`` of the whole tensor, bin for bin.
+
+The fast path: an optional C extension (``explorer/core/_kernels.c``, built by ``setup.py`` when a compiler is
+there, loaded with ctypes, which releases the GIL for each call) runs pass 1 and pass 2 over float32, float64 and
+bf16 chunks in single sweeps per slice, with the same arithmetic in the same order (numpy's pairwise summation, the
+squares summed the same way, histc's bins), so its figures equal the numpy code's bit for bit; tests pin that.
+The numpy code is the fallback (no compiler, another dtype, a fixed histogram range, integers) and is forced by
+``CKPT_EXPLORER_NO_C_KERNEL=1``. :func:`c_kernels` says which one runs.
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .parallel import Readers, WorkItem
 
 SLICE = 1 << 18  #: elements of one slice (numpy work)
+#: elements read at a time (a multiple of SLICE, so the slices are those of whole chunks): the read buffer stays in
+#: the core's cache while the kernel works on it, instead of a chunk-sized buffer written and read back from memory
+READ = SLICE
 PIECE = 32_000  #: elements of one torch call (below torch's parallel grain of 32768, a multiple of 64)
+
+
+NO_C_ENV = "CKPT_EXPLORER_NO_C_KERNEL"  #: set to 1: the numpy kernels even where the C extension is built
+_LIB: Any = None  # the loaded C kernels, False when there are none
+
+
+def _load() -> Any:
+    import ctypes
+    import importlib.machinery
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_kernels{suffix}"
+        if not path.is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        if not hasattr(lib, "ck_version") or lib.ck_version() != 1:
+            continue
+        vp, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+        lib.ck_range.argtypes = [ctypes.c_int, vp, i64, vp, vp]
+        lib.ck_range.restype = ctypes.c_int
+        lib.ck_moments.argtypes = [ctypes.c_int, vp, i64, i64, ctypes.c_int, vp, dbl, dbl, i64, vp, vp, vp, vp, vp]
+        lib.ck_moments.restype = i64
+        lib.ck_pairwise_f64.argtypes = [vp, i64]
+        lib.ck_pairwise_f64.restype = dbl
+        return lib
+    return False
+
+
+def c_kernels() -> Any:
+    """The C kernels (a ctypes library) when built and not turned off by ``CKPT_EXPLORER_NO_C_KERNEL=1``, else None."""
+    global _LIB
+    if os.environ.get(NO_C_ENV, "") not in ("", "0"):
+        return None
+    if _LIB is None:
+        _LIB = _load()
+    return _LIB or None
+
+
+def _c_kind(x: Any) -> int:
+    """The C kernels' element kind of a flat chunk (0 float32, 1 float64, 2 bf16), -1 where they do not apply."""
+    import torch
+
+    if not x.is_contiguous():
+        return -1
+    return {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}.get(x.dtype, -1)
 
 
 def is_integer_dtype(name: str) -> bool:
@@ -123,10 +184,23 @@ def range_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[float, float, 
 
     out = []
     scratch = Scratch()
+    lib = c_kernels()
+    if lib is not None:
+        res = np.empty(2, np.float64)
+        cnt = np.empty(2, np.int64)
     for part in item.parts:
         (span,), integer = part.spans, part.options[1]
         lo, hi, nan, inf = math.inf, -math.inf, 0, 0
-        for raw in readers.chunks(span):
+        for raw in readers.chunks(span, piece=READ):
+            if lib is not None and not integer:
+                x = _flat(raw)
+                kind = _c_kind(x)
+                if kind >= 0:
+                    if x.numel():
+                        lib.ck_range(kind, x.data_ptr(), x.numel(), res.ctypes.data, cnt.ctypes.data)
+                        lo, hi = min(lo, float(res[0])), max(hi, float(res[1]))
+                        nan, inf = nan + int(cnt[0]), inf + int(cnt[1])
+                    continue
             for a in _slices(raw, integer, scratch):
                 if not a.size:
                     continue
@@ -140,7 +214,8 @@ def range_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[float, float, 
                     if not a.size:
                         continue
                     cmin, cmax = a.min(), a.max()
-                lo, hi = min(lo, float(cmin)), max(hi, float(cmax))
+                # + 0.0: a zero min or max is +0 whichever zero numpy picked (the C kernel does the same)
+                lo, hi = min(lo, float(cmin) + 0.0), max(hi, float(cmax) + 0.0)
         out.append((lo, hi, nan, inf))
     return tuple(out)
 
@@ -153,13 +228,23 @@ def moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, 
 
     out = []
     scratch = Scratch()
+    lib = c_kernels()
     for part in item.parts:
         (span,) = part.spans
         _g, integer, mode, lo, hi, bins, nonfinite = part.options
         n_counts = int(hi) - int(lo) + 1 if mode == "ivals" else bins
         counts = torch.zeros(n_counts, dtype=torch.int64)
         acc = Moments()
-        for raw in readers.chunks(span):
+        c_counts = None
+        for raw in readers.chunks(span, piece=READ):
+            if lib is not None and mode == "range" and not integer:
+                x = _flat(raw)
+                kind = _c_kind(x)
+                if kind >= 0 and (kind == 1 or _f32_width_finite(lo, hi)):
+                    if c_counts is None:
+                        c_counts = np.zeros(bins + 1, np.int64)
+                    _c_moments(lib, kind, x, nonfinite, lo, hi, bins, c_counts, acc, scratch)
+                    continue
             for a in _slices(raw, integer, scratch):
                 if nonfinite:
                     a = a[np.isfinite(a)]
@@ -170,11 +255,51 @@ def moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, 
                 np.copyto(d, a)
                 m = float(np.add.reduce(d)) / k
                 np.subtract(d, m, out=d)
-                q = float(np.einsum("i,i->", d, d))
+                np.multiply(d, d, out=d)
+                q = float(np.add.reduce(d))  # pairwise, as the C kernel sums the squares
                 acc.add(k, m, q, k - _nonzero(a, scratch))
                 counts += _hist(a, mode, lo, hi, bins, n_counts, scratch)
+        if c_counts is not None:
+            c_counts[bins - 1] += c_counts[bins]  # the top edge (x == hi) belongs to the last bin
+            counts += torch.from_numpy(c_counts[:bins])
         out.append((acc.n, acc.mean, acc.m2, acc.zeros, counts))
     return tuple(out)
+
+
+def _f32_width_finite(lo: float, hi: float) -> bool:
+    """Whether histc's float32 width float32(hi) − float32(lo) is finite (else the numpy code bins it, as it does)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(hi) - np.float32(lo)))
+
+
+def _c_moments(lib: Any, kind: int, x: Any, nonfinite: bool, lo: float, hi: float, bins: int, counts: Any,
+               acc: Moments, scratch: Scratch) -> None:
+    """Pass 2 of one chunk in C: per slice of :data:`SLICE` (as the numpy code slices it) the finite count, mean,
+    M2 and nonzeros, added to ``acc`` in slice order; the bins added to ``counts`` (``bins`` + 1: the top edge last)."""
+    import numpy as np
+
+    from .errors import CheckpointError
+
+    n = x.numel()
+    if not n:
+        return
+    ns = -(-n // SLICE)
+    k = scratch("ck_k", np.int64, ns)
+    nz = scratch("ck_nz", np.int64, ns)
+    mean = scratch("ck_mean", np.float64, ns)
+    m2 = scratch("ck_m2", np.float64, ns)
+    buf = scratch("ck_compact", np.float64 if kind == 1 else np.float32, SLICE) if nonfinite else None
+    got = lib.ck_moments(kind, x.data_ptr(), n, SLICE, int(bool(nonfinite)), 0 if buf is None else buf.ctypes.data,
+                         lo, hi, bins, counts.ctypes.data, k.ctypes.data, mean.ctypes.data, m2.ctypes.data, nz.ctypes.data)
+    if got == -2:
+        raise CheckpointError("values outside the range found by the first pass: the data changed during the pass")
+    if got != ns:
+        raise RuntimeError(f"C statistics kernel failed ({got})")
+    for kk, mm, qq, zz in zip(k.tolist(), mean.tolist(), m2.tolist(), nz.tolist()):
+        if kk:
+            acc.add(kk, mm, qq, kk - zz)
 
 
 def _nonzero(a: Any, scratch: Scratch) -> int:

@@ -1,0 +1,299 @@
+/* Optional C kernels of a statistics pass (explorer/core/stats_kernels.py): plain C, no Python API, loaded with
+ * ctypes (which releases the GIL for the call). The numpy code in stats_kernels.py is the reference and the
+ * fallback; these loops give the same figures bit for bit:
+ *
+ *   - sums are numpy's pairwise summation of float64 values (numpy/_core/src/umath/loops_utils.h.src,
+ *     pairwise_sum: blocks of at most 128 values in 8 accumulators, halves otherwise, rounded to multiples of 8),
+ *     which is what np.add.reduce does over a contiguous float64 array;
+ *   - a slice's mean is its pairwise float64 sum / count, its M2 the pairwise sum of ((double)x - mean)^2;
+ *   - histogram bins use torch.histc's arithmetic in the values' dtype: bin = trunc((x - lo) * bins / (hi - lo)),
+ *     the top edge in the last bin.
+ *
+ * Built with -O3 -fno-fast-math -ffp-contract=off (setup.py): vectorised, but no reassociation and no fused
+ * multiply-adds (-O3 changes no IEEE result; only fast-math or contraction would).
+ * Element kinds: 0 float32, 1 float64, 2 bfloat16 (uint16 bits, widened to float32 by a 16-bit shift: exact).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Hot loops are also compiled for AVX2 and picked at load time where the CPU has it (GCC/Clang on x86-64 with
+ * ifunc support): wider vectors, the same IEEE operations in the same order (AVX2 brings no FMA; contraction is
+ * off anyway), so the same figures. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(CK_NO_CLONES)
+#define HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define HOT
+#endif
+
+#define PW_BLOCKSIZE 128
+#define HB 512 /* values binned per block: their bins computed first (vectorisable), then counted */
+
+int ck_version(void) { return 1; }
+
+static inline float ld_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+static inline double ld_f64(const void *p, int64_t i) { return ((const double *)p)[i]; }
+static inline float ld_bf16(const void *p, int64_t i) {
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* pairwise sums: SUM of (double)LD(a, i), SQ of ((double)LD(a, i) - m)^2, in numpy's order */
+#define PAIRWISE(NAME, LD, TERM)                                                                     \
+    HOT static double NAME(const void *a, int64_t off, int64_t n, double m) {                            \
+        (void)m;                                                                                     \
+        if (n < 8) {                                                                                 \
+            double res = 0.;                                                                         \
+            for (int64_t i = 0; i < n; i++) { double v = (double)LD(a, off + i); res += TERM; }      \
+            return res;                                                                              \
+        } else if (n <= PW_BLOCKSIZE) {                                                              \
+            double r[8], res;                                                                        \
+            int64_t i;                                                                               \
+            for (int j = 0; j < 8; j++) { double v = (double)LD(a, off + j); r[j] = TERM; }          \
+            for (i = 8; i < n - (n % 8); i += 8) {                                                   \
+                for (int j = 0; j < 8; j++) { double v = (double)LD(a, off + i + j); r[j] += TERM; } \
+            }                                                                                        \
+            res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));                 \
+            for (; i < n; i++) { double v = (double)LD(a, off + i); res += TERM; }                   \
+            return res;                                                                              \
+        } else {                                                                                     \
+            int64_t n2 = n / 2;                                                                      \
+            n2 -= n2 % 8;                                                                            \
+            return NAME(a, off, n2, m) + NAME(a, off + n2, n - n2, m);                               \
+        }                                                                                            \
+    }
+
+#define T_SUM (v)
+#define T_SQ ((v - m) * (v - m))
+PAIRWISE(sum_f32, ld_f32, T_SUM)
+PAIRWISE(sum_f64, ld_f64, T_SUM)
+PAIRWISE(sum_bf16, ld_bf16, T_SUM)
+PAIRWISE(sq_f32, ld_f32, T_SQ)
+PAIRWISE(sq_f64, ld_f64, T_SQ)
+PAIRWISE(sq_bf16, ld_bf16, T_SQ)
+
+/* exported for the tests: numpy's pairwise sum of n float64 values */
+double ck_pairwise_f64(const double *a, int64_t n) { return n ? sum_f64(a, 0, n, 0.) : 0.; }
+
+static inline int nonfinite32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x7fffffffu) >= 0x7f800000u;
+}
+static inline int nonfinite64(double x) {
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    return (u & 0x7fffffffffffffffull) >= 0x7ff0000000000000ull;
+}
+static inline int isnan32(float x) { return x != x; }
+
+/* ------------------------------------------------------------------------------------------ pass 1: range
+ * out[0] finite min, out[1] finite max (min > max when nothing is finite); cnt[0] NaN, cnt[1] Inf. Values are
+ * exact, so the order is free; a zero min or max is returned as +0 (the numpy path does the same). */
+#define RANGE(NAME, T, LD, NONFIN)                                                                  \
+    HOT static void NAME(const void *a, int64_t n, double *out, int64_t *cnt) {                        \
+        T mn[8], mx[8];                                                                            \
+        int64_t bad = 0, i = 0;                                                                    \
+        for (int j = 0; j < 8; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }                 \
+        for (; i + 8 <= n; i += 8) {                                                               \
+            for (int j = 0; j < 8; j++) {                                                          \
+                T x = LD(a, i + j);                                                                \
+                mn[j] = x < mn[j] ? x : mn[j];                                                     \
+                mx[j] = x > mx[j] ? x : mx[j];                                                     \
+                bad += NONFIN(x);                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < n; i++) {                                                                       \
+            T x = LD(a, i);                                                                        \
+            mn[0] = x < mn[0] ? x : mn[0];                                                         \
+            mx[0] = x > mx[0] ? x : mx[0];                                                         \
+            bad += NONFIN(x);                                                                      \
+        }                                                                                          \
+        int64_t nan = 0;                                                                           \
+        if (bad) { /* rare: NaN/Inf here; again, finite values only */                            \
+            for (int j = 0; j < 8; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }             \
+            for (i = 0; i < n; i++) {                                                              \
+                T x = LD(a, i);                                                                    \
+                if (NONFIN(x)) { nan += x != x; continue; }                                        \
+                mn[0] = x < mn[0] ? x : mn[0];                                                     \
+                mx[0] = x > mx[0] ? x : mx[0];                                                     \
+            }                                                                                      \
+        }                                                                                          \
+        T lo = mn[0], hi = mx[0];                                                                  \
+        for (int j = 1; j < 8; j++) { lo = mn[j] < lo ? mn[j] : lo; hi = mx[j] > hi ? mx[j] : hi; } \
+        out[0] = (double)lo + 0.0;                                                                 \
+        out[1] = (double)hi + 0.0;                                                                 \
+        cnt[0] = nan;                                                                              \
+        cnt[1] = bad - nan;                                                                        \
+    }
+
+RANGE(range_f32, float, ld_f32, nonfinite32)
+RANGE(range_f64, double, ld_f64, nonfinite64)
+RANGE(range_bf16, float, ld_bf16, nonfinite32)
+
+int ck_range(int kind, const void *a, int64_t n, double *out, int64_t *cnt) {
+    switch (kind) {
+    case 0: range_f32(a, n, out, cnt); return 0;
+    case 1: range_f64(a, n, out, cnt); return 0;
+    case 2: range_bf16(a, n, out, cnt); return 0;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ histogram
+ * The bins of len values from a[off]: computed HB at a time into an array (a loop the compiler vectorises), then
+ * counted into four uint32 sub-histograms h (stride hs = bins + 1, so repeated bins do not wait on each other),
+ * which are added to counts (int64) and cleared. Returns the nonzero values (not +-0), or -1 when a bin falls
+ * outside [0, bins] (a value outside [lo, hi]). */
+#define BINS(NAME, T, LD, ISZERO)                                                                                \
+    HOT static int64_t NAME(const void *a, int64_t off, int64_t len, T lo, T fb, T width, uint32_t *h, int64_t hs,  \
+                        int64_t *counts) {                                                                       \
+        int64_t nz = 0;                                                                                          \
+        int32_t bad = 0;                                                                                         \
+        const T top = fb + 1;                                                                                    \
+        for (int64_t b = 0; b < len; b += HB) {                                                                  \
+            int64_t e = len - b < HB ? len - b : HB;                                                             \
+            T tf[HB];                                                                                            \
+            int32_t idx[HB];                                                                                     \
+            for (int64_t i = 0; i < e; i++) {                                                                    \
+                T x = LD(a, off + b + i);                                                                        \
+                nz += !ISZERO(x);                                                                                \
+                tf[i] = (x - lo) * fb / width;                                                                   \
+            }                                                                                                    \
+            for (int64_t i = 0; i < e; i++) {                                                                    \
+                T t = tf[i];                                                                                     \
+                int32_t ok = t >= 0 && t < top;                                                                  \
+                bad |= !ok;                                                                                      \
+                idx[i] = ok ? (int32_t)t : 0;                                                                    \
+            }                                                                                                    \
+            if (bad) return -1;                                                                                  \
+            int64_t i = 0;                                                                                       \
+            for (; i + 4 <= e; i += 4) {                                                                         \
+                h[idx[i]]++;                                                                                     \
+                h[hs + idx[i + 1]]++;                                                                            \
+                h[2 * hs + idx[i + 2]]++;                                                                        \
+                h[3 * hs + idx[i + 3]]++;                                                                        \
+            }                                                                                                    \
+            for (; i < e; i++) h[idx[i]]++;                                                                      \
+        }                                                                                                        \
+        for (int64_t j = 0; j < hs; j++) {                                                                       \
+            counts[j] += (int64_t)h[j] + h[hs + j] + h[2 * hs + j] + h[3 * hs + j];                              \
+            h[j] = h[hs + j] = h[2 * hs + j] = h[3 * hs + j] = 0;                                                \
+        }                                                                                                        \
+        return nz;                                                                                               \
+    }
+
+static inline int iszero32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u << 1) == 0;
+}
+static inline int iszero64(double x) {
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    return (u << 1) == 0;
+}
+
+BINS(BINS_moments_f32, float, ld_f32, iszero32)
+BINS(BINS_moments_f64, double, ld_f64, iszero64)
+BINS(bins_bf16, float, ld_bf16, iszero32)
+
+/* ------------------------------------------------------------------------------------------ pass 2: moments
+ * For each slice of `slice` elements of a (the last one shorter): its finite values (all of them unless
+ * `nonfinite`, else compacted into `scratch`, room for `slice` values of the kind), their count k[s], mean[s]
+ * (pairwise sum / k), m2[s] (pairwise sum of squared deviations) and nonzero[s] (values that are not +-0); the
+ * histogram of `bins` bins over [lo, hi] added to counts (bins + 1 entries: the last one holds x == hi, which the
+ * caller adds to the last bin; a value outside [lo, hi] returns -2: the data changed since pass 1). float32 and bf16 bin in float32 with width float32(hi) - float32(lo), float64 in
+ * float64. Returns the number of slices, -1 for an unknown kind. */
+#define MOMENTS(NAME, T, LD, NONFIN, SUM, SQ, ISZERO)                                                         \
+    static int64_t NAME(const void *a0, int64_t n, int64_t slice, int nonfinite, void *scratch, T lo, T hi,   \
+                        int64_t bins, int64_t *counts, int64_t *k, double *mean, double *m2, int64_t *nonzero,   \
+                        uint32_t *h) { \
+        const T width = hi - lo;                                                                              \
+        const int64_t hs = bins + 1;                                                                          \
+        const T fb = (T)bins;                                                                                 \
+        int64_t s = 0;                                                                                        \
+        for (int64_t start = 0; start < n; start += slice, s++) {                                             \
+            int64_t len = n - start < slice ? n - start : slice;                                              \
+            const void *a;                                                                                    \
+            int64_t off = start;                                                                              \
+            if (nonfinite) {                                                                                  \
+                T *c = (T *)scratch;                                                                          \
+                int64_t w = 0;                                                                                \
+                for (int64_t i = 0; i < len; i++) {                                                           \
+                    T x = LD(a0, start + i);                                                                  \
+                    if (!NONFIN(x)) c[w++] = x;                                                               \
+                }                                                                                             \
+                len = w;                                                                                      \
+                a = scratch;                                                                                  \
+                off = 0;                                                                                      \
+            } else {                                                                                          \
+                a = a0;                                                                                       \
+            }                                                                                                 \
+            k[s] = len;                                                                                       \
+            if (!len) { mean[s] = 0.; m2[s] = 0.; nonzero[s] = 0; continue; }                                 \
+            double m = SUM(a, off, len, 0.) / (double)len;                                                    \
+            mean[s] = m;                                                                                      \
+            m2[s] = SQ(a, off, len, m);                                                                       \
+            int64_t nz = BINS_##NAME(a, off, len, lo, fb, width, h, hs, counts);                      \
+            if (nz < 0) return -2;                                                                            \
+            nonzero[s] = nz;                                                                                  \
+        }                                                                                                     \
+        return s;                                                                                             \
+    }
+
+MOMENTS(moments_f32, float, ld_f32, nonfinite32, sum_f32, sq_f32, iszero32)
+MOMENTS(moments_f64, double, ld_f64, nonfinite64, sum_f64, sq_f64, iszero64)
+
+/* bf16: compacted values are stored widened (float32), so the compacted slice is read as float32 */
+static int64_t moments_bf16(const void *a0, int64_t n, int64_t slice, int nonfinite, void *scratch, float lo, float hi,
+                            int64_t bins, int64_t *counts, int64_t *k, double *mean, double *m2, int64_t *nonzero,
+                            uint32_t *h) {
+    const int64_t hs = bins + 1;
+    if (!nonfinite) {
+        const float width = hi - lo;
+        const float fb = (float)bins;
+        int64_t s = 0;
+        for (int64_t start = 0; start < n; start += slice, s++) {
+            int64_t len = n - start < slice ? n - start : slice;
+            double m = sum_bf16(a0, start, len, 0.) / (double)len;
+            mean[s] = m;
+            k[s] = len;
+            m2[s] = sq_bf16(a0, start, len, m);
+            int64_t nz = bins_bf16(a0, start, len, lo, fb, width, h, hs, counts);
+            if (nz < 0) return -2;
+            nonzero[s] = nz;
+        }
+        return s;
+    }
+    /* widen each slice into scratch, then as float32 */
+    int64_t s = 0;
+    float *w = (float *)scratch;
+    for (int64_t start = 0; start < n; start += slice) {
+        int64_t len = n - start < slice ? n - start : slice;
+        for (int64_t i = 0; i < len; i++) w[i] = ld_bf16(a0, start + i);
+        /* scratch holds `slice` float32 values; moments_f32 compacts in place (reads ahead of writes) */
+        int64_t r = moments_f32(w, len, slice, 1, w, lo, hi, bins, counts, k + s, mean + s, m2 + s, nonzero + s, h);
+        if (r < 0) return r;
+        s += r;
+    }
+    return s;
+}
+
+int64_t ck_moments(int kind, const void *a, int64_t n, int64_t slice, int nonfinite, void *scratch, double lo,
+                   double hi, int64_t bins, int64_t *counts, int64_t *k, double *mean, double *m2, int64_t *nonzero) {
+    if (slice <= 0 || bins < 1 || bins > (1 << 30) || kind < 0 || kind > 2) return -1;
+    uint32_t *h = (uint32_t *)calloc((size_t)(4 * (bins + 1)), sizeof(uint32_t));
+    if (!h) return -3;
+    int64_t r = -1;
+    switch (kind) {
+    case 0: r = moments_f32(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h); break;
+    case 1: r = moments_f64(a, n, slice, nonfinite, scratch, lo, hi, bins, counts, k, mean, m2, nonzero, h); break;
+    case 2: r = moments_bf16(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h); break;
+    }
+    free(h);
+    return r;
+}

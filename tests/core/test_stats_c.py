@@ -1,0 +1,145 @@
+"""The optional C kernels of a statistics pass (explorer/core/_kernels.c): the same figures as the numpy kernels bit
+for bit (NaN/Inf, ±0, denormals, constants, values at the top edge, float32/float64/bf16, several slices and
+chunks), for 1 and 2 workers; ``CKPT_EXPLORER_NO_C_KERNEL=1`` forces the numpy code; where the extension is built
+the fast path is what runs."""
+from __future__ import annotations
+
+import importlib.machinery
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from explorer.core import stats_kernels as sk
+from explorer.core.checkpoint import open_checkpoint
+from explorer.core.stats import aggregate_stats, stats_many, tensor_stats
+
+HERE = Path(sk.__file__).resolve().parent
+BUILT = any((HERE / f"_kernels{s}").is_file() for s in importlib.machinery.EXTENSION_SUFFIXES)
+needs_c = pytest.mark.skipif(not BUILT, reason="the C extension is not built here (python setup.py build_ext --inplace)")
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    big = torch.randn(sk.SLICE * 3 + 12_345, generator=g) * 0.02  # several slices, a short last one
+    odd = torch.randn(sk.SLICE + 999, generator=g) * 5
+    odd[::97] = 0.0
+    odd[::101] = -0.0
+    odd[5], odd[9_000], odd[sk.SLICE + 7] = float("nan"), float("inf"), float("-inf")
+    den = torch.tensor([1e-45, -1e-45, 1.2e-38, -0.0, 0.0, 1.0, 1.0, 2.5] * 20_000)  # denormals, the max repeated
+    f64 = torch.randn(sk.SLICE + 5, generator=g, dtype=torch.float64) * 1e3
+    f64[17] = float("nan")
+    halfnan = torch.randn(50_000, generator=g)
+    halfnan[::2] = float("nan")
+    edges = torch.tensor([-3.0, 3.0] + [0.1 * i for i in range(-30, 31)] * 1000)  # many values at lo and hi exactly
+    return {
+        "big": big, "odd": odd, "den": den, "f64": f64, "halfnan": halfnan, "edges": edges,
+        "const": torch.full((sk.SLICE + 3,), 0.25), "allnan": torch.full((1000,), float("nan")),
+        "negzero": torch.full((100,), -0.0), "one": torch.tensor([3.0]),
+        "bf": (torch.randn(sk.SLICE + 77, generator=g) * 2).to(torch.bfloat16),
+        "ints": torch.randint(-5, 5, (300_000,), generator=g),
+        "cplx": torch.randn(40_000, generator=g, dtype=torch.complex64),
+    }
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, fn):
+    monkeypatch.delenv(sk.NO_C_ENV, raising=False)
+    fast = fn()
+    monkeypatch.setenv(sk.NO_C_ENV, "1")
+    slow = fn()
+    monkeypatch.delenv(sk.NO_C_ENV)
+    return fast, slow
+
+
+@needs_c
+def test_c_kernels_equal_the_numpy_kernels_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _tensors()
+    p = tmp_path / "m.safetensors"
+    save_file(t, p)
+    index = open_checkpoint(p)
+    for workers in (1, 2):
+        for chunk in (1 << 22, 100_000, sk.SLICE * 2 + 5):
+            fast, slow = _both(monkeypatch, lambda: [s.to_json() for s in
+                                                     stats_many(index, bins=256, chunk_elems=chunk, workers=workers)])
+            assert fast == slow, (workers, chunk)
+    for bins in (1, 7, 255, 1000):  # bins whose width arithmetic rounds differently
+        for name in ("big", "odd", "den", "f64", "edges", "bf"):
+            fast, slow = _both(monkeypatch, lambda: tensor_stats(index, name, bins=bins))
+            assert fast == slow, (name, bins)
+    # a pooled group of float32, bf16 and float64 (the bf16 chunks widened in C), with NaN in it
+    names = ["big", "bf", "odd", "f64"]
+    fast, slow = _both(monkeypatch, lambda: aggregate_stats(index, names, bins=64, workers=2))
+    assert fast == slow
+    # in-memory tensors (the serial path reads them without a copy)
+    for name in ("big", "odd", "halfnan", "negzero"):
+        fast, slow = _both(monkeypatch, lambda: tensor_stats(t[name], name))
+        assert fast == slow, name
+
+
+@needs_c
+def test_c_histogram_is_torch_histc_and_moments_are_float64(tmp_path: Path) -> None:
+    t = _tensors()
+    for name in ("big", "odd", "den", "edges"):
+        x = t[name]
+        s = tensor_stats(x, name, bins=256)
+        fin = x[torch.isfinite(x)]
+        assert list(s.counts) == [int(c) for c in torch.histc(fin, bins=256, min=s.min, max=s.max)], name
+        f = fin.to(torch.float64)
+        assert s.mean == pytest.approx(float(f.mean()), rel=1e-12, abs=1e-15)
+        assert s.std == pytest.approx(float(f.std(correction=0)), rel=1e-10)
+        assert (s.min, s.max) == (float(fin.min()), float(fin.max()))
+        assert s.zeros == float((x == 0).sum()) / x.numel()
+        assert (s.nan, s.inf) == (int(torch.isnan(x).sum()), int(torch.isinf(x).sum()))
+    assert math.copysign(1.0, tensor_stats(t["odd"], "odd").max) == 1.0
+    neg = tensor_stats(t["negzero"], "z")
+    assert neg.constant and neg.min == 0.0 and math.copysign(1.0, neg.min) == 1.0  # a zero min is +0, either path
+
+
+@needs_c
+def test_the_c_pairwise_sum_is_numpys() -> None:
+    lib = sk.c_kernels()
+    rng = np.random.default_rng(3)
+    for n in [*range(1, 140), 255, 256, 257, 1000, 4097, 8193, sk.SLICE - 1, sk.SLICE]:
+        a = rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n)
+        assert lib.ck_pairwise_f64(a.ctypes.data, n) == float(np.add.reduce(a)), n
+
+
+@needs_c
+def test_the_extension_is_what_runs_where_it_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sk.c_kernels() is not None, "the C extension is built but does not load"
+    calls = []
+    real = sk._c_moments
+    monkeypatch.setattr(sk, "_c_moments", lambda *a: (calls.append(1), real(*a))[1])
+    s = tensor_stats(torch.randn(10_000), "x")
+    assert calls and sum(s.counts) == 10_000
+
+
+def test_the_env_var_forces_the_numpy_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sk.NO_C_ENV, "1")
+    assert sk.c_kernels() is None
+
+    def boom(*a: object) -> None:
+        raise AssertionError("the C kernel ran")
+
+    monkeypatch.setattr(sk, "_c_moments", boom)
+    x = torch.randn(50_000)
+    s = tensor_stats(x, "x")
+    assert s.mean == pytest.approx(float(x.double().mean()), rel=1e-12)
+    assert list(s.counts) == [int(c) for c in torch.histc(x, bins=256, min=s.min, max=s.max)]
+    monkeypatch.setenv(sk.NO_C_ENV, "0")  # 0 or empty: the C kernels again (where built)
+    assert (sk.c_kernels() is not None) == BUILT
+
+
+@needs_c
+def test_data_changed_between_the_passes_is_a_one_line_error() -> None:
+    lib = sk.c_kernels()
+    a = np.array([0.0, 1.0, 2.0, 5.0], np.float32)  # 5 is outside the range pass 1 found
+    c = np.zeros(9, np.int64)
+    k, nz = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    m, q = np.zeros(1), np.zeros(1)
+    got = lib.ck_moments(0, a.ctypes.data, 4, sk.SLICE, 0, 0, 0.0, 2.0, 8, c.ctypes.data, k.ctypes.data, m.ctypes.data,
+                         q.ctypes.data, nz.ctypes.data)
+    assert got == -2 and c.sum() <= 4
