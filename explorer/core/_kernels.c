@@ -158,11 +158,13 @@ int ck_range(int kind, const void *a, int64_t n, double *out, int64_t *cnt) {
             int64_t e = len - b < HB ? len - b : HB;                                                             \
             T tf[HB];                                                                                            \
             int32_t idx[HB];                                                                                     \
-            for (int64_t i = 0; i < e; i++) {                                                                    \
+            int32_t nzb = 0;                                                                                     \
+            for (int32_t i = 0; i < (int32_t)e; i++) {                                                           \
                 T x = LD(a, off + b + i);                                                                        \
-                nz += !ISZERO(x);                                                                                \
+                nzb += !ISZERO(x);                                                                               \
                 tf[i] = (x - lo) * fb / width;                                                                   \
             }                                                                                                    \
+            nz += nzb;                                                                                           \
             for (int64_t i = 0; i < e; i++) {                                                                    \
                 T t = tf[i];                                                                                     \
                 int32_t ok = t >= 0 && t < top;                                                                  \

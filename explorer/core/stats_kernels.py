@@ -31,6 +31,8 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from .errors import CheckpointError
+
 if TYPE_CHECKING:
     from .parallel import Readers, WorkItem
 
@@ -82,13 +84,16 @@ def c_kernels() -> Any:
     return _LIB or None
 
 
+_KINDS: dict[Any, int] = {}
+
+
 def _c_kind(x: Any) -> int:
     """The C kernels' element kind of a flat chunk (0 float32, 1 float64, 2 bf16), -1 where they do not apply."""
-    import torch
+    if not _KINDS:
+        import torch
 
-    if not x.is_contiguous():
-        return -1
-    return {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2}.get(x.dtype, -1)
+        _KINDS.update({torch.float32: 0, torch.float64: 1, torch.bfloat16: 2})
+    return _KINDS.get(x.dtype, -1) if x.is_contiguous() else -1
 
 
 def is_integer_dtype(name: str) -> bool:
@@ -236,11 +241,18 @@ def moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, 
         counts = torch.zeros(n_counts, dtype=torch.int64)
         acc = Moments()
         c_counts = None
+        use_c = lib is not None and mode == "range" and not integer
+        width_ok = None
         for raw in readers.chunks(span, piece=READ):
-            if lib is not None and mode == "range" and not integer:
+            if use_c:
                 x = _flat(raw)
                 kind = _c_kind(x)
-                if kind >= 0 and (kind == 1 or _f32_width_finite(lo, hi)):
+                if kind == 0 or kind == 2:
+                    if width_ok is None:
+                        width_ok = _f32_width_finite(lo, hi)
+                    if not width_ok:
+                        kind = -1
+                if kind >= 0:
                     if c_counts is None:
                         c_counts = np.zeros(bins + 1, np.int64)
                     _c_moments(lib, kind, x, nonfinite, lo, hi, bins, c_counts, acc, scratch)
@@ -279,8 +291,6 @@ def _c_moments(lib: Any, kind: int, x: Any, nonfinite: bool, lo: float, hi: floa
     """Pass 2 of one chunk in C: per slice of :data:`SLICE` (as the numpy code slices it) the finite count, mean,
     M2 and nonzeros, added to ``acc`` in slice order; the bins added to ``counts`` (``bins`` + 1: the top edge last)."""
     import numpy as np
-
-    from .errors import CheckpointError
 
     n = x.numel()
     if not n:
