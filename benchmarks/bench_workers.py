@@ -12,7 +12,7 @@ Variants, each in a fresh subprocess with the files in the page cache (a first u
 - stats of every tensor (mean, std, min, max, zeros, NaN/Inf, 256-bin histogram):
   one float64 numpy sum over the mmap of every tensor (the floor: one read, one reduction); a plain torch loop over
   ``safe_open`` (mean, std, aminmax, count_nonzero, histc per tensor; torch's own threads); ours with
-  ``workers=1`` and ``workers=2``;
+  ``workers=1`` and ``workers=2``, with the C kernels and with them turned off (``CKPT_EXPLORER_NO_C_KERNEL=1``);
 - the same on the bf16 copy (numpy has no bf16: the floor is torch's float64 sum per tensor);
 - diff A vs B: a plain torch loop over ``safe_open`` both (‖B−A‖/‖A‖, cosine, max|B−A|); ours, 1 and 2 workers.
 
@@ -96,8 +96,8 @@ def variant(name: str, folder: Path) -> None:
         with safe_open(a if name == "torch_loop" else a16, framework="pt") as f:
             for k in f.keys():
                 _plain_torch(f.get_tensor(k).reshape(-1))
-    elif name.startswith("ours_"):  # ours_{stats,stats16,diff}_{1,2}
-        _, what, w = name.split("_")
+    elif name.startswith("ours_"):  # ours_{stats,stats16,diff}_{1,2}[_numpy]
+        _, what, w = name.split("_")[:3]
         if what == "diff":
             from explorer.core.diff import diff_checkpoints
 
@@ -127,9 +127,9 @@ def _child(name: str, folder: Path) -> None:
     import safetensors.torch  # noqa: F401
     import torch  # noqa: F401
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     variant(name, folder)
-    print(json.dumps({"seconds": time.perf_counter() - t0}))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}))
 
 
 def load() -> float:
@@ -137,18 +137,30 @@ def load() -> float:
         return float(f.read().split()[0])
 
 
-def run_variant(name: str, folder: Path, repeat: int) -> tuple[float, list[float]]:
-    best, loads = None, []
+def run_variant(name: str, folder: Path, repeat: int) -> tuple[float, float, list[float]]:
+    """Best wall seconds of ``repeat`` runs, the CPU seconds of that run, the load before each run. A ``_numpy``
+    variant runs with the C kernels turned off (``CKPT_EXPLORER_NO_C_KERNEL=1``)."""
+    best, cpu, loads = None, 0.0, []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if name.endswith("_numpy"):
+        env["CKPT_EXPLORER_NO_C_KERNEL"] = "1"
     for _ in range(repeat):
         loads.append(load())
         out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", str(folder)], capture_output=True,
-                             text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             text=True, cwd=ROOT, env=env)
         if out.returncode:
             raise SystemExit(f"{name} failed:\n{out.stderr}")
-        s = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-        best = s if best is None else min(best, s)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        if best is None or got["seconds"] < best:
+            best, cpu = got["seconds"], got["cpu"]
     assert best is not None
-    return best, loads
+    return best, cpu, loads
+
+
+def c_kernels_built() -> bool:
+    out = subprocess.run([sys.executable, "-c", "from explorer.core.stats_kernels import c_kernels; print(bool(c_kernels()))"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return out.stdout.strip() == "True"
 
 
 def main() -> None:
@@ -178,7 +190,9 @@ def main() -> None:
             (f"stats, float32, {gib:.2f} GiB, {meta['tensors']} tensors", meta["bytes"],
              [("numpy_sum", "one float64 numpy sum over the mmap (floor)"),
               ("torch_loop", "plain torch loop over safe_open (torch's threads)"),
-              ("ours_stats_1", "explorer stats, 1 worker"), ("ours_stats_2", "explorer stats, 2 workers")]),
+              ("ours_stats_1", "explorer stats, 1 worker"), ("ours_stats_2", "explorer stats, 2 workers"),
+              ("ours_stats_1_numpy", "explorer stats, 1 worker, numpy kernels (C off)"),
+              ("ours_stats_2_numpy", "explorer stats, 2 workers, numpy kernels (C off)")]),
             (f"stats, bf16, {meta['bytes_bf16'] / (1 << 30):.2f} GiB", meta["bytes_bf16"],
              [("torch_sum_bf16", "one float64 torch sum per tensor (floor; numpy has no bf16)"),
               ("torch_loop_bf16", "plain torch loop over safe_open (torch's threads)"),
@@ -191,11 +205,13 @@ def main() -> None:
         for title, nbytes, variants in groups:
             res = {}
             for name, label in variants:
-                s, loads = run_variant(name, folder, args.repeat)
+                s, cpu, loads = run_variant(name, folder, args.repeat)
                 res[name] = s
-                rows.append((title, name, label, s, nbytes / (1 << 20) / s, loads))
-                print(f"{label:<60} {s:7.2f} s  {nbytes / (1 << 20) / s:7.0f} MB/s  load {loads}", flush=True)
+                rows.append((title, name, label, s, cpu, nbytes / (1 << 20) / s, loads))
+                print(f"{label:<60} {s:7.2f} s  {cpu:6.2f} CPU s  {nbytes / (1 << 20) / s:7.0f} MB/s  load {loads}",
+                      flush=True)
         by = {r[1]: r[3] for r in rows}
+        cpu_by = {r[1]: r[4] for r in rows}
         lines = [
             "# Whole-checkpoint passes: 1 vs 2 workers",
             "",
@@ -203,18 +219,21 @@ def main() -> None:
             f"each variant a fresh process, files in the page cache. {platform.machine()}, {os.cpu_count()} cores shared with "
             f"other jobs; torch {torch.__version__}, numpy {numpy.__version__}, Python {platform.python_version()}. "
             "`load` = /proc/loadavg (1 min) before each run: with a load above ~1 the second core was partly someone "
-            "else's.",
+            f"else's. C kernels (explorer/core/_kernels.c) built and loaded: {'yes' if c_kernels_built() else 'NO'}. "
+            "CPU s: the process's CPU time in the best run (all its threads).",
             "",
-            "| task | variant | seconds | MB/s | load before each run |",
-            "|---|---|---:|---:|---|",
+            "| task | variant | seconds | CPU s | MB/s | load before each run |",
+            "|---|---|---:|---:|---:|---|",
         ]
-        for title, _name, label, s, mbps, loads in rows:
-            lines.append(f"| {title} | {label} | {s:.2f} | {mbps:.0f} | {', '.join(f'{x:.2f}' for x in loads)} |")
+        for title, _name, label, s, cpu, mbps, loads in rows:
+            lines.append(f"| {title} | {label} | {s:.2f} | {cpu:.2f} | {mbps:.0f} | {', '.join(f'{x:.2f}' for x in loads)} |")
         lines += [
             "",
             f"- stats float32: 2 workers vs 1: {by['ours_stats_1'] / by['ours_stats_2']:.2f}×; 2 workers vs the numpy "
             f"sum: {by['ours_stats_2'] / by['numpy_sum']:.2f}× its time (1 worker: {by['ours_stats_1'] / by['numpy_sum']:.2f}×); "
-            f"vs the torch loop: {by['torch_loop'] / by['ours_stats_2']:.2f}× faster.",
+            f"vs the torch loop: {by['torch_loop'] / by['ours_stats_2']:.2f}× faster. CPU s per GiB (1 worker): C "
+            f"{cpu_by['ours_stats_1'] / gib:.2f}, numpy kernels {cpu_by['ours_stats_1_numpy'] / gib:.2f}; numpy kernels, "
+            f"2 workers vs 1: {by['ours_stats_1_numpy'] / by['ours_stats_2_numpy']:.2f}×.",
             f"- stats bf16: 2 workers vs 1: {by['ours_stats16_1'] / by['ours_stats16_2']:.2f}×; vs the torch float64 sum: "
             f"{by['ours_stats16_2'] / by['torch_sum_bf16']:.2f}× its time; vs the torch loop: "
             f"{by['torch_loop_bf16'] / by['ours_stats16_2']:.2f}× faster.",
