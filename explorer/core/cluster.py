@@ -15,7 +15,8 @@ version). A file that changed on a worker's side is refused by its stamps, as lo
 A worker process keeps its open readers between items (:data:`READER_CACHE` idle ones, least recently used
 dropped), keyed by the files' identity as indexed (paths, sizes, mtimes, format); before one is used again, each
 file it holds open is compared with the file now at its path (inode, device, size, mtime), and a reader over a file
-replaced or rewritten since is closed, never read through.
+replaced or rewritten since is closed, never read through. A torch file's loaded tensors (mappings through torch, no
+descriptor to compare) are dropped on reuse and loaded again from the file now at its path.
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def _lease(index: Any) -> Any:
     if r is not None:
         if _same_files(r):
             r.index = index  # the item's cut of the same files' index (names, offsets: what this item reads)
+            r.forget_loaded()  # torch files hold no descriptor to compare: loaded again from the file now there
             _counts["reused"] += 1
             return r
         r.close()

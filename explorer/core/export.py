@@ -9,6 +9,7 @@ error or a cancel removes the staging folder, so there is never a half checkpoin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, safetensors_dtype_code
 from .errors import Cancelled, ExportError
@@ -506,30 +507,47 @@ def _job_bytes(job: tuple[_Out, int, int]) -> int:
 
 
 class _Readers:
-    """A TensorReader per thread over the index (the readers stay open for the whole export; closed together)."""
+    """The export's TensorReaders over the index, lent to one job at a time (:meth:`lease`): at most one per job
+    running at once, reused by every shard's jobs and closed together at the end, so the open files stay about
+    ``workers`` readers' worth however many shards are written (each shard's jobs run on threads of their own)."""
 
     def __init__(self, index: CheckpointIndex, main: TensorReader, shared: bool) -> None:
         import threading
 
         self.index, self.main, self.shared = index, main, shared
-        self._local = threading.local()
+        self._free: list[TensorReader] = []
         self._all: list[TensorReader] = []
         self._lock = threading.Lock()
 
-    def get(self) -> TensorReader:
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[TensorReader]:
+        """A reader for this job alone: the caller's own (``main``) when the index is not shareable (then every job
+        runs in the caller's thread), else an idle one or a new one."""
         if not self.shared:
-            return self.main
-        r = getattr(self._local, "reader", None)
+            yield self.main
+            return
+        with self._lock:
+            r = self._free.pop() if self._free else None
         if r is None:
-            r = self._local.reader = TensorReader(self.index)
+            r = TensorReader(self.index)
             with self._lock:
                 self._all.append(r)
-        return r
+        try:
+            yield r
+        finally:
+            with self._lock:
+                self._free.append(r)
+
+    def opened(self) -> int:
+        """Readers made for the jobs so far (at most the jobs that ran at once)."""
+        with self._lock:
+            return len(self._all)
 
     def close(self) -> None:
-        for r in self._all:
+        with self._lock:
+            every, self._all, self._free = self._all, [], []
+        for r in every:
             r.close()
-        self._all.clear()
 
 
 def _produce(job: tuple[_Out, int, int], readers: _Readers, fresh: FreshInit, state: _WriteState) -> Any:
@@ -542,11 +560,11 @@ def _produce(job: tuple[_Out, int, int], readers: _Readers, fresh: FreshInit, st
         return None
     if o.kind in ("copy", "cast"):
         assert o.source is not None
-        reader = readers.get()
-        if e > s:  # safetensors: one range read and cast
-            (chunk,) = reader.iter_range(o.source.name, s, e, chunk_elems=e - s)
-            return chunk.to(dt)
-        return reader.tensor(o.source.name).to(dt)
+        with readers.lease() as reader:
+            if e > s:  # safetensors: one range read and cast
+                (chunk,) = reader.iter_range(o.source.name, s, e, chunk_elems=e - s)
+                return chunk.to(dt)
+            return reader.tensor(o.source.name).to(dt)
     if o.kind == "computed":
         t = state.computed[o.model_key or o.name]()
         if tuple(t.shape) != o.shape:
@@ -557,9 +575,10 @@ def _produce(job: tuple[_Out, int, int], readers: _Readers, fresh: FreshInit, st
     if o.kind == "resize":
         assert o.source is not None
         t = _fresh(fresh, o.model_key or o.name).to(dt, copy=True)  # the cache stays clean
-        src = readers.get().tensor(o.source.name)
-        sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
-        t[sl] = src[sl].to(t.dtype)
+        with readers.lease() as reader:
+            src = reader.tensor(o.source.name)
+            sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))
+            t[sl] = src[sl].to(t.dtype)
         return t
     raise ExportError(f"{o.name}: unknown write kind {o.kind!r}")  # pragma: no cover
 
@@ -574,7 +593,6 @@ def _write_safetensors(
     from .parallel import ordered_map
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    src_fds: dict[str, int] = {}
     jobs = _jobs(shard)
     made = ordered_map(lambda j: _produce(j, readers, fresh, state), jobs, workers=workers if readers.shared else 1,
                        cost=_job_bytes, budget=max(_AHEAD, 2 * _CHUNK * workers))
@@ -583,9 +601,10 @@ def _write_safetensors(
         for (o, _s, _e), t in zip(jobs, made):
             if t is None:
                 assert o.source is not None and o.source.offset is not None
-                sfd = src_fds.get(o.source.file)
-                if sfd is None:
-                    sfd = src_fds[o.source.file] = os.open(o.source.file, os.O_RDONLY)
+                # the writer's reader's descriptor: a regular file opened non-blocking (never a FIFO swapped in,
+                # which would block the open forever), checked against the index (size, mtime, the same inode at
+                # the path) before each tensor, as every other read is
+                sfd = readers.main.checked_fd(o.source.file, need=o.source.offset + o.source.nbytes)
                 _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
             else:
                 _write_tensor(fd, t, state, o.name)
@@ -594,5 +613,3 @@ def _write_safetensors(
     finally:
         made.close()
         os.close(fd)
-        for s in src_fds.values():
-            os.close(s)

@@ -164,3 +164,31 @@ def test_workers_keep_their_readers_and_never_read_a_replaced_file(capsys, clust
     assert replaced == _json(capsys, "stats", str(f), "--json", "--workers", "1") and replaced != first
     final = client.run(reader_cache_info)
     assert sum(final[w]["stale"] - after[w]["stale"] for w in final) >= 1  # the old handles were dropped
+
+
+def test_a_reused_reader_never_serves_a_replaced_torch_zip_file(capsys, cluster, tmp_path) -> None:
+    """The same for a torch zip file (pytorch_model.bin): its tensors are loaded through torch (a mapping of the
+    file, no descriptor the reader keeps), so the open-file check alone saw nothing to compare and a reused reader
+    served the replaced file's old values."""
+    import os
+
+    from explorer.core.cluster import reader_cache_info
+
+    address, client = cluster
+    f = tmp_path / "pytorch_model.bin"
+    g = torch.Generator().manual_seed(12)
+    torch.save({"w": torch.randn(700, 900, generator=g), "v": torch.randn(3000, generator=g)}, f)
+    first = _json(capsys, "stats", str(f), "--json", "--scheduler", address)
+    assert first == _json(capsys, "stats", str(f), "--json", "--workers", "1")
+    mid = client.run(reader_cache_info)
+    assert _json(capsys, "stats", str(f), "--json", "--scheduler", address) == first
+    assert sum(client.run(reader_cache_info)[w]["reused"] - mid[w]["reused"] for w in mid) >= 1  # cached: the case
+    st = os.stat(f)
+    (tmp_path / "n").mkdir()
+    new = tmp_path / "n" / f.name  # the zip's record names come from the file's name
+    torch.save({"w": torch.randn(700, 900, generator=g), "v": torch.randn(3000, generator=g)}, new)
+    assert new.stat().st_size == st.st_size
+    os.replace(new, f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    replaced = _json(capsys, "stats", str(f), "--json", "--scheduler", address)
+    assert replaced == _json(capsys, "stats", str(f), "--json", "--workers", "1") and replaced != first

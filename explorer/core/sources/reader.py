@@ -56,6 +56,12 @@ class TensorReader:
         self._fds.clear()
         self._torch_files.clear()
 
+    def forget_loaded(self) -> None:
+        """Drop the torch files loaded so far (their tensors are mappings of the file that was at the path then, with
+        no descriptor :meth:`check_file` could compare): the next read loads the file now at the path, checked
+        first. For a reader kept open between passes (cluster workers); descriptors and safetensors maps stay."""
+        self._torch_files.clear()
+
     def __enter__(self) -> TensorReader:
         return self
 
@@ -86,6 +92,13 @@ class TensorReader:
             with open_regular(file, what="checkpoint file", error=CheckpointError) as f:
                 fd = os.dup(f.fileno())
             self._fds[file] = fd
+        return fd
+
+    def checked_fd(self, file: str, *, need: int = 0) -> int:
+        """This reader's descriptor of ``file`` (a regular file, opened non-blocking), checked against the index
+        first (:meth:`check_file`): for a caller that copies bytes by offset itself (export's kernel copies)."""
+        fd = self._fd(file)
+        self.check_file(file, need=need)
         return fd
 
     def _map(self, file: str, need: int) -> mmap.mmap:
