@@ -595,7 +595,7 @@ def _write_safetensors(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     jobs = _jobs(shard)
     made = ordered_map(lambda j: _produce(j, readers, fresh, state), jobs, workers=workers if readers.shared else 1,
-                       cost=_job_bytes, budget=max(_AHEAD, 2 * _CHUNK * workers))
+                       cost=_job_bytes, budget=_AHEAD)  # whatever the workers: memory does not grow with --workers
     try:
         write_all(fd, _header(shard, metadata))
         for (o, _s, _e), t in zip(jobs, made):

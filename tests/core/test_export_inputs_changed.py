@@ -102,3 +102,22 @@ def test_open_files_stay_about_one_reader_per_worker_however_many_shards(base, t
     # the output file, the writer's reader, one reader per worker (each one source file open)
     assert peak[0] - before <= 3 + 3, (before, peak[0])
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_what_waits_for_the_writer_is_bounded_whatever_the_workers(base, tmp_path, monkeypatch) -> None:
+    """At most ``_AHEAD`` (256 MiB, as documented) of made tensors wait for the writer for any --workers (the budget
+    was 128 MiB per worker: 64 GiB with --workers 512)."""
+    import explorer.core.parallel as parallel
+    from explorer.core import export as export_mod
+
+    folder, plan = base
+    seen: list[int] = []
+    real = parallel.ordered_map
+
+    def spy(fn, jobs, **kw):
+        seen.append(kw["budget"])
+        return real(fn, jobs, **kw)
+
+    monkeypatch.setattr(parallel, "ordered_map", spy)
+    export_checkpoint(str(folder), plan, tmp_path / "out", dtype="bfloat16", workers=16)
+    assert seen and max(seen) <= export_mod._AHEAD == 256 << 20
