@@ -19,6 +19,17 @@ from .common import (
 )
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a whole number >= 0 (a negative one reached numpy's sampler as an unexpected ValueError)."""
+    try:
+        n = int(text, 10)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, found {text!r}")
+    return n
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "init-check",
@@ -32,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_mapping_args(p)
     add_adapter_args(p, config=False)
-    p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the fresh initialisation (default 0)")
     p.add_argument("--all", action="store_true", help="text mode: list every tensor, not only init-like ones")
     add_workers_arg(p, "the fresh inits and comparisons")
     add_json_arg(p)

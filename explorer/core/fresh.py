@@ -490,6 +490,8 @@ def iter_init_check(
     from .parallel import Part, Span, WorkItem, executor_for, shareable
     from .target import resolve_model
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed: expected a whole number >= 0, found {seed!r}")
     if isinstance(checkpoint, TensorReader):
         reader, owned = checkpoint, False
     else:

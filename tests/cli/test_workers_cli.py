@@ -162,3 +162,20 @@ def test_export_refuses_a_bad_worker_count_and_workers_on_a_plain_conversion(cap
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and what in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_init_check_refuses_a_negative_seed_in_one_line(capsys, tmp_path: Path) -> None:
+    """A negative --seed reached numpy's sampler inside a worker (an 'unexpected' ValueError); now refused first."""
+    from explorer.core.errors import ConfigError
+    from explorer.core.fresh import init_check
+
+    a, _ = _pair(tmp_path)
+    for bad in ("-1", "-7"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["init-check", a, f"--seed={bad}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--seed" in err and "unexpected" not in err
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ConfigError, match="seed"):
+            init_check(a, seed=bad)
