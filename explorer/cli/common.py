@@ -65,8 +65,9 @@ def add_mapping_args(p: argparse.ArgumentParser) -> None:
 
 def add_workers_arg(p: argparse.ArgumentParser, what: str = "the whole-checkpoint pass") -> None:
     p.add_argument("--workers", type=_workers, default=None, metavar="N",
-                   help=f"threads for {what} (default: every core this process may use; the figures are the same "
-                   "for any N)")
+                   help=f"cores for {what}: N threads, each running torch on one intra-op thread (so 1 means one "
+                   "core, torch's own threads capped for the pass and restored after; default: every core this "
+                   "process may use; the figures are the same for any N)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help=f"run {what} on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786; default: "
                    "$DASK_SCHEDULER_ADDRESS if set, else this machine): the same figures as a local run; the workers "

@@ -39,8 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wrapper", metavar="KEY", help="plain conversion: the sub-dict / DCP sub-tree to write (default as report picks it)")
     add_mapping_args(p)  # plain conversion: rename (torchtitan q/k weights renamed to HF names are also permuted)
     p.add_argument("--workers", type=workers_type, default=None, metavar="N",
-                   help="with --plan or --adapter: threads making casts, fresh inits and merged modules ahead of the "
-                   "writer (default: every core this process may use; the written files are the same for any N)")
+                   help="with --plan or --adapter: cores for the casts, fresh inits and merged modules made ahead "
+                   "of the writer — N threads, each running torch on one intra-op thread (1: one core, torch's own "
+                   "threads capped for the export and restored after; default: every core this process may use; the "
+                   "written files are the same for any N)")
     add_json_arg(p)
     p.set_defaults(run=run)
 

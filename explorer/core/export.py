@@ -442,19 +442,6 @@ def _header(shard: list[_Out], metadata: Mapping[str, str]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _write_tensor(fd: int, t: torch.Tensor, state: _WriteState, name: str) -> None:
-    import torch
-
-    flat = t.detach().contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return
-    raw = flat.view(torch.uint8).numpy()
-    for start in range(0, raw.size, _CHUNK):
-        part = raw[start : start + _CHUNK]
-        write_all(fd, part)
-        state.step(part.size, name)
-
-
 def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _WriteState, name: str) -> None:
     """Kernel-side copy of a byte range (no user-space buffer); falls back to pread/write."""
     left = count
@@ -587,29 +574,77 @@ def _write_safetensors(
     path: Path, shard: list[_Out], metadata: Mapping[str, str], readers: _Readers, fresh: FreshInit,
     state: _WriteState, workers: int = 1,
 ) -> None:
-    """The shard's header, then each tensor in order: kernel copies here, everything else (casts, fresh inits,
-    resizes, computed tensors) made on ``workers`` threads ahead of the writer, in order, at most ``_AHEAD`` bytes
-    of them waiting (the file's bytes do not depend on ``workers``)."""
+    """The shard's header, then each tensor at its offset in the file (known from the header): casts, fresh inits,
+    resizes and computed tensors made and written (``pwrite``) by ``workers`` threads, started in file order (up to
+    8 per worker ahead of this thread, at most ``_AHEAD`` bytes of them: a done job holds nothing, so a slow one
+    does not idle the others); kernel copies and the progress in this thread, in order (the file's bytes do
+    not depend on ``workers``)."""
+    import torch
+
     from .parallel import ordered_map
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     jobs = _jobs(shard)
-    made = ordered_map(lambda j: _produce(j, readers, fresh, state), jobs, workers=workers if readers.shared else 1,
-                       cost=_job_bytes, budget=_AHEAD)  # whatever the workers: memory does not grow with --workers
+    header = _header(shard, metadata)
+    starts: dict[str, int] = {}
+    off = len(header)
+    for o in shard:
+        starts[o.name] = off
+        off += o.nbytes
+
+    def at(job: tuple[_Out, int, int]) -> int:
+        o, s, e = job
+        return starts[o.name] + (s * getattr(torch, o.dtype).itemsize if e > s else 0)
+
+    def make(job: tuple[_Out, int, int]) -> int | None:
+        t = _produce(job, readers, fresh, state)
+        if t is None:
+            return None
+        n = _pwrite_tensor(fd, t, at(job))
+        del t
+        return n
+
+    made = ordered_map(make, jobs, workers=workers if readers.shared else 1,
+                       threads=workers, cost=_job_bytes, budget=_AHEAD, window=8)  # memory does not grow with --workers
     try:
-        write_all(fd, _header(shard, metadata))
-        for (o, _s, _e), t in zip(jobs, made):
-            if t is None:
+        _pwrite_all(fd, header, 0)
+        for job, n in zip(jobs, made):
+            o = job[0]
+            if n is None:
                 assert o.source is not None and o.source.offset is not None
                 # the writer's reader's descriptor: a regular file opened non-blocking (never a FIFO swapped in,
                 # which would block the open forever), checked against the index (size, mtime, the same inode at
                 # the path) before each tensor, as every other read is
                 sfd = readers.main.checked_fd(o.source.file, need=o.source.offset + o.source.nbytes)
+                os.lseek(fd, at(job), os.SEEK_SET)  # the file position is this thread's alone (workers pwrite)
                 _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
             else:
-                _write_tensor(fd, t, state, o.name)
-            del t
+                state.step(n, o.name)
+        size = os.fstat(fd).st_size
+        if size != off:  # pragma: no cover - every byte has a writer
+            raise ExportError(f"{path.name}: wrote {size} bytes, expected {off}")
         os.fsync(fd)
     finally:
         made.close()
         os.close(fd)
+
+
+def _pwrite_all(fd: int, buf: Any, offset: int) -> None:
+    """Every byte of ``buf`` at ``offset`` of ``fd`` (the file position untouched)."""
+    mv = memoryview(buf).cast("B")
+    while mv:
+        n = os.pwrite(fd, mv, offset)
+        mv, offset = mv[n:], offset + n
+
+
+def _pwrite_tensor(fd: int, t: torch.Tensor, offset: int) -> int:
+    """A tensor's bytes at ``offset`` of ``fd`` (any thread), in ``_CHUNK`` pieces; the bytes written."""
+    import torch
+
+    flat = t.detach().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return 0
+    raw = flat.view(torch.uint8).numpy()
+    for start in range(0, raw.size, _CHUNK):
+        _pwrite_all(fd, raw[start : start + _CHUNK], offset + start)
+    return int(raw.size)

@@ -7,7 +7,8 @@ real ``Model(config)`` runs it: the torch default (``reset_parameters``) and the
 ``_init_weights`` of the owning module and of each ancestor (nearest first, each dispatched to its nearest
 ``PreTrainedModel`` as ``initialize_weights``/``smart_apply`` does). Values that no init touches are reported
 as unknown (``None``), never as garbage: tensors are pre-filled with NaN / a sentinel. The meta model is
-restored afterwards, so one BuiltModel can serve many calls (guarded by a lock).
+restored afterwards, so one BuiltModel can serve many calls, from several threads at once (see
+:class:`FreshInit`: each module's init draws from its own seeded generator, values as made one at a time).
 
 "Looks untrained" (:func:`init_check`), per checkpoint tensor:
 
@@ -35,11 +36,13 @@ Calibration (all-MiniLM-L6-v2, BertModel, 104 tensors, ``seed=0``; tests/core/te
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
 import zlib
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -71,15 +74,27 @@ def _split(key: str) -> tuple[str, str]:
 
 
 class FreshInit:
-    """Fresh, seeded values of a model's tensors, one owning module at a time (small LRU cache)."""
+    """Fresh, seeded values of a model's tensors, one owning module at a time (small LRU cache).
+
+    Thread-safe, and concurrent: threads asking for different modules initialise them at once (a small lock guards
+    only the cache). Each module's init draws from its own ``torch.Generator`` seeded with the module's seed
+    (:class:`_ChunkedInit`, a thread-local dispatch mode, hands it to every seeded random op called without one:
+    the same stream the reseeded global generator gave), under :meth:`TransformersLock.shared` (no build or match
+    meanwhile; transformers' init guard entered once for all). Two modules of which one contains the other are
+    never materialised at once; an init that would touch a tensor another thread has materialised, or a random op
+    that cannot take a generator (it would read torch's global RNG), is abandoned and redone alone (the lock held
+    exclusively, the global RNG reseeded and restored, as one thread at a time would): the values are the same
+    whatever runs beside."""
 
     def __init__(self, built: BuiltModel, *, seed: int = 0, cache_modules: int = 4) -> None:
         self.built = built
         self.seed = seed
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cache_size = cache_modules
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the cache, the modules being made and the notes; never held while one is made
+        self._making: dict[str, Future] = {}
         self.notes: list[str] = []
+        self.alone = 0  #: inits redone alone (an op touching another thread's module, or the global RNG)
 
     def owner(self, key: str) -> tuple[Any, str]:
         """(owning module, local name) of a model state-dict key; ConfigError if the model has no such key."""
@@ -98,18 +113,7 @@ class FreshInit:
 
     def tensor(self, key: str, *, cancel: Cancel | None = None) -> torch.Tensor | None:
         """The freshly initialised tensor for ``key`` (CPU, model dtype), or None when no init sets it."""
-        self.owner(key)
-        path, local = _split(key)
-        with self._lock:
-            state = self._cache.get(path)
-            if state is None:
-                while self._cache and len(self._cache) >= self._cache_size:  # evict first: never two modules' worth
-                    self._cache.popitem(last=False)
-                state = self._materialise(path, cancel)
-                self._cache[path] = state
-            else:
-                self._cache.move_to_end(path)
-        return state.get(local)
+        return self._get(key, False, 0, cancel, {})
 
     def piece(self, key: str, numel: int, *, cancel: Cancel | None = None) -> torch.Tensor | None:
         """Fresh values distributed as one on-disk piece of the fused tensor ``key`` (one expert's
@@ -118,38 +122,88 @@ class FreshInit:
         cut to 1, then its own init, seeded — for every fused MoE in transformers 5.x that is ``normal_`` with a
         fixed std, the same distribution as any expert's slice. Flat; None when ``key`` has no leading dimension
         a piece of ``numel`` values divides, or no init sets it."""
-        mod, local = self.owner(key)
-        shape = tuple(getattr(mod, "_parameters" if local in mod._parameters else "_buffers")[local].shape)
-        if len(shape) < 2 or shape[0] < 2 or numel <= 0 or math.prod(shape[1:]) % numel:
-            return None
-        path = _split(key)[0]
-        ck = path + "\0piece"
-        with self._lock:
-            state = self._cache.get(ck)
-            if state is None:
-                while self._cache and len(self._cache) >= self._cache_size:
-                    self._cache.popitem(last=False)
-                state = self._materialise(path, cancel, lead=shape[0])
-                self._cache[ck] = state
-            else:
-                self._cache.move_to_end(ck)
-        t = state.get(local)
-        return None if t is None else t.reshape(-1)
+        return self._get(key, True, numel, cancel, {})
 
     def fresh_many(self, wanted: list[tuple[str, bool, int]], *, cancel: Cancel | None = None) -> list[Any]:
         """:meth:`tensor` (or, for ``(key, True, numel)``, :meth:`piece`) of each ``(key, piece, numel)``, made
-        together: keys of one owning module are materialised once even when other threads use this FreshInit."""
-        with self._lock:
-            return [self.piece(k, n, cancel=cancel) if p else self.tensor(k, cancel=cancel) for k, p, n in wanted]
+        together: keys of one owning module are materialised once, whatever other threads evict meanwhile."""
+        made: dict[str, dict[str, Any]] = {}
+        return [self._get(k, p, n, cancel, made) for k, p, n in wanted]
+
+    def _get(self, key: str, piece: bool, numel: int, cancel: Cancel | None, made: dict[str, dict[str, Any]]) -> Any:
+        mod, local = self.owner(key)
+        path = _split(key)[0]
+        if not piece:
+            return self._state(path, path, None, cancel, made).get(local)
+        shape = tuple(getattr(mod, "_parameters" if local in mod._parameters else "_buffers")[local].shape)
+        if len(shape) < 2 or shape[0] < 2 or numel <= 0 or math.prod(shape[1:]) % numel:
+            return None
+        t = self._state(path + "\0piece", path, shape[0], cancel, made).get(local)
+        return None if t is None else t.reshape(-1)
+
+    def _state(self, ck: str, path: str, lead: int | None, cancel: Cancel | None, made: dict[str, dict[str, Any]]
+               ) -> dict[str, Any]:
+        """The module's fresh tensors (cache key ``ck``): from ``made``, the cache, the thread already making them,
+        or made here."""
+        if ck in made:
+            return made[ck]
+        while True:
+            with self._lock:
+                state = self._cache.get(ck)
+                if state is not None:
+                    self._cache.move_to_end(ck)
+                    made[ck] = state
+                    return state
+                fut = self._making.get(ck)
+                mine = fut is None
+                if mine:
+                    fut = self._making[ck] = Future()
+            if not mine:
+                try:
+                    made[ck] = fut.result()
+                    return made[ck]
+                except BaseException:  # that thread failed or was cancelled: try again here  # noqa: BLE001
+                    _check(cancel)
+                    continue
+            try:
+                state = self._materialise(path, cancel, lead)
+            except BaseException as e:
+                with self._lock:
+                    self._making.pop(ck, None)
+                fut.set_exception(e)
+                raise
+            with self._lock:
+                while self._cache and len(self._cache) >= self._cache_size:
+                    self._cache.popitem(last=False)
+                self._cache[ck] = state
+                self._making.pop(ck, None)
+            fut.set_result(state)
+            made[ck] = state
+            return state
 
     def _materialise(self, path: str, cancel: Cancel | None = None, lead: int | None = None) -> dict[str, Any]:
-        # the module is swapped to CPU tensors in place and torch's global RNG is reseeded: no other thread may
-        # build, match or initialise meanwhile (transformers' init context patches torch.nn.init process-wide)
-        with transformers_lock:
-            return self._materialise_locked(path, cancel, lead)
+        # the module is swapped to CPU tensors in place (its own only: children and the rest stay on meta, where
+        # init calls do nothing); builds and matches wait meanwhile (transformers' init guard patches
+        # torch.nn.init process-wide), other modules' fresh inits run beside unless one contains the other
+        root = self.built.module
+        with transformers_lock.shared() as shared:
+            if not shared:  # this thread holds the lock exclusively: alone already
+                return self._materialise_locked(path, cancel, lead, alone=True)
+            with _module_slot(root, path):
+                try:
+                    return self._materialise_locked(path, cancel, lead, alone=False)
+                except _Alone:
+                    pass
+        with self._lock:
+            self.alone += 1
+        with transformers_lock:  # no other fresh init, build or match: as one thread at a time
+            return self._materialise_locked(path, cancel, lead, alone=True)
 
-    def _materialise_locked(self, path: str, cancel: Cancel | None = None, lead: int | None = None) -> dict[str, Any]:
-        """``lead``: tensors whose first dimension is ``lead`` (a fused MoE's experts) are made with 1 there."""
+    def _materialise_locked(self, path: str, cancel: Cancel | None = None, lead: int | None = None, *,
+                            alone: bool = True) -> dict[str, Any]:
+        """``lead``: tensors whose first dimension is ``lead`` (a fused MoE's experts) are made with 1 there.
+        ``alone``: no other fresh init runs (the global RNG is reseeded); else a generator of our own, and
+        :class:`_Alone` raised when the init reaches another module's materialised tensors or the global RNG."""
         import torch
 
         root = self.built.module
@@ -160,6 +214,8 @@ class FreshInit:
             chain.append(root.get_submodule(".".join(parts[:i])))
         originals: dict[tuple[str, str], Any] = {}
         fresh: dict[tuple[str, str], Any] = {}
+        token = object()
+        mine: list[int] = []
         try:
             for kind in ("_parameters", "_buffers"):
                 store = getattr(mod, kind)
@@ -174,12 +230,23 @@ class FreshInit:
                         flat[i : i + INIT_CHUNK].fill_(_sentinel(new))
                     if kind == "_parameters":
                         new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
+                    if not alone and new.numel():
+                        ptr = new.untyped_storage().data_ptr()
+                        _IN_FLIGHT[ptr] = token  # before the swap: another init reaching it sees it is ours
+                        mine.append(ptr)
                     originals[(kind, name)] = t
                     store[name] = new
             seed = (self.seed * 1_000_003 + zlib.crc32(path.encode())) & 0x7FFF_FFFF
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), _ChunkedInit(cancel):
-                torch.manual_seed(seed)
-                self._run_init(mod, chain)
+            if alone:
+                with torch.random.fork_rng(devices=[]), torch.no_grad(), _ChunkedInit(cancel):
+                    torch.manual_seed(seed)
+                    self._run_init(mod, chain, guard=not transformers_lock.guarded())
+            else:
+                mode = _ChunkedInit(cancel, torch.Generator().manual_seed(seed), token)
+                with torch.no_grad(), mode:
+                    self._run_init(mod, chain, guard=False)
+                if mode.alone:  # reached another module's tensors or the global RNG (an init swallowed _Alone)
+                    raise _Alone(mode.alone)
             for key in originals:
                 fresh[key] = getattr(mod, key[0])[key[1]].detach()
             # the module gets its meta tensors back below: the CPU tensors are ours, no copy needed (memory: the
@@ -188,8 +255,10 @@ class FreshInit:
         finally:
             for (kind, name), t in originals.items():
                 getattr(mod, kind)[name] = t
+            for ptr in mine:
+                _IN_FLIGHT.pop(ptr, None)
 
-    def _run_init(self, mod: Any, chain: list[Any]) -> None:
+    def _run_init(self, mod: Any, chain: list[Any], guard: bool = True) -> None:
         from torch import nn
 
         # torch defaults first, as the module's constructor does
@@ -202,11 +271,14 @@ class FreshInit:
                 if hasattr(anc, "reset_parameters") and anc is not mod:
                     self._try(anc.reset_parameters, anc)
             return
+        import contextlib
+
         from transformers import PreTrainedModel
         from transformers import initialization as hf_init
 
         full = chain + [mod]
-        with hf_init.guard_torch_init_functions():
+        # the guard: entered once for all concurrent fresh inits (TransformersLock.shared), here when alone
+        with hf_init.guard_torch_init_functions() if guard else contextlib.nullcontext():
             for depth in range(len(full) - 1, -1, -1):
                 target = full[depth]
                 pm = next((m for m in reversed(full[: depth + 1]) if isinstance(m, PreTrainedModel)), None)
@@ -217,20 +289,60 @@ class FreshInit:
     def _try(self, fn: Callable[[], Any], mod: Any) -> None:
         try:
             fn()
-        except Cancelled:
+        except (Cancelled, _Alone):
             raise
         except Exception as e:  # an init that cannot run with meta neighbours; its own params stay unknown
             note = f"{type(mod).__name__}: init raised {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-            if note not in self.notes:
-                self.notes.append(note)
+            with self._lock:
+                if note not in self.notes:
+                    self.notes.append(note)
+
+
+class _Alone(BaseException):
+    """A concurrent fresh init reached another module's materialised tensors or torch's global RNG: redo it alone.
+    (BaseException: an init's own ``except Exception`` does not swallow it; the dispatch mode records it too.)"""
+
+
+#: storages of the tensors concurrent fresh inits have swapped into their modules -> the init's token
+_IN_FLIGHT: dict[int, object] = {}
+_SLOTS = threading.Condition(threading.Lock())
+_BUSY: dict[int, list[str]] = {}  # id(root module) -> module paths being materialised
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether module paths ``a`` and ``b`` are the same module or one contains the other ("" is the root)."""
+    return a == b or not a or not b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+@contextlib.contextmanager
+def _module_slot(root: Any, path: str) -> Iterator[None]:
+    """Held while ``path`` of the model ``root`` is materialised: never at once with itself, an ancestor or a
+    descendant (an ancestor's ``_init_weights`` may reach its children's tensors; a module's own tensors are
+    swapped in place)."""
+    key = id(root)
+    with _SLOTS:
+        while any(_nested(p, path) for p in _BUSY.get(key, ())):
+            _SLOTS.wait()
+        _BUSY.setdefault(key, []).append(path)
+    try:
+        yield
+    finally:
+        with _SLOTS:
+            busy = _BUSY[key]
+            busy.remove(path)
+            if not busy:
+                del _BUSY[key]
+            _SLOTS.notify_all()
 
 
 def _chunked_init_mode() -> type:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
 
     aten = torch.ops.aten
     ops = {aten.normal_.default, aten.uniform_.default, aten.fill_.Scalar, aten.zero_.default}
+    seeded = torch.Tag.nondeterministic_seeded
 
     class ChunkedInit(TorchDispatchMode):
         """On this thread only (dispatch modes are thread-local): the ATen ``normal_`` / ``uniform_`` / ``fill_``
@@ -240,14 +352,36 @@ def _chunked_init_mode() -> type:
         draws one value per element in order; ``normal_`` fills uniforms in order and transforms them in blocks
         of 16, the last 16 redrawn when the size is not a multiple of 16 (pieces are multiples of 16, the last one
         takes the tail and is never shorter than 16); tests/core/test_fresh_chunks.py compares with transformers'
-        own init."""
+        own init.
 
-        def __init__(self, cancel: Cancel | None) -> None:
+        With ``generator`` (a concurrent fresh init): every seeded random op (ATen's ``nondeterministic_seeded``
+        tag) called without a generator gets this one (or its overload that takes one: ``randn`` ->
+        ``randn.generator``); the CPU generator seeded alike gives the same stream as the global one. An op that
+        could still read the global generator, or that reaches a tensor another fresh init has swapped in
+        (``_IN_FLIGHT``, not ``token``), raises :class:`_Alone` before it runs (and ``alone`` records why)."""
+
+        def __init__(self, cancel: Cancel | None, generator: Any = None, token: object = None) -> None:
             super().__init__()
             self.cancel = cancel
+            self.generator = generator
+            self.token = token
+            self.alone = ""
+
+        def _refuse(self, why: str) -> None:
+            self.alone = self.alone or why
+            raise _Alone(why)
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
+            if self.generator is not None:
+                tensors = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+                for x in tensors:
+                    if x.device.type == "cpu" and x.numel():
+                        owner = _IN_FLIGHT.get(x.untyped_storage().data_ptr())
+                        if owner is not None and owner is not self.token:
+                            self._refuse(f"{func} reaches a tensor of a module another thread initialises")
+                if seeded in func.tags and not self._on_meta(tensors, kwargs):
+                    func, args, kwargs = self._with_generator(func, args, kwargs)
             t = args[0] if args else None
             chunk = INIT_CHUNK - INIT_CHUNK % 16
             if (func not in ops or not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.numel() <= chunk
@@ -263,14 +397,37 @@ def _chunked_init_mode() -> type:
                 i = j
             return t
 
+        @staticmethod
+        def _on_meta(tensors: list[Any], kwargs: dict[str, Any]) -> bool:
+            """A seeded op that draws nothing: on meta tensors (or making one)."""
+            if tensors:
+                return all(x.device.type == "meta" for x in tensors)
+            dev = kwargs.get("device")
+            return dev is not None and torch.device(dev).type == "meta"
+
+        def _with_generator(self, func: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+            names = [a.name for a in func._schema.arguments]
+            if "generator" not in names:
+                alt = getattr(func.overloadpacket, "generator", None)
+                if alt is None or func._overloadname != "default":
+                    self._refuse(f"{func} reads torch's global random generator")
+                func, names = alt, [a.name for a in alt._schema.arguments]
+            i = names.index("generator")
+            if len(args) > i:
+                if args[i] is None:
+                    args = (*args[:i], self.generator, *args[i + 1 :])
+            elif kwargs.get("generator") is None:
+                kwargs = {**kwargs, "generator": self.generator}
+            return func, args, kwargs
+
     return ChunkedInit
 
 
-def _ChunkedInit(cancel: Cancel | None) -> Any:  # noqa: N802 (a context manager, used as a class)
+def _ChunkedInit(cancel: Cancel | None, generator: Any = None, token: object = None) -> Any:  # noqa: N802 (a context manager, used as a class)
     global _CHUNKED
     if _CHUNKED is None:
         _CHUNKED = _chunked_init_mode()
-    return _CHUNKED(cancel)
+    return _CHUNKED(cancel, generator, token)
 
 
 _CHUNKED: Any = None
@@ -622,7 +779,7 @@ def _fresh_for(ref: _ModelRef) -> FreshInit:
 
 
 def _init_kernel(readers: Any, item: Any) -> tuple[InitResult, ...]:
-    """One owning module's tensors against its fresh init (made once, under the init lock), each compared on this
+    """One owning module's tensors against its fresh init (made once, beside other workers' inits), each compared on this
     worker: ``part.options`` = (model key, a piece of a fused tensor, a buffer)."""
     fi = _fresh_for(item.options[0])
     seed = item.options[0].seed

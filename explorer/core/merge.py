@@ -47,6 +47,40 @@ def _trim_heap() -> None:
 _LIBC: Any = None
 
 
+class _PerThread:
+    """A TensorReader per thread over ``index`` (opened on first use, closed together), or — for a file workers
+    may not each open (:func:`~explorer.core.parallel.shareable`) — one reader whose reads take turns."""
+
+    def __init__(self, index: Any) -> None:
+        from .parallel import shareable
+
+        self.index, self.shared = index, shareable(index)
+        self._local = threading.local()
+        self._all: list[TensorReader] = []
+        self._lock = threading.Lock()
+
+    def read(self, name: str, dtype: Any) -> torch.Tensor:
+        if not self.shared:
+            with self._lock:
+                if not self._all:
+                    self._all.append(TensorReader(self.index))
+                t = self._all[0].tensor(name)
+                return t if dtype is None else t.to(dtype, copy=True)
+        r = getattr(self._local, "reader", None)
+        if r is None:
+            r = self._local.reader = TensorReader(self.index)
+            with self._lock:
+                self._all.append(r)
+        t = r.tensor(name)
+        return t if dtype is None else t.to(dtype, copy=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for r in self._all:
+                r.close()
+            self._all.clear()
+
+
 def export_merged(
     base: str | os.PathLike[str],
     adapter: str | os.PathLike[str],
@@ -94,19 +128,17 @@ def export_merged(
         rec = PeftLoadRecorder(af.weights, meta_tensors(af.index))
         load_on_meta(pm, af, rec, key_mapping=getattr(built.module, "_checkpoint_conversion_mapping", None) or None)
     base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources}
-    a_reader = TensorReader(af.index)
-    b_reader = TensorReader(src.index)
+    a_reader = _PerThread(af.index)
+    b_reader = _PerThread(src.index)
     computed: dict[str, Callable[[], torch.Tensor]] = {}
     cache: dict[str, dict[str, torch.Tensor]] = {}
     # export calls the computed tensors on its worker threads, several at once: one module is merged by one thread
-    # (its lock), the others merge other modules meanwhile; the two readers are shared, so reads take turns
+    # (its lock), the others merge other modules meanwhile, each reading through its own readers
     locks: dict[str, threading.Lock] = {}
-    locks_lock, read_lock = threading.Lock(), threading.Lock()
+    locks_lock = threading.Lock()
 
-    def read(reader: TensorReader, name: str, dtype: Any) -> torch.Tensor:
-        with read_lock:
-            t = reader.tensor(name)
-            return t if dtype is None else t.to(dtype, copy=True)
+    def read(reader: _PerThread, name: str, dtype: Any) -> torch.Tensor:
+        return reader.read(name, dtype)
 
     def merged_module(path: str) -> dict[str, torch.Tensor]:
         """Merge one module with peft's own code, once; {base key: merged tensor}, each handed out once (call with

@@ -422,11 +422,100 @@ def set_config_dtype(config: Any, dtype: torch.dtype) -> None:
         pass
 
 
-# transformers keeps loading state in module globals: its init context switches weight tying and init
-# functions off process-wide, and a match patches its renaming functions. A model built in one thread while
-# another ties weights (the window's report beside its init check) would silently lose the tie, so every
-# section that builds or matches through transformers holds this lock.
-transformers_lock = threading.RLock()
+class TransformersLock:
+    """transformers keeps loading state in module globals: its init context switches weight tying and init functions
+    off process-wide, and a match patches its renaming functions. A model built in one thread while another ties
+    weights (the window's report beside its init check) would silently lose the tie, so every section that builds or
+    matches through transformers holds this lock exclusively (``with transformers_lock:``, re-entrant in its thread).
+
+    Fresh inits share it (:meth:`shared`): any number at once, none while a build or match runs. The first one in
+    enters transformers' ``guard_torch_init_functions`` (it patches ``torch.nn.init`` process-wide, the same patch
+    for every fresh init), the last one out leaves it, so the patch is never entered or left under another thread.
+    A waiting exclusive holder goes first (new shared holders wait for it). A thread holding it exclusively gets
+    :meth:`shared` as a no-op (``shared()`` yields False: the caller then enters the guard itself)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._shared = 0
+        self._waiting = 0
+        self._guard: Any = None
+        self._local = threading.local()
+
+    # exclusive
+    def __enter__(self) -> TransformersLock:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            if getattr(self._local, "shared", 0):
+                raise RuntimeError("a fresh init may not build or match a model (it holds the transformers lock shared)")
+            self._waiting += 1
+            try:
+                while self._owner is not None or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._depth -= 1
+            if not self._depth:
+                self._owner = None
+                self._cond.notify_all()
+
+    def owned(self) -> bool:
+        """Whether this thread holds the lock exclusively."""
+        return self._owner == threading.get_ident()
+
+    @contextlib.contextmanager
+    def shared(self, guard: bool = True) -> Iterator[bool]:
+        """Held with other fresh inits, never with a build or match; transformers' init guard entered meanwhile
+        (``guard``). Yields True, or False when this thread holds the lock exclusively (nothing shared, no guard)."""
+        if self.owned():
+            yield False
+            return
+        with self._cond:
+            while self._owner is not None or (self._waiting and not getattr(self._local, "shared", 0)):
+                self._cond.wait()
+            if not self._shared and guard:
+                self._enter_guard()
+            self._shared += 1
+            self._local.shared = getattr(self._local, "shared", 0) + 1
+        try:
+            yield True
+        finally:
+            with self._cond:
+                self._local.shared -= 1
+                self._shared -= 1
+                if not self._shared:
+                    self._exit_guard()
+                    self._cond.notify_all()
+
+    def _enter_guard(self) -> None:
+        try:
+            from transformers import initialization as hf_init
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            return
+        g = hf_init.guard_torch_init_functions()
+        g.__enter__()
+        self._guard = g
+
+    def _exit_guard(self) -> None:
+        g, self._guard = self._guard, None
+        if g is not None:
+            g.__exit__(None, None, None)
+
+    def guarded(self) -> bool:
+        """Whether transformers' init guard is entered (by the shared holders)."""
+        return self._guard is not None
+
+
+transformers_lock = TransformersLock()
 
 
 def instantiate_meta(

@@ -22,7 +22,9 @@ the same way):
   protocol) is polled before each item starts; closing the iterator cancels what has not started.
   :class:`SerialExecutor` (the caller's thread), :class:`ThreadExecutor` (torch and numpy release the GIL in
   every kernel used here; each of its threads runs torch's ops on itself alone, :func:`one_intra_op_thread`),
-  :class:`ProcessExecutor` (spawned workers, for kernels that hold the GIL). ``readers.cancel`` is the pass's
+  :class:`ProcessExecutor` (spawned workers, for kernels that hold the GIL; each runs torch on one thread too).
+  ``workers=N`` means N cores: with one worker the caller's thread is capped at one intra-op thread while an item
+  runs (:func:`intra_op_threads`, restored after), as each of N threads is. ``readers.cancel`` is the pass's
   cancel for a kernel that polls inside a long item (None on process and cluster workers).
 * :func:`run_pass` drives a pass with progress and cancel (a :class:`~explorer.core.jobs.Ticker` counting
   elements), :func:`split_items` cuts tensors into items, :func:`executor_for` turns ``workers=`` (an int, None for
@@ -41,6 +43,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -200,9 +203,15 @@ def _run(readers: Readers, item: WorkItem) -> tuple[Any, ...]:
 
 
 class SerialExecutor:
-    """Every item in the caller's thread (``workers=1``); also takes readers and in-memory sources."""
+    """Every item in the caller's thread (``workers=1``); also takes readers and in-memory sources. ``threads``: the
+    cores the items may use — torch's intra-op threads in the caller's thread are capped at it while an item runs
+    (``workers=1`` means one core; None: torch's own setting, for a pass that is serial only because its sources
+    are the caller's)."""
 
     workers = 1
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = None if threads is None else check_workers(threads)
 
     def map(self, sources: Sequence[Any], items: Sequence[WorkItem], *, cancel: Any = None,
             chunk_elems: int = DEFAULT_ITEM) -> Iterator[Any]:
@@ -211,7 +220,9 @@ class SerialExecutor:
             for item in items:
                 if is_cancelled(cancel):
                     raise Cancelled("cancelled")
-                yield _run(readers, item)
+                with intra_op_threads(self.threads):
+                    out = _run(readers, item)
+                yield out
         finally:
             readers.close()
 
@@ -269,6 +280,33 @@ def one_intra_op_thread() -> None:
 
 
 _OMP: Any = None
+
+
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Within the block, torch's ops in this thread use at most ``n`` threads (its intra-op OpenMP team: a per-thread
+    setting, other threads keep theirs); restored afterwards. None, or ``n`` at least torch's setting: no change.
+    Results do not change (kernels keep every reduction under torch's grain size); only the cores used do."""
+    if n is None:
+        yield
+        return
+    global _OMP
+    import torch
+
+    before = torch.get_num_threads()  # torch's once-per-thread setup first; then this thread's team size
+    if n >= before:
+        yield
+        return
+    if _OMP is None:
+        _OMP = _find_openmp()
+    if not _OMP:
+        yield
+        return
+    _OMP.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        _OMP.omp_set_num_threads(before)
 
 
 def _find_openmp() -> Any:
@@ -357,7 +395,8 @@ class ProcessExecutor:
         if not all(isinstance(s, CheckpointIndex) for s in sources):
             raise ExplorerError("process workers read checkpoints by index only (not readers or in-memory tensors)")
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=one_intra_op_thread)
         pool = self._pool
 
         def submit(fn: Any, item: WorkItem) -> Future:
@@ -386,18 +425,23 @@ def _ordered(submit: Callable[..., Future], fn: Callable[[WorkItem], Any], items
 
 
 def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int, cost: Callable[[Any], int] = lambda j: 1,
-                budget: int = 0, cancel: Any = None) -> Iterator[Any]:
+                budget: int = 0, cancel: Any = None, threads: int | None = 0, window: int = 2) -> Iterator[Any]:
     """``fn(job)`` for each job on ``workers`` threads (1: in the caller's thread, one at a time), results yielded in
     job order, for a pass whose results are consumed in order in the caller's thread (export writes them). Jobs
     start in order while the results not yet consumed cost at most ``budget`` (e.g. bytes; always at least one job,
-    and at most ``2 × workers``); ``cancel`` is polled before each job starts. Closing the iterator cancels the jobs
-    that have not started and waits for the running ones."""
+    and at most ``window × workers``); ``cancel`` is polled before each job starts. Closing the iterator cancels the jobs
+    that have not started and waits for the running ones. ``threads``: with one worker, the cores a job may use (torch's
+    intra-op threads in the caller's thread are capped at it while it runs; default ``workers``; None: torch's own
+    setting, for jobs kept in the caller's thread for another reason); each of several workers uses one."""
     workers = check_workers(workers)
     if workers == 1:
+        cap = workers if threads == 0 else threads
         for job in jobs:
             if is_cancelled(cancel):
                 raise Cancelled("cancelled")
-            yield fn(job)
+            with intra_op_threads(cap):
+                out = fn(job)
+            yield out
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="ckpt-pass", initializer=one_intra_op_thread)
     pending: list[tuple[Future, int]] = []
@@ -405,7 +449,7 @@ def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int, 
     try:
         for job in jobs:
             c = cost(job)
-            while pending and (len(pending) >= 2 * workers or held + c > budget):
+            while pending and (len(pending) >= window * workers or held + c > budget):
                 f, fc = pending.pop(0)
                 held -= fc
                 yield f.result()
@@ -445,16 +489,17 @@ def check_workers(n: Any) -> int:
 
 def executor_for(workers: int | Executor | None = None, *, local_only: bool = False) -> Executor:
     """``workers``: an Executor (used as is), an int (1: the caller's thread; more: threads), or None (every core).
+    ``workers=N`` means N cores: one worker runs torch on one intra-op thread, as each of N threads does.
     ``local_only``: the sources are readers or in-memory tensors that only the caller's thread may use (the serial
-    executor, whatever was asked)."""
+    executor, whatever was asked, with torch's intra-op threads capped at the ``workers`` asked)."""
     if local_only:
         if isinstance(workers, int):
-            check_workers(workers)
+            return SerialExecutor(check_workers(workers))
         return SerialExecutor()
     if workers is not None and not isinstance(workers, int):
         return workers
     n = default_workers() if workers is None else check_workers(workers)
-    return SerialExecutor() if n == 1 else ThreadExecutor(n)
+    return SerialExecutor(1) if n == 1 else ThreadExecutor(n)
 
 
 def shareable(index: Any) -> bool:
@@ -521,5 +566,6 @@ def run_pass(executor: Executor, sources: Sequence[Any], items: Sequence[WorkIte
 
 
 __all__ = ["DEFAULT_ITEM", "Executor", "Part", "ProcessExecutor", "Readers", "SerialExecutor", "Span", "ThreadExecutor",
-           "WorkItem", "check_workers", "default_workers", "executor_for", "item_sources", "memory_source", "one_intra_op_thread",
+           "WorkItem", "check_workers", "default_workers", "executor_for", "intra_op_threads", "item_sources", "memory_source",
+           "one_intra_op_thread",
            "ordered_map", "run_pass", "shareable", "split_items"]

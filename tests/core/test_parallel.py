@@ -143,3 +143,36 @@ def test_half_precision_tensors_are_counted_exactly_in_one_pass(tmp_path: Path) 
     f = f[torch.isfinite(f)]
     fixed = aggregate_stats(index, ["bf"], bins=16, hist_range=(-1.0, 2.0), chunk_elems=CHUNK, workers=2)
     assert list(fixed.counts) == [int(c) for c in torch.histc(f, bins=16, min=-1.0, max=2.0)]
+
+
+def _threads_seen(readers, item):
+    import torch
+
+    return tuple(torch.get_num_threads() for _ in item.parts)
+
+
+def test_workers_n_means_n_cores_and_torchs_threads_come_back() -> None:
+    """One worker runs torch on one intra-op thread, as each of N threads does (``--workers N`` = N cores); the
+    caller's setting is restored after every item; a pass serial only because its sources are the caller's keeps it."""
+    import torch
+
+    from explorer.core.parallel import Part, Span, WorkItem, intra_op_threads, ordered_map
+
+    before = torch.get_num_threads()
+    if before < 2:
+        torch.set_num_threads(2)
+    try:
+        n = torch.get_num_threads()
+        items = [WorkItem(_threads_seen, (Part((Span(0, "x", 0, 1),)),)) for _ in range(3)]
+        assert list(executor_for(1).map((None,), items)) == [(1,)] * 3
+        assert torch.get_num_threads() == n
+        assert list(executor_for(2).map((None,), items)) == [(1,)] * 3  # each thread: one
+        assert list(executor_for(2, local_only=True).map((None,), items)) == [(n,)] * 3
+        assert list(ordered_map(lambda j: torch.get_num_threads(), range(3), workers=1)) == [1] * 3
+        assert list(ordered_map(lambda j: torch.get_num_threads(), range(3), workers=1, threads=None)) == [n] * 3
+        assert list(ordered_map(lambda j: torch.get_num_threads(), range(3), workers=2)) == [1] * 3
+        with intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)
