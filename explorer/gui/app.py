@@ -121,28 +121,49 @@ def main(request: OpenRequest) -> int:
     timing.mark("shown", win)
     code = {"value": 0}
     if shot:
+        state = {"done": False}
+
+        def leave() -> None:
+            # exit() only stops a running loop: asked before app.exec() started (a gate that was ready at once), it
+            # would be lost and the process would idle for ever; so ask again from inside the loop as well
+            app.exit(code["value"])
+            QTimer.singleShot(0, lambda: app.exit(code["value"]))
+
         def done() -> None:
-            # the window shows its errors in the message bar; a script reading stderr/exit code needs them too
-            failed = win.session.current is None or (request.compare and win.panel(ComparePanel).error)
-            for msg in dict.fromkeys(win.errors):
-                print(f"ckpt-explorer: error: {msg}", file=sys.stderr)
-            if failed:
-                code["value"] = 2
+            if state["done"]:  # the timeout after a finished shot, or a second ready
+                leave()
+                return
+            state["done"] = True
             from ..core.errors import ExplorerError
+            from ..core.fmt import safe_text
 
             try:
+                # the window shows its errors in the message bar; a script reading stderr/exit code needs them too
+                failed = win.session.current is None or (request.compare and win.panel(ComparePanel).error)
+                for msg in dict.fromkeys(win.errors):
+                    print(f"ckpt-explorer: error: {msg}", file=sys.stderr)
+                if failed:
+                    code["value"] = 2
                 app.processEvents()
                 win.save_screenshot(shot, force=request.force)
                 print(f"screenshot: {shot}", file=sys.stderr)
             except (OSError, ExplorerError) as e:
-                print(f"ckpt-explorer: error: {e}", file=sys.stderr)
+                print(f"ckpt-explorer: error: {safe_text(e)}", file=sys.stderr)
                 code["value"] = 2
-            win.close()
-            app.exit(code["value"])
+            except Exception as e:  # never left running with no window to close: one line, exit 2
+                print(f"ckpt-explorer: error: the screenshot failed: {type(e).__name__}: {safe_text(e)}",
+                      file=sys.stderr)
+                code["value"] = 2
+            finally:
+                try:
+                    win.close()
+                finally:
+                    leave()
 
         def timeout() -> None:
-            print("ckpt-explorer: error: timed out waiting for the report", file=sys.stderr)
-            code["value"] = 2
+            if not state["done"]:
+                print("ckpt-explorer: error: timed out waiting for the report", file=sys.stderr)
+                code["value"] = 2
             done()
 
         win.ready.connect(done)
