@@ -93,41 +93,44 @@ static inline int isnan32(float x) { return x != x; }
 /* ------------------------------------------------------------------------------------------ pass 1: range
  * out[0] finite min, out[1] finite max (min > max when nothing is finite); cnt[0] NaN, cnt[1] Inf. Values are
  * exact, so the order is free; a zero min or max is returned as +0 (the numpy path does the same). */
+#define RL 32 /* lanes: independent min/max chains (four AVX2 vectors of float32), so the loop is not latency bound */
 #define RANGE(NAME, T, LD, NONFIN)                                                                  \
     HOT static void NAME(const void *a, int64_t n, double *out, int64_t *cnt) {                        \
-        T mn[8], mx[8];                                                                            \
+        T mn[RL], mx[RL];                                                                          \
         int64_t bad = 0, i = 0;                                                                    \
-        for (int j = 0; j < 8; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }                 \
-        for (; i + 8 <= n; i += 8) {                                                               \
-            for (int j = 0; j < 8; j++) {                                                          \
+        for (int j = 0; j < RL; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }                \
+        for (; i + RL <= n; i += RL) {                                                             \
+            int32_t b = 0;                                                                         \
+            for (int j = 0; j < RL; j++) {                                                         \
                 T x = LD(a, i + j);                                                                \
                 mn[j] = x < mn[j] ? x : mn[j];                                                     \
                 mx[j] = x > mx[j] ? x : mx[j];                                                     \
-                bad += NONFIN(x);                                                                  \
+                b |= NONFIN(x);                                                                    \
             }                                                                                      \
+            bad |= b;                                                                              \
         }                                                                                          \
         for (; i < n; i++) {                                                                       \
             T x = LD(a, i);                                                                        \
             mn[0] = x < mn[0] ? x : mn[0];                                                         \
             mx[0] = x > mx[0] ? x : mx[0];                                                         \
-            bad += NONFIN(x);                                                                      \
+            bad |= NONFIN(x);                                                                      \
         }                                                                                          \
-        int64_t nan = 0;                                                                           \
-        if (bad) { /* rare: NaN/Inf here; again, finite values only */                            \
-            for (int j = 0; j < 8; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }             \
+        int64_t nan = 0, inf = 0;                                                                  \
+        if (bad) { /* rare: NaN/Inf here; counted, and the range again over finite values only */  \
+            for (int j = 0; j < RL; j++) { mn[j] = (T)1 / (T)0; mx[j] = -(T)1 / (T)0; }            \
             for (i = 0; i < n; i++) {                                                              \
                 T x = LD(a, i);                                                                    \
-                if (NONFIN(x)) { nan += x != x; continue; }                                        \
+                if (NONFIN(x)) { if (x != x) nan++; else inf++; continue; }                        \
                 mn[0] = x < mn[0] ? x : mn[0];                                                     \
                 mx[0] = x > mx[0] ? x : mx[0];                                                     \
             }                                                                                      \
         }                                                                                          \
         T lo = mn[0], hi = mx[0];                                                                  \
-        for (int j = 1; j < 8; j++) { lo = mn[j] < lo ? mn[j] : lo; hi = mx[j] > hi ? mx[j] : hi; } \
+        for (int j = 1; j < RL; j++) { lo = mn[j] < lo ? mn[j] : lo; hi = mx[j] > hi ? mx[j] : hi; } \
         out[0] = (double)lo + 0.0;                                                                 \
         out[1] = (double)hi + 0.0;                                                                 \
         cnt[0] = nan;                                                                              \
-        cnt[1] = bad - nan;                                                                        \
+        cnt[1] = inf;                                                                              \
     }
 
 RANGE(range_f32, float, ld_f32, nonfinite32)
