@@ -3,6 +3,7 @@ NaN/Inf, empty, and a huge tensor whose data is a sparse hole (progress, cancel,
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -70,17 +71,33 @@ def test_constant_integer_bf16_nan_empty(qtbot, window, odd_file):
     assert len(h.counts) <= 32
 
 
-def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_file, tmp_path):
+def test_huge_sparse_tensor_streams_with_progress_and_cancel(qtbot, window, odd_file, tmp_path, monkeypatch):
+    import explorer.core.stats as core_stats
+
     open_and_wait(qtbot, window, checkpoint=str(odd_file))
     jobs = window.session.jobs
-    # cancel: no result arrives, and the next selection still works
+    # cancel: no result arrives, and the next selection still works. The job is held after its first progress
+    # report until the test has cancelled, so a fast machine cannot finish the 64 MB before the cancel lands.
+    gate, real = threading.Event(), core_stats.aggregate_stats
+
+    def held(*args, progress, **kw):
+        def report(done, total):
+            progress(done, total)
+            gate.wait(LOAD_TIMEOUT / 1000)
+        return real(*args, progress=report, **kw)
+
+    monkeypatch.setattr(core_stats, "aggregate_stats", held)
     window.select_key("huge")
     job = jobs.current("stats")
     with qtbot.waitSignal(job.progress, timeout=LOAD_TIMEOUT):
         pass
     with qtbot.waitSignal(job.finished, timeout=LOAD_TIMEOUT), qtbot.assertNotEmitted(window.details.statsReady):
         window.details.cancel()
-    assert not jobs.busy("stats")
+    assert not job.running and not jobs.busy("stats")
+    assert job.is_cancelled()
+    with qtbot.assertNotEmitted(window.details.statsReady, wait=300):
+        gate.set()  # the held worker's next progress call raises Cancelled: still no result
+    monkeypatch.setattr(core_stats, "aggregate_stats", real)
     assert window.details.last_stats is None
     # stale: select huge then immediately something small; only the small one is shown
     window.select_key("huge")

@@ -176,6 +176,8 @@ def test_cancelled_export_leaves_nothing(qtbot, editor, window, minilm, tmp_path
     editor.start_export(str(out))
     with qtbot.waitSignal(editor.export_job.finished, timeout=LOAD_TIMEOUT):
         editor.cancel_export()
+    # the worker may have started before the cancel: wait for it to stop, then nothing of it may remain
+    assert window.session.jobs.pool.waitForDone(LOAD_TIMEOUT)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("settings")) == []
     assert editor.last_export is None
