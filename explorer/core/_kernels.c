@@ -13,10 +13,15 @@
  * multiply-adds (-O3 changes no IEEE result; only fast-math or contraction would).
  * Element kinds: 0 float32, 1 float64, 2 bfloat16 (uint16 bits, widened to float32 by a 16-bit shift: exact).
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#define CK_HAVE_PREAD 1
+#endif
 
 /* Hot loops are also compiled for AVX2 and picked at load time where the CPU has it (GCC/Clang on x86-64 with
  * ifunc support): wider vectors, the same IEEE operations in the same order (AVX2 brings no FMA; contraction is
@@ -30,7 +35,7 @@
 #define PW_BLOCKSIZE 128
 #define HB 512 /* values binned per block: their bins computed first (vectorisable), then counted */
 
-int ck_version(void) { return 1; }
+int ck_version(void) { return 2; }
 
 static inline float ld_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
 static inline double ld_f64(const void *p, int64_t i) { return ((const double *)p)[i]; }
@@ -288,17 +293,109 @@ static int64_t moments_bf16(const void *a0, int64_t n, int64_t slice, int nonfin
     return s;
 }
 
+static int64_t moments_kind(int kind, const void *a, int64_t n, int64_t slice, int nonfinite, void *scratch, double lo,
+                            double hi, int64_t bins, int64_t *counts, int64_t *k, double *mean, double *m2,
+                            int64_t *nonzero, uint32_t *h) {
+    switch (kind) {
+    case 0: return moments_f32(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h);
+    case 1: return moments_f64(a, n, slice, nonfinite, scratch, lo, hi, bins, counts, k, mean, m2, nonzero, h);
+    case 2: return moments_bf16(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h);
+    }
+    return -1;
+}
+
 int64_t ck_moments(int kind, const void *a, int64_t n, int64_t slice, int nonfinite, void *scratch, double lo,
                    double hi, int64_t bins, int64_t *counts, int64_t *k, double *mean, double *m2, int64_t *nonzero) {
     if (slice <= 0 || bins < 1 || bins > (1 << 30) || kind < 0 || kind > 2) return -1;
     uint32_t *h = (uint32_t *)calloc((size_t)(4 * (bins + 1)), sizeof(uint32_t));
     if (!h) return -3;
-    int64_t r = -1;
-    switch (kind) {
-    case 0: r = moments_f32(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h); break;
-    case 1: r = moments_f64(a, n, slice, nonfinite, scratch, lo, hi, bins, counts, k, mean, m2, nonzero, h); break;
-    case 2: r = moments_bf16(a, n, slice, nonfinite, scratch, (float)lo, (float)hi, bins, counts, k, mean, m2, nonzero, h); break;
-    }
+    int64_t r = moments_kind(kind, a, n, slice, nonfinite, scratch, lo, hi, bins, counts, k, mean, m2, nonzero, h);
     free(h);
     return r;
+}
+
+/* ------------------------------------------------------------------------------------------ passes over a file
+ * The two passes over elements [0, n) of a tensor whose data start at byte `pos` of the regular file `fd`, read with
+ * pread in pieces of `piece` elements into `buf` (room for one piece), the pieces restarting at every `chunk`
+ * elements: the same pieces, so the same slices and the same figures, as the Python loop over
+ * TensorReader.iter_range that reads them one by one, without a return to Python (and the GIL) per piece.
+ * Returns 0 (ck_moments_fd: the number of slices), -4 on a read error (errno in *err), -5 when the file ends early:
+ * the caller checks the file and says which. */
+static int64_t read_all(int fd, void *buf, int64_t nbytes, int64_t pos, int64_t *err) {
+#ifdef CK_HAVE_PREAD
+    char *p = (char *)buf;
+    int64_t got = 0;
+    while (got < nbytes) {
+        ssize_t r = pread(fd, p + got, (size_t)(nbytes - got), (off_t)(pos + got));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            *err = errno;
+            return -4;
+        }
+        if (r == 0) return -5;
+        got += r;
+    }
+    return 0;
+#else
+    (void)fd; (void)buf; (void)nbytes; (void)pos;
+    *err = 0;
+    return -4;
+#endif
+}
+
+static int64_t item_size(int kind) { return kind == 0 ? 4 : kind == 1 ? 8 : kind == 2 ? 2 : 0; }
+
+int64_t ck_range_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, int64_t piece, void *buf, double *out,
+                    int64_t *cnt, int64_t *err) {
+    const int64_t isz = item_size(kind);
+    if (!isz || chunk <= 0 || piece <= 0 || n < 0) return -1;
+    double lo = 1.0 / 0.0, hi = -1.0 / 0.0;
+    int64_t nan = 0, inf = 0;
+    for (int64_t cs = 0; cs < n; cs += chunk) {
+        int64_t ce = n - cs < chunk ? n : cs + chunk;
+        for (int64_t s = cs; s < ce; s += piece) {
+            int64_t len = ce - s < piece ? ce - s : piece;
+            int64_t r = read_all(fd, buf, len * isz, pos + s * isz, err);
+            if (r) return r;
+            double o[2];
+            int64_t c[2];
+            ck_range(kind, buf, len, o, c);
+            lo = o[0] < lo ? o[0] : lo;
+            hi = o[1] > hi ? o[1] : hi;
+            nan += c[0];
+            inf += c[1];
+        }
+    }
+    out[0] = lo;
+    out[1] = hi;
+    cnt[0] = nan;
+    cnt[1] = inf;
+    return 0;
+}
+
+int64_t ck_moments_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, int64_t piece, void *buf,
+                      int64_t slice, int nonfinite, void *scratch, double lo, double hi, int64_t bins, int64_t *counts,
+                      int64_t *k, double *mean, double *m2, int64_t *nonzero, int64_t *err) {
+    const int64_t isz = item_size(kind);
+    if (!isz || chunk <= 0 || piece <= 0 || n < 0 || slice <= 0 || bins < 1 || bins > (1 << 30)) return -1;
+    uint32_t *h = (uint32_t *)calloc((size_t)(4 * (bins + 1)), sizeof(uint32_t));
+    if (!h) return -3;
+    int64_t ns = 0;
+    for (int64_t cs = 0; cs < n; cs += chunk) {
+        int64_t ce = n - cs < chunk ? n : cs + chunk;
+        for (int64_t s = cs; s < ce; s += piece) {
+            int64_t len = ce - s < piece ? ce - s : piece;
+            int64_t r = read_all(fd, buf, len * isz, pos + s * isz, err);
+            if (!r)
+                r = moments_kind(kind, buf, len, slice, nonfinite, scratch, lo, hi, bins, counts, k + ns, mean + ns,
+                                 m2 + ns, nonzero + ns, h);
+            if (r < 0) {
+                free(h);
+                return r;
+            }
+            ns += r;
+        }
+    }
+    free(h);
+    return ns;
 }

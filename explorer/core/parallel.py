@@ -174,6 +174,20 @@ class Readers:
             return self._pieces(r, span, piece, out)
         return r.iter_range(span.tensor, span.start, span.stop, chunk_elems=ce, out=out)
 
+    def direct(self, span: Span) -> tuple[int, int, str] | None:
+        """(descriptor, byte offset of the tensor's element 0, its dtype) where the span's reader lets a C kernel ``pread`` it
+        itself (:meth:`TensorReader.direct <explorer.core.sources.reader.TensorReader.direct>`), else None."""
+        direct = getattr(self.reader(span.source), "direct", None)
+        return direct(span.tensor) if direct is not None else None
+
+    def read_failed(self, span: Span, error: OSError | None = None) -> Any:
+        """Raise the reader's CheckpointError for a failed direct read of the span (None: the file ended early)."""
+        self.reader(span.source).read_failed(span.tensor, error)
+
+    def buffer(self, nbytes: int, slot: int = 0) -> Any:
+        """A reusable uint8 tensor of at least ``nbytes`` (the one :meth:`chunks` reads slot ``slot`` into)."""
+        return self._buffer(slot, nbytes)
+
     def _pieces(self, r: Any, span: Span, piece: int, out: Callable[[int], Any]) -> Iterator[torch.Tensor]:
         for cs in range(span.start, span.stop, self.chunk_elems):
             yield from r.iter_range(span.tensor, cs, min(span.stop, cs + self.chunk_elems), chunk_elems=piece, out=out)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CheckpointError
 
 if TYPE_CHECKING:
-    from .parallel import Readers, WorkItem
+    from .parallel import Readers, Span, WorkItem
 
 SLICE = 1 << 18  #: elements of one slice (numpy work)
 #: elements read at a time (a multiple of SLICE, so the slices are those of whole chunks): the read buffer stays in
@@ -61,9 +61,13 @@ def _load() -> Any:
             lib = ctypes.CDLL(str(path))
         except OSError:
             continue
-        if not hasattr(lib, "ck_version") or lib.ck_version() != 1:
+        if not hasattr(lib, "ck_version") or lib.ck_version() != 2:
             continue
-        vp, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+        vp, i64, dbl, ci = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+        lib.ck_range_fd.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp]
+        lib.ck_range_fd.restype = i64
+        lib.ck_moments_fd.argtypes = [ci, ci, i64, i64, i64, i64, vp, i64, ci, vp, dbl, dbl, i64, vp, vp, vp, vp, vp, vp]
+        lib.ck_moments_fd.restype = i64
         lib.ck_range.argtypes = [ctypes.c_int, vp, i64, vp, vp]
         lib.ck_range.restype = ctypes.c_int
         lib.ck_moments.argtypes = [ctypes.c_int, vp, i64, i64, ctypes.c_int, vp, dbl, dbl, i64, vp, vp, vp, vp, vp]
@@ -195,6 +199,11 @@ def range_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[float, float, 
         cnt = np.empty(2, np.int64)
     for part in item.parts:
         (span,), integer = part.spans, part.options[1]
+        if lib is not None and not integer:
+            got = _range_fd(lib, readers, span, res, cnt)
+            if got is not None:
+                out.append(got)
+                continue
         lo, hi, nan, inf = math.inf, -math.inf, 0, 0
         for raw in readers.chunks(span, piece=READ):
             if lib is not None and not integer:
@@ -243,6 +252,9 @@ def moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, 
         c_counts = None
         use_c = lib is not None and mode == "range" and not integer
         width_ok = None
+        if use_c and _moments_fd(lib, readers, span, nonfinite, lo, hi, bins, acc, scratch, counts):
+            out.append((acc.n, acc.mean, acc.m2, acc.zeros, counts))
+            continue
         for raw in readers.chunks(span, piece=READ):
             if use_c:
                 x = _flat(raw)
@@ -276,6 +288,88 @@ def moments_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[int, float, 
             counts += torch.from_numpy(c_counts[:bins])
         out.append((acc.n, acc.mean, acc.m2, acc.zeros, counts))
     return tuple(out)
+
+
+_FD_KINDS = {"float32": 0, "float64": 1, "bfloat16": 2}  #: header dtypes the C passes read from the file themselves
+_ITEM = {0: 4, 1: 8, 2: 2}
+
+
+def _fd_span(readers: Readers, span: Span) -> tuple[int, int, int] | None:
+    """(C kind, descriptor, byte offset of the span's first element) where a C pass can pread the span itself: a
+    float32/float64/bf16 safetensors tensor (:meth:`Readers.direct`); else None (the chunk loop reads it)."""
+    if span.dtype not in _FD_KINDS or span.stop <= span.start:
+        return None
+    d = readers.direct(span)
+    if d is None or d[2] not in _FD_KINDS:
+        return None
+    fd, offset, dtype = d
+    kind = _FD_KINDS[dtype]
+    return kind, fd, offset + span.start * _ITEM[kind]
+
+
+def _fd_failed(readers: Readers, span: Span, code: int, err: int) -> None:
+    if code == -4:
+        readers.read_failed(span, OSError(err, os.strerror(err)))
+    if code == -5:
+        readers.read_failed(span)
+    raise RuntimeError(f"C statistics kernel failed ({code})")
+
+
+def _range_fd(lib: Any, readers: Readers, span: Span, res: Any, cnt: Any) -> tuple[float, float, int, int] | None:
+    """Pass 1 of a span in one C call that reads it too (the pieces of the chunk loop, so the same figures)."""
+    import numpy as np
+
+    d = _fd_span(readers, span)
+    if d is None:
+        return None
+    kind, fd, pos = d
+    err = np.zeros(1, np.int64)
+    buf = readers.buffer(READ * _ITEM[kind])
+    code = lib.ck_range_fd(kind, fd, pos, span.stop - span.start, readers.chunk_elems, READ, buf.data_ptr(),
+                           res.ctypes.data, cnt.ctypes.data, err.ctypes.data)
+    if code != 0:
+        _fd_failed(readers, span, int(code), int(err[0]))
+    return float(res[0]), float(res[1]), int(cnt[0]), int(cnt[1])
+
+
+def _moments_fd(lib: Any, readers: Readers, span: Span, nonfinite: bool, lo: float, hi: float, bins: int,
+                acc: Moments, scratch: Scratch, counts: Any) -> bool:
+    """Pass 2 of a span in one C call that reads it too: per slice (one per piece of the chunk loop, as
+    :func:`_c_moments` sees them) count, mean, M2 and nonzeros added to ``acc`` in order, the bins to ``counts``.
+    False where it does not apply (the chunk loop runs instead)."""
+    import numpy as np
+    import torch
+
+    d = _fd_span(readers, span)
+    if d is None:
+        return False
+    kind, fd, pos = d
+    if kind != 1 and not _f32_width_finite(lo, hi):
+        return False
+    n, ce = span.stop - span.start, readers.chunk_elems
+    full, rest = divmod(n, ce)
+    ns = full * -(-ce // READ) + -(-rest // READ)  # pieces of READ (= SLICE) per chunk: one slice each
+    k, nz = np.empty(ns, np.int64), np.empty(ns, np.int64)
+    mean, m2 = np.empty(ns, np.float64), np.empty(ns, np.float64)
+    c_counts = np.zeros(bins + 1, np.int64)
+    comp = scratch("ck_compact", np.float64 if kind == 1 else np.float32, SLICE) if nonfinite else None
+    err = np.zeros(1, np.int64)
+    buf = readers.buffer(READ * _ITEM[kind])
+    got = lib.ck_moments_fd(kind, fd, pos, n, ce, READ, buf.data_ptr(), SLICE, int(bool(nonfinite)),
+                            0 if comp is None else comp.ctypes.data, lo, hi, bins, c_counts.ctypes.data, k.ctypes.data,
+                            mean.ctypes.data, m2.ctypes.data, nz.ctypes.data, err.ctypes.data)
+    if got == -2:
+        raise CheckpointError("values outside the range found by the first pass: the data changed during the pass")
+    if got < 0:
+        _fd_failed(readers, span, int(got), int(err[0]))
+    if got != ns:
+        raise RuntimeError(f"C statistics kernel failed ({got} slices, {ns} expected)")
+    for kk, mm, qq, zz in zip(k.tolist(), mean.tolist(), m2.tolist(), nz.tolist()):
+        if kk:
+            acc.add(kk, mm, qq, kk - zz)
+    c_counts[bins - 1] += c_counts[bins]  # the top edge (x == hi) belongs to the last bin
+    counts += torch.from_numpy(c_counts[:bins])
+    return True
 
 
 def _f32_width_finite(lo: float, hi: float) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,70 @@ def test_data_changed_between_the_passes_is_a_one_line_error() -> None:
     got = lib.ck_moments(0, a.ctypes.data, 4, sk.SLICE, 0, 0, 0.0, 2.0, 8, c.ctypes.data, k.ctypes.data, m.ctypes.data,
                          q.ctypes.data, nz.ctypes.data)
     assert got == -2 and c.sum() <= 4
+
+
+@needs_c
+def test_a_safetensors_tensor_is_read_by_the_c_pass_itself_with_the_chunk_loops_figures(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # float32/float64/bf16 tensors of a safetensors file: one C call per span reads and measures it (no return to
+    # Python per piece); the figures are those of the chunk loop that reads the same pieces one by one
+    from explorer.core.parallel import Readers
+
+    t = _tensors()
+    p = tmp_path / "m.safetensors"
+    save_file(t, p)
+    index = open_checkpoint(p)
+    calls: list[str] = []
+    for name in ("_range_fd", "_moments_fd"):
+        real = getattr(sk, name)
+        monkeypatch.setattr(sk, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1])
+    for chunk in (1 << 22, 100_000, sk.SLICE * 2 + 5):
+        calls.clear()
+        direct = [s.to_json() for s in stats_many(index, bins=256, chunk_elems=chunk, workers=2)]
+        assert calls.count("_range_fd") >= 9 and "_moments_fd" in calls, calls
+        with monkeypatch.context() as m:
+            m.setattr(Readers, "direct", lambda self, span: None)  # every span through the chunk loop
+            looped = [s.to_json() for s in stats_many(index, bins=256, chunk_elems=chunk, workers=2)]
+        assert direct == looped, chunk
+
+
+@needs_c
+def test_a_file_truncated_under_the_c_pass_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from explorer.core.checkpoint import TensorReader
+    from explorer.core.errors import CheckpointError
+
+    p = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(sk.SLICE * 4)}, p)
+    index = open_checkpoint(p)
+    real = TensorReader.direct
+
+    def truncating(self, name):  # the file passes the check, then shrinks before the C pass reads it
+        d = real(self, name)
+        os.truncate(p, p.stat().st_size // 2)
+        return d
+
+    monkeypatch.setattr(TensorReader, "direct", truncating)
+    with pytest.raises(CheckpointError) as e:
+        tensor_stats(index, "w")
+    msg = str(e.value)
+    assert str(p) in msg and "changed on disk" in msg and "\n" not in msg
+
+
+@needs_c
+def test_a_read_error_in_the_c_pass_names_the_file_and_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from explorer.core.checkpoint import TensorReader
+    from explorer.core.errors import CheckpointError
+
+    p = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(5000)}, p)
+    index = open_checkpoint(p)
+    real = TensorReader.direct
+    w = os.open(tmp_path, os.O_RDONLY)  # a directory: pread fails with EISDIR
+    try:
+        monkeypatch.setattr(TensorReader, "direct", lambda self, name: (w, *real(self, name)[1:]))
+        with pytest.raises(CheckpointError) as e:
+            tensor_stats(index, "w")
+    finally:
+        os.close(w)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: cannot read tensor 'w': ") and "directory" in msg and "\n" not in msg

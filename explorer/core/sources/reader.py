@@ -8,7 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from ..errors import CheckpointError
 from ..fsio import open_regular
@@ -125,6 +125,7 @@ class TensorReader:
             buf = torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
         got = 0
+        failed: OSError | None = None
         try:
             while got < nbytes:
                 n = os.preadv(fd, [view[got:]], info.offset + start + got)
@@ -132,12 +133,34 @@ class TensorReader:
                     break
                 got += n
         except OSError as e:
-            self.check_file(info.file, need=info.offset + info.nbytes)
-            raise CheckpointError(f"{info.file}: cannot read tensor {quoted(info.name)}: {e.strerror or e}") from None
+            failed = e
+        if failed is not None:
+            self.read_failed(info.name, failed)
         if got < nbytes:
-            self.check_file(info.file, need=info.offset + info.nbytes)
-            raise CheckpointError(f"{info.file}: changed on disk since it was opened: tensor {quoted(info.name)} ends early")
+            self.read_failed(info.name)
         return buf
+
+    def direct(self, name: str) -> tuple[int, int, str] | None:
+        """(descriptor, byte offset of element 0, dtype name) of a tensor stored by offset in a regular file (safetensors), for a
+        kernel that reads it with ``pread`` itself; the file checked against the index first (:meth:`check_file`).
+        None where reads go through :meth:`iter_range` (other formats, empty or unreadable tensors). A failed or
+        short read is then reported with :meth:`read_failed`."""
+        if not self.splittable(name):
+            return None
+        info = self._info(name)
+        if not info.numel or info.dtype == "float4_e2m1fn_x2":
+            return None
+        assert info.offset is not None
+        return self.checked_fd(info.file, need=info.offset + info.nbytes), info.offset, info.dtype
+
+    def read_failed(self, name: str, error: OSError | None = None) -> NoReturn:
+        """Raise the CheckpointError of a failed read of ``name`` (``error``: what the read raised; None: the file
+        ended early): "changed on disk" when the file no longer matches the index, else the read error."""
+        info = self._info(name)
+        self.check_file(info.file, need=(info.offset or 0) + info.nbytes)
+        if error is not None:
+            raise CheckpointError(f"{info.file}: cannot read tensor {quoted(name)}: {error.strerror or error}")
+        raise CheckpointError(f"{info.file}: changed on disk since it was opened: tensor {quoted(name)} ends early")
 
     def _readable(self, info: TensorInfo) -> torch.dtype:
         if info.dtype == "float4_e2m1fn_x2":
