@@ -399,3 +399,51 @@ int64_t ck_moments_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, i
     free(h);
     return ns;
 }
+
+/* ------------------------------------------------------------------------------------------ value counts
+ * counts[v] += how often each bit pattern v of `width` bytes (2: 65536 patterns, 1: 256) occurs among elements
+ * [0, n) at byte `pos` of `fd`, read in pieces of `piece` elements into `buf`: the one pass of a 16/8-bit float
+ * tensor (every figure follows from the counts). Big spans count into four uint32 sub-histograms (repeated
+ * patterns do not wait on each other), added to counts after every piece. Returns 0, -4 / -5 as the passes above. */
+HOT static void count_u16(const uint16_t *a, int64_t len, uint32_t *h) {
+    int64_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        h[a[i]]++;
+        h[65536 + a[i + 1]]++;
+        h[2 * 65536 + a[i + 2]]++;
+        h[3 * 65536 + a[i + 3]]++;
+    }
+    for (; i < len; i++) h[a[i]]++;
+}
+
+int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, void *buf, int64_t *counts,
+                     int64_t *err) {
+    if ((width != 1 && width != 2) || piece <= 0 || piece > (1 << 30) || n < 0) return -1;
+    const int64_t size = width == 2 ? 65536 : 256;
+    const int sub = width == 2 && n >= (1 << 20); /* small spans: clearing 1 MB of sub-histograms would cost more */
+    uint32_t *h = sub ? (uint32_t *)calloc((size_t)(4 * size), sizeof(uint32_t)) : NULL;
+    if (sub && !h) return -3;
+    for (int64_t s = 0; s < n; s += piece) {
+        int64_t len = n - s < piece ? n - s : piece;
+        int64_t r = read_all(fd, buf, len * width, pos + s * width, err);
+        if (r) {
+            free(h);
+            return r;
+        }
+        if (sub) {
+            count_u16((const uint16_t *)buf, len, h);
+            for (int64_t j = 0; j < size; j++) {
+                counts[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
+                h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
+            }
+        } else if (width == 2) {
+            const uint16_t *a = (const uint16_t *)buf;
+            for (int64_t i = 0; i < len; i++) counts[a[i]]++;
+        } else {
+            const uint8_t *a = (const uint8_t *)buf;
+            for (int64_t i = 0; i < len; i++) counts[a[i]]++;
+        }
+    }
+    free(h);
+    return 0;
+}

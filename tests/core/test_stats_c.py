@@ -211,3 +211,35 @@ def test_a_read_error_in_the_c_pass_names_the_file_and_tensor(tmp_path: Path, mo
         os.close(w)
     msg = str(e.value)
     assert msg.startswith(f"{p}: cannot read tensor 'w': ") and "directory" in msg and "\n" not in msg
+
+
+@needs_c
+def test_16_and_8_bit_value_counts_in_c_equal_numpys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the one pass of a bf16 / fp16 / fp8 tensor counts its bit patterns; where the C kernel reads the file itself
+    # (big spans into sub-histograms, small ones directly) every figure equals the numpy count's
+    g = torch.Generator().manual_seed(3)
+    big = torch.randn((1 << 20) + 4321, generator=g)
+    t = {
+        "bf": big.to(torch.bfloat16),
+        "half": (big * 3).to(torch.float16),
+        "f8": big[:300_000].to(torch.float8_e4m3fn),
+        "small_bf": torch.randn(999, generator=g).to(torch.bfloat16),
+        "nan_half": torch.tensor([1.0, float("nan"), float("inf"), -0.0, 0.0, 65504.0] * 1000).to(torch.float16),
+    }
+    p = tmp_path / "m.safetensors"
+    save_file(t, p)
+    index = open_checkpoint(p)
+    calls: list[int] = []
+    real = sk._values_fd
+    monkeypatch.setattr(sk, "_values_fd", lambda *a: (calls.append(1), real(*a))[1])
+    for workers in (1, 2):
+        for chunk in (1 << 22, 100_003):
+            calls.clear()
+            fast, slow = _both(monkeypatch, lambda: [s.to_json() for s in
+                                                     stats_many(index, bins=256, chunk_elems=chunk, workers=workers)])
+            assert len(calls) >= len(t), calls  # the C count ran for every tensor (numpy ran the second time)
+            assert fast == slow, (workers, chunk)
+    h = tensor_stats(index, "half")
+    ref = t["half"].float()
+    assert h.numel == ref.numel() and h.min == float(ref.min()) and h.max == float(ref.max())
+    assert list(h.counts) == [int(c) for c in torch.histc(ref, bins=256, min=h.min, max=h.max)]
