@@ -27,7 +27,9 @@ class TensorReader:
     Every read first checks the file against the index (size and mtime when it was opened, and that it still
     holds the tensor's bytes): a file changed or truncated on disk is a CheckpointError, never a SIGBUS from a
     mapping past the end of the file. Streamed reads (:meth:`iter_chunks`: statistics, diff, export) use
-    ``pread`` and re-check on a short read, so even a truncation *during* a read is an error. Whole-tensor views
+    ``pread`` and re-check on a short read, so even a truncation *during* a read is an error (the statistics' C
+    passes pread a tensor themselves through :meth:`direct`, and report a short read through :meth:`read_failed`,
+    the same way). Whole-tensor views
     (:meth:`flat`, :meth:`tensor`) of safetensors tensors up to ``SMALL_COPY_BYTES`` are read the same way; larger
     ones, and torch zip tensors, are memory-mapped after the check (a truncation while such a view is in use is
     the one case the check cannot cover)."""
