@@ -109,12 +109,17 @@ def _lease(index: Any) -> Any:
         if _same_files(r):
             r.index = index  # the item's cut of the same files' index (names, offsets: what this item reads)
             r.forget_loaded()  # torch files hold no descriptor to compare: loaded again from the file now there
-            _counts["reused"] += 1
+            _count("reused")
             return r
         r.close()
-        _counts["stale"] += 1
-    _counts["opened"] += 1
+        _count("stale")
+    _count("opened")
     return TensorReader(index)
+
+
+def _count(what: str) -> None:
+    with _idle_lock:  # a worker process runs items on several threads at once
+        _counts[what] += 1
 
 
 def _give_back(index: Any, reader: Any, *, keep: bool) -> None:
@@ -239,9 +244,13 @@ def connect(address: str, *, timeout: float | None = None) -> Any:
         from distributed import Client
     except ImportError as e:
         raise ClusterError(f"{address}: running on a Dask cluster needs dask.distributed: pip install '{EXTRA}'") from e
+    start = time.monotonic()
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except Exception as e:  # noqa: BLE001 - OSError, TimeoutError, a bad address: one line, never a traceback
         from .errors import one_line
 
-        raise ClusterError(f"{address}: cannot reach a Dask scheduler there within {timeout:g} s: {one_line(e)}") from e
+        waited = time.monotonic() - start
+        # "within N s" only when the time limit is what ended it; a bad address fails at once
+        when = f" within {timeout:g} s" if waited >= 0.9 * timeout else ""
+        raise ClusterError(f"{address}: cannot reach a Dask scheduler there{when}: {one_line(e)}") from e

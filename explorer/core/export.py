@@ -421,9 +421,15 @@ class _WriteState(Ticker):
         self.computed: dict[str, Callable[[], torch.Tensor]] = {}
 
 
-def _fresh(fi: FreshInit, key: str) -> torch.Tensor:
-    """The model's own seeded fresh init of ``key`` (the same values init_check and the GUI overlay use)."""
-    t = fi.tensor(key)
+def _fresh(fi: FreshInit, key: str, state: _WriteState) -> torch.Tensor:
+    """The model's own seeded fresh init of ``key`` (the same values init_check and the GUI overlay use); a cancel
+    stops it between the pieces of a big tensor's init (ExportCancelled)."""
+    try:
+        t = fi.tensor(key, cancel=state.cancel)
+    except Cancelled as e:
+        if isinstance(e, ExportCancelled):
+            raise
+        raise state.error() from None
     if t is None:
         why = f" ({'; '.join(fi.notes)})" if fi.notes else ""
         raise ExportError(f"{key}: the model's initialisation does not set this tensor{why}; keep it from the checkpoint or drop it")
@@ -558,10 +564,10 @@ def _produce(job: tuple[_Out, int, int], readers: _Readers, fresh: FreshInit, st
             raise ExportError(f"{o.name}: computed tensor has shape {list(t.shape)}, expected {list(o.shape)}")
         return t.to(dt).contiguous()
     if o.kind == "init":
-        return _fresh(fresh, o.model_key or o.name).to(dt)
+        return _fresh(fresh, o.model_key or o.name, state).to(dt)
     if o.kind == "resize":
         assert o.source is not None
-        t = _fresh(fresh, o.model_key or o.name).to(dt, copy=True)  # the cache stays clean
+        t = _fresh(fresh, o.model_key or o.name, state).to(dt, copy=True)  # the cache stays clean
         with readers.lease() as reader:
             src = reader.tensor(o.source.name)
             sl = tuple(slice(0, min(a, b)) for a, b in zip(src.shape, t.shape))

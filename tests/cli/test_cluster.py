@@ -106,6 +106,11 @@ def test_an_unreachable_scheduler_is_one_line_exit_2(capsys, pair, monkeypatch) 
         out, err = capsys.readouterr()
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and address in err and "Traceback" not in err, err
+        assert "within 1 s" in err  # Dask retried until the time limit
+    # an address Dask cannot use fails at once: the message does not claim a wait
+    with pytest.raises(cluster_mod.ClusterError) as e:
+        cluster_mod.connect("bogus://127.0.0.1:1", timeout=30)
+    assert "within" not in str(e.value) and "bogus://127.0.0.1:1" in str(e.value) and "scheme" in str(e.value)
 
 
 def test_scheduler_and_workers_together_is_one_line_exit_2(capsys, pair) -> None:

@@ -359,3 +359,32 @@ def test_torch_pickle_source_becomes_safetensors(tmp_path):
     loaded = load_clean(tmp_path / "out", "BertModel")
     assert torch.equal(loaded.encoder.layer[1].output.dense.weight, model.encoder.layer[1].output.dense.weight.half())
     assert checksums(src) == before
+
+
+def test_cancel_stops_a_big_fresh_init_inside_it(tmp_path, monkeypatch):
+    # a re-initialised tensor's fresh init polls the export's cancel between its pieces: a cancel during the init
+    # of a big embedding ends the export there (not after the whole init), and nothing is written
+    from explorer.core import fresh as fresh_mod
+
+    src = tmp_path / "tiny"
+    save_tiny("llama", "LlamaForCausalLM", src, tie_word_embeddings=False)
+    before = checksums(src)
+    plan, _ = plan_for(src, "LlamaForCausalLM")
+    plan = plan.with_rule("model.embed_tokens", match="key", action="reinit")
+    monkeypatch.setattr(fresh_mod, "INIT_CHUNK", 64)  # the tiny embedding's init in many pieces
+    inside, finished = [], []
+    real = fresh_mod.FreshInit._materialise_locked
+
+    def watched(self, path, *a, **kw):
+        inside.append(path)
+        out = real(self, path, *a, **kw)
+        finished.append(path)
+        return out
+
+    monkeypatch.setattr(fresh_mod.FreshInit, "_materialise_locked", watched)
+    out = tmp_path / "out"
+    with pytest.raises(ExportCancelled, match="export cancelled; nothing was written"):
+        export_checkpoint(str(src), plan, out, cancel=lambda: "model.embed_tokens" in inside, workers=1)
+    assert inside == ["model.embed_tokens"] and finished == []  # stopped inside the init
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    assert checksums(src) == before
