@@ -41,7 +41,7 @@ def test_a_tensor_no_init_sets_is_an_error_not_garbage(src: Path, tmp_path: Path
 
     spec = ModelSpec(config=str(src), arch="BertForSequenceClassification")
     plan = Plan.from_report(report(str(src), spec))
-    monkeypatch.setattr(fresh.FreshInit, "tensor", lambda self, key: None)
+    monkeypatch.setattr(fresh.FreshInit, "tensor", lambda self, key, cancel=None: None)
     with pytest.raises(ExportError, match=r"^classifier\.(weight|bias): the model's initialisation does not set this tensor"):
         export_checkpoint(str(src), plan, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
