@@ -14,6 +14,7 @@
  * Element kinds: 0 float32, 1 float64, 2 bfloat16 (uint16 bits, widened to float32 by a 16-bit shift: exact).
  */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -445,5 +446,168 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
         }
     }
     free(h);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ diff
+ * A vs B, elements [0, n) of two tensors of one shape at byte pos_a of fd_a and pos_b of fd_b (kinds ka, kb), read
+ * in pieces of `piece` elements restarting at every `chunk` elements (the slices explorer/core/diff.py's numpy loop
+ * pairs), each piece one slice: its partial as _pair_sums64 computes it (each sum numpy's pairwise sum of the
+ * float64 products, here computed from the read buffers as the sum goes; when Σa² + Σb² is not finite, the values
+ * finite on both sides are compacted as float64 into `scratch` and summed again) and merged into the running
+ * figures as _merge does, in slice order. out: Σa², Σb², Σab, Σ(b−a)², max|b−a|; flags[0] every value equal (NaN
+ * equal to NaN), flags[1] positions differing as NaN/Inf. Returns 0, -4 / -5 as the passes above (err[1] = 1 when
+ * B's read failed, else 0). `scratch`: room for 2 * piece doubles. */
+/* the four sums of a slice in one sweep: each its own pairwise sum (the same blocks, accumulators and halves as
+ * PAIRWISE2 with that term alone, so the same value), the values loaded once */
+typedef struct { double aa, bb, ab, dd; } sums4;
+
+#define PAIRWISE4(NAME, LDA, LDB)                                                                               \
+    HOT static sums4 NAME(const void *a, const void *b, int64_t off, int64_t n) {                                    \
+        sums4 res = {0., 0., 0., 0.};                                                                           \
+        if (n < 8) {                                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                                   \
+                double va = (double)LDA(a, off + i), vb = (double)LDB(b, off + i), d = vb - va;                 \
+                res.aa += va * va; res.bb += vb * vb; res.ab += va * vb; res.dd += d * d;                       \
+            }                                                                                                   \
+            return res;                                                                                         \
+        } else if (n <= PW_BLOCKSIZE) {                                                                         \
+            double ra[8], rb[8], rab[8], rd[8];                                                                 \
+            int64_t i;                                                                                          \
+            for (int j = 0; j < 8; j++) {                                                                       \
+                double va = (double)LDA(a, off + j), vb = (double)LDB(b, off + j), d = vb - va;                 \
+                ra[j] = va * va; rb[j] = vb * vb; rab[j] = va * vb; rd[j] = d * d;                              \
+            }                                                                                                   \
+            for (i = 8; i < n - (n % 8); i += 8) {                                                              \
+                for (int j = 0; j < 8; j++) {                                                                   \
+                    double va = (double)LDA(a, off + i + j), vb = (double)LDB(b, off + i + j), d = vb - va;     \
+                    ra[j] += va * va; rb[j] += vb * vb; rab[j] += va * vb; rd[j] += d * d;                      \
+                }                                                                                               \
+            }                                                                                                   \
+            res.aa = ((ra[0] + ra[1]) + (ra[2] + ra[3])) + ((ra[4] + ra[5]) + (ra[6] + ra[7]));                 \
+            res.bb = ((rb[0] + rb[1]) + (rb[2] + rb[3])) + ((rb[4] + rb[5]) + (rb[6] + rb[7]));                 \
+            res.ab = ((rab[0] + rab[1]) + (rab[2] + rab[3])) + ((rab[4] + rab[5]) + (rab[6] + rab[7]));         \
+            res.dd = ((rd[0] + rd[1]) + (rd[2] + rd[3])) + ((rd[4] + rd[5]) + (rd[6] + rd[7]));                 \
+            for (; i < n; i++) {                                                                                \
+                double va = (double)LDA(a, off + i), vb = (double)LDB(b, off + i), d = vb - va;                 \
+                res.aa += va * va; res.bb += vb * vb; res.ab += va * vb; res.dd += d * d;                       \
+            }                                                                                                   \
+            return res;                                                                                         \
+        } else {                                                                                                \
+            int64_t n2 = n / 2;                                                                                 \
+            n2 -= n2 % 8;                                                                                       \
+            sums4 l = NAME(a, b, off, n2), r = NAME(a, b, off + n2, n - n2);                                    \
+            res.aa = l.aa + r.aa; res.bb = l.bb + r.bb; res.ab = l.ab + r.ab; res.dd = l.dd + r.dd;             \
+            return res;                                                                                         \
+        }                                                                                                       \
+    }
+
+typedef sums4 (*pw4_fn)(const void *, const void *, int64_t, int64_t);
+
+#define DIFF_COMBO(S, LDA, LDB)                                  \
+    PAIRWISE4(pw4_##S, LDA, LDB)                                 \
+    HOT static int scan_##S(const void *a, const void *b, int64_t n, double *mx) {                            \
+        /* every value equal (NaN equal to NaN); max|b - a| as the max of its bit patterns (|b - a| >= 0; exact    \
+         * where no value is NaN, the only case it is used: a NaN makes a sum non-finite, and the caller then      \
+         * takes the max over the compacted values) - two loops the compiler vectorises */                        \
+        int64_t ne = 0;                                                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                                         \
+            double x = (double)LDA(a, i), y = (double)LDB(b, i);                                                  \
+            ne += (x != y) & ((x == x) | (y == y));                                                               \
+        }                                                                                                         \
+        uint64_t mu = 0;                                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                                         \
+            double d = fabs((double)LDB(b, i) - (double)LDA(a, i));                                               \
+            uint64_t u;                                                                                           \
+            memcpy(&u, &d, 8);                                                                                    \
+            mu = u > mu ? u : mu;                                                                                 \
+        }                                                                                                         \
+        memcpy(mx, &mu, 8);                                                                                       \
+        return ne == 0;                                                                                           \
+    }
+
+DIFF_COMBO(ff, ld_f32, ld_f32)
+DIFF_COMBO(fd, ld_f32, ld_f64)
+DIFF_COMBO(fb, ld_f32, ld_bf16)
+DIFF_COMBO(df, ld_f64, ld_f32)
+DIFF_COMBO(dd, ld_f64, ld_f64)
+DIFF_COMBO(db, ld_f64, ld_bf16)
+DIFF_COMBO(bf, ld_bf16, ld_f32)
+DIFF_COMBO(bd, ld_bf16, ld_f64)
+DIFF_COMBO(bb, ld_bf16, ld_bf16)
+
+typedef int (*scan_fn)(const void *, const void *, int64_t, double *);
+static const pw4_fn PW4[3][3] = {{pw4_ff, pw4_fd, pw4_fb}, {pw4_df, pw4_dd, pw4_db}, {pw4_bf, pw4_bd, pw4_bb}};
+static const scan_fn SCAN[3][3] = {{scan_ff, scan_fd, scan_fb}, {scan_df, scan_dd, scan_db}, {scan_bf, scan_bd, scan_bb}};
+
+static inline double ld_kind(int kind, const void *p, int64_t i) {
+    return kind == 0 ? (double)ld_f32(p, i) : kind == 1 ? ld_f64(p, i) : (double)ld_bf16(p, i);
+}
+
+static inline int finite64(double x) { return !nonfinite64(x); }
+
+int64_t ck_diff_fd(int ka, int fd_a, int64_t pos_a, int kb, int fd_b, int64_t pos_b, int64_t n, int64_t chunk,
+                   int64_t piece, void *buf_a, void *buf_b, double *scratch, double *out, int64_t *flags, int64_t *err) {
+    const int64_t isa = item_size(ka), isb = item_size(kb);
+    if (!isa || !isb || chunk <= 0 || piece <= 0 || n < 0) return -1;
+    double *da = scratch, *db = scratch + piece;
+    double acc_aa = 0., acc_bb = 0., acc_ab = 0., acc_dd = 0., acc_mx = 0.;
+    int64_t all_equal = 1, acc_nf = 0;
+    for (int64_t cs = 0; cs < n; cs += chunk) {
+        int64_t ce = n - cs < chunk ? n : cs + chunk;
+        for (int64_t s = cs; s < ce; s += piece) {
+            int64_t len = ce - s < piece ? ce - s : piece;
+            int64_t r = read_all(fd_a, buf_a, len * isa, pos_a + s * isa, err);
+            if (r) return r;
+            r = read_all(fd_b, buf_b, len * isb, pos_b + s * isb, err);
+            if (r) {
+                err[1] = 1; /* B's read failed */
+                return r;
+            }
+            double mx;
+            int eq = SCAN[ka][kb](buf_a, buf_b, len, &mx);
+            sums4 q = PW4[ka][kb](buf_a, buf_b, 0, len);
+            double aa = q.aa, bb = q.bb, ab = q.ab, dd = q.dd;
+            int64_t nf = 0;
+            if (!finite64(aa + bb)) { /* rare: NaN/Inf on a side; only the positions finite on both sides count */
+                int64_t w = 0;
+                for (int64_t i = 0; i < len; i++) {
+                    double x = ld_kind(ka, buf_a, i), y = ld_kind(kb, buf_b, i);
+                    int keep = finite64(x) && finite64(y);
+                    int same = (x == y) || (x != x && y != y);
+                    nf += !keep && !same;
+                    if (keep) {
+                        da[w] = x;
+                        db[w] = y;
+                        w++;
+                    }
+                }
+                q = pw4_dd(da, db, 0, w);
+                aa = q.aa;
+                bb = q.bb;
+                ab = q.ab;
+                dd = q.dd;
+                mx = 0.;
+                for (int64_t i = 0; i < w; i++) {
+                    double d = fabs(db[i] - da[i]);
+                    mx = d > mx ? d : mx;
+                }
+            }
+            acc_aa = acc_aa + aa;
+            acc_bb = acc_bb + bb;
+            acc_ab = acc_ab + ab;
+            acc_dd = acc_dd + dd;
+            acc_mx = mx > acc_mx ? mx : acc_mx;
+            all_equal = all_equal && eq;
+            acc_nf += nf;
+        }
+    }
+    out[0] = acc_aa;
+    out[1] = acc_bb;
+    out[2] = acc_ab;
+    out[3] = acc_dd;
+    out[4] = acc_mx;
+    flags[0] = all_equal;
+    flags[1] = acc_nf;
     return 0;
 }

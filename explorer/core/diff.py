@@ -19,7 +19,7 @@ from .keys import apply_key_mapping, check_key_mapping, check_key_mapping_speed,
 from .parallel import Executor, Part, Readers, Span, WorkItem, executor_for, run_pass, shareable, split_items
 from .stats import DEFAULT_CHUNK, Source
 from .stats_kernels import Scratch as _Scratch
-from .stats_kernels import float_slices
+from .stats_kernels import SLICE, c_kernels, fd_failed, fd_span, float_slices
 
 
 class DiffStatus(str, Enum):
@@ -286,8 +286,14 @@ def diff_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[Any, ...], ...]
     slice (:mod:`explorer.core.stats_kernels`: numpy, single-threaded, so the figures never depend on threads)."""
     out = []
     sa_, sb_ = _Scratch(), _Scratch()
+    lib = c_kernels()
     for part in item.parts:
         sa, sb = part.spans
+        if lib is not None:
+            got = _diff_fd(lib, readers, sa, sb)
+            if got is not None:
+                out.append(got)
+                continue
 
         def side(span: Span, slot: int, scratch: Any) -> Iterator[Any]:
             for chunk in readers.chunks(span, slot):
@@ -372,24 +378,56 @@ def module_rollup(entries: Iterable[DiffEntry], *, depth: int | None = None) -> 
 
 
 def _pair_sums64(x: Any, y: Any, scratch: Any) -> tuple[Any, ...]:
-    """The partial of one pair of equal-length numpy slices (see :func:`diff_kernel`)."""
+    """The partial of one pair of equal-length numpy slices (see :func:`diff_kernel`): each sum numpy's pairwise sum
+    of the float64 products (``np.add.reduce``, a fixed order, which the C kernel ``ck_diff_fd`` repeats)."""
     import numpy as np
 
     equal = bool(np.array_equal(x, y, equal_nan=True))
     da = scratch("fa", np.float64, x.size)
     db = scratch("fb", np.float64, y.size)
+    t = scratch("ft", np.float64, x.size)
     np.copyto(da, x)
     np.copyto(db, y)
-    aa, bb = float(np.einsum("i,i->", da, da)), float(np.einsum("i,i->", db, db))
+
+    def dot(u: Any, v: Any) -> float:
+        w = t[: u.size]
+        np.multiply(u, v, out=w)
+        return float(np.add.reduce(w))
+
+    aa, bb = dot(da, da), dot(db, db)
     nonfinite = 0
     if not math.isfinite(aa + bb):  # a NaN/Inf on either side (float32 squares never overflow float64)
         keep = np.isfinite(x) & np.isfinite(y)
         same = (x == y) | (np.isnan(x) & np.isnan(y))
         nonfinite = int((~keep & ~same).sum())
         da, db = da[keep], db[keep]
-        aa, bb = float(np.einsum("i,i->", da, da)), float(np.einsum("i,i->", db, db))
-    ab = float(np.einsum("i,i->", da, db))
+        aa, bb = dot(da, da), dot(db, db)
+    ab = dot(da, db)
     np.subtract(db, da, out=db)
-    dd = float(np.einsum("i,i->", db, db))
+    dd = dot(db, db)
     mx = float(np.abs(db, out=db).max()) if db.size else 0.0
     return aa, bb, ab, dd, mx, equal, nonfinite
+
+
+def _diff_fd(lib: Any, readers: Readers, sa: Span, sb: Span) -> tuple[Any, ...] | None:
+    """A part's partial in one C call that reads both spans itself (float32 / float64 / bf16 safetensors tensors;
+    the slices of the numpy loop, so the same figures); None where it does not apply."""
+    import numpy as np
+
+    a, b = fd_span(readers, sa), fd_span(readers, sb)
+    if a is None or b is None or sa.numel != sb.numel:
+        return None
+    (ka, fa, pa), (kb, fb, pb) = a, b
+    item = {0: 4, 1: 8, 2: 2}
+    buf_a = readers.buffer(SLICE * item[ka], 0)
+    buf_b = readers.buffer(SLICE * item[kb], 1)
+    scratch = readers.buffer(2 * SLICE * 8, 2)
+    res = np.zeros(5, np.float64)
+    flags = np.zeros(2, np.int64)
+    err = np.zeros(2, np.int64)
+    code = lib.ck_diff_fd(ka, fa, pa, kb, fb, pb, sa.numel, readers.chunk_elems, SLICE, buf_a.data_ptr(),
+                          buf_b.data_ptr(), scratch.data_ptr(), res.ctypes.data, flags.ctypes.data, err.ctypes.data)
+    if code != 0:
+        fd_failed(readers, sb if err[1] else sa, int(code), int(err[0]))
+    aa, bb, ab, dd, mx = (float(v) for v in res)
+    return aa, bb, ab, dd, mx, bool(flags[0]), int(flags[1])

@@ -70,6 +70,8 @@ def _load() -> Any:
         lib.ck_moments_fd.restype = i64
         lib.ck_values_fd.argtypes = [ci, ci, i64, i64, i64, vp, vp, vp]
         lib.ck_values_fd.restype = i64
+        lib.ck_diff_fd.argtypes = [ci, ci, i64, ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp]
+        lib.ck_diff_fd.restype = i64
         lib.ck_range.argtypes = [ctypes.c_int, vp, i64, vp, vp]
         lib.ck_range.restype = ctypes.c_int
         lib.ck_moments.argtypes = [ctypes.c_int, vp, i64, i64, ctypes.c_int, vp, dbl, dbl, i64, vp, vp, vp, vp, vp]
@@ -296,7 +298,7 @@ _FD_KINDS = {"float32": 0, "float64": 1, "bfloat16": 2}  #: header dtypes the C 
 _ITEM = {0: 4, 1: 8, 2: 2}
 
 
-def _fd_span(readers: Readers, span: Span) -> tuple[int, int, int] | None:
+def fd_span(readers: Readers, span: Span) -> tuple[int, int, int] | None:
     """(C kind, descriptor, byte offset of the span's first element) where a C pass can pread the span itself: a
     float32/float64/bf16 safetensors tensor (:meth:`Readers.direct`); else None (the chunk loop reads it)."""
     if span.dtype not in _FD_KINDS or span.stop <= span.start:
@@ -309,7 +311,8 @@ def _fd_span(readers: Readers, span: Span) -> tuple[int, int, int] | None:
     return kind, fd, offset + span.start * _ITEM[kind]
 
 
-def _fd_failed(readers: Readers, span: Span, code: int, err: int) -> None:
+def fd_failed(readers: Readers, span: Span, code: int, err: int) -> None:
+    """Raise the error of a C pass's failed direct read of ``span`` (code -4: errno ``err``; -5: the file ended)."""
     if code == -4:
         readers.read_failed(span, OSError(err, os.strerror(err)))
     if code == -5:
@@ -321,7 +324,7 @@ def _range_fd(lib: Any, readers: Readers, span: Span, res: Any, cnt: Any) -> tup
     """Pass 1 of a span in one C call that reads it too (the pieces of the chunk loop, so the same figures)."""
     import numpy as np
 
-    d = _fd_span(readers, span)
+    d = fd_span(readers, span)
     if d is None:
         return None
     kind, fd, pos = d
@@ -330,7 +333,7 @@ def _range_fd(lib: Any, readers: Readers, span: Span, res: Any, cnt: Any) -> tup
     code = lib.ck_range_fd(kind, fd, pos, span.stop - span.start, readers.chunk_elems, READ, buf.data_ptr(),
                            res.ctypes.data, cnt.ctypes.data, err.ctypes.data)
     if code != 0:
-        _fd_failed(readers, span, int(code), int(err[0]))
+        fd_failed(readers, span, int(code), int(err[0]))
     return float(res[0]), float(res[1]), int(cnt[0]), int(cnt[1])
 
 
@@ -342,7 +345,7 @@ def _moments_fd(lib: Any, readers: Readers, span: Span, nonfinite: bool, lo: flo
     import numpy as np
     import torch
 
-    d = _fd_span(readers, span)
+    d = fd_span(readers, span)
     if d is None:
         return False
     kind, fd, pos = d
@@ -363,7 +366,7 @@ def _moments_fd(lib: Any, readers: Readers, span: Span, nonfinite: bool, lo: flo
     if got == -2:
         raise CheckpointError("values outside the range found by the first pass: the data changed during the pass")
     if got < 0:
-        _fd_failed(readers, span, int(got), int(err[0]))
+        fd_failed(readers, span, int(got), int(err[0]))
     if got != ns:
         raise RuntimeError(f"C statistics kernel failed ({got} slices, {ns} expected)")
     for kk, mm, qq, zz in zip(k.tolist(), mean.tolist(), m2.tolist(), nz.tolist()):
@@ -523,7 +526,7 @@ def _values_fd(lib: Any, readers: Readers, span: Span) -> Any:
     code = lib.ck_values_fd(width, fd, offset + span.start * width, span.stop - span.start, piece, buf.data_ptr(),
                             counts.ctypes.data, err.ctypes.data)
     if code != 0:
-        _fd_failed(readers, span, int(code), int(err[0]))
+        fd_failed(readers, span, int(code), int(err[0]))
     return counts
 
 

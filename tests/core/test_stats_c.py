@@ -243,3 +243,68 @@ def test_16_and_8_bit_value_counts_in_c_equal_numpys(tmp_path: Path, monkeypatch
     ref = t["half"].float()
     assert h.numel == ref.numel() and h.min == float(ref.min()) and h.max == float(ref.max())
     assert list(h.counts) == [int(c) for c in torch.histc(ref, bins=256, min=h.min, max=h.max)]
+
+
+@needs_c
+def test_diff_in_c_equals_the_numpy_diff_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A vs B where both are float32 / float64 / bf16 safetensors tensors: one C call per span pair reads both and
+    # gives the figures of the numpy loop exactly (the same slices, numpy's pairwise sums, NaN/Inf dropped alike)
+    from explorer.core import diff as diff_mod
+    from explorer.core.diff import diff_checkpoints
+
+    g = torch.Generator().manual_seed(11)
+    big = torch.randn(sk.SLICE * 2 + 777, generator=g)
+    a = {
+        "big": big, "f64": big[:300_001].double() * 3, "bf": big[:200_000].to(torch.bfloat16),
+        "mixed": big[:150_000].clone(), "same": big[:99_999].clone(), "zeros": torch.zeros(5000),
+        "nan": torch.tensor([1.0, float("nan"), float("inf"), -0.0, 2.0] * 30_000),
+    }
+    b = {
+        "big": big + 1e-3 * torch.randn(big.shape, generator=g), "f64": a["f64"] * (1 + 1e-9),
+        "bf": (a["bf"].float() * 1.01).to(torch.bfloat16), "mixed": a["mixed"].double() + 1e-7,  # f32 vs f64
+        "same": a["same"].clone(), "zeros": -torch.zeros(5000),  # -0.0 equals 0.0
+        "nan": torch.tensor([1.5, float("nan"), 3.0, 0.0, float("-inf")] * 30_000),  # NaN/Inf at other places
+    }
+    save_file(a, tmp_path / "a.safetensors")
+    save_file(b, tmp_path / "b.safetensors")
+    calls: list[bool] = []
+    real = diff_mod._diff_fd
+    monkeypatch.setattr(diff_mod, "_diff_fd", lambda *x: (lambda r: (calls.append(r is not None), r)[1])(real(*x)))
+    for workers in (1, 2):
+        for chunk in (1 << 22, 100_000, sk.SLICE + 3):
+            calls.clear()
+            fast, slow = _both(monkeypatch, lambda: diff_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors",
+                                                                     chunk_elems=chunk, workers=workers))
+            assert calls and all(calls) and len(calls) >= len(a), calls
+            assert fast == slow, (workers, chunk)
+    by = {e.name: e for e in fast}
+    assert by["same"].status == "same" and by["zeros"].status == "same" and by["big"].status == "changed"
+    assert by["nan"].nonfinite == 2 * 30_000  # inf vs 3 and 2 vs -inf; NaN vs NaN is not a difference
+    x, y = a["big"].double(), b["big"].double()
+    assert by["big"].rel_change == pytest.approx(float((y - x).norm() / x.norm()), rel=1e-12)
+    assert by["big"].max_abs_diff == float((y - x).abs().max())
+
+
+@needs_c
+def test_a_b_file_truncated_under_the_c_diff_names_b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from explorer.core.checkpoint import TensorReader
+    from explorer.core.diff import diff_checkpoints
+    from explorer.core.errors import CheckpointError
+
+    x = torch.randn(sk.SLICE * 3)
+    save_file({"w": x}, tmp_path / "a.safetensors")
+    save_file({"w": x + 1}, tmp_path / "b.safetensors")
+    pb = tmp_path / "b.safetensors"
+    real = TensorReader.direct
+
+    def truncating(self, name):  # B passes the check, then shrinks before the C diff reads it
+        d = real(self, name)
+        if Path(self.index.tensors[name].file) == pb:
+            os.truncate(pb, pb.stat().st_size // 2)
+        return d
+
+    monkeypatch.setattr(TensorReader, "direct", truncating)
+    with pytest.raises(CheckpointError) as e:
+        diff_checkpoints(tmp_path / "a.safetensors", pb, workers=1)
+    msg = str(e.value)
+    assert msg.startswith(str(pb)) and "changed on disk" in msg and "\n" not in msg
