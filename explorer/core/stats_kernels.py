@@ -13,14 +13,15 @@ How they are fast and exact:
   OpenMP team for them (one crawls when the cores are busy, as they are with a worker per core) and never reorders
   a sum by thread count. numpy's reductions are single-threaded. So a slice's figures are a pure function of its
   values.
-* Sums are float64: a slice's mean (numpy's pairwise sum), then Σ(x − mean)² (``einsum``), combined across slices
+* Sums are float64: a slice's mean (numpy's pairwise sum), then Σ(x − mean)² (the same pairwise sum of the squares), combined across slices
   with Chan's formula in item order.
 * Histogram bins use torch.histc's own arithmetic in the values' dtype — bin = trunc((x − lo)·bins / (hi − lo)),
   the top edge in the last bin — so the counts equal ``torch.histc`` of the whole tensor, bin for bin.
 
 The fast path: an optional C extension (``explorer/core/_kernels.c``, built by ``setup.py`` when a compiler is
 there, loaded with ctypes, which releases the GIL for each call) runs pass 1 and pass 2 over float32, float64 and
-bf16 chunks in single sweeps per slice, with the same arithmetic in the same order (numpy's pairwise summation, the
+bf16 chunks in single sweeps per slice (reading a safetensors tensor itself, :func:`fd_span`; a 16/8-bit tensor's
+bit patterns counted the same way; a diff's sums too, :mod:`explorer.core.diff`), with the same arithmetic in the same order (numpy's pairwise summation, the
 squares summed the same way, histc's bins), so its figures equal the numpy code's bit for bit; tests pin that.
 The numpy code is the fallback (no compiler, another dtype, a fixed histogram range, integers) and is forced by
 ``CKPT_EXPLORER_NO_C_KERNEL=1``. :func:`c_kernels` says which one runs.
