@@ -452,6 +452,12 @@ def _hist(a: Any, mode: str, lo: float, hi: float, bins: int, n_counts: int, scr
     import numpy as np
 
     if mode == "range":
+        if a.dtype == np.float32 and not _f32_width_finite(lo, hi):
+            # float32 hi - lo overflows (values near ±3.4e38): torch.histc's float32 arithmetic then drops every
+            # value (NaN bins); bin in float64 instead, where the width is finite, so the histogram stays true
+            f = scratch("wide", np.float64, a.size)
+            np.copyto(f, a)
+            a = f
         t = scratch("hist", a.dtype, a.size)
         width = float(np.float32(hi) - np.float32(lo)) if a.dtype == np.float32 else hi - lo
         np.subtract(a, lo, out=t)
@@ -576,7 +582,10 @@ def from_values(keys: Any, counts: Any, dtype: str, bins: int, fixed: tuple[floa
         return [lo, hi, nan, inf], mo, None
     a, b = (np.float32(fixed[0]), np.float32(fixed[1])) if fixed is not None else (np.float32(lo), np.float32(hi))
     keep = (v >= a) & (v <= b)
-    t = ((v[keep] - a) * np.float32(bins)) / (b - a)  # torch.histc's arithmetic, in float32
+    if _f32_width_finite(float(a), float(b)):
+        t = ((v[keep] - a) * np.float32(bins)) / (b - a)  # torch.histc's arithmetic, in float32
+    else:  # the float32 width overflows (values near ±3.4e38): in float64, as _hist bins such a range
+        t = ((v[keep].astype(np.float64) - float(a)) * bins) / (float(b) - float(a))
     idx = np.minimum(t.astype(np.int64), bins - 1)
     hist = torch.from_numpy(np.bincount(idx, weights=c[keep], minlength=bins).astype(np.int64))
     return [lo, hi, nan, inf], mo, hist

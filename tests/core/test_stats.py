@@ -172,3 +172,27 @@ def test_fitted_bins_say_why_there_are_fewer_than_asked() -> None:
     assert len(ints.counts) == 4 and "one bin per integer value from 0 to 3" in ints.bins_note
     const = aggregate_stats(torch.ones(50), ["ln"], bins=64)
     assert "1 bin, 64 asked" in const.bins_note and "same" in const.bins_note
+
+
+def test_values_near_the_float32_limit_get_a_true_histogram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # hi - lo overflows float32 here: torch.histc's float32 arithmetic then drops every value (NaN bins); the
+    # histogram is binned in float64 instead (equal to torch.histc of the float64 values), with no warning
+    import warnings
+
+    from safetensors.torch import save_file
+
+    from explorer.core import stats_kernels as sk
+
+    x = torch.tensor([-3e38, 3e38, 0.0, 1e38, -1e38, 2e38, 3e38] * 1000, dtype=torch.float32)
+    assert int(torch.histc(x, bins=6, min=float(x.min()), max=float(x.max())).sum()) == 0  # torch's own: nothing
+    t = {"f32": x, "bf": x.to(torch.bfloat16)}
+    save_file(t, tmp_path / "big.safetensors")
+    for c_off in ("", "1"):
+        monkeypatch.setenv(sk.NO_C_ENV, c_off)
+        for name, v in t.items():
+            for src in (v, tmp_path / "big.safetensors"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    s = tensor_stats(src, name, bins=6)  # a tensor (name: its label) or a file (name: the tensor)
+                ref = torch.histc(v.double(), bins=6, min=s.min, max=s.max)
+                assert list(s.counts) == [int(c) for c in ref] and sum(s.counts) == v.numel(), (name, c_off, src)
