@@ -16,7 +16,9 @@ How they are fast and exact:
 * Sums are float64: a slice's mean (numpy's pairwise sum), then Σ(x − mean)² (the same pairwise sum of the squares), combined across slices
   with Chan's formula in item order.
 * Histogram bins use torch.histc's own arithmetic in the values' dtype — bin = trunc((x − lo)·bins / (hi − lo)),
-  the top edge in the last bin — so the counts equal ``torch.histc`` of the whole tensor, bin for bin.
+  the top edge in the last bin — so the counts equal ``torch.histc`` of the whole tensor, bin for bin. Where the
+  float32 width hi − lo overflows (values near ±3.4e38) histc's float32 arithmetic drops every value; such a range
+  is binned in float64 instead (``torch.histc`` of the float64 values).
 
 The fast path: an optional C extension (``explorer/core/_kernels.c``, built by ``setup.py`` when a compiler is
 there, loaded with ctypes, which releases the GIL for each call) runs pass 1 and pass 2 over float32, float64 and
