@@ -66,9 +66,13 @@ def run_item(sources: tuple[Any, ...], item: WorkItem, chunk_elems: int) -> tupl
 # --------------------------------------------------------------------------------------------- open readers
 
 READER_CACHE = 8  #: open readers a cluster worker process keeps between items (idle ones; least recently used go)
-_idle: OrderedDict[tuple, list[Any]] = OrderedDict()
+#: an idle reader is closed after this long, or as soon as a sweep finds one of its files deleted: its descriptors
+#: would keep a deleted checkpoint's disk space in use for as long as the worker process lives
+READER_IDLE_SECONDS = 30.0
+_idle: OrderedDict[tuple, list[tuple[Any, float]]] = OrderedDict()  # per identity: (reader, idle since)
 _idle_lock = threading.Lock()
-_counts = {"opened": 0, "reused": 0, "stale": 0}
+_counts = {"opened": 0, "reused": 0, "stale": 0, "swept": 0}
+_sweeper: list[threading.Timer] = []  # the pending sweep, if any
 
 
 def _identity(index: Any) -> tuple | None:
@@ -102,7 +106,7 @@ def _lease(index: Any) -> Any:
         return None
     with _idle_lock:
         pool = _idle.get(key)
-        r = pool.pop() if pool else None
+        r = pool.pop()[0] if pool else None
         if pool is not None and not pool:
             del _idle[key]
     if r is not None:
@@ -130,19 +134,69 @@ def _give_back(index: Any, reader: Any, *, keep: bool) -> None:
     key = _identity(index)
     drop = []
     with _idle_lock:
-        _idle.setdefault(key, []).append(reader)
+        _idle.setdefault(key, []).append((reader, time.monotonic()))
         _idle.move_to_end(key)
         while sum(len(v) for v in _idle.values()) > READER_CACHE:
             old_key, pool = next(iter(_idle.items()))
-            drop.append(pool.pop(0))
+            drop.append(pool.pop(0)[0])
             if not pool:
                 del _idle[old_key]
+        if not _sweeper:
+            _schedule_sweep()
     for r in drop:
         r.close()
 
 
+def _deleted(reader: Any) -> bool:
+    """Whether a file the reader holds open has been deleted (no name left: only the descriptor keeps it)."""
+    for fd in list(reader._fds.values()):
+        try:
+            if os.fstat(fd).st_nlink == 0:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def sweep_idle_readers(now: float | None = None) -> int:
+    """Close the idle readers idle for :data:`READER_IDLE_SECONDS` or holding a deleted file; how many were closed.
+    Runs on a timer in a worker process while readers are idle (and may be called directly)."""
+    now = time.monotonic() if now is None else now
+    drop = []
+    with _idle_lock:
+        for key in list(_idle):
+            keep = []
+            for r, since in _idle[key]:
+                (drop if now - since >= READER_IDLE_SECONDS or _deleted(r) else keep).append((r, since))
+            if keep:
+                _idle[key] = keep
+            else:
+                del _idle[key]
+        _counts["swept"] += len(drop)
+    for r, _ in drop:
+        r.close()
+    return len(drop)
+
+
+def _schedule_sweep() -> None:
+    """Start the sweep timer (call with ``_idle_lock`` held); it sweeps, then starts again while readers are idle."""
+    t = threading.Timer(min(READER_IDLE_SECONDS, 5.0), _sweep_and_reschedule)
+    t.daemon = True
+    _sweeper.append(t)
+    t.start()
+
+
+def _sweep_and_reschedule() -> None:
+    sweep_idle_readers()
+    with _idle_lock:
+        _sweeper.clear()
+        if _idle:
+            _schedule_sweep()
+
+
 def reader_cache_info() -> dict[str, int]:
-    """This worker process's reader cache: readers opened, reused, dropped as stale, idle now (for tests/logs)."""
+    """This worker process's reader cache: readers opened, reused, dropped as stale, closed by a sweep (idle too long,
+    or a file deleted), idle now (for tests/logs)."""
     with _idle_lock:
         return {**_counts, "idle": sum(len(v) for v in _idle.values())}
 
