@@ -23,7 +23,7 @@ from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, safetensors_d
 from .errors import Cancelled, ExportError
 from .export_options import parse_dtype, parse_size
 from .fresh import FreshInit
-from .fsio import load_json, write_all
+from .fsio import load_json, start_writeback, write_all
 from .jobs import Progress, Ticker, is_cancelled
 from .plan import Action, Entry, Plan
 from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
@@ -608,6 +608,7 @@ def _write_safetensors(
             return None
         n = _pwrite_tensor(fd, t, at(job))
         del t
+        start_writeback(fd, at(job), n)  # on its way to disk while the rest is made: the final fsync waits less
         return n
 
     made = ordered_map(make, jobs, workers=workers if readers.shared else 1,
@@ -624,6 +625,7 @@ def _write_safetensors(
                 sfd = readers.main.checked_fd(o.source.file, need=o.source.offset + o.source.nbytes)
                 os.lseek(fd, at(job), os.SEEK_SET)  # the file position is this thread's alone (workers pwrite)
                 _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
+                start_writeback(fd, at(job), o.source.nbytes)
             else:
                 state.step(n, o.name)
         size = os.fstat(fd).st_size

@@ -388,3 +388,35 @@ def test_cancel_stops_a_big_fresh_init_inside_it(tmp_path, monkeypatch):
     assert inside == ["model.embed_tokens"] and finished == []  # stopped inside the init
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
     assert checksums(src) == before
+
+
+def test_every_written_byte_starts_its_writeback_before_the_final_fsync(src, tmp_path, monkeypatch):
+    # the tensors' bytes are handed to the disk as they are written (sync_file_range on Linux), so the final fsync
+    # of a big shard waits for its tail only; the advice is harmless on any descriptor
+    import os as _os
+
+    import explorer.core.export as export_mod
+    from explorer.core.fsio import start_writeback
+
+    seen: list[tuple[int, int, int]] = []
+    real = export_mod.start_writeback
+    monkeypatch.setattr(export_mod, "start_writeback", lambda fd, off, n: (seen.append((_os.fstat(fd).st_ino, off, n)),
+                                                                           real(fd, off, n))[1])
+    plan, _ = plan_for(src, "BertModel")
+    out = tmp_path / "out"
+    res = export_checkpoint(str(src), plan.with_rule("pooler", action="reinit"), out, max_shard_size="20MB", workers=2)
+    for f in res.files:
+        if not f.endswith(".safetensors"):
+            continue
+        ino = _os.stat(f).st_ino
+        ranges = sorted((off, off + n) for i, off, n in seen if i == ino and n)
+        (hlen,) = struct.unpack("<Q", Path(f).read_bytes()[:8])
+        assert ranges and ranges[0][0] == 8 + hlen and ranges[-1][1] == Path(f).stat().st_size, f
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f  # contiguous: every byte, once
+    r, w = _os.pipe()
+    try:
+        start_writeback(r, 0, 10)  # not a file: the kernel says no, and that is all
+        start_writeback(-1, 0, 10)
+    finally:
+        _os.close(r)
+        _os.close(w)
