@@ -474,8 +474,9 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _Write
 
 
 def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
-    """What writing ``shard`` takes, in file order: ``(tensor, start, stop)`` — a cast of a safetensors tensor in
-    ranges of ``_CHUNK // 8`` elements (``start < stop``), anything else whole (``0, 0``)."""
+    """What writing ``shard`` takes: ``(tensor, start, stop)`` — a cast of a safetensors tensor in ranges of
+    ``_CHUNK // 8`` elements (``start < stop``), anything else whole (``0, 0``) — in file order but for the big
+    fresh inits, which start first (:func:`_big_inits_first`)."""
     jobs: list[tuple[_Out, int, int]] = []
     step = _CHUNK // 8
     for o in shard:
@@ -484,7 +485,29 @@ def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
             jobs.extend((o, s, min(n, s + step)) for s in range(0, n, step))
         else:
             jobs.append((o, 0, 0))
-    return jobs
+    return _big_inits_first(jobs)
+
+
+def _big_inits_first(jobs: list[tuple[_Out, int, int]]) -> list[tuple[_Out, int, int]]:
+    """The jobs in file order, except that the fresh inits of a module holding at least 1/8 of the shard's bytes
+    (a re-initialised lm_head or embedding: one long random init that cannot be split) start first, the module's
+    tensors together: started last, such an init runs alone at the end while the other workers wait. Every job
+    writes at its own offset, so the file's bytes do not change."""
+    total = sum(_job_bytes(j) for j in jobs)
+    per_module: dict[str, int] = {}
+    for o, _s, _e in jobs:
+        if o.kind in ("init", "resize"):
+            m = (o.model_key or o.name).rpartition(".")[0]
+            per_module[m] = per_module.get(m, 0) + o.nbytes
+    big = {m for m, n in per_module.items() if total and n * 8 >= total}
+    if not big:
+        return jobs
+
+    def first(job: tuple[_Out, int, int]) -> bool:
+        o = job[0]
+        return o.kind in ("init", "resize") and (o.model_key or o.name).rpartition(".")[0] in big
+
+    return [j for j in jobs if first(j)] + [j for j in jobs if not first(j)]
 
 
 def _job_bytes(job: tuple[_Out, int, int]) -> int:

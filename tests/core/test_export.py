@@ -420,3 +420,27 @@ def test_every_written_byte_starts_its_writeback_before_the_final_fsync(src, tmp
     finally:
         _os.close(r)
         _os.close(w)
+
+
+def test_a_big_fresh_init_starts_first_and_the_bytes_do_not_change(tmp_path):
+    # a re-initialised lm_head (a long random init that cannot be split) is the last tensor in the file: its jobs
+    # start first, so no worker waits for it at the end; the file is the same for 1 and 2 workers
+    from explorer.core.export import _jobs, _Out
+
+    shard = [_Out(f"model.layers.{i}.w", (64, 64), "float32", "init", model_key=f"model.layers.{i}.w") for i in range(8)]
+    shard += [_Out("lm_head.weight", (512, 64), "float32", "init", model_key="lm_head.weight"),
+              _Out("lm_head.bias", (512,), "float32", "init", model_key="lm_head.bias")]
+    order = [j[0].name for j in _jobs(shard)]
+    assert order[:2] == ["lm_head.weight", "lm_head.bias"] and order[2:] == [o.name for o in shard[:8]]
+    small = shard[:8]
+    assert [j[0].name for j in _jobs(small)] == [o.name for o in small]  # no big init: file order
+
+    src = tmp_path / "tiny"
+    save_tiny("llama", "LlamaForCausalLM", src, tie_word_embeddings=False, vocab_size=4000)
+    plan, _ = plan_for(src, "LlamaForCausalLM")
+    plan = plan.with_rule("lm_head", match="key", action="reinit")
+    one = export_checkpoint(str(src), plan, tmp_path / "one", workers=1, seed=5)
+    two = export_checkpoint(str(src), plan, tmp_path / "two", workers=2, seed=5)
+    assert one.is_clean and two.is_clean
+    assert all_raw(tmp_path / "one") == all_raw(tmp_path / "two")
+    assert (tmp_path / "one" / "model.safetensors").read_bytes() == (tmp_path / "two" / "model.safetensors").read_bytes()
