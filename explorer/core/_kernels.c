@@ -405,7 +405,8 @@ int64_t ck_moments_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, i
  * counts[v] += how often each bit pattern v of `width` bytes (2: 65536 patterns, 1: 256) occurs among elements
  * [0, n) at byte `pos` of `fd`, read in pieces of `piece` elements into `buf`: the one pass of a 16/8-bit float
  * tensor (every figure follows from the counts). Big spans count into four uint32 sub-histograms (repeated
- * patterns do not wait on each other), added to counts after every piece. Returns 0, -4 / -5 as the passes above. */
+ * patterns do not wait on each other), added to counts at the end (or every 2^31 values). Returns 0, -4 / -5 as
+ * the passes above. */
 HOT static void count_u16(const uint16_t *a, int64_t len, uint32_t *h) {
     int64_t i = 0;
     for (; i + 4 <= len; i += 4) {
@@ -424,6 +425,7 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
     const int sub = width == 2 && n >= (1 << 20); /* small spans: clearing 1 MB of sub-histograms would cost more */
     uint32_t *h = sub ? (uint32_t *)calloc((size_t)(4 * size), sizeof(uint32_t)) : NULL;
     if (sub && !h) return -3;
+    int64_t held = 0; /* values in the sub-histograms since they were last added to counts */
     for (int64_t s = 0; s < n; s += piece) {
         int64_t len = n - s < piece ? n - s : piece;
         int64_t r = read_all(fd, buf, len * width, pos + s * width, err);
@@ -433,9 +435,13 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
         }
         if (sub) {
             count_u16((const uint16_t *)buf, len, h);
-            for (int64_t j = 0; j < size; j++) {
-                counts[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
-                h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
+            held += len;
+            if (held > ((int64_t)1 << 31) || s + len >= n) { /* uint32 counters: added up long before they could wrap */
+                for (int64_t j = 0; j < size; j++) {
+                    counts[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
+                    h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
+                }
+                held = 0;
             }
         } else if (width == 2) {
             const uint16_t *a = (const uint16_t *)buf;
