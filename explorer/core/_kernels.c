@@ -36,7 +36,7 @@
 #define PW_BLOCKSIZE 128
 #define HB 512 /* values binned per block: their bins computed first (vectorisable), then counted */
 
-int ck_version(void) { return 2; }
+int ck_version(void) { return 3; }
 
 static inline float ld_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
 static inline double ld_f64(const void *p, int64_t i) { return ((const double *)p)[i]; }
@@ -402,11 +402,12 @@ int64_t ck_moments_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, i
 }
 
 /* ------------------------------------------------------------------------------------------ value counts
- * counts[v] += how often each bit pattern v of `width` bytes (2: 65536 patterns, 1: 256) occurs among elements
- * [0, n) at byte `pos` of `fd`, read in pieces of `piece` elements into `buf`: the one pass of a 16/8-bit float
- * tensor (every figure follows from the counts). Big spans count into four uint32 sub-histograms (repeated
- * patterns do not wait on each other), added to counts at the end (or every 2^31 values). Returns 0, -4 / -5 as
- * the passes above. */
+ * How often each bit pattern of `width` bytes (2: 65536 patterns, 1: 256) occurs among elements [0, n) at byte
+ * `pos` of `fd`, read in pieces of `piece` elements into `buf`: the one pass of a 16/8-bit float tensor (every
+ * figure follows from the counts). Written sparse: keys[i] the i-th pattern present (ascending), vals[i] its count;
+ * returns how many (or -4 / -5 as the passes above). `dense`: int64 scratch, one per pattern, all zero on entry and
+ * left all zero (the caller keeps one per thread). Big spans count into four uint32 sub-histograms (repeated
+ * patterns do not wait on each other), added to `dense` at the end (or every 2^31 values). */
 HOT static void count_u16(const uint16_t *a, int64_t len, uint32_t *h) {
     int64_t i = 0;
     for (; i + 4 <= len; i += 4) {
@@ -418,19 +419,25 @@ HOT static void count_u16(const uint16_t *a, int64_t len, uint32_t *h) {
     for (; i < len; i++) h[a[i]]++;
 }
 
-int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, void *buf, int64_t *counts,
-                     int64_t *err) {
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, void *buf, int64_t *dense,
+                     int64_t *keys, int64_t *vals, int64_t *err) {
     if ((width != 1 && width != 2) || piece <= 0 || piece > (1 << 30) || n < 0) return -1;
     const int64_t size = width == 2 ? 65536 : 256;
     const int sub = width == 2 && n >= (1 << 20); /* small spans: clearing 1 MB of sub-histograms would cost more */
     uint32_t *h = sub ? (uint32_t *)calloc((size_t)(4 * size), sizeof(uint32_t)) : NULL;
     if (sub && !h) return -3;
-    int64_t held = 0; /* values in the sub-histograms since they were last added to counts */
+    int64_t held = 0; /* values in the sub-histograms since they were last added to dense */
     for (int64_t s = 0; s < n; s += piece) {
         int64_t len = n - s < piece ? n - s : piece;
         int64_t r = read_all(fd, buf, len * width, pos + s * width, err);
         if (r) {
             free(h);
+            memset(dense, 0, (size_t)size * sizeof(int64_t));
             return r;
         }
         if (sub) {
@@ -438,21 +445,43 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
             held += len;
             if (held > ((int64_t)1 << 31) || s + len >= n) { /* uint32 counters: added up long before they could wrap */
                 for (int64_t j = 0; j < size; j++) {
-                    counts[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
+                    dense[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
                     h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
                 }
                 held = 0;
             }
         } else if (width == 2) {
             const uint16_t *a = (const uint16_t *)buf;
-            for (int64_t i = 0; i < len; i++) counts[a[i]]++;
+            for (int64_t i = 0; i < len; i++) dense[a[i]]++;
         } else {
             const uint8_t *a = (const uint8_t *)buf;
-            for (int64_t i = 0; i < len; i++) counts[a[i]]++;
+            for (int64_t i = 0; i < len; i++) dense[a[i]]++;
         }
     }
     free(h);
-    return 0;
+    int64_t m = 0;
+    if (n <= piece && n < size / 8) { /* a small span, still in buf: its own values are the keys (no scan of dense) */
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v = width == 2 ? ((const uint16_t *)buf)[i] : ((const uint8_t *)buf)[i];
+            if (dense[v] > 0) {
+                keys[m++] = v;
+                dense[v] = -dense[v]; /* taken */
+            }
+        }
+        qsort(keys, (size_t)m, sizeof(int64_t), cmp_i64);
+        for (int64_t i = 0; i < m; i++) {
+            vals[i] = -dense[keys[i]];
+            dense[keys[i]] = 0;
+        }
+        return m;
+    }
+    for (int64_t j = 0; j < size; j++) /* a scan of 0.5 MB: a few % of counting the 1M+ values of a big span */
+        if (dense[j]) {
+            keys[m] = j;
+            vals[m++] = dense[j];
+            dense[j] = 0;
+        }
+    return m;
 }
 
 /* ------------------------------------------------------------------------------------------ diff

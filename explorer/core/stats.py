@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_CHUNK = 1 << 22  # 4M elements: 16 MB as float32, big enough that per-chunk overhead is noise
+#: a value-count work item (16/8-bit floats) holds this many chunks: its partial is small (the patterns present), and
+#: fewer hand-offs between the workers and the caller's thread keep the workers busy
+VALUE_ITEMS = 4
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -221,6 +224,7 @@ def aggregate_stats(
         g = _group(inp, label if label is not None else _common_prefix(names), list(names), bins, fit)
         tick = Ticker(2 * g.numel, progress, cancel)
         (st,) = _compute(inp, [g], executor_for(workers, local_only=inp.local_only), chunk_elems, tick, hist_range)
+        tick.report(tick.total)
         return st
     finally:
         inp.close()
@@ -270,7 +274,7 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
     work items run by ``executor``; partials merged in item order."""
     fixed = hist_range is not None and hist_range[1] > hist_range[0]
 
-    by_values = [len({f[1] for f in g.facts}) == 1 and g.facts[0][1] in VALUE_DTYPES for g in groups]
+    by_values = [_is_values(g) for g in groups]
 
     def parts(opts: Callable[[int, _Group], tuple[Any, ...] | None], values: bool = False) -> list[Part]:
         out = []
@@ -285,6 +289,8 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
 
     def run(kernel: Any, ps: list[Part]) -> Iterator[tuple[Part, Any]]:
         items = split_items(kernel, ps, chunk_elems=chunk_elems, splittable=lambda sp: inp.splittable(sp.tensor))
+        if not items:  # nothing to read: no workers to start
+            return
         for item, partials in run_pass(executor, inp.sources, items, tick, chunk_elems=chunk_elems):
             yield from zip(item.parts, partials)
 
@@ -292,20 +298,10 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
     rng = [[math.inf, -math.inf, 0, 0] for _ in groups]
     moments = [Moments() for _ in groups]
     counts: list[Any] = [None] * len(groups)
-    # 16/8-bit floats: one pass of value counts gives every figure
-    seen: dict[int, list[Any]] = {}
-    for part, vc in run(values_kernel, parts(lambda gi, g: (gi,), values=True)):
-        seen.setdefault(part.options[0], []).append(vc)
-    for gi, g in enumerate(groups):
-        if by_values[gi]:
-            import numpy as np
-
-            got = seen.pop(gi, [])
-            keys = np.concatenate([k for k, _ in got]) if got else np.zeros(0, np.int64)
-            cts = np.concatenate([c for _, c in got]) if got else np.zeros(0, np.int64)
-            rng[gi], moments[gi], counts[gi] = from_values(keys, cts, g.facts[0][1], g.bins,
-                                                         (float(hist_range[0]), float(hist_range[1])) if fixed and hist_range else None)
-            tick.step(g.numel)  # no second pass
+    fixed_range = (float(hist_range[0]), float(hist_range[1])) if fixed and hist_range else None
+    for gi, r, mo, c in _values_stream(inp, groups, [gi for gi in range(len(groups)) if by_values[gi]], executor,
+                                       chunk_elems, tick, fixed_range):
+        rng[gi], moments[gi], counts[gi] = r, mo, c
     for part, (lo, hi, nan, inf) in run(range_kernel, parts(lambda gi, g: (gi, g.integer))):
         r = rng[part.options[0]]
         r[0], r[1], r[2], r[3] = min(r[0], lo), max(r[1], hi), r[2] + nan, r[3] + inf
@@ -327,9 +323,55 @@ def _compute(inp: _Input, groups: list[_Group], executor: Executor, chunk_elems:
         gi = part.options[0]
         moments[gi].add(k, mean, m2, zeros)
         counts[gi] = c if counts[gi] is None else counts[gi] + c
-    if tick.progress is not None:
-        tick.report(tick.total)
     return [_finish(g, rng[gi], moments[gi], counts[gi], fixed, hist_range) for gi, g in enumerate(groups)]
+
+
+def _is_values(g: _Group) -> bool:
+    """Whether the group is measured by one pass of value counts: every tensor of one 16/8-bit float dtype."""
+    return len({f[1] for f in g.facts}) == 1 and g.facts[0][1] in VALUE_DTYPES
+
+
+def _values_stream(inp: _Input, groups: list[_Group], gis: list[int], executor: Executor, chunk_elems: int,
+                   tick: Ticker, fixed_range: tuple[float, float] | None) -> Iterator[tuple[int, list[Any], Moments, Any]]:
+    """(group index, [min, max, NaN, Inf], Moments, histogram counts) of the 16/8-bit groups ``gis``, in that order:
+    one pass of value counts gives every figure, so a group is finished as soon as its last part is in, while the
+    workers count the next ones (no pass waits on another)."""
+    import numpy as np
+
+    parts = [Part((Span(0, n, 0, numel, file, dtype),), (gi,))
+             for gi in gis for n, (numel, dtype, _shape, file) in zip(groups[gi].names, groups[gi].facts) if numel]
+    items = split_items(values_kernel, parts, chunk_elems=VALUE_ITEMS * chunk_elems,
+                        splittable=lambda sp: inp.splittable(sp.tensor))
+    left = dict.fromkeys(gis, 0)  # parts still to come per group (a big tensor is cut into several)
+    for item in items:
+        for p in item.parts:
+            left[p.options[0]] += 1
+    seen: dict[int, list[Any]] = {}
+    todo = iter(gis)
+
+    def finish(gi: int) -> tuple[int, list[Any], Moments, Any]:
+        got = seen.pop(gi, [])
+        keys = np.concatenate([k for k, _ in got]) if got else np.zeros(0, np.int64)
+        cts = np.concatenate([c for _, c in got]) if got else np.zeros(0, np.int64)
+        g = groups[gi]
+        tick.step(g.numel)  # no second pass
+        return (gi, *from_values(keys, cts, g.facts[0][1], g.bins, fixed_range))
+
+    def ready(upto: int | None) -> Iterator[tuple[int, list[Any], Moments, Any]]:
+        for gi in todo:  # the groups before ``upto`` are complete (or empty), in order
+            yield finish(gi)
+            if gi == upto:
+                return
+
+    if items:
+        for item, partials in run_pass(executor, inp.sources, items, tick, chunk_elems=chunk_elems):
+            for part, vc in zip(item.parts, partials):
+                gi = part.options[0]
+                seen.setdefault(gi, []).append(vc)
+                left[gi] -= 1
+                if not left[gi]:
+                    yield from ready(gi)
+    yield from ready(None)
 
 
 def _finish(g: _Group, rng: list[Any], mo: Moments, counts: Any, fixed: bool,
@@ -388,8 +430,9 @@ def stats_many(
     """:func:`tensor_stats` for each name (default: every tensor in file order), yielded in order.
 
     Tensors are measured in batches (:data:`BATCH_ELEMS`): small tensors share work items, big ones are cut into
-    ranges, and every item of a batch runs on ``workers`` (default: every core); the figures do not depend on the
-    batch or the workers. ``progress(done, total)`` counts elements over all the tensors (twice: two passes).
+    ranges, and every item of a batch runs on ``workers`` (default: every core); a run of consecutive 16/8-bit float
+    tensors is one streamed pass of value counts instead (no batches: each tensor is yielded as its counts are in).
+    The figures do not depend on the batch or the workers. ``progress(done, total)`` counts elements over all the tensors (twice: two passes).
     """
     reader, owned = open_reader(source)
     try:
@@ -401,13 +444,27 @@ def stats_many(
         tick.check()
         batch: list[_Group] = []
         size = 0
-        for g in groups + [None]:  # type: ignore[list-item]
-            if g is not None and (not batch or size + g.numel <= BATCH_ELEMS):
+        i = 0
+        while i < len(groups) or batch:
+            g = groups[i] if i < len(groups) else None
+            if g is not None and not _is_values(g) and (not batch or size + g.numel <= BATCH_ELEMS):
                 batch.append(g)
                 size += g.numel
+                i += 1
                 continue
-            yield from _compute(inp, batch, executor, chunk_elems, tick)
-            batch, size = ([g], g.numel) if g is not None else ([], 0)
+            if batch:
+                yield from _compute(inp, batch, executor, chunk_elems, tick)
+                batch, size = [], 0
+                continue
+            # a run of 16/8-bit tensors: one streamed pass of value counts, each tensor yielded as it is done
+            j = i
+            while j < len(groups) and _is_values(groups[j]):
+                j += 1
+            run = groups[i:j]
+            for gi, r, mo, c in _values_stream(inp, run, list(range(len(run))), executor, chunk_elems, tick, None):
+                yield _finish(run[gi], r, mo, c, False, None)
+            i = j
+        tick.report(tick.total)  # every pass steps by what it read: the count is at the total here
     finally:
         if owned:
             reader.close()

@@ -30,8 +30,10 @@ The numpy code is the fallback (no compiler, another dtype, a fixed histogram ra
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError
@@ -64,14 +66,14 @@ def _load() -> Any:
             lib = ctypes.CDLL(str(path))
         except OSError:
             continue
-        if not hasattr(lib, "ck_version") or lib.ck_version() != 2:
+        if not hasattr(lib, "ck_version") or lib.ck_version() != 3:
             continue
         vp, i64, dbl, ci = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
         lib.ck_range_fd.argtypes = [ci, ci, i64, i64, i64, i64, vp, vp, vp, vp]
         lib.ck_range_fd.restype = i64
         lib.ck_moments_fd.argtypes = [ci, ci, i64, i64, i64, i64, vp, i64, ci, vp, dbl, dbl, i64, vp, vp, vp, vp, vp, vp]
         lib.ck_moments_fd.restype = i64
-        lib.ck_values_fd.argtypes = [ci, ci, i64, i64, i64, vp, vp, vp]
+        lib.ck_values_fd.argtypes = [ci, ci, i64, i64, i64, vp, vp, vp, vp, vp]
         lib.ck_values_fd.restype = i64
         lib.ck_diff_fd.argtypes = [ci, ci, i64, ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp]
         lib.ck_diff_fd.restype = i64
@@ -491,31 +493,33 @@ VALUE_DTYPES = frozenset({"bfloat16", "float16", "float8_e4m3fn", "float8_e4m3fn
 
 
 def values_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[Any, Any], ...]:
-    """Per part: (bit patterns present, their counts) of a 16/8-bit float span, sparse (two numpy arrays)."""
+    """Per part: (bit patterns present, ascending; their counts) of a 16/8-bit float span, sparse (two int64 numpy
+    arrays)."""
     import numpy as np
-    import torch
 
     out = []
     lib = c_kernels()
     for part in item.parts:
         (span,) = part.spans
-        wide = _values_fd(lib, readers, span) if lib is not None else None
-        if wide is None:
+        sparse = _values_fd(lib, readers, span) if lib is not None else None
+        if sparse is None:
             wide = _values_loop(readers, span)
-        if wide is None:
-            out.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
-        else:
-            keys = np.flatnonzero(wide)
-            out.append((keys, wide[keys]))
+            if wide is None:
+                sparse = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            else:
+                keys = np.flatnonzero(wide)
+                sparse = (keys, wide[keys])
+        out.append(sparse)
     return tuple(out)
 
 
 #: bytes per piece of the C value count: the piece and the four sub-histograms (1 MB) stay in the core's cache
 VALUES_PIECE_BYTES = 1 << 19
+_DENSE = threading.local()  # per thread: the C value count's all-zero scratch, one int64 per bit pattern
 
 
-def _values_fd(lib: Any, readers: Readers, span: Span) -> Any:
-    """The dense counts of a 16/8-bit span's bit patterns in one C call that reads the span too (None where it does
+def _values_fd(lib: Any, readers: Readers, span: Span) -> tuple[Any, Any] | None:
+    """The sparse counts of a 16/8-bit span's bit patterns in one C call that reads the span too (None where it does
     not apply: not a safetensors tensor)."""
     import numpy as np
 
@@ -528,15 +532,20 @@ def _values_fd(lib: Any, readers: Readers, span: Span) -> Any:
         return None
     fd, offset, dtype = d
     width = torch_dtype(dtype).itemsize
-    counts = np.zeros(1 << (8 * width), np.int64)
+    size = 1 << (8 * width)
+    dense = getattr(_DENSE, "w%d" % width, None)
+    if dense is None:
+        dense = np.zeros(size, np.int64)
+        setattr(_DENSE, "w%d" % width, dense)
+    keys, vals = np.empty(size, np.int64), np.empty(size, np.int64)
     err = np.zeros(1, np.int64)
     piece = VALUES_PIECE_BYTES // width
     buf = readers.buffer(VALUES_PIECE_BYTES)
-    code = lib.ck_values_fd(width, fd, offset + span.start * width, span.stop - span.start, piece, buf.data_ptr(),
-                            counts.ctypes.data, err.ctypes.data)
-    if code != 0:
-        fd_failed(readers, span, int(code), int(err[0]))
-    return counts
+    m = lib.ck_values_fd(width, fd, offset + span.start * width, span.stop - span.start, piece, buf.data_ptr(),
+                         dense.ctypes.data, keys.ctypes.data, vals.ctypes.data, err.ctypes.data)
+    if m < 0:
+        fd_failed(readers, span, int(m), int(err[0]))
+    return keys[:m].copy(), vals[:m].copy()
 
 
 def _values_loop(readers: Readers, span: Span) -> Any:
@@ -555,25 +564,43 @@ def _values_loop(readers: Readers, span: Span) -> Any:
     return wide
 
 
-def from_values(keys: Any, counts: Any, dtype: str, bins: int, fixed: tuple[float, float] | None
-                ) -> tuple[list[Any], Moments, Any]:
-    """([finite min, max, NaN, Inf], Moments, histogram counts or None for a constant) from value counts."""
+@functools.lru_cache(maxsize=None)
+def _value_table(dtype: str) -> tuple[Any, Any]:
+    """(every bit pattern of the 16/8-bit ``dtype`` as float32, its class: 0 finite, 1 NaN, 2 ±Inf), read-only."""
     import numpy as np
     import torch
 
     from .sources.index import torch_dtype
 
     size = 65536 if torch_dtype(dtype).itemsize == 2 else 256
-    dense = np.bincount(keys, weights=counts, minlength=size).astype(np.int64) if keys.size else np.zeros(size, np.int64)
     pat = torch.arange(size, dtype=torch.int32).to(torch.int16 if size == 65536 else torch.uint8)
     vals32 = pat.view(torch_dtype(dtype)).to(torch.float32).numpy()
-    present = dense > 0
-    nan = int(dense[present & np.isnan(vals32)].sum())
-    inf = int(dense[present & np.isinf(vals32)].sum())
-    fin = present & np.isfinite(vals32)
+    kind = np.where(np.isnan(vals32), 1, np.where(np.isinf(vals32), 2, 0)).astype(np.int8)
+    vals32.flags.writeable = False
+    kind.flags.writeable = False
+    return vals32, kind
+
+
+def from_values(keys: Any, counts: Any, dtype: str, bins: int, fixed: tuple[float, float] | None
+                ) -> tuple[list[Any], Moments, Any]:
+    """([finite min, max, NaN, Inf], Moments, histogram counts or None for a constant) from value counts."""
+    import numpy as np
+    import torch
+
+    vals32, kind = _value_table(dtype)
+    nz = counts > 0
+    if not nz.all():
+        keys, counts = keys[nz], counts[nz]
+    if keys.size > 1 and keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):  # several parts: merge repeated keys
+        keys, inv = np.unique(keys, return_inverse=True)
+        counts = np.bincount(inv, weights=counts).astype(np.int64)
+    k = kind[keys]
+    nan = int(counts[k == 1].sum())
+    inf = int(counts[k == 2].sum())
+    fin = k == 0
     if not fin.any():
         return [math.inf, -math.inf, nan, inf], Moments(), None
-    v, c = vals32[fin], dense[fin]
+    v, c = vals32[keys[fin]], counts[fin]
     lo, hi = float(v.min()), float(v.max())
     n = int(c.sum())
     v64 = v.astype(np.float64)

@@ -176,3 +176,46 @@ def test_workers_n_means_n_cores_and_torchs_threads_come_back() -> None:
         assert torch.get_num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_of_half_precision_tensors_streams_in_file_order(tmp_path: Path) -> None:
+    """Consecutive 16-bit tensors (one cut into many items, one empty) between float32 ones: stats_many yields every
+    tensor in file order, each with the figures tensor_stats gives it alone, for 1 and 2 workers."""
+    from explorer.core.checkpoint import TensorReader
+    from explorer.core.stats import tensor_stats
+
+    g = torch.Generator().manual_seed(7)
+    t = {
+        "a32": torch.randn(5_000, generator=g),
+        "b16": (torch.randn(95_001, generator=g) * 2).to(torch.bfloat16),
+        "empty": torch.zeros(0, dtype=torch.bfloat16),
+        "h16": torch.randn(31, generator=g).half(),
+        "c16": (torch.randn(40_000, generator=g) + 3).to(torch.bfloat16),
+        "z32": torch.randn(77, generator=g),
+    }
+    save_file(t, tmp_path / "m.safetensors")
+    index = open_checkpoint(tmp_path / "m.safetensors")
+    one = list(stats_many(index, chunk_elems=CHUNK, workers=1))
+    assert [s.name for s in one] == list(index.tensors)
+    assert one == list(stats_many(index, chunk_elems=CHUNK, workers=2))
+    with TensorReader(index) as r:
+        for s in one:
+            assert s == tensor_stats(r, s.name, chunk_elems=CHUNK)
+            if s.numel:
+                _reference(s, t[s.name])
+    empty = next(s for s in one if s.name == "empty")
+    assert empty.numel == 0 and empty.nan == 0 and empty.counts == ()
+
+
+def test_progress_over_several_batches_never_passes_the_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint measured in several batches: the count rises to the total and never beyond (a batch once reported
+    the whole total when it ended, and the next batches counted on past it)."""
+    import explorer.core.stats as stats
+
+    p, tensors = _checkpoint(tmp_path)
+    monkeypatch.setattr(stats, "BATCH_ELEMS", 50_000)  # every float/int tensor its own batch
+    total = 2 * sum(t.numel() for t in tensors.values())
+    seen: list[int] = []
+    out = list(stats_many(p, chunk_elems=CHUNK, workers=2, progress=lambda d, t: seen.append(d)))
+    assert len(out) == len(tensors)
+    assert seen[-1] == total and max(seen) == total and seen == sorted(seen)

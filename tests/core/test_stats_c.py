@@ -308,3 +308,42 @@ def test_a_b_file_truncated_under_the_c_diff_names_b(tmp_path: Path, monkeypatch
         diff_checkpoints(tmp_path / "a.safetensors", pb, workers=1)
     msg = str(e.value)
     assert msg.startswith(str(pb)) and "changed on disk" in msg and "\n" not in msg
+
+
+@needs_c
+def test_the_c_value_count_is_sparse_sorted_and_leaves_its_scratch_zero(tmp_path: Path) -> None:
+    # spans of every size the kernel treats apart (a small one listed from its own values, a big one counted in
+    # sub-histograms) give the patterns present in ascending order with numpy's counts; its per-thread scratch is
+    # all zero after each, and after a read that failed
+    from explorer.core.checkpoint import TensorReader
+    from explorer.core.errors import CheckpointError
+    from explorer.core.parallel import Readers, Span
+
+    g = torch.Generator().manual_seed(5)
+    t = {"bf": (torch.randn((1 << 20) + 77, generator=g) * 4).to(torch.bfloat16),
+         "f8": torch.randn(70_000, generator=g).to(torch.float8_e5m2)}
+    p = tmp_path / "m.safetensors"
+    save_file(t, p)
+    index = open_checkpoint(p)
+    lib = sk.c_kernels()
+    readers = Readers([index])
+    try:
+        for name, bits in (("bf", t["bf"].view(torch.int16).numpy().view(np.uint16)),
+                           ("f8", t["f8"].view(torch.uint8).numpy())):
+            for a, b in ((0, 1), (5, 12), (0, 8191), (100, 8292), (3, 300_003), (0, bits.size), (17, bits.size)):
+                b = min(b, bits.size)
+                span = Span(0, name, a, b, "", {"bf": "bfloat16", "f8": "float8_e5m2"}[name])
+                keys, vals = sk._values_fd(lib, readers, span)
+                want = np.bincount(bits[a:b], minlength=1 << (8 * bits.itemsize))
+                assert list(keys) == list(np.flatnonzero(want)), (name, a, b)
+                assert list(vals) == list(want[keys]), (name, a, b)
+                assert not getattr(sk._DENSE, f"w{bits.itemsize}").any()
+        os.truncate(p, p.stat().st_size // 2)  # the file shrinks under the pass: an error, the scratch still zero
+        with pytest.raises(CheckpointError, match="changed on disk"):
+            sk._values_fd(lib, readers, Span(0, "bf", 0, t["bf"].numel(), "", "bfloat16"))
+        assert not sk._DENSE.w2.any()
+    finally:
+        readers.close()
+    with pytest.raises(CheckpointError):  # and through the public pass, one line
+        with TensorReader(index) as r:
+            tensor_stats(r, "bf")
