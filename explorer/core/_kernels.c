@@ -405,9 +405,11 @@ int64_t ck_moments_fd(int kind, int fd, int64_t pos, int64_t n, int64_t chunk, i
  * How often each bit pattern of `width` bytes (2: 65536 patterns, 1: 256) occurs among elements [0, n) at byte
  * `pos` of `fd`, read in pieces of `piece` elements into `buf`: the one pass of a 16/8-bit float tensor (every
  * figure follows from the counts). Written sparse: keys[i] the i-th pattern present (ascending), vals[i] its count;
- * returns how many (or -4 / -5 as the passes above). `dense`: int64 scratch, one per pattern, all zero on entry and
- * left all zero (the caller keeps one per thread). Big spans count into four uint32 sub-histograms (repeated
- * patterns do not wait on each other), added to `dense` at the end (or every 2^31 values). */
+ * returns how many (or -4 / -5 as the passes above). `dense`: int64 scratch, one per pattern; `subs`: 4 × 65536
+ * uint32 (or NULL for width 1), both all zero on entry and left all zero (the caller keeps them per thread: a 1 MB
+ * calloc per span was an mmap and munmap each time, whose TLB shootdowns stalled the other worker). Big spans count
+ * into the four sub-histograms (repeated patterns do not wait on each other), added to `dense` at the end (or every
+ * 2^31 values). */
 HOT static void count_u16(const uint16_t *a, int64_t len, uint32_t *h) {
     int64_t i = 0;
     for (; i + 4 <= len; i += 4) {
@@ -425,18 +427,17 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, void *buf, int64_t *dense,
-                     int64_t *keys, int64_t *vals, int64_t *err) {
+                     uint32_t *subs, int64_t *keys, int64_t *vals, int64_t *err) {
     if ((width != 1 && width != 2) || piece <= 0 || piece > (1 << 30) || n < 0) return -1;
     const int64_t size = width == 2 ? 65536 : 256;
-    const int sub = width == 2 && n >= (1 << 20); /* small spans: clearing 1 MB of sub-histograms would cost more */
-    uint32_t *h = sub ? (uint32_t *)calloc((size_t)(4 * size), sizeof(uint32_t)) : NULL;
-    if (sub && !h) return -3;
+    const int sub = width == 2 && n >= (1 << 20) && subs; /* small spans: adding up 1 MB of sub-histograms would cost more */
+    uint32_t *h = sub ? subs : NULL;
     int64_t held = 0; /* values in the sub-histograms since they were last added to dense */
     for (int64_t s = 0; s < n; s += piece) {
         int64_t len = n - s < piece ? n - s : piece;
         int64_t r = read_all(fd, buf, len * width, pos + s * width, err);
         if (r) {
-            free(h);
+            if (h) memset(h, 0, (size_t)(4 * size) * sizeof(uint32_t));
             memset(dense, 0, (size_t)size * sizeof(int64_t));
             return r;
         }
@@ -445,8 +446,11 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
             held += len;
             if (held > ((int64_t)1 << 31) || s + len >= n) { /* uint32 counters: added up long before they could wrap */
                 for (int64_t j = 0; j < size; j++) {
-                    dense[j] += (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
-                    h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
+                    const int64_t c = (int64_t)h[j] + h[size + j] + h[2 * size + j] + h[3 * size + j];
+                    if (c) { /* written only where counted: the pages of patterns never seen stay untouched */
+                        dense[j] += c;
+                        h[j] = h[size + j] = h[2 * size + j] = h[3 * size + j] = 0;
+                    }
                 }
                 held = 0;
             }
@@ -458,7 +462,6 @@ int64_t ck_values_fd(int width, int fd, int64_t pos, int64_t n, int64_t piece, v
             for (int64_t i = 0; i < len; i++) dense[a[i]]++;
         }
     }
-    free(h);
     int64_t m = 0;
     if (n <= piece && n < size / 8) { /* a small span, still in buf: its own values are the keys (no scan of dense) */
         for (int64_t i = 0; i < n; i++) {

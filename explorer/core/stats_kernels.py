@@ -73,7 +73,7 @@ def _load() -> Any:
         lib.ck_range_fd.restype = i64
         lib.ck_moments_fd.argtypes = [ci, ci, i64, i64, i64, i64, vp, i64, ci, vp, dbl, dbl, i64, vp, vp, vp, vp, vp, vp]
         lib.ck_moments_fd.restype = i64
-        lib.ck_values_fd.argtypes = [ci, ci, i64, i64, i64, vp, vp, vp, vp, vp]
+        lib.ck_values_fd.argtypes = [ci, ci, i64, i64, i64, vp, vp, vp, vp, vp, vp]
         lib.ck_values_fd.restype = i64
         lib.ck_diff_fd.argtypes = [ci, ci, i64, ci, ci, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp]
         lib.ck_diff_fd.restype = i64
@@ -515,7 +515,7 @@ def values_kernel(readers: Readers, item: WorkItem) -> tuple[tuple[Any, Any], ..
 
 #: bytes per piece of the C value count: the piece and the four sub-histograms (1 MB) stay in the core's cache
 VALUES_PIECE_BYTES = 1 << 19
-_DENSE = threading.local()  # per thread: the C value count's all-zero scratch, one int64 per bit pattern
+_DENSE = threading.local()  # per thread: the C value count's all-zero scratch (int64 per bit pattern, sub-histograms)
 
 
 def _values_fd(lib: Any, readers: Readers, span: Span) -> tuple[Any, Any] | None:
@@ -537,12 +537,16 @@ def _values_fd(lib: Any, readers: Readers, span: Span) -> tuple[Any, Any] | None
     if dense is None:
         dense = np.zeros(size, np.int64)
         setattr(_DENSE, "w%d" % width, dense)
+    subs = getattr(_DENSE, "subs", None)
+    if subs is None and width == 2:
+        subs = _DENSE.subs = np.zeros(4 * 65536, np.uint32)
     keys, vals = np.empty(size, np.int64), np.empty(size, np.int64)
     err = np.zeros(1, np.int64)
     piece = VALUES_PIECE_BYTES // width
     buf = readers.buffer(VALUES_PIECE_BYTES)
     m = lib.ck_values_fd(width, fd, offset + span.start * width, span.stop - span.start, piece, buf.data_ptr(),
-                         dense.ctypes.data, keys.ctypes.data, vals.ctypes.data, err.ctypes.data)
+                         dense.ctypes.data, subs.ctypes.data if width == 2 else None, keys.ctypes.data,
+                         vals.ctypes.data, err.ctypes.data)
     if m < 0:
         fd_failed(readers, span, int(m), int(err[0]))
     return keys[:m].copy(), vals[:m].copy()
@@ -572,9 +576,14 @@ def _value_table(dtype: str) -> tuple[Any, Any]:
 
     from .sources.index import torch_dtype
 
-    size = 65536 if torch_dtype(dtype).itemsize == 2 else 256
-    pat = torch.arange(size, dtype=torch.int32).to(torch.int16 if size == 65536 else torch.uint8)
-    vals32 = pat.view(torch_dtype(dtype)).to(torch.float32).numpy()
+    if dtype == "bfloat16":  # the top half of a float32 (numpy: no first torch call on the pass's critical path)
+        vals32 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)
+    elif dtype == "float16":
+        vals32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    else:
+        size = 65536 if torch_dtype(dtype).itemsize == 2 else 256
+        pat = torch.arange(size, dtype=torch.int32).to(torch.int16 if size == 65536 else torch.uint8)
+        vals32 = pat.view(torch_dtype(dtype)).to(torch.float32).numpy()
     kind = np.where(np.isnan(vals32), 1, np.where(np.isinf(vals32), 2, 0)).astype(np.int8)
     vals32.flags.writeable = False
     kind.flags.writeable = False
