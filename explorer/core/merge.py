@@ -64,15 +64,15 @@ class _PerThread:
             with self._lock:
                 if not self._all:
                     self._all.append(TensorReader(self.index))
-                t = self._all[0].tensor(name)
-                return t if dtype is None else t.to(dtype, copy=True)
+                t = self._all[0].owned(name)
+                return t if dtype is None else t.to(dtype)
         r = getattr(self._local, "reader", None)
         if r is None:
             r = self._local.reader = TensorReader(self.index)
             with self._lock:
                 self._all.append(r)
-        t = r.tensor(name)
-        return t if dtype is None else t.to(dtype, copy=True)
+        t = r.owned(name)  # the caller's own memory: merged in place, no copy out of a mmap
+        return t if dtype is None else t.to(dtype)
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +165,7 @@ def export_merged(
             layer.load_state_dict(local, strict=False, assign=True)
             layer.merge(adapter_names=["default"])
             sd = layer.state_dict()
-            out = {bk: sd[k].detach().clone() for k, bk in base_keys.items()}
+            out = {bk: sd[k].detach() for k, bk in base_keys.items()}  # the layer lets go of them below: no copy
         del local, sd
         layer.to_empty(device="meta")  # give the memory back; the layer is never merged twice (cache)
         _trim_heap()

@@ -249,3 +249,31 @@ def test_safetensors_reader_matches_library(tmp_path):
             assert torch.equal(r.tensor(k), ref[k])
         with pytest.raises(CheckpointError, match="no tensor named 'z'"):
             r.tensor("z")
+
+
+def test_an_owned_tensor_is_the_callers_to_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorReader.owned (what a merge changes in place): the stored values in fresh memory, for a small and a big
+    safetensors tensor (a big one is otherwise a mmap view) and a torch zip file; changing it changes nothing read
+    later, and the file is untouched."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from explorer.core.checkpoint import TensorReader, open_checkpoint
+    from explorer.core.sources import reader as reader_mod
+
+    g = torch.Generator().manual_seed(0)
+    t = {"small": torch.randn(3, 5, generator=g), "big": torch.randn(64, 33, generator=g).to(torch.bfloat16)}
+    save_file(t, tmp_path / "m.safetensors")
+    torch.save(t, tmp_path / "m.pt")
+    monkeypatch.setattr(reader_mod, "SMALL_COPY_BYTES", 64)  # "big" is over it: tensor() gives a mmap view
+    for f in ("m.safetensors", "m.pt"):
+        before = hashlib.sha256((tmp_path / f).read_bytes()).hexdigest()
+        with TensorReader(open_checkpoint(tmp_path / f)) as r:
+            for name, want in t.items():
+                got = r.owned(name)
+                assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
+                got.add_(1)
+                assert torch.equal(r.tensor(name), want) and torch.equal(r.owned(name), want), (f, name)
+        assert hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() == before

@@ -184,6 +184,16 @@ class TensorReader:
             return torch.frombuffer(m, dtype=dt, count=info.numel, offset=info.offset)
         return self.tensor(name).reshape(-1)
 
+    def owned(self, name: str) -> torch.Tensor:
+        """The tensor with its shape in fresh memory the caller owns and may change (a safetensors tensor read with
+        ``pread`` whatever its size: no mmap view to copy out of; other formats: a copy of :meth:`tensor`)."""
+        import torch
+
+        info = self._info(name)
+        if info.offset is not None and info.numel and info.dtype != "float4_e2m1fn_x2":
+            return self._pread(info, 0, info.nbytes).view(self._readable(info)).reshape(info.shape)
+        return self.tensor(name).clone()
+
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor with its shape (see :meth:`flat` for how its data are read)."""
         info = self._info(name)
