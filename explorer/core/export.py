@@ -23,7 +23,7 @@ from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, safetensors_d
 from .errors import Cancelled, ExportError
 from .export_options import parse_dtype, parse_size
 from .fresh import FreshInit
-from .fsio import load_json, start_writeback, write_all
+from .fsio import load_json, start_writeback
 from .jobs import Progress, Ticker, is_cancelled
 from .plan import Action, Entry, Plan
 from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
@@ -448,17 +448,20 @@ def _header(shard: list[_Out], metadata: Mapping[str, str]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _WriteState, name: str) -> None:
-    """Kernel-side copy of a byte range (no user-space buffer); falls back to pread/write."""
+def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, dst_offset: int, state: _WriteState, name: str) -> None:
+    """Kernel-side copy of ``count`` bytes from ``offset`` of ``src_fd`` to ``dst_offset`` of ``dst_fd`` (no
+    user-space buffer, neither file position used: any thread); falls back to pread/pwrite. Polls the cancel between
+    pieces (ExportCancelled)."""
     left = count
-    pos = offset
+    pos, dst = offset, dst_offset
     use_cfr = hasattr(os, "copy_file_range")
     while left:
+        state.check()
         n = min(left, _CHUNK)
         done = 0
         if use_cfr:
             try:
-                done = os.copy_file_range(src_fd, dst_fd, n, pos)
+                done = os.copy_file_range(src_fd, dst_fd, n, pos, dst)
             except OSError:
                 use_cfr = False
                 done = 0
@@ -466,11 +469,11 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, state: _Write
             data = os.pread(src_fd, n, pos)
             if not data:
                 raise ExportError(f"{name}: source ended early (file changed while exporting?)")
-            write_all(dst_fd, data)
+            _pwrite_all(dst_fd, data, dst)
             done = len(data)
         pos += done
+        dst += done
         left -= done
-        state.step(done, name)
 
 
 def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
@@ -604,10 +607,11 @@ def _write_safetensors(
     state: _WriteState, workers: int = 1,
 ) -> None:
     """The shard's header, then each tensor at its offset in the file (known from the header): casts, fresh inits,
-    resizes and computed tensors made and written (``pwrite``) by ``workers`` threads, started in file order (up to
-    8 per worker ahead of this thread, at most ``_AHEAD`` bytes of them: a done job holds nothing, so a slow one
-    does not idle the others); kernel copies and the progress in this thread, in order (the file's bytes do
-    not depend on ``workers``)."""
+    resizes and computed tensors made and written (``pwrite``), and kept tensors copied by the kernel
+    (``copy_file_range`` at both offsets), by ``workers`` threads, started in file order (up to 8 per worker ahead of
+    this thread, at most ``_AHEAD`` bytes of them: a done job holds nothing, so a slow one does not idle the others);
+    the progress in this thread, in order (the file's bytes do not depend on ``workers``). A big kept tensor copied
+    by this thread in its turn once held up the end of the file while the workers waited."""
     import torch
 
     from .parallel import ordered_map
@@ -625,12 +629,21 @@ def _write_safetensors(
         o, s, e = job
         return starts[o.name] + (s * getattr(torch, o.dtype).itemsize if e > s else 0)
 
-    def make(job: tuple[_Out, int, int]) -> int | None:
+    def make(job: tuple[_Out, int, int]) -> int:
         t = _produce(job, readers, fresh, state)
-        if t is None:
-            return None
-        n = _pwrite_tensor(fd, t, at(job))
-        del t
+        if t is None:  # a stored tensor kept as is: the kernel copies its bytes
+            o = job[0]
+            assert o.source is not None and o.source.offset is not None
+            with readers.lease() as reader:
+                # the reader's descriptor: a regular file opened non-blocking (never a FIFO swapped in, which would
+                # block the open forever), checked against the index (size, mtime, the same inode at the path)
+                # before each tensor, as every other read is
+                sfd = reader.checked_fd(o.source.file, need=o.source.offset + o.source.nbytes)
+                _copy_range(sfd, fd, o.source.offset, o.source.nbytes, at(job), state, o.name)
+            n = o.source.nbytes
+        else:
+            n = _pwrite_tensor(fd, t, at(job))
+            del t
         start_writeback(fd, at(job), n)  # on its way to disk while the rest is made: the final fsync waits less
         return n
 
@@ -639,18 +652,7 @@ def _write_safetensors(
     try:
         _pwrite_all(fd, header, 0)
         for job, n in zip(jobs, made):
-            o = job[0]
-            if n is None:
-                assert o.source is not None and o.source.offset is not None
-                # the writer's reader's descriptor: a regular file opened non-blocking (never a FIFO swapped in,
-                # which would block the open forever), checked against the index (size, mtime, the same inode at
-                # the path) before each tensor, as every other read is
-                sfd = readers.main.checked_fd(o.source.file, need=o.source.offset + o.source.nbytes)
-                os.lseek(fd, at(job), os.SEEK_SET)  # the file position is this thread's alone (workers pwrite)
-                _copy_range(sfd, fd, o.source.offset, o.source.nbytes, state, o.name)
-                start_writeback(fd, at(job), o.source.nbytes)
-            else:
-                state.step(n, o.name)
+            state.step(n, job[0].name)
         size = os.fstat(fd).st_size
         if size != off:  # pragma: no cover - every byte has a writer
             raise ExportError(f"{path.name}: wrote {size} bytes, expected {off}")

@@ -444,3 +444,34 @@ def test_a_big_fresh_init_starts_first_and_the_bytes_do_not_change(tmp_path):
     assert one.is_clean and two.is_clean
     assert all_raw(tmp_path / "one") == all_raw(tmp_path / "two")
     assert (tmp_path / "one" / "model.safetensors").read_bytes() == (tmp_path / "two" / "model.safetensors").read_bytes()
+
+
+def test_kept_tensors_are_copied_by_the_workers_and_the_fallback_writes_the_same_bytes(src, tmp_path, monkeypatch):
+    # a kept tensor's bytes are copied by the kernel at both offsets on a worker thread (copied in the caller's
+    # thread in its turn, a big one held up the end of the file); where copy_file_range is refused (another file
+    # system, an old kernel) pread/pwrite write the same file; 1 and 2 workers the same bytes
+    import os as _os
+    import threading
+
+    import explorer.core.export as export_mod
+
+    plan, _ = plan_for(src, "BertModel")
+    plan = plan.with_rule("pooler", action="reinit")
+    threads: set[str] = set()
+    real = export_mod._copy_range
+    monkeypatch.setattr(export_mod, "_copy_range", lambda *a: (threads.add(threading.current_thread().name), real(*a))[1])
+    two = export_checkpoint(str(src), plan, tmp_path / "two", workers=2, seed=3)
+    assert threads and threading.main_thread().name not in threads
+    one = export_checkpoint(str(src), plan, tmp_path / "one", workers=1, seed=3)
+
+    def refused(*a, **k):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(_os, "copy_file_range", refused)
+    fallback = export_checkpoint(str(src), plan, tmp_path / "fallback", workers=2, seed=3)
+    assert one.is_clean and two.is_clean and fallback.is_clean
+    data = {n: (tmp_path / n / "model.safetensors").read_bytes() for n in ("one", "two", "fallback")}
+    assert data["one"] == data["two"] == data["fallback"]
+    kept, stored = all_raw(tmp_path / "two"), all_raw(src)
+    assert all(kept[k] == stored[k] for k in kept if "pooler" not in k)  # the kept tensors: the stored bytes
+    assert sum("pooler" not in k for k in kept) > 90
