@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .model import ModelSpec
 
 _CHUNK = 64 << 20
-_AHEAD = 256 << 20  #: bytes of casts / fresh inits made ahead of the writer, at most (one bigger tensor alone)
+_AHEAD = 256 << 20  #: bytes of casts / fresh inits being made at once, at most (one bigger tensor alone)
 
 
 class ExportCancelled(ExportError, Cancelled):
@@ -608,8 +608,9 @@ def _write_safetensors(
 ) -> None:
     """The shard's header, then each tensor at its offset in the file (known from the header): casts, fresh inits,
     resizes and computed tensors made and written (``pwrite``), and kept tensors copied by the kernel
-    (``copy_file_range`` at both offsets), by ``workers`` threads, started in file order (up to 8 per worker ahead of
-    this thread, at most ``_AHEAD`` bytes of them: a done job holds nothing, so a slow one does not idle the others);
+    (``copy_file_range`` at both offsets), by ``workers`` threads, started in file order (up to 32 per worker ahead of
+    this thread; the ones queued or running make at most ``_AHEAD`` bytes: a done job holds nothing, so a slow one
+    does not idle the others);
     the progress in this thread, in order (the file's bytes do not depend on ``workers``). A big kept tensor copied
     by this thread in its turn once held up the end of the file while the workers waited."""
     import torch
@@ -648,7 +649,7 @@ def _write_safetensors(
         return n
 
     made = ordered_map(make, jobs, workers=workers if readers.shared else 1,
-                       threads=workers, cost=_job_bytes, budget=_AHEAD, window=8)  # memory does not grow with --workers
+                       threads=workers, cost=_job_bytes, budget=_AHEAD, window=32)  # memory does not grow with --workers
     try:
         _pwrite_all(fd, header, 0)
         for job, n in zip(jobs, made):

@@ -445,12 +445,14 @@ def _ordered(submit: Callable[..., Future], fn: Callable[[WorkItem], Any], items
 def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int, cost: Callable[[Any], int] = lambda j: 1,
                 budget: int = 0, cancel: Any = None, threads: int | None = 0, window: int = 2) -> Iterator[Any]:
     """``fn(job)`` for each job on ``workers`` threads (1: in the caller's thread, one at a time), results yielded in
-    job order, for a pass whose results are consumed in order in the caller's thread (export writes them). Jobs
-    start in order while the results not yet consumed cost at most ``budget`` (e.g. bytes; always at least one job,
-    and at most ``window × workers``); ``cancel`` is polled before each job starts. Closing the iterator cancels the jobs
-    that have not started and waits for the running ones. ``threads``: with one worker, the cores a job may use (torch's
-    intra-op threads in the caller's thread are capped at it while it runs; default ``workers``; None: torch's own
-    setting, for jobs kept in the caller's thread for another reason); each of several workers uses one."""
+    job order, for a pass whose results are consumed in order in the caller's thread. Jobs start in order while the
+    jobs queued or running cost at most ``budget`` (e.g. the bytes they make; always at least one job), and at most
+    ``window × workers`` results are not yet consumed: a finished job's result is taken to hold nothing much (export's
+    jobs write their own bytes and return a count), so a long first job does not stop the others from running on.
+    ``cancel`` is polled before each job starts. Closing the iterator cancels the jobs that have not started and waits
+    for the running ones. ``threads``: with one worker, the cores a job may use (torch's intra-op threads in the
+    caller's thread are capped at it while it runs; default ``workers``; None: torch's own setting, for jobs kept in
+    the caller's thread for another reason); each of several workers uses one."""
     workers = check_workers(workers)
     if workers == 1:
         cap = workers if threads == 0 else threads
@@ -462,25 +464,36 @@ def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], *, workers: int, 
             yield out
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="ckpt-pass", initializer=one_intra_op_thread)
-    pending: list[tuple[Future, int]] = []
-    held = 0
+    pending: list[Future] = []
+    changed = threading.Condition()
+    held = [0]  # the cost of the jobs queued or running
+
+    def run(job: Any, c: int) -> Any:
+        try:
+            return fn(job)
+        finally:
+            with changed:
+                held[0] -= c
+                changed.notify_all()
+
     try:
         for job in jobs:
             c = cost(job)
-            while pending and (len(pending) >= window * workers or held + c > budget):
-                f, fc = pending.pop(0)
-                held -= fc
-                yield f.result()
-            if is_cancelled(cancel):
-                raise Cancelled("cancelled")
-            pending.append((pool.submit(fn, job), c))
-            held += c
+            while len(pending) >= window * workers:
+                yield pending.pop(0).result()
+            with changed:
+                while held[0] > 0 and held[0] + c > budget:
+                    changed.wait(0.1)
+                    if is_cancelled(cancel):
+                        break
+                if is_cancelled(cancel):
+                    raise Cancelled("cancelled")
+                held[0] += c
+            pending.append(pool.submit(run, job, c))
         while pending:
-            f, fc = pending.pop(0)
-            held -= fc
-            yield f.result()
+            yield pending.pop(0).result()
     finally:
-        for f, _ in pending:
+        for f in pending:
             f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -219,3 +219,36 @@ def test_progress_over_several_batches_never_passes_the_total(tmp_path: Path, mo
     out = list(stats_many(p, chunk_elems=CHUNK, workers=2, progress=lambda d, t: seen.append(d)))
     assert len(out) == len(tensors)
     assert seen[-1] == total and max(seen) == total and seen == sorted(seen)
+
+
+def test_ordered_map_runs_on_past_a_long_first_job_within_its_budget() -> None:
+    """The budget bounds the jobs queued or running, not the finished ones waiting for their turn: while a long first
+    job runs, the others run on (each within the budget), and the results still come in job order."""
+    import threading
+    import time
+
+    from explorer.core.parallel import ordered_map
+
+    later_ran = threading.Event()
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def job(i: int) -> tuple[int, bool]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            if i == 0:
+                return i, later_ran.wait(10)  # finishes only once job 5 has run (or after 10 s: the old behaviour)
+            if i == 5:
+                later_ran.set()
+            time.sleep(0.01)
+            return i, True
+        finally:
+            with lock:
+                running[0] -= 1
+
+    out = list(ordered_map(job, range(12), workers=2, cost=lambda i: 5, budget=10, window=8))
+    assert out == [(i, True) for i in range(12)]
+    assert peak[0] <= 2
