@@ -23,7 +23,7 @@ from .checkpoint import CheckpointIndex, TensorInfo, TensorReader, safetensors_d
 from .errors import Cancelled, ExportError
 from .export_options import parse_dtype, parse_size
 from .fresh import FreshInit
-from .fsio import load_json, start_writeback
+from .fsio import Writeback, load_json
 from .jobs import Progress, Ticker, is_cancelled
 from .plan import Action, Entry, Plan
 from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
@@ -479,7 +479,7 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int, dst_offset: i
 def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
     """What writing ``shard`` takes: ``(tensor, start, stop)`` — a cast of a safetensors tensor in ranges of
     ``_CHUNK // 8`` elements (``start < stop``), anything else whole (``0, 0``) — in file order but for the big
-    fresh inits, which start first (:func:`_big_inits_first`)."""
+    big jobs, which start first (:func:`_big_inits_first`)."""
     jobs: list[tuple[_Out, int, int]] = []
     step = _CHUNK // 8
     for o in shard:
@@ -492,24 +492,35 @@ def _jobs(shard: list[_Out]) -> list[tuple[_Out, int, int]]:
 
 
 def _big_inits_first(jobs: list[tuple[_Out, int, int]]) -> list[tuple[_Out, int, int]]:
-    """The jobs in file order, except that the fresh inits of a module holding at least 1/8 of the shard's bytes
-    (a re-initialised lm_head or embedding: one long random init that cannot be split) start first, the module's
-    tensors together: started last, such an init runs alone at the end while the other workers wait. Every job
-    writes at its own offset, so the file's bytes do not change."""
-    total = sum(_job_bytes(j) for j in jobs)
+    """The jobs in file order, except that the big ones start first: the fresh inits of a module holding at least
+    1/8 of the shard's bytes (a re-initialised lm_head or embedding: one long random init that cannot be split), the
+    module's tensors together, and any other single job writing that much (a kept lm_head the kernel copies, a
+    computed tensor). Started last, such a job runs alone at the end while the other workers wait. Every job writes
+    at its own offset, so the file's bytes do not change."""
+    def size(job: tuple[_Out, int, int]) -> int:
+        o, s, e = job
+        if e > s:
+            import torch
+
+            return (e - s) * getattr(torch, o.dtype).itemsize
+        return o.nbytes
+
+    total = sum(size(j) for j in jobs)
     per_module: dict[str, int] = {}
     for o, _s, _e in jobs:
         if o.kind in ("init", "resize"):
             m = (o.model_key or o.name).rpartition(".")[0]
             per_module[m] = per_module.get(m, 0) + o.nbytes
     big = {m for m, n in per_module.items() if total and n * 8 >= total}
-    if not big:
-        return jobs
 
     def first(job: tuple[_Out, int, int]) -> bool:
         o = job[0]
-        return o.kind in ("init", "resize") and (o.model_key or o.name).rpartition(".")[0] in big
+        if o.kind in ("init", "resize"):
+            return (o.model_key or o.name).rpartition(".")[0] in big
+        return bool(total) and size(job) * 8 >= total
 
+    if not any(first(j) for j in jobs):
+        return jobs
     return [j for j in jobs if first(j)] + [j for j in jobs if not first(j)]
 
 
@@ -645,9 +656,10 @@ def _write_safetensors(
         else:
             n = _pwrite_tensor(fd, t, at(job))
             del t
-        start_writeback(fd, at(job), n)  # on its way to disk while the rest is made: the final fsync waits less
+        writeback.submit(fd, at(job), n)  # on its way to disk while the rest is made: the final fsync waits less
         return n
 
+    writeback = Writeback()
     made = ordered_map(make, jobs, workers=workers if readers.shared else 1,
                        threads=workers, cost=_job_bytes, budget=_AHEAD, window=32)  # memory does not grow with --workers
     try:
@@ -657,9 +669,11 @@ def _write_safetensors(
         size = os.fstat(fd).st_size
         if size != off:  # pragma: no cover - every byte has a writer
             raise ExportError(f"{path.name}: wrote {size} bytes, expected {off}")
+        writeback.close()
         os.fsync(fd)
     finally:
         made.close()
+        writeback.close()
         os.close(fd)
 
 

@@ -291,6 +291,47 @@ def fsync_path(d: str | os.PathLike[str]) -> None:
 _SYNC_FILE_RANGE: Any = None  # libc's sync_file_range (Linux), False where there is none
 
 
+class Writeback:
+    """:func:`start_writeback` off the caller's threads: ranges handed to :meth:`submit` are passed to the kernel one
+    after the other by one background thread, so a worker that has just written a big tensor goes on at once
+    (``sync_file_range`` blocks while it queues the I/O of a 100 MB range: 0.1 s here, with both export workers
+    stalled on it). :meth:`close` waits until every range submitted was passed on (before the descriptor's fsync and
+    close). A context manager."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._q: Any = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ckpt-writeback", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            try:
+                start_writeback(*job)
+            except Exception:  # noqa: BLE001 - an advice: never an error
+                pass
+
+    def submit(self, fd: int, offset: int, nbytes: int) -> None:
+        if nbytes > 0:
+            self._q.put((fd, offset, nbytes))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> Writeback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     """Ask the kernel to start writing ``nbytes`` at ``offset`` of ``fd`` to disk now, without waiting
     (``sync_file_range(SYNC_FILE_RANGE_WRITE)`` on Linux; nothing elsewhere): the final ``fsync`` of a big output

@@ -395,13 +395,19 @@ def test_every_written_byte_starts_its_writeback_before_the_final_fsync(src, tmp
     # of a big shard waits for its tail only; the advice is harmless on any descriptor
     import os as _os
 
-    import explorer.core.export as export_mod
+    import explorer.core.fsio as fsio_mod
     from explorer.core.fsio import start_writeback
 
     seen: list[tuple[int, int, int]] = []
-    real = export_mod.start_writeback
-    monkeypatch.setattr(export_mod, "start_writeback", lambda fd, off, n: (seen.append((_os.fstat(fd).st_ino, off, n)),
-                                                                           real(fd, off, n))[1])
+    real = fsio_mod.start_writeback
+    real_fsync = _os.fsync
+    fsynced: set[int] = set()
+    # the background writeback thread passes each range on before the file's fsync
+    late: list[int] = []
+    monkeypatch.setattr(fsio_mod, "start_writeback", lambda fd, off, n: (
+        seen.append((_os.fstat(fd).st_ino, off, n)), _os.fstat(fd).st_ino in fsynced and late.append(off),
+        real(fd, off, n))[2])
+    monkeypatch.setattr(_os, "fsync", lambda fd: (fsynced.add(_os.fstat(fd).st_ino), real_fsync(fd))[1])
     plan, _ = plan_for(src, "BertModel")
     out = tmp_path / "out"
     res = export_checkpoint(str(src), plan.with_rule("pooler", action="reinit"), out, max_shard_size="20MB", workers=2)
@@ -413,6 +419,7 @@ def test_every_written_byte_starts_its_writeback_before_the_final_fsync(src, tmp
         (hlen,) = struct.unpack("<Q", Path(f).read_bytes()[:8])
         assert ranges and ranges[0][0] == 8 + hlen and ranges[-1][1] == Path(f).stat().st_size, f
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f  # contiguous: every byte, once
+    assert not late  # every range was passed on before its file's fsync
     r, w = _os.pipe()
     try:
         start_writeback(r, 0, 10)  # not a file: the kernel says no, and that is all
