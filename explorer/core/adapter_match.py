@@ -160,14 +160,17 @@ def match_adapter(
     arch: str | None = None,
     adapter_name: str = "default",
     deltas: bool = False,
+    keep: list[Any] | None = None,
 ) -> AdapterReport:
     """Match an adapter against its base as ``PeftModel.from_pretrained(base, adapter, ignore_mismatched_sizes=True)``
     does, from headers only. ``deltas=True`` also measures ΔW per LoRA module (reads the adapter tensors, and the
-    base weights when present). Raises ExplorerError subclasses with one-line messages."""
+    base weights when present). ``keep``: a list that receives the PeftModel on meta the match built, its adapter
+    loaded (for a caller that goes on to use it, as the merge does, instead of building it again). Raises
+    ExplorerError subclasses with one-line messages."""
     try:
         af = adapter if isinstance(adapter, AdapterFolder) else open_adapter(adapter)
         src = resolve_base(af, base=base, config=config)
-        rep = _match(af, src, arch=arch, adapter_name=adapter_name)
+        rep = _match(af, src, arch=arch, adapter_name=adapter_name, keep=keep)
         if deltas and rep.loads:
 
             rep = dataclasses.replace(rep, deltas=tuple(delta_stats(rep, adapter_name=adapter_name)))
@@ -179,7 +182,8 @@ def match_adapter(
                             f"cannot match this adapter: {type(e).__name__}: {one_message(e)}") from e
 
 
-def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name: str) -> AdapterReport:
+def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name: str,
+           keep: list[Any] | None = None) -> AdapterReport:
     from peft import PeftType
     from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
 
@@ -261,6 +265,8 @@ def _match(af: AdapterFolder, src: BaseSource, *, arch: str | None, adapter_name
     notes += [n for n in _peft_warnings(caught) if "were not initialized from the model checkpoint" not in n]
     if not rec.served:
         raise ExplorerError(f"{af.folder}: peft did not read {af.weights} (another peft version?); cannot match header-only")
+    if keep is not None:
+        keep.append(pm)
     missing = list(load_result.missing_keys)
     unexpected = list(load_result.unexpected_keys)
     mismatched = list(rec.mismatched or [])

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from .adapter import PEFT_PREFIX, build_base, meta_tensors, peft_config
-from .adapter_match import PeftLoadRecorder, load_on_meta, match_adapter, peft_model_on_meta
+from .adapter import PEFT_PREFIX
+from .adapter_match import match_adapter
 from .checkpoint import TensorReader
 from .errors import ExportError
 
@@ -106,7 +105,8 @@ def export_merged(
     from .model import ModelSpec
     from .plan import Plan as PlanCls
 
-    rep = match_adapter(adapter, base=base, arch=arch)
+    kept: list[Any] = []  # the PeftModel on meta the match built, its adapter loaded: the layers are read from it
+    rep = match_adapter(adapter, base=base, arch=arch, keep=kept)
     if not rep.is_clean:
         what = "; ".join(f.message for f in rep.findings[:2]) or (
             f"{len(rep.missing)} missing, {len(rep.unexpected)} unexpected, {len(rep.mismatched)} mismatched adapter keys")
@@ -120,13 +120,7 @@ def export_merged(
         plan = PlanCls.from_report(brep)
 
     # the PeftModel on meta exactly as in the report (dtypes as peft casts them), to read layers from
-    pcfg, _ = peft_config(af)
-    built = build_base(af, src, arch=rep.arch)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pm = peft_model_on_meta(built, pcfg, source=af.config_file)
-        rec = PeftLoadRecorder(af.weights, meta_tensors(af.index))
-        load_on_meta(pm, af, rec, key_mapping=getattr(built.module, "_checkpoint_conversion_mapping", None) or None)
+    (pm,) = kept
     base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources}
     a_reader = _PerThread(af.index)
     b_reader = _PerThread(src.index)
