@@ -4,7 +4,7 @@ Builds a real Llama from a transformers config (``--hidden``, ``--layers``; rand
 ``save_pretrained``, a third of them moved so not everything looks untrained) and a LoRA adapter on every linear
 layer written by peft (``init_lora_weights=False``, so ΔW ≠ 0), in a temp folder deleted afterwards. Variants, each
 in a fresh process with the files in the page cache and the imports and the model build done before the clock
-starts, best of ``--repeat``:
+starts; ``--repeat`` runs of each worker count, 1 and 2 workers alternating (both meet the same machine), best and median:
 
 - ``init-check`` of every tensor, ``workers=1`` and ``workers=2``;
 - ``export`` with a plan re-initialising every MLP and the lm_head, the rest cast to bf16;
@@ -124,26 +124,45 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_variant(name: str, workers: int, folder: Path, repeat: int) -> dict:
-    best: dict | None = None
-    loads, digests = [], set()
+def run_once(name: str, workers: int, folder: Path, i: int) -> tuple[dict, str]:
+    """One run in a fresh process: its seconds and CPU, and the digest of what it wrote (then deleted)."""
+    out = folder / f"out_{name}_{workers}_{i}"
+    if name == "init-check":
+        out = out.with_suffix(".json")
+    p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
+                        str(folder), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    if p.returncode:
+        raise SystemExit(f"{name} workers={workers} failed:\n{p.stderr[-4000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    d = digest(out)
+    shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
+    return r, d
+
+
+def run_pair(name: str, folder: Path, repeat: int) -> dict[int, dict]:
+    """``repeat`` runs with 1 worker and ``repeat`` with 2, alternating (1, 2, 1, 2, ...), so both meet the same
+    machine: on this VM a process's first touch of memory and of new page-cache pages costs anywhere from 1x to 5x
+    from one run to the next. Per worker count: the best run (by wall) with its CPU, the median wall, every wall,
+    the loads, the digests; and the median of the per-pair ratios."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    loads: dict[int, list[float]] = {1: [], 2: []}
+    digests: dict[int, set[str]] = {1: set(), 2: set()}
     for i in range(repeat):
-        out = folder / f"out_{name}_{workers}_{i}"
-        if name == "init-check":
-            out = out.with_suffix(".json")
-        loads.append(load())
-        p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
-                            str(folder), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
-        if p.returncode:
-            raise SystemExit(f"{name} workers={workers} failed:\n{p.stderr[-4000:]}")
-        r = json.loads(p.stdout.strip().splitlines()[-1])
-        digests.add(digest(out))
-        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
-        if best is None or r["seconds"] < best["seconds"]:
-            best = r
-    assert best is not None
-    return {**best, "loads": loads, "digests": digests}
+        for w in (1, 2):
+            loads[w].append(load())
+            r, d = run_once(name, w, folder, i)
+            runs[w].append(r)
+            digests[w].add(d)
+    res = {}
+    for w in (1, 2):
+        best = min(runs[w], key=lambda r: r["seconds"])
+        walls = sorted(r["seconds"] for r in runs[w])
+        res[w] = {**best, "median": walls[len(walls) // 2], "walls": [r["seconds"] for r in runs[w]],
+                  "loads": loads[w], "digests": digests[w]}
+    ratios = sorted(a["seconds"] / b["seconds"] for a, b in zip(runs[1], runs[2]))
+    res[0] = {"pair_median": ratios[len(ratios) // 2]}
+    return res
 
 
 def main() -> None:
@@ -177,30 +196,34 @@ def main() -> None:
                   "cast to bf16", "merge": "export --adapter: LoRA r=16 on every linear merged"}
         rows, summary = [], []
         for name in [n for n in args.only.split(",") if n]:
-            res = {w: run_variant(name, w, folder, args.repeat) for w in (1, 2)}
+            res = run_pair(name, folder, args.repeat)
             same = res[1]["digests"] | res[2]["digests"]
             for w in (1, 2):
                 r = res[w]
-                rows.append((labels[name], w, r["seconds"], r["cpu"], r["loads"]))
-                print(f"{labels[name]:<62} workers={w} {r['seconds']:7.2f} s wall {r['cpu']:7.2f} s CPU  "
-                      f"load {r['loads']}", flush=True)
-            summary.append(f"- {name}: 2 workers vs 1: {res[1]['seconds'] / res[2]['seconds']:.2f}× wall; CPU "
-                           f"{res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; outputs of 1 and 2 workers "
+                rows.append((labels[name], w, r["seconds"], r["median"], r["cpu"], r["walls"], r["loads"]))
+                print(f"{labels[name]:<62} workers={w} {r['seconds']:7.2f} s wall (median {r['median']:.2f}) "
+                      f"{r['cpu']:7.2f} s CPU  load {r['loads']}", flush=True)
+            summary.append(f"- {name}: 2 workers vs 1: {res[1]['seconds'] / res[2]['seconds']:.2f}× best wall, "
+                           f"{res[1]['median'] / res[2]['median']:.2f}× median wall, {res[0]['pair_median']:.2f}× median "
+                           f"of the {args.repeat} side-by-side pairs; CPU {res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; "
+                           "outputs of 1 and 2 workers "
                            + ("identical (one digest over every run)" if len(same) == 1 else f"DIFFER ({len(same)} digests)"))
         lines = [
             "# init-check, export and merge: 1 vs 2 workers",
             "",
             f"`benchmarks/bench_passes.py --hidden {args.hidden} --layers {args.layers} --vocab {args.vocab} --repeat "
-            f"{args.repeat}`: {size}. Best of {args.repeat} (by wall), each run a fresh process, files in the page "
-            f"cache, imports and the meta model built before the clock. {platform.machine()}, {os.cpu_count()} cores "
+            f"{args.repeat}`: {size}. {args.repeat} runs per worker count, 1 and 2 workers alternating; best (by wall) "
+            f"and median; each run a fresh process, files in the page cache, imports and the meta model built before "
+            f"the clock. {platform.machine()}, {os.cpu_count()} cores "
             f"shared with other jobs; torch {torch.__version__}, Python {platform.python_version()}. CPU = user + "
             "system seconds of the process (every thread). `load` = /proc/loadavg (1 min) before each run.",
             "",
-            "| task | workers | wall s | CPU s | load before each run |",
-            "|---|---:|---:|---:|---|",
+            "| task | workers | best wall s | median wall s | CPU s (best run) | every wall s | load before each run |",
+            "|---|---:|---:|---:|---:|---|---|",
         ]
-        for label, w, s, cpu, loads in rows:
-            lines.append(f"| {label} | {w} | {s:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in loads)} |")
+        for label, w, s, med, cpu, walls, loads in rows:
+            lines.append(f"| {label} | {w} | {s:.2f} | {med:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in walls)} | "
+                         f"{', '.join(f'{x:.2f}' for x in loads)} |")
         lines += ["", *summary]
         out = Path(args.out)
         out.parent.mkdir(exist_ok=True)
