@@ -120,6 +120,8 @@ def export_merged(
         plan = PlanCls.from_report(brep)
 
     # the PeftModel on meta exactly as in the report (dtypes as peft casts them), to read layers from
+    if len(kept) != 1:  # pragma: no cover - a match that loads clean has built it
+        raise ExportError(f"{rep.adapter.folder}: peft built no model to merge from; nothing merged")
     (pm,) = kept
     base_sources = {k: mk.sources[0] for k, mk in brep.model_keys.items() if mk.sources}
     a_reader = _PerThread(af.index)
