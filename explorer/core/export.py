@@ -497,14 +497,7 @@ def _big_inits_first(jobs: list[tuple[_Out, int, int]]) -> list[tuple[_Out, int,
     module's tensors together, and any other single job writing that much (a kept lm_head the kernel copies, a
     computed tensor). Started last, such a job runs alone at the end while the other workers wait. Every job writes
     at its own offset, so the file's bytes do not change."""
-    def size(job: tuple[_Out, int, int]) -> int:
-        o, s, e = job
-        if e > s:
-            import torch
-
-            return (e - s) * getattr(torch, o.dtype).itemsize
-        return o.nbytes
-
+    size = _job_size
     total = sum(size(j) for j in jobs)
     per_module: dict[str, int] = {}
     for o, _s, _e in jobs:
@@ -524,16 +517,22 @@ def _big_inits_first(jobs: list[tuple[_Out, int, int]]) -> list[tuple[_Out, int,
     return [j for j in jobs if first(j)] + [j for j in jobs if not first(j)]
 
 
-def _job_bytes(job: tuple[_Out, int, int]) -> int:
-    """The bytes a job's result holds until it is written (a copy holds none: the kernel copies it)."""
+def _job_size(job: tuple[_Out, int, int]) -> int:
+    """The bytes a job writes: its range of a cast, else the whole tensor."""
     o, s, e = job
-    if o.kind == "copy" and o.source is not None and o.source.offset is not None:
-        return 0
     if e > s:
         import torch
 
         return (e - s) * getattr(torch, o.dtype).itemsize
     return o.nbytes
+
+
+def _job_bytes(job: tuple[_Out, int, int]) -> int:
+    """The bytes a job's result holds until it is written (a copy holds none: the kernel copies it)."""
+    o = job[0]
+    if o.kind == "copy" and o.source is not None and o.source.offset is not None:
+        return 0
+    return _job_size(job)
 
 
 class _Readers:
@@ -621,8 +620,7 @@ def _write_safetensors(
     resizes and computed tensors made and written (``pwrite``), and kept tensors copied by the kernel
     (``copy_file_range`` at both offsets), by ``workers`` threads, started in file order (up to 32 per worker ahead of
     this thread; the ones queued or running make at most ``_AHEAD`` bytes: a done job holds nothing, so a slow one
-    does not idle the others);
-    the progress in this thread, in order (the file's bytes do not depend on ``workers``). A big kept tensor copied
+    does not idle the others); the progress in this thread, in order (the file's bytes do not depend on ``workers``). A big kept tensor copied
     by this thread in its turn once held up the end of the file while the workers waited."""
     import torch
 

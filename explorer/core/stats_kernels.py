@@ -600,7 +600,7 @@ def from_values(keys: Any, counts: Any, dtype: str, bins: int, fixed: tuple[floa
     nz = counts > 0
     if not nz.all():
         keys, counts = keys[nz], counts[nz]
-    if keys.size > 1 and keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):  # several parts: merge repeated keys
+    if keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):  # several parts: merge repeated keys
         keys, inv = np.unique(keys, return_inverse=True)
         counts = np.bincount(inv, weights=counts).astype(np.int64)
     k = kind[keys]
