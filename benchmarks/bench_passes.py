@@ -85,6 +85,19 @@ def _child(name: str, workers: int, folder: Path, out: Path) -> None:
     build_model(ModelSpec(config=str(base)))  # the modeling code imported, as in a window that has a report
     if name == "merge":
         import peft  # noqa: F401
+    import explorer.core.export as export_mod
+
+    in_pass = [0.0]  # the whole-checkpoint pass of an export / merge: its shards written by the workers
+    write = export_mod._write_safetensors
+
+    def timed_write(*a, **k):
+        t = time.perf_counter()
+        try:
+            return write(*a, **k)
+        finally:
+            in_pass[0] += time.perf_counter() - t
+
+    export_mod._write_safetensors = timed_write
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     if name == "init-check":
         from explorer.core.fresh import init_check
@@ -104,7 +117,7 @@ def _child(name: str, workers: int, folder: Path, out: Path) -> None:
         raise SystemExit(f"unknown variant {name}")
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(json.dumps({"seconds": wall, "cpu": cpu}))
+    print(json.dumps({"seconds": wall, "cpu": cpu, "pass": in_pass[0] if name != "init-check" else wall}))
 
 
 def load() -> float:
@@ -158,10 +171,12 @@ def run_pair(name: str, folder: Path, repeat: int) -> dict[int, dict]:
     for w in (1, 2):
         best = min(runs[w], key=lambda r: r["seconds"])
         walls = sorted(r["seconds"] for r in runs[w])
+        passes = sorted(r["pass"] for r in runs[w])
         res[w] = {**best, "median": walls[len(walls) // 2], "walls": [r["seconds"] for r in runs[w]],
-                  "loads": loads[w], "digests": digests[w]}
+                  "pass_median": passes[len(passes) // 2], "loads": loads[w], "digests": digests[w]}
     ratios = sorted(a["seconds"] / b["seconds"] for a, b in zip(runs[1], runs[2]))
-    res[0] = {"pair_median": ratios[len(ratios) // 2]}
+    pass_ratios = sorted(a["pass"] / b["pass"] for a, b in zip(runs[1], runs[2]))
+    res[0] = {"pair_median": ratios[len(ratios) // 2], "pass_pair_median": pass_ratios[len(pass_ratios) // 2]}
     return res
 
 
@@ -176,16 +191,27 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--folder")
     ap.add_argument("--out", default=str(HERE / "results" / "passes.md"))
+    ap.add_argument("--data", help="keep the built checkpoints in this folder and reuse them on the next run "
+                    "(default: a temp folder, deleted afterwards)")
     args = ap.parse_args()
     if args.child:
         _child(args.child, args.workers, Path(args.folder), Path(args.out))
         return
+    import peft
     import torch
+    import transformers
 
-    folder = Path(tempfile.mkdtemp(prefix="bench_passes_", dir="/tmp"))
+    folder = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_passes_", dir="/tmp"))
     try:
         sys.path.insert(0, str(ROOT))
-        meta = make_data(folder, args.hidden, args.layers, args.vocab)
+        made = folder / "made.json"
+        wanted = {"hidden": args.hidden, "layers": args.layers, "vocab": args.vocab}
+        if made.is_file() and json.loads(made.read_text()).get("args") == wanted:
+            meta = json.loads(made.read_text())["meta"]
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = make_data(folder, args.hidden, args.layers, args.vocab)
+            made.write_text(json.dumps({"args": wanted, "meta": meta}))
         for f in folder.rglob("*.safetensors"):  # warm the page cache
             with open(f, "rb") as fh:
                 while fh.read(64 << 20):
@@ -200,12 +226,13 @@ def main() -> None:
             same = res[1]["digests"] | res[2]["digests"]
             for w in (1, 2):
                 r = res[w]
-                rows.append((labels[name], w, r["seconds"], r["median"], r["cpu"], r["walls"], r["loads"]))
+                rows.append((labels[name], w, r["seconds"], r["median"], r["pass_median"], r["cpu"], r["walls"], r["loads"]))
                 print(f"{labels[name]:<62} workers={w} {r['seconds']:7.2f} s wall (median {r['median']:.2f}) "
                       f"{r['cpu']:7.2f} s CPU  load {r['loads']}", flush=True)
             summary.append(f"- {name}: 2 workers vs 1: {res[1]['seconds'] / res[2]['seconds']:.2f}× best wall, "
                            f"{res[1]['median'] / res[2]['median']:.2f}× median wall, {res[0]['pair_median']:.2f}× median "
-                           f"of the {args.repeat} side-by-side pairs; CPU {res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; "
+                           f"of the {args.repeat} side-by-side pairs (the pass alone: {res[1]['pass_median'] / res[2]['pass_median']:.2f}× "
+                           f"median, {res[0]['pass_pair_median']:.2f}× median of pairs); CPU {res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; "
                            "outputs of 1 and 2 workers "
                            + ("identical (one digest over every run)" if len(same) == 1 else f"DIFFER ({len(same)} digests)"))
         lines = [
@@ -215,14 +242,18 @@ def main() -> None:
             f"{args.repeat}`: {size}. {args.repeat} runs per worker count, 1 and 2 workers alternating; best (by wall) "
             f"and median; each run a fresh process, files in the page cache, imports and the meta model built before "
             f"the clock. {platform.machine()}, {os.cpu_count()} cores "
-            f"shared with other jobs; torch {torch.__version__}, Python {platform.python_version()}. CPU = user + "
-            "system seconds of the process (every thread). `load` = /proc/loadavg (1 min) before each run.",
+            f"shared with other jobs; torch {torch.__version__}, transformers {transformers.__version__}, peft "
+            f"{peft.__version__}, Python {platform.python_version()}. CPU = user + "
+            "system seconds of the process (every thread). `load` = /proc/loadavg (1 min) before each run. "
+            "*Pass* = the whole-checkpoint part that `--workers` spreads (export / merge: the shards written, up to "
+            "their fsync; init-check: all of it); the rest of an export is serial by nature: the match by transformers "
+            "(and peft's, for a merge) before, the re-check of the written checkpoint after.",
             "",
-            "| task | workers | best wall s | median wall s | CPU s (best run) | every wall s | load before each run |",
-            "|---|---:|---:|---:|---:|---|---|",
+            "| task | workers | best wall s | median wall s | median pass s | CPU s (best run) | every wall s | load before each run |",
+            "|---|---:|---:|---:|---:|---:|---|---|",
         ]
-        for label, w, s, med, cpu, walls, loads in rows:
-            lines.append(f"| {label} | {w} | {s:.2f} | {med:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in walls)} | "
+        for label, w, s, med, pmed, cpu, walls, loads in rows:
+            lines.append(f"| {label} | {w} | {s:.2f} | {med:.2f} | {pmed:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in walls)} | "
                          f"{', '.join(f'{x:.2f}' for x in loads)} |")
         lines += ["", *summary]
         out = Path(args.out)
@@ -233,7 +264,8 @@ def main() -> None:
         print("\n".join(summary))
         print(f"\nwrote {out}")
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.data:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -671,7 +671,7 @@ def _write_safetensors(
         os.fsync(fd)
     finally:
         made.close()
-        writeback.close()
+        writeback.close(check=False)  # an error of its own was raised above, or another one is on its way
         os.close(fd)
 
 

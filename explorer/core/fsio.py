@@ -291,45 +291,67 @@ def fsync_path(d: str | os.PathLike[str]) -> None:
 _SYNC_FILE_RANGE: Any = None  # libc's sync_file_range (Linux), False where there is none
 
 
+#: bytes handed to the disk between two ``fdatasync`` calls of the :class:`Writeback` thread
+FLUSH_EVERY = 64 << 20
+
+
 class Writeback:
     """:func:`start_writeback` off the caller's threads: ranges handed to :meth:`submit` are passed to the kernel one
     after the other by one background thread, so a worker that has just written a big tensor goes on at once
     (``sync_file_range`` blocks while it queues the I/O of a 100 MB range: 0.1 s here, with both export workers
-    stalled on it). :meth:`close` waits until every range submitted was passed on (before the descriptor's fsync and
-    close). A context manager."""
+    stalled on it). Every ``FLUSH_EVERY`` bytes of a descriptor that thread also ``fdatasync``s it: a virtual disk
+    holds written data in its host's cache until a flush, and the one final ``fsync`` of a 640 MB export then took
+    0.3-0.9 s with the workers done (0.03-0.09 s with the flushes spread over the run). A flush that fails is kept
+    and raised by :meth:`close` (the kernel reports a write error to one ``fsync`` only: the final one would pass).
+    :meth:`close` waits until every range submitted was passed on (before the descriptor's fsync and close). A
+    context manager."""
 
     def __init__(self) -> None:
         import queue
         import threading
 
         self._q: Any = queue.SimpleQueue()
+        self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="ckpt-writeback", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        unflushed: dict[int, int] = {}
         while True:
             job = self._q.get()
             if job is None:
                 return
+            fd, _offset, nbytes = job
             try:
                 start_writeback(*job)
             except Exception:  # noqa: BLE001 - an advice: never an error
                 pass
+            unflushed[fd] = unflushed.get(fd, 0) + nbytes
+            if FLUSH_EVERY and unflushed[fd] >= FLUSH_EVERY and self._error is None:
+                unflushed[fd] = 0
+                try:
+                    os.fdatasync(fd)
+                except OSError as e:
+                    self._error = e
 
     def submit(self, fd: int, offset: int, nbytes: int) -> None:
         if nbytes > 0:
             self._q.put((fd, offset, nbytes))
 
-    def close(self) -> None:
+    def close(self, *, check: bool = True) -> None:
+        """Wait for the thread; then raise the OSError of a failed flush (``check``: the caller is about to call
+        the file done)."""
         if self._thread.is_alive():
             self._q.put(None)
             self._thread.join()
+        if check and self._error is not None:
+            raise self._error
 
     def __enter__(self) -> Writeback:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close(check=exc[0] is None)
 
 
 def start_writeback(fd: int, offset: int, nbytes: int) -> None:

@@ -429,6 +429,36 @@ def test_every_written_byte_starts_its_writeback_before_the_final_fsync(src, tmp
         _os.close(w)
 
 
+def test_written_bytes_are_flushed_to_disk_during_the_export_and_a_failed_flush_fails_it(src, tmp_path, monkeypatch):
+    # every FLUSH_EVERY bytes the writeback thread fdatasyncs the shard (a virtual disk keeps written data in its
+    # host's cache until a flush: one final fsync of it all waited with the workers idle). A flush that fails must
+    # not be swallowed: the kernel reports a write error to one fsync call only, so the final fsync would pass.
+    import errno
+    import os as _os
+
+    import explorer.core.fsio as fsio_mod
+
+    monkeypatch.setattr(fsio_mod, "FLUSH_EVERY", 4 << 20)
+    real = _os.fdatasync
+    flushed: list[int] = []
+    monkeypatch.setattr(_os, "fdatasync", lambda fd: (flushed.append(_os.fstat(fd).st_size), real(fd))[1])
+    plan, _ = plan_for(src, "BertModel")
+    res = export_checkpoint(str(src), plan, tmp_path / "out", dtype="float16", workers=2)
+    assert res.is_clean
+    size = sum(Path(f).stat().st_size for f in res.files if f.endswith(".safetensors"))
+    assert len(flushed) >= size // (8 << 20)  # ~45 MB written: flushed many times on the way, not once at the end
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(_os, "fdatasync", broken)
+    out = tmp_path / "out2"
+    with pytest.raises(ExportError, match="Input/output error") as e:
+        export_checkpoint(str(src), plan, out, dtype="float16", workers=2)
+    assert "\n" not in str(e.value)
+    assert not out.exists() and not list(tmp_path.glob(".*out2*"))  # nothing left behind
+
+
 def test_a_big_fresh_init_starts_first_and_the_bytes_do_not_change(tmp_path):
     # a re-initialised lm_head (a long random init that cannot be split) is the last tensor in the file: its jobs
     # start first, so no worker waits for it at the end; the file is the same for 1 and 2 workers
