@@ -137,6 +137,11 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# torch's huge pages for big tensors, as the `ckpt-explorer` command turns them on (explorer.cli.huge_pages_for_torch;
+# the API leaves the process's settings alone); --no-thp measures without
+THP: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 def run_once(name: str, workers: int, folder: Path, i: int) -> tuple[dict, str]:
     """One run in a fresh process: its seconds and CPU, and the digest of what it wrote (then deleted)."""
     out = folder / f"out_{name}_{workers}_{i}"
@@ -144,7 +149,7 @@ def run_once(name: str, workers: int, folder: Path, i: int) -> tuple[dict, str]:
         out = out.with_suffix(".json")
     p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
                         str(folder), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **THP})
     if p.returncode:
         raise SystemExit(f"{name} workers={workers} failed:\n{p.stderr[-4000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -193,7 +198,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "passes.md"))
     ap.add_argument("--data", help="keep the built checkpoints in this folder and reuse them on the next run "
                     "(default: a temp folder, deleted afterwards)")
+    ap.add_argument("--no-thp", action="store_true", help="children without torch's huge pages (THP_MEM_ALLOC_ENABLE)")
     args = ap.parse_args()
+    if args.no_thp:
+        THP.clear()
     if args.child:
         _child(args.child, args.workers, Path(args.folder), Path(args.out))
         return
@@ -245,6 +253,8 @@ def main() -> None:
             f"shared with other jobs; torch {torch.__version__}, transformers {transformers.__version__}, peft "
             f"{peft.__version__}, Python {platform.python_version()}. CPU = user + "
             "system seconds of the process (every thread). `load` = /proc/loadavg (1 min) before each run. "
+            + ("Children with `THP_MEM_ALLOC_ENABLE=1`, as the `ckpt-explorer` command sets it. " if THP else
+               "Children without torch's huge pages (`--no-thp`). ") +
             "*Pass* = the whole-checkpoint part that `--workers` spreads (export / merge: the shards written, up to "
             "their fsync; init-check: all of it); the rest of an export is serial by nature: the match by transformers "
             "(and peft's, for a merge) before, the re-check of the written checkpoint after.",

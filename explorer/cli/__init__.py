@@ -64,11 +64,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Called as the program (no ``argv``: the console script, ``python -m explorer``), a command other than
     ``open`` ends the process once its output is flushed and the atexit handlers have run (:func:`_leave`)."""
+    if argv is None:
+        huge_pages_for_torch()
     ran: list[str] = []
     code = _main(argv, ran, program=argv is None)
     if argv is None and ran and ran[0] != "open":
         _leave(code)
     return code
+
+
+def huge_pages_for_torch() -> None:
+    """Let torch back its tensors of 2 MB and more with transparent huge pages (PyTorch's own
+    ``THP_MEM_ALLOC_ENABLE``: 2 MB-aligned, ``madvise(MADV_HUGEPAGE)``; read before torch's first big tensor, so
+    set before torch is imported), unless the user's environment says otherwise. A whole-checkpoint pass makes
+    tensors as big as a weight again and again, and on a virtual machine each fresh 4 KB page is a fault the host
+    serves too: a LoRA merge of a 2 GB Llama spent 8-9 s of its 11 s in the kernel here, 4-5 s with huge pages
+    (``benchmarks/results/passes.md``). The values written do not change. No-op where the kernel has no THP or
+    has them off (``never``)."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def _leave(code: int) -> None:

@@ -57,3 +57,34 @@ def test_the_program_ends_after_its_output_and_atexit_handlers(bert, tmp_path: P
     rep = json.loads(p.stdout)
     assert rep["counts"]["mismatched"] >= 1 and len(rep["tensors"]) == len(rep["checkpoint_keys"])
     assert p.stderr.splitlines()[-2:] == ["first handler", "second handler"]
+
+
+def test_the_program_backs_torch_tensors_with_huge_pages_unless_the_user_says_not(tmp_path: Path) -> None:
+    """Run as the program, torch's big tensors get transparent huge pages (PyTorch's THP_MEM_ALLOC_ENABLE; a merge
+    spent most of its time faulting 4 KB pages in); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import os, sys\n"
+              "from explorer.cli import main\n"
+              "try:\n"
+              "    main()\n"  # --version: prints, ends by SystemExit as argparse does
+              "except SystemExit:\n"
+              "    pass\n"
+              "import torch\n"
+              "t = torch.ones(16 << 20, dtype=torch.uint8)\n"
+              "hp = sum(int(l.split()[1]) for l in open('/proc/self/smaps') if l.startswith('AnonHugePages'))\n"
+              "print(os.environ.get('THP_MEM_ALLOC_ENABLE'), hp, file=sys.stderr)\n")
+    base = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    base["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    can = thp.is_file() and "[never]" not in thp.read_text()
+    for env, want in ((base, "1"), ({**base, "THP_MEM_ALLOC_ENABLE": "0"}, "0")):
+        p = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        value, huge = p.stderr.split()[-2:]
+        assert value == want
+        if can:  # the kernel gives huge pages where asked (madvise or always): 16 MB of them, or none when off
+            assert (int(huge) >= 8 << 10) == (want == "1"), p.stderr

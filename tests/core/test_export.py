@@ -471,6 +471,14 @@ def test_a_big_fresh_init_starts_first_and_the_bytes_do_not_change(tmp_path):
     assert order[:2] == ["lm_head.weight", "lm_head.bias"] and order[2:] == [o.name for o in shard[:8]]
     small = shard[:8]
     assert [j[0].name for j in _jobs(small)] == [o.name for o in small]  # no big init: file order
+    # with 2 workers sharing the shard, a job that would run alone for 1/8 of their run is big at 1/16 of the
+    # shard: a 1/12 lm_head starts first with 2 workers (in file order with 1); the biggest of the big first
+    mid = [_Out(f"model.layers.{i}.w", (64, 64), "float32", "init", model_key=f"model.layers.{i}.w") for i in range(22)]
+    mid += [_Out("lm_head.weight", (128, 64), "float32", "init", model_key="lm_head.weight")]
+    assert [j[0].name for j in _jobs(mid, 1)] == [o.name for o in mid]
+    assert [j[0].name for j in _jobs(mid, 2)] == ["lm_head.weight"] + [o.name for o in mid[:22]]
+    both = shard + [_Out("embed.weight", (1024, 64), "float32", "init", model_key="embed.weight")]
+    assert [j[0].name for j in _jobs(both, 2)][:3] == ["embed.weight", "lm_head.weight", "lm_head.bias"]
 
     src = tmp_path / "tiny"
     save_tiny("llama", "LlamaForCausalLM", src, tie_word_embeddings=False, vocab_size=4000)
