@@ -330,7 +330,7 @@ class Writeback:
             if FLUSH_EVERY and unflushed[fd] >= FLUSH_EVERY and self._error is None:
                 unflushed[fd] = 0
                 try:
-                    os.fdatasync(fd)
+                    getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
                 except OSError as e:
                     self._error = e
 
