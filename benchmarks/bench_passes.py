@@ -120,21 +120,59 @@ def _child(name: str, workers: int, folder: Path, out: Path) -> None:
     print(json.dumps({"seconds": wall, "cpu": cpu, "pass": in_pass[0] if name != "init-check" else wall}))
 
 
+def _disk_child(nbytes: int, out: Path) -> None:
+    """The disk alone: ``nbytes`` written to a new file in 16 MB pwrites as the export's writer does (a
+    :class:`~explorer.core.fsio.Writeback` thread flushing every 64 MB, one fsync at the end), no compute: the
+    fastest an output of that size can reach the disk here."""
+    from explorer.core.fsio import Writeback
+
+    buf = os.urandom(16 << 20)  # not zeros: a virtual disk may compress or skip those
+    t0 = time.perf_counter()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with Writeback() as wb:
+            off = 0
+            while off < nbytes:
+                n = os.pwrite(fd, memoryview(buf)[: min(len(buf), nbytes - off)], off)
+                wb.submit(fd, off, n)
+                off += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"seconds": wall, "cpu": 0.0, "pass": wall}))
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (/proc/mounts, longest mount point above it)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                _dev, mnt, typ, *_ = line.split()
+                if (str(path.resolve()) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
+                    best, kind = mnt, typ
+    except OSError:
+        pass
+    return kind
+
+
 def load() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
 
 
-def digest(path: Path) -> str:
-    """The outputs' identity: the init-check JSON, or every written file's bytes (by name)."""
+def digest(path: Path) -> tuple[str, int]:
+    """The outputs' identity: the init-check JSON, or every written file's bytes (by name); and the bytes written."""
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in files)
     for p in files:
         h.update(b"" if p == path else p.name.encode())
         with open(p, "rb") as f:
             while chunk := f.read(1 << 24):
                 h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest(), size
 
 
 # torch's huge pages for big tensors, as the `ckpt-explorer` command turns them on (explorer.cli.huge_pages_for_torch;
@@ -142,13 +180,19 @@ def digest(path: Path) -> str:
 THP: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
-def run_once(name: str, workers: int, folder: Path, i: int) -> tuple[dict, str]:
-    """One run in a fresh process: its seconds and CPU, and the digest of what it wrote (then deleted)."""
-    out = folder / f"out_{name}_{workers}_{i}"
+#: where the children write their outputs (``--out-root``; default the data folder, i.e. the disk a user exports to)
+OUT_ROOT: list[Path] = []
+
+
+def run_once(name: str, workers: int, folder: Path, i: int, nbytes: int = 0) -> tuple[dict, tuple[str, int]]:
+    """One run in a fresh process: its seconds and CPU, and the digest and size of what it wrote (then deleted).
+    ``name`` "disk": the disk alone writing ``nbytes``."""
+    out = (OUT_ROOT[0] if OUT_ROOT else folder) / f"out_{name}_{workers}_{i}"
     if name == "init-check":
         out = out.with_suffix(".json")
+    extra = ["--bytes", str(nbytes)] if name == "disk" else []
     p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
-                        str(folder), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                        str(folder), "--out", str(out), *extra], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **THP})
     if p.returncode:
         raise SystemExit(f"{name} workers={workers} failed:\n{p.stderr[-4000:]}")
@@ -166,12 +210,16 @@ def run_pair(name: str, folder: Path, repeat: int) -> dict[int, dict]:
     runs: dict[int, list[dict]] = {1: [], 2: []}
     loads: dict[int, list[float]] = {1: [], 2: []}
     digests: dict[int, set[str]] = {1: set(), 2: set()}
+    disk: list[float] = []  # an export / merge: the disk alone writing the same bytes, once per pair
+    nbytes = 0
     for i in range(repeat):
         for w in (1, 2):
             loads[w].append(load())
-            r, d = run_once(name, w, folder, i)
+            r, (d, nbytes) = run_once(name, w, folder, i)
             runs[w].append(r)
             digests[w].add(d)
+        if name != "init-check":
+            disk.append(run_once("disk", 0, folder, i, nbytes)[0]["seconds"])
     res = {}
     for w in (1, 2):
         best = min(runs[w], key=lambda r: r["seconds"])
@@ -181,7 +229,8 @@ def run_pair(name: str, folder: Path, repeat: int) -> dict[int, dict]:
                   "pass_median": passes[len(passes) // 2], "loads": loads[w], "digests": digests[w]}
     ratios = sorted(a["seconds"] / b["seconds"] for a, b in zip(runs[1], runs[2]))
     pass_ratios = sorted(a["pass"] / b["pass"] for a, b in zip(runs[1], runs[2]))
-    res[0] = {"pair_median": ratios[len(ratios) // 2], "pass_pair_median": pass_ratios[len(pass_ratios) // 2]}
+    res[0] = {"pair_median": ratios[len(ratios) // 2], "pass_pair_median": pass_ratios[len(pass_ratios) // 2],
+              "bytes": nbytes, "disk": disk, "disk_median": sorted(disk)[len(disk) // 2] if disk else None}
     return res
 
 
@@ -198,10 +247,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "passes.md"))
     ap.add_argument("--data", help="keep the built checkpoints in this folder and reuse them on the next run "
                     "(default: a temp folder, deleted afterwards)")
+    ap.add_argument("--out-root", help="write the outputs here (default: the data folder); e.g. /dev/shm to see the "
+                    "passes without the disk's write speed")
+    ap.add_argument("--bytes", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--no-thp", action="store_true", help="children without torch's huge pages (THP_MEM_ALLOC_ENABLE)")
     args = ap.parse_args()
     if args.no_thp:
         THP.clear()
+    if args.child == "disk":
+        _disk_child(args.bytes, Path(args.out))
+        return
     if args.child:
         _child(args.child, args.workers, Path(args.folder), Path(args.out))
         return
@@ -209,6 +264,9 @@ def main() -> None:
     import torch
     import transformers
 
+    if args.out_root:
+        OUT_ROOT.append(Path(args.out_root))
+        OUT_ROOT[0].mkdir(parents=True, exist_ok=True)
     folder = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_passes_", dir="/tmp"))
     try:
         sys.path.insert(0, str(ROOT))
@@ -243,6 +301,14 @@ def main() -> None:
                            f"median, {res[0]['pass_pair_median']:.2f}× median of pairs); CPU {res[2]['cpu'] / res[1]['cpu']:.2f}× of 1 worker's; "
                            "outputs of 1 and 2 workers "
                            + ("identical (one digest over every run)" if len(same) == 1 else f"DIFFER ({len(same)} digests)"))
+            if res[0]["disk"]:
+                dm, mb = res[0]["disk_median"], res[0]["bytes"] / 1e6
+                rows.append((f"{labels[name]}: the disk alone writing its {mb:.0f} MB", "—", min(res[0]["disk"]), dm, dm,
+                             0.0, res[0]["disk"], []))
+                summary.append(f"  - {name} writes {mb:.0f} MB; the disk alone writing as many bytes (16 MB pwrites, a "
+                               f"flush every 64 MB, a final fsync): median {dm:.2f} s = {mb / dm:.0f} MB/s. The pass on "
+                               f"1 worker: {mb / res[1]['pass_median']:.0f} MB/s, on 2: {mb / res[2]['pass_median']:.0f} MB/s "
+                               f"({dm / res[2]['pass_median'] * 100:.0f} % of the disk's)")
         lines = [
             "# init-check, export and merge: 1 vs 2 workers",
             "",
@@ -257,13 +323,16 @@ def main() -> None:
                "Children without torch's huge pages (`--no-thp`). ") +
             "*Pass* = the whole-checkpoint part that `--workers` spreads (export / merge: the shards written, up to "
             "their fsync; init-check: all of it); the rest of an export is serial by nature: the match by transformers "
-            "(and peft's, for a merge) before, the re-check of the written checkpoint after.",
+            "(and peft's, for a merge) before, the re-check of the written checkpoint after. Outputs written to "
+            f"`{OUT_ROOT[0] if OUT_ROOT else 'the data folder'}` ({filesystem(OUT_ROOT[0] if OUT_ROOT else folder)}).",
             "",
             "| task | workers | best wall s | median wall s | median pass s | CPU s (best run) | every wall s | load before each run |",
             "|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for label, w, s, med, pmed, cpu, walls, loads in rows:
-            lines.append(f"| {label} | {w} | {s:.2f} | {med:.2f} | {pmed:.2f} | {cpu:.2f} | {', '.join(f'{x:.2f}' for x in walls)} | "
+            lines.append(f"| {label} | {w} | {s:.2f} | {med:.2f} | {pmed:.2f} | {cpu:.2f} |" if w != "—" else
+                         f"| {label} | — | {s:.2f} | {med:.2f} | — | — |")
+            lines[-1] += (f" {', '.join(f'{x:.2f}' for x in walls)} | "
                          f"{', '.join(f'{x:.2f}' for x in loads)} |")
         lines += ["", *summary]
         out = Path(args.out)

@@ -123,3 +123,66 @@ def test_plan_applies_on_top_of_a_merge_export(tmp_path, capsys):
     m, info = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert torch.equal(m.classifier.weight.detach(), w)
+
+
+def test_peft_temporaries_reuse_kept_buffers_but_never_one_still_held():
+    """Under the merge's mode a big ``B @ A`` and ``delta * scale`` land in buffers the thread keeps (no fresh memory
+    for the kernel to zero per module); a result the caller still holds is never written over; anything else —
+    autograd on, an integer tensor, small tensors — is computed as torch would."""
+    from explorer.core import merge
+
+    mode = merge._reuse_mode()
+    assert mode is not None
+    g = torch.Generator().manual_seed(0)
+    b, a = torch.randn(512, 16, generator=g), torch.randn(16, 1024, generator=g)  # 2 MB results
+    want = (b @ a) * 0.5
+    with torch.no_grad(), mode():
+        first = b @ a
+        ptr = first.data_ptr()
+        scaled = first * 0.5
+        assert torch.equal(scaled, want)  # the same kernels: the same bits
+        held = scaled.clone()
+        del first
+        again = b @ a  # the first buffer is free again: reused
+        assert again.data_ptr() == ptr
+        other = again * 2.0  # `scaled` is still held: its buffer is not handed out
+        assert other.data_ptr() not in (ptr, scaled.data_ptr())
+        assert torch.equal(scaled, held) and torch.equal(other, (b @ a).mul(2.0))
+        small = torch.ones(4, 4) @ torch.ones(4, 4)  # under REUSE_MIN: fresh, as torch does it
+        assert small.data_ptr() not in (ptr, scaled.data_ptr()) and torch.equal(small, torch.full((4, 4), 4.0))
+        ints = torch.ones(1024, 1024, dtype=torch.int32) * 3
+        assert ints.dtype == torch.int32 and int(ints[0, 0]) == 3
+    with mode():  # autograd on: out= would refuse a tensor that needs grad; torch's own call instead
+        w = torch.randn(512, 16, requires_grad=True)
+        y = w @ a
+        assert y.requires_grad and y.grad_fn is not None
+
+
+@pytest.mark.parametrize(
+    "model_type, arch, config",
+    [
+        ("llama", "LlamaForCausalLM", LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)),
+        ("llama", "LlamaForCausalLM", LoraConfig(r=4, target_modules=["q_proj", "o_proj"], init_lora_weights=False, use_dora=True)),
+        ("gpt2", "GPT2LMHeadModel", LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False)),
+        ("llama", "LlamaForCausalLM", LoKrConfig(r=4, target_modules=["q_proj"], init_weights=False)),
+    ],
+    ids=["lora", "dora", "gpt2-conv1d", "lokr"],
+)
+def test_reused_buffers_write_the_same_bytes_as_fresh_memory(tmp_path, monkeypatch, model_type, arch, config):
+    """Every temporary through the kept buffers (REUSE_MIN 0), on 1 and 2 workers: the merged files are byte for
+    byte those written with fresh memory for each."""
+    from explorer.core import merge
+
+    base, adapter = _pair(tmp_path, model_type, arch, config)
+    monkeypatch.setattr(merge, "_reuse_mode", lambda: None)
+    export_merged(base, adapter, tmp_path / "fresh", workers=1)
+    want = (tmp_path / "fresh" / "model.safetensors").read_bytes()
+    monkeypatch.undo()
+    monkeypatch.setattr(merge, "REUSE_MIN", 0)
+    for w in (1, 2):
+        export_merged(base, adapter, tmp_path / f"reused{w}", workers=w)
+        assert (tmp_path / f"reused{w}" / "model.safetensors").read_bytes() == want
+    ref = _merged_by_peft(base, adapter, arch)
+    got = load_file(tmp_path / "reused2" / "model.safetensors")
+    for k, v in got.items():
+        assert torch.allclose(v.float(), ref[k].float(), rtol=1e-5, atol=1e-6), k
