@@ -50,6 +50,8 @@ _LIBC: Any = None
 REUSE_MIN = 1 << 20
 #: buffers each thread keeps for peft's temporaries (a LoRA delta is two: ``B @ A`` and its scaled copy)
 REUSE_KEEP = 2
+#: the biggest buffer kept (bytes): a bigger temporary (a LoRA on a 128k-vocab lm_head) is fresh memory, given back
+REUSE_MAX = 1 << 30
 
 
 def _reuse_mode() -> Any:
@@ -59,7 +61,8 @@ def _reuse_mode() -> Any:
     zeroed by the kernel page by page, and the trim after each module hands it back: that zeroing was a third of a
     merge's CPU time (perf: ``clear_page_erms`` under ``mul_kernel`` and ``sgemm``), and two workers zeroing at once
     shared one memory bus. A buffer is reused only when nothing else holds its storage (a delta peft kept stays its
-    own). Any other op, or a tensor subclass, runs as it would; None where torch lacks the use count it needs."""
+    own). A thread keeps at most ``REUSE_KEEP`` buffers of at most ``REUSE_MAX`` bytes: what one module's merge held at
+its peak anyway. Any other op, or a tensor subclass, runs as it would; None where torch lacks the use count it needs."""
     import torch
     from torch.overrides import TorchFunctionMode
 
@@ -78,6 +81,8 @@ def _reuse_mode() -> Any:
         n = 1
         for d in shape:
             n *= d
+        if n * dtype.itemsize > REUSE_MAX:
+            return torch.empty(shape, dtype=dtype)
         pool: list[torch.Tensor] = local.__dict__.setdefault("pool", [])
         idle = [b for b in pool if free(b)]
         for b in idle:
