@@ -143,6 +143,36 @@ def _disk_child(nbytes: int, out: Path) -> None:
     print(json.dumps({"seconds": wall, "cpu": 0.0, "pass": wall}))
 
 
+def _memory_child(threads: int) -> None:
+    """The machine's memory bus alone: ``threads`` threads (one intra-op thread each) streaming a 256 MB float32
+    copy + in-place add, 5 rounds; GB/s moved. A merge's work is mostly this (reads, peft's delta added, the page
+    cache): its ceiling on N workers is this figure's N-thread / 1-thread ratio, whatever the code."""
+    import threading
+
+    import torch
+
+    torch.set_num_threads(1)
+    n = 64 << 20
+    pairs = [(torch.ones(n), torch.empty(n)) for _ in range(threads)]
+
+    def work(a, b, reps):
+        for _ in range(reps):
+            b.copy_(a)
+            a.add_(b)
+
+    for a, b in pairs:
+        work(a, b, 1)  # faulted in before the clock
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=work, args=(a, b, 5)) for a, b in pairs]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    wall = time.perf_counter() - t0
+    moved = threads * 5 * 5 * n * 4  # copy: read + write; add: 2 reads + write
+    print(json.dumps({"seconds": wall, "cpu": 0.0, "pass": wall, "gbs": moved / wall / 1e9}))
+
+
 def filesystem(path: Path) -> str:
     """The type of the filesystem ``path`` is on (/proc/mounts, longest mount point above it)."""
     best, kind = "", "?"
@@ -240,7 +270,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", default="init-check,export,merge", help="comma-separated: init-check, export, merge")
+    ap.add_argument("--only", default="init-check,export,merge", help="comma-separated: init-check, export, merge, memory (the memory bus alone, 1 vs 2 threads)")
     ap.add_argument("--child")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--folder")
@@ -254,6 +284,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.no_thp:
         THP.clear()
+    if args.child == "memory":
+        _memory_child(args.workers)
+        return
     if args.child == "disk":
         _disk_child(args.bytes, Path(args.out))
         return
@@ -288,6 +321,20 @@ def main() -> None:
                   "cast to bf16", "merge": "export --adapter: LoRA r=16 on every linear merged"}
         rows, summary = [], []
         for name in [n for n in args.only.split(",") if n]:
+            if name == "memory":
+                gbs: dict[int, list[float]] = {1: [], 2: []}
+                for _ in range(args.repeat):
+                    for w in (1, 2):
+                        p = subprocess.run([sys.executable, __file__, "--child", "memory", "--workers", str(w)],
+                                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, **THP})
+                        gbs[w].append(json.loads(p.stdout.strip().splitlines()[-1])["gbs"])
+                med = {w: sorted(v)[len(v) // 2] for w, v in gbs.items()}
+                summary.append(f"- memory bus alone (256 MB float32 copy + add per thread): 1 thread {med[1]:.1f} GB/s, "
+                               f"2 threads {med[2]:.1f} GB/s: {med[2] / med[1]:.2f}× (median of {args.repeat}; every "
+                               f"run: {', '.join(f'{x:.1f}' for x in gbs[1])} / {', '.join(f'{x:.1f}' for x in gbs[2])}). "
+                               "A pass bound by memory traffic cannot scale past this ratio on this machine")
+                print(summary[-1], flush=True)
+                continue
             res = run_pair(name, folder, args.repeat)
             same = res[1]["digests"] | res[2]["digests"]
             for w in (1, 2):
