@@ -46,7 +46,7 @@ def _trim_heap() -> None:
 
 _LIBC: Any = None
 
-#: the smallest temporary (bytes) :class:`_Reuse` hands a reused buffer to; below it fresh memory is cheap
+#: the smallest temporary (bytes) :func:`_reuse_mode` hands a reused buffer to; below it fresh memory is cheap
 REUSE_MIN = 1 << 20
 #: buffers each thread keeps for peft's temporaries (a LoRA delta is two: ``B @ A`` and its scaled copy)
 REUSE_KEEP = 2
@@ -62,20 +62,27 @@ def _reuse_mode() -> Any:
     merge's CPU time (perf: ``clear_page_erms`` under ``mul_kernel`` and ``sgemm``), and two workers zeroing at once
     shared one memory bus. A buffer is reused only when nothing else holds its storage (a delta peft kept stays its
     own). A thread keeps at most ``REUSE_KEEP`` buffers of at most ``REUSE_MAX`` bytes: what one module's merge held at
-its peak anyway. Any other op, or a tensor subclass, runs as it would; None where torch lacks the use count it needs."""
+    its peak anyway. Any other op, or a tensor subclass, runs as it would. None (no reuse) where torch lacks the
+    storage use count or it does not count one more holder as one more."""
     import torch
     from torch.overrides import TorchFunctionMode
 
     use_count = getattr(torch._C, "_storage_Use_Count", None)
     if use_count is None:  # pragma: no cover - every torch this project supports has it
         return None
+    probe = torch.empty(1)
+    alone = use_count(probe.untyped_storage()._cdata)  # the tensor, and whatever the query itself adds
+    view = probe[:]
+    if use_count(probe.untyped_storage()._cdata) != alone + 1:  # pragma: no cover - a torch that counts otherwise
+        return None
+    del view
     matmuls = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm, torch.Tensor.mm}
     muls = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
     plain = (torch.Tensor, torch.nn.Parameter)
     local = threading.local()
 
     def free(b: torch.Tensor) -> bool:
-        return use_count(b.untyped_storage()._cdata) <= 2  # the pool's tensor and this call's storage object
+        return use_count(b.untyped_storage()._cdata) <= alone  # the pool's own tensor holds it, nobody else
 
     def buffer(shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
         n = 1
