@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .checkpoint import CheckpointIndex, open_checkpoint
 from .errors import CheckpointError, ConfigError
-from .fsio import check_regular, load_json
+from .fsio import check_regular, confined_to, load_json
 from .model import BuiltModel, ModelSpec, ModuleNode, build_model
 from .target import config_beside
 
@@ -307,6 +307,11 @@ def open_adapter(path: str | os.PathLike[str]) -> AdapterFolder:
     Raises ConfigError / CheckpointError with one line naming the file and the problem."""
     p = Path(path)
     folder = p.parent if p.name == ADAPTER_CONFIG and not p.is_dir() else p
+    with confined_to(folder, named=None if folder is p else p):  # its config and weights stay inside the folder
+        return _open_adapter(folder)
+
+
+def _open_adapter(folder: Path) -> AdapterFolder:
     cfg_file = folder / ADAPTER_CONFIG
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such adapter folder")

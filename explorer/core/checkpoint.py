@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CheckpointError
-from .fsio import open_regular
+from .fsio import confined_to, open_regular
 from .jobs import quiet_gc
 from .sources import dcp, hf_folder, safetensors, sharded, torch_pickle, zero
 from .sources.index import WRAPPER_KEYS, CheckpointIndex, TensorInfo
@@ -82,7 +82,9 @@ def open_checkpoint(path: str | os.PathLike[str], *, wrapper: str | None = None)
     # headers make ~10 containers per tensor (46k tensors: ~0.5M) and no cycles, yet each allocation burst would
     # trigger collections walking every object of the process (with torch imported, half of opening the MoE:
     # benchmarks/results/headers.md)
-    with quiet_gc():
+    p = Path(path)
+    # every file found from here (a folder's weights, an index's shards, rank files) must stay inside the folder
+    with quiet_gc(), (confined_to(p) if p.is_dir() else confined_to(p.parent, named=p)):
         return _open_checkpoint(path, wrapper)
 
 

@@ -8,6 +8,7 @@ The caps below are generous for real checkpoints; SECURITY.md lists them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from .errors import ExplorerError
+from .fmt import safe_text
 
 MiB = 1 << 20
 MAX_JSON_BYTES = 64 * MiB        #: config.json, plan files, adapter configs
@@ -50,12 +52,52 @@ def _fmt_size(n: int) -> str:
     return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
 
 
+#: the folder the files being read now came from, and the path the user named (see :func:`confined_to`)
+_CONFINED: contextvars.ContextVar[tuple[Path, Path, Path | None] | None] = contextvars.ContextVar("confined", default=None)
+
+
+@contextlib.contextmanager
+def confined_to(folder: str | os.PathLike[str], named: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """While indexing a checkpoint (or an adapter) found in ``folder``: every file :func:`check_regular` admits —
+    hence every one read — must lie inside ``folder`` once its links are followed (a shard, a rank file or
+    ``.metadata`` linked to ``/etc/passwd`` or another user's folder is refused before a byte is read), or in the
+    folder's Hugging Face cache blob store (every cache snapshot is made of links into it). ``named``: the path the
+    user gave, read wherever it points (as ``cat`` would). Scopes nest: the inner folder rules."""
+    root = Path(folder)
+    token = _CONFINED.set((root, Path(os.path.realpath(root)), Path(named) if named is not None else None))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def check_inside(path: str | os.PathLike[str], *, what: str = "file", error: type[ExplorerError] = ExplorerError) -> None:
+    """Refuse ``path`` when a :func:`confined_to` scope is active and ``path`` (not the named one) leads outside its
+    folder; one line naming the path and where it leads."""
+    scope = _CONFINED.get()
+    if scope is None:
+        return
+    root, real_root, named = scope
+    p = Path(path)
+    if named is not None and (p == named or os.path.abspath(p) == os.path.abspath(named)):
+        return
+    real = Path(os.path.realpath(p))
+    if real.is_relative_to(real_root):
+        return
+    blobs = hf_blob_store(Path(os.path.abspath(root)))
+    if blobs is not None and real.parent == Path(os.path.realpath(blobs)):
+        return
+    raise error(f"{p}: {what} is a link to {safe_text(str(real))}, outside {safe_text(str(root))}; refusing to read it")
+
+
 def check_regular(path: str | os.PathLike[str], *, what: str = "file",
                   error: type[ExplorerError] = ExplorerError, max_bytes: int | None = None) -> os.stat_result:
-    """stat ``path`` (following links) and refuse anything but a regular file, or one over ``max_bytes``.
+    """stat ``path`` (following links) and refuse anything but a regular file, or one over ``max_bytes``, or —
+    inside a :func:`confined_to` scope — one that leads outside the scope's folder.
 
     Raises ``error`` with a one-line message naming the path. Returns the stat result."""
     p = Path(path)
+    check_inside(p, what=what, error=error)
     try:
         st = os.stat(p)
     except FileNotFoundError:

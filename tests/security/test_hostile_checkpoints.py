@@ -63,6 +63,15 @@ CASES: list[Case] = [
          names=OK_NAME, fifo=True),
     Case("index-proc-environ", lambda d: _link(d / "m" / "model.safetensors.index.json", "/proc/self/environ").parent,
          r"outside|regular|link|inside|index|empty", names="model.safetensors.index.json"),
+    # a file found in the folder (not the one named) that links outside it is never read: not the weights, not a
+    # shard, not a pickle
+    Case("weights-link-outside", lambda d: _linked_out(d, OK_NAME, B.valid_st(d / "secret.safetensors")),
+         r"link.*outside", names=OK_NAME),
+    Case("bin-link-outside", lambda d: _linked_out(d, "pytorch_model.bin", _template(d / "elsewhere")),
+         r"link.*outside", names="pytorch_model.bin"),
+    Case("shard-link-outside", lambda d: _linked_out(d, "s1.safetensors", B.valid_st(d / "secret.safetensors"),
+                                                     index=True), r"link.*outside", names="s1.safetensors"),
+    Case("shard-in-linked-folder", lambda d: _shard_in_linked_folder(d), r"link.*outside", names="s1.safetensors"),
     Case("index-weight-map-not-strings", lambda d: _index(d, {"t0": ["s1.safetensors"]}, raw=True),
          r"weight_map|string|shard", names="model.safetensors.index.json"),
 ]
@@ -124,6 +133,28 @@ def _index(d: Path, weight_map: dict, *, raw: bool = False) -> Path:
     return p
 
 
+def _linked_out(d: Path, name: str, target: Path, *, index: bool = False) -> Path:
+    """A folder ``m/`` whose ``name`` is a link to ``target``, outside ``m/`` (with ``index``: a shard its index
+    names); returns the folder."""
+    m = d / "m"
+    _link(m / name, str(target))
+    if index:
+        (m / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {"t0": name, "t1": name}}))
+    return m
+
+
+def _shard_in_linked_folder(d: Path) -> Path:
+    """An index naming ``sub/s1.safetensors``, where ``sub`` is a link to a folder outside: the name stays inside,
+    where it leads does not."""
+    B.valid_st(d / "elsewhere" / "s1.safetensors")
+    m = d / "m"
+    _link(m / "sub", str(d / "elsewhere"))
+    (m / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"t0": "sub/s1.safetensors", "t1": "sub/s1.safetensors"}}))
+    return m
+
+
 def _tw_escape(d: Path) -> Path:
     m = d / "m"
     B.valid_st(m / OK_NAME)
@@ -146,7 +177,7 @@ def argv_for(cmd: str, target: Path, run_dir: Path, good: Path, good_plan: Path)
 
 
 # the window reads through the same core; one screenshot per kind of attack keeps the suite fast
-WINDOW_CASES = {"st-trailing-bytes", "st-header-nested-100k", "pkl-os-system", "zip-bomb", "fifo-safetensors",
+WINDOW_CASES = {"st-trailing-bytes", "weights-link-outside", "st-header-nested-100k", "pkl-os-system", "zip-bomb", "fifo-safetensors",
                 "dev-zero-link", "index-traversal", "index-fifo", "config-transformers-weights-escape",
                 "not-a-checkpoint-secret"}
 PAIRS = [(c.id, cmd) for c in CASES for cmd in c.commands if cmd != "open" or c.id in WINDOW_CASES]

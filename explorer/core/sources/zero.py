@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ..errors import CheckpointError
-from ..fsio import check_regular
+from ..fsio import check_regular, confined_to
 from .index import CheckpointIndex, TensorInfo, file_stamps
 from .mapped import MappedFiles
 from .torch_records import DTYPE_SIZES, TensorRef, TorchFile, int_tuple, read_torch_file, storage_table
@@ -402,7 +402,8 @@ def open_rank_file(p: Path, path: str, wrapper: str | None) -> CheckpointIndex:
         except CheckpointError:
             named = False
         folder = top if named else p.parent
-        ix = open_zero_index(folder, str(folder), None)
+        with confined_to(folder, named=p):  # the save folder holding this rank file's tag
+            ix = open_zero_index(folder, str(folder), None)
         return dataclasses.replace(ix, notes=(f"{p.name} is one rank's file of a DeepSpeed ZeRO checkpoint: showing the "
                                               f"consolidated model of {folder}",) + tuple(ix.notes))
     from .torch_pickle import open_torch_zip
