@@ -565,24 +565,32 @@ def suggest_key_mapping(
     cands += [(p, q) for p, _ in strip.most_common(4) for q, _ in add.most_common(4) if p != q]
     cands += [("", q) for q, _ in add.most_common(4)]
 
-    def naive_hits(p: str, q: str) -> int:
-        hits = 0
+    def naive_hits(p: str, q: str) -> tuple[int, int]:
+        """(keys it would match, of them the ones renamed to the model's own names, without transformers adding or
+        stripping its base-model prefix)."""
+        hits = exact = 0
         for n in unexpected_names:
             if not under(n, p):
                 continue
             rest = n[len(p) + 1 :] if p else n
             t = f"{q}.{rest}" if q else rest
-            if t in exp_set or (base and (f"{base}.{t}" in exp_set or (t.startswith(base + ".") and t[len(base) + 1 :] in exp_set))):
+            if t in exp_set:
                 hits += 1
-        return hits
+                exact += 1
+            elif base and (f"{base}.{t}" in exp_set or (t.startswith(base + ".") and t[len(base) + 1 :] in exp_set)):
+                hits += 1
+        return hits, exact
 
-    scored = sorted(((naive_hits(p, q), p, q) for p, q in dict.fromkeys(cands)), reverse=True)
+    # most keys matched first; of equals, the one writing the model's own names (a DDP ``module.`` stripped to
+    # nothing, not renamed to ``model.`` that only from_pretrained's prefix stripping undoes), then the shortest
+    scored = sorted(((*naive_hits(p, q), p, q) for p, q in dict.fromkeys(cands)),
+                    key=lambda s: (-s[0], -s[1], len(s[3]), len(s[2]), s[2], s[3]))
     scored = [s for s in scored if s[0] > 0][:3]
     if not scored:
         return None
     before = len(rep.missing) + len(rep.unexpected) + len(rep.mismatched)
     best: tuple[int, dict[str, str], dict[str, int]] | None = None
-    for _, p, q in scored:
+    for _, _, p, q in scored:
         mapping = strip_prefix_mapping(p, q)
         trial = match(factory(), index, key_mapping=mapping, tree=rep.tree)
         after = len(trial.missing) + len(trial.unexpected) + len(trial.mismatched)

@@ -195,3 +195,17 @@ def test_wrong_family_is_said_in_the_report(capsys, minilm):
     assert j["family_mismatch"]["config_model_type"] == "bert" and "BertModel" in j["family_mismatch"]["classes"]
     code, j = run_json(capsys, minilm)
     assert j["family_mismatch"] is None
+
+
+def test_ddp_llama_fix_writes_the_models_own_names(capsys, tmp_path):
+    """A DDP ``module.`` save of a causal LM: stripping ``module.`` and renaming it to ``model.`` both load in
+    from_pretrained (it strips a leading ``model.`` itself), but only the first writes names any other loader takes."""
+    model = save_tiny("llama", "LlamaForCausalLM", tmp_path / "m")
+    sd = load_file(tmp_path / "m" / "model.safetensors")
+    save_file({"module." + k: v for k, v in sd.items()}, str(tmp_path / "m" / "model.safetensors"))
+    code, j = run_json(capsys, str(tmp_path / "m"))
+    assert j["suggested_key_mapping"] == {"^module\\.": ""}
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "m"), "--auto-fix", "-o", str(tmp_path / "out")]) == 0
+    written = set(load_file(tmp_path / "out" / "model.safetensors"))
+    assert written == set(sd) and written <= set(model.state_dict())
