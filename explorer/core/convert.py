@@ -23,7 +23,7 @@ from .errors import ExportError
 from .export import ExportCancelled
 from .export_options import parse_dtype, parse_size
 from .fsio import load_json, write_all
-from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
+from .staging import check_target, copy_companions, shard_names, staged, weights_mode, write_config, write_shard_index
 from .jobs import Progress, is_cancelled
 
 _PIECE_ELEMS = 8 << 20
@@ -199,7 +199,7 @@ def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], re
                  total: int, progress: Progress | None, cancel: Any) -> None:
     import torch
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, weights_mode(reader.index.files))
     try:
         write_all(fd, _header(shard, metadata))
         for it in shard:

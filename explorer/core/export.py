@@ -26,7 +26,7 @@ from .fresh import FreshInit
 from .fsio import Writeback, load_json
 from .jobs import Progress, Ticker, is_cancelled
 from .plan import Action, Entry, Plan
-from .staging import check_target, copy_companions, shard_names, staged, write_config, write_shard_index
+from .staging import check_target, copy_companions, shard_names, staged, weights_mode, write_config, write_shard_index
 
 if TYPE_CHECKING:
     import torch
@@ -632,7 +632,7 @@ def _write_safetensors(
 
     from .parallel import ordered_map
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, weights_mode(readers.index.files))
     jobs = _jobs(shard, workers if readers.shared else 1)
     header = _header(shard, metadata)
     starts: dict[str, int] = {}

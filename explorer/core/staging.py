@@ -14,7 +14,7 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import ExplorerError, ExportError
 from .fmt import human_bytes, safe_text
@@ -330,3 +330,16 @@ def copy_companions(folder: Path, staging: Path, *, skip: set[Path], notes: list
         _copy_file_as_is(src, name_st, staging / f.name)
         copied.append(f.name)
     return copied
+
+
+def weights_mode(sources: Iterable[str]) -> int:
+    """The permissions of a written weights file: the usual ``0o666`` less the umask, less any group / other bit
+    that a source weights file lacks (a private ``0600`` checkpoint stays private once exported); the owner's read
+    and write are kept."""
+    mode = 0o666 & ~umask()
+    for f in sources:
+        try:
+            mode &= stat.S_IMODE(os.stat(f).st_mode) | 0o600
+        except (OSError, ValueError):  # not a local file (a Hub source): nothing to follow
+            pass
+    return mode

@@ -243,3 +243,23 @@ def test_plain_conversion_follows_the_same_rules(tiny, tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ExportError, match="refusing to write the export folder over something that is not a regular file"):
         convert_checkpoint(str(tiny), fifo)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["export", "conversion"])
+def test_private_weights_stay_private(tiny, tmp_path, plain):
+    """A 0600 checkpoint (as save_pretrained leaves it under a private umask) exports to 0600 weights, not to the
+    world-readable 0644 of a fresh file; a 0640 one to at most 0640."""
+    import os
+
+    from explorer.core.convert import convert_checkpoint
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for mode in (0o600, 0o640):
+        (tiny / "model.safetensors").chmod(mode)
+        out = tmp_path / f"out{mode:o}"
+        if plain:
+            convert_checkpoint(str(tiny), out)
+        else:
+            _export(tiny, out)
+        assert (out / "model.safetensors").stat().st_mode & 0o777 == mode & ~umask
