@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import select
 import signal
 import subprocess
@@ -358,7 +359,11 @@ def run_type(model_type: str, tmp: Path) -> dict:
         rs = folder / "resized"
         rs.mkdir()
         (rs / "config.json").write_text(json.dumps(cfg_json))
-        (rs / "model.safetensors").symlink_to(Path(main_dir) / "model.safetensors")
+        # a hard link (a file of this folder, not a link leading out of it, which the explorer refuses to follow)
+        try:
+            os.link(Path(main_dir) / "model.safetensors", rs / "model.safetensors")
+        except OSError:
+            shutil.copyfile(Path(main_dir) / "model.safetensors", rs / "model.safetensors")
         scen.append(("resized", str(rs), main))
     # a composite checkpoint into a sub-model class (CLIPVisionModel from a CLIP checkpoint): transformers picks
     # the sub-config out of config.json by the config class's base_config_key

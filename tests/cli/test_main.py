@@ -44,7 +44,7 @@ def test_the_program_ends_after_its_output_and_atexit_handlers(bert, tmp_path: P
     import sys
 
     (tmp_path / "config.json").write_text(json.dumps({**json.loads((bert / "config.json").read_text()), "vocab_size": 77}))
-    (tmp_path / "model.safetensors").symlink_to(bert / "model.safetensors")
+    __import__("shutil").copyfile(bert / "model.safetensors", tmp_path / "model.safetensors")  # a link would lead out
     script = ("import atexit, sys\n"
               "atexit.register(lambda: print('second handler', file=sys.stderr))\n"
               "atexit.register(lambda: print('first handler', file=sys.stderr))\n"
