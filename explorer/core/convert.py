@@ -155,10 +155,11 @@ def convert_checkpoint(
     names = shard_names(len(shards))
     written: list[str] = []
     done = [0]
+    mode = weights_mode(index.files)
     with staged(out, notes) as staging:  # removes stale staging folders of killed runs first (noted)
         with TensorReader(index) as reader:
             for fname, shard in zip(names, shards):
-                _write_shard(staging / fname, shard, metadata, reader, done, total, progress, cancel)
+                _write_shard(staging / fname, shard, metadata, reader, done, total, progress, cancel, mode)
                 written.append(fname)
         if len(shards) > 1:
             written.append(write_shard_index(staging, {"total_size": total},
@@ -196,10 +197,10 @@ def _header(shard: list[_Item], metadata: Mapping[str, str]) -> bytes:
 
 
 def _write_shard(path: Path, shard: list[_Item], metadata: Mapping[str, str], reader: TensorReader, done: list[int],
-                 total: int, progress: Progress | None, cancel: Any) -> None:
+                 total: int, progress: Progress | None, cancel: Any, mode: int) -> None:
     import torch
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, weights_mode(reader.index.files))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         write_all(fd, _header(shard, metadata))
         for it in shard:

@@ -220,6 +220,7 @@ def export_checkpoint(
     with staged(out, notes) as staging:
         state = _WriteState(total, progress, cancel)
         state.computed = state_computed
+        state.mode = weights_mode(index.files)
         names = shard_names(len(shards))
         from .parallel import default_workers, shareable
 
@@ -414,11 +415,13 @@ def _shard(outs: list[_Out], limit: int | None) -> list[list[_Out]]:
 
 
 class _WriteState(Ticker):
-    """Bytes written (the job's progress), the cancel check, and the ``computed`` tensors to write."""
+    """Bytes written (the job's progress), the cancel check, the ``computed`` tensors to write, and the weights
+    files' permissions (:func:`~explorer.core.staging.weights_mode` of the sources, found once per export)."""
 
     def __init__(self, total: int, progress: Progress | None, cancel: Any) -> None:
         super().__init__(total, progress, cancel, error=lambda: ExportCancelled("export cancelled; nothing was written"))
         self.computed: dict[str, Callable[[], torch.Tensor]] = {}
+        self.mode = 0o644
 
 
 def _fresh(fi: FreshInit, key: str, state: _WriteState) -> torch.Tensor:
@@ -632,7 +635,7 @@ def _write_safetensors(
 
     from .parallel import ordered_map
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, weights_mode(readers.index.files))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, state.mode)
     jobs = _jobs(shard, workers if readers.shared else 1)
     header = _header(shard, metadata)
     starts: dict[str, int] = {}

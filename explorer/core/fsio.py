@@ -81,13 +81,10 @@ def check_inside(path: str | os.PathLike[str], *, what: str = "file", error: typ
     p = Path(path)
     if named is not None and (p == named or os.path.abspath(p) == os.path.abspath(named)):
         return
-    real = Path(os.path.realpath(p))
-    if real.is_relative_to(real_root):
+    if _leads_inside(p, root, real_root):
         return
-    blobs = hf_blob_store(Path(os.path.abspath(root)))
-    if blobs is not None and real.parent == Path(os.path.realpath(blobs)):
-        return
-    raise error(f"{p}: {what} is a link to {safe_text(str(real))}, outside {safe_text(str(root))}; refusing to read it")
+    real = os.path.realpath(p)
+    raise error(f"{p}: {what} is a link to {safe_text(real)}, outside {safe_text(str(root))}; refusing to read it")
 
 
 def check_regular(path: str | os.PathLike[str], *, what: str = "file",
@@ -207,12 +204,21 @@ def link_stays_inside(path: str | os.PathLike[str], folder: str | os.PathLike[st
     """False when ``path`` is a symbolic link whose target leaves ``folder`` (other than into the folder's Hugging
     Face cache blob store, where every cache snapshot links its files). Not a link: True."""
     p = Path(path)
-    if not p.is_symlink():
+    return not p.is_symlink() or _leads_inside(p, Path(folder))
+
+
+def _leads_inside(path: Path, folder: Path, real_folder: Path | None = None) -> bool:
+    """Whether ``path``, its links followed, lies inside ``folder`` (``real_folder``: its real path, if known) or
+    in the folder's Hugging Face cache blob store."""
+    real = Path(os.path.realpath(path))
+    real_folder = real_folder or Path(os.path.realpath(folder))
+    if real.is_relative_to(real_folder):
         return True
-    root = Path(folder).resolve()
-    real = p.resolve()
-    blobs = hf_blob_store(root)
-    return real.is_relative_to(root) or (blobs is not None and real.parent == blobs.resolve())
+    for snapshot in (real_folder, Path(os.path.abspath(folder))):  # the folder as found, or as named
+        blobs = hf_blob_store(snapshot)
+        if blobs is not None and real.parent == Path(os.path.realpath(blobs)):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------- output
