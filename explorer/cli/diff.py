@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.fmt import safe_text
 from . import EXIT_FINDINGS, EXIT_OK
 from .common import Style, add_json_arg, add_workers_arg, key_mapping, pass_workers, mapping_json, print_json
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(s(f"  {'name':<56} {'status':<14} {'rel_change':>10} {'cosine':>9} {'max_abs':>10}", "2"))
     for e in rows:
-        print(f"  {e.name:<56} {e.status.value:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
+        print(f"  {safe_text(e.name):<56} {e.status.value:<14} {_f(e.rel_change):>10} {_cos(e.cosine):>9} {_f(e.max_abs_diff):>10}"
               + (f"  {list(e.shape_a)} vs {list(e.shape_b)}" if e.status is DiffStatus.SHAPE_MISMATCH else "")
               + (f"  {e.nonfinite} value(s) differ as NaN/Inf" if e.nonfinite else "")
               + (f"  {e.dtype_a} vs {e.dtype_b}" if e.dtype_a and e.dtype_b and e.dtype_a != e.dtype_b else ""))
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             rel = "—" if m.rel_change is None or (values_changed == 0 and m.one_sided) else _f(m.rel_change)
             sides = [f"{n} {what}" for n, what in ((m.n_only_a, "only in A"), (m.n_only_b, "only in B"),
                                                     (m.n_shape_mismatch, "shape mismatch")) if n]
-            print(f"  {m.prefix:<40} {rel:>10}  {m.n_changed}/{m.n_tensors} tensors differ"
+            print(f"  {safe_text(m.prefix):<40} {rel:>10}  {m.n_changed}/{m.n_tensors} tensors differ"
                   + (f" ({', '.join(sides)})" if sides else ""))
     return EXIT_FINDINGS if differ else EXIT_OK
 

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         c = res.counts
         print(s(f"wrote {res.out_dir}", "1") + f": {len(res.files)} file(s), {res.n_tensors} tensors, "
               f"{human_bytes(res.total_bytes)} in {res.seconds:.1f} s")
-        print(f"  {c['keep']} kept, {c['reinit']} re-initialised, {c['resized']} resized, {c['dropped']} dropped, "
+        merged = f"{c['merged']} merged with the adapter, " if "merged" in c else ""
+        print(f"  {merged}{c['keep']} kept, {c['reinit']} re-initialised, {c['resized']} resized, {c['dropped']} dropped, "
               f"{c['tied']} tied (not duplicated), {c['unexpected_dropped']} unexpected dropped")
         if res.copied:
             print(f"  copied unchanged from the source folder: {', '.join(res.copied)}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.fmt import safe_text
 from . import EXIT_FINDINGS, EXIT_OK
 from .common import (
     Style,
@@ -108,10 +109,10 @@ def print_results(path: str, results: list, flagged: list, notes: list[str], *, 
     if rows:
         print(s(f"  {'name':<56} {'init-like':<9} {'score':>9} {'KS D':>7}  details", "2"))
     for r in rows:
-        mark = s("YES", "31") if r.init_like else "no"
+        mark = s(f"{'YES':<9}", "31") if r.init_like else f"{'no':<9}"
         score = "-" if r.score is None else f"{r.score:.3g}"
         ks = "-" if r.ks is None else f"{r.ks:.4f}"
-        print(f"  {r.name:<56} {mark:<9} {score:>9} {ks:>7}  {r.details}")
+        print(f"  {safe_text(r.name):<56} {mark} {score:>9} {ks:>7}  {r.details}")
 
 
 def run_adapter(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import argparse
 
 from ..core import report_cache
 from ..core.errors import ConfigError
+from ..core.fmt import safe_text
 from ..core.jobs import quiet_gc
 from ..core.naming import TORCHTITAN_REASON
 from ..core.report import Status
@@ -101,11 +102,11 @@ def print_text(rep, *, args: argparse.Namespace | None = None) -> None:  # rep: 
             print(s("modules (from the dotted names): tensors, values, bytes, dtypes", "1"))
             for depth, label, n in disk_lines(rep.disk):
                 tensors = f"{n.n_tensors} tensor{'s' if n.n_tensors != 1 else ''}"
-                print(f"  {'  ' * depth}{label:<{max(8, 46 - 2 * depth)}} {tensors:>13} {human_count(n.n_params):>8} "
+                print(f"  {'  ' * depth}{safe_text(label):<{max(8, 46 - 2 * depth)}} {tensors:>13} {human_count(n.n_params):>8} "
                       f"{human_bytes(n.nbytes):>10}  {n.dtype_text()}")
             print()
         for t in idx.tensors.values():
-            print(f"  {t.name:60s} {str(list(t.shape)):>20s} {t.dtype}")
+            print(f"  {safe_text(t.name):60s} {str(list(t.shape)):>20s} {t.dtype}")
         return
     src = rep.spec.model if rep.spec.model else f"config {rep.spec.config}"
     print(f"  model: {rep.arch} ({src}), loads in {rep.load_dtype or 'its own dtypes'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import difflib
 
+from ..core.fmt import safe_text
 from . import EXIT_OK
 from .common import Style, add_adapter_args, add_json_arg, add_source_args, add_workers_arg, pass_workers, print_json, stderr_progress
 
@@ -83,7 +84,7 @@ def print_results(path: str, results: list) -> None:
     for st in results:
         flags = ",".join(f for f, on in (("constant", st.constant), ("integer", st.integer)) if on) or "-"
         print(
-            f"{_short(st.name, 52):<52} {st.dtype:<13} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
+            f"{_short(safe_text(st.name), 52):<52} {st.dtype:<13} {st.numel:>10} {_g(st.mean):>10} {_g(st.std):>10} {_g(st.min):>10} "
             f"{_g(st.max):>10} {st.zeros:>6.1%} {f'{st.nan}/{st.inf}':>8} {flags}"
         )
         if st.counts:
@@ -134,7 +135,6 @@ def run_adapter(args: argparse.Namespace) -> int:
     from ..core.adapter_view import DeltaReader, adapter_view, lora_pairs
     from ..core.checkpoint import TensorReader
     from ..core.errors import CheckpointError, ConfigError
-    from ..core.fmt import safe_text
     from ..core.stats import stats_many
     from .adapter import adapter_report, print_deltas
 

@@ -50,7 +50,8 @@ class ExportResult:
     files: tuple[str, ...]
     n_tensors: int
     total_bytes: int
-    counts: Mapping[str, int]  # keep / reinit / resized / dropped / tied (not written, as save_pretrained)
+    counts: Mapping[str, int]  # keep / reinit / resized / dropped / tied (not written, as save_pretrained) / computed
+    # (written from the caller's ``computed``: a merge's layers, there named "merged")
     plan_sha256: str
     report: Report
     seconds: float
@@ -177,6 +178,7 @@ def export_checkpoint(
                                   rename=lambda n: apply_key_mapping(n, plan.key_mapping))
     if not outs:
         raise ExportError(f"{index.path}: the plan leaves no tensor to write")
+    given = computed or {}
     if plan.key_mapping and cfg_src:  # torchtitan q/k weights renamed to HF names: permuted for HF's RoPE
         from .naming import rope_computed
 
@@ -191,6 +193,10 @@ def export_checkpoint(
         import dataclasses
 
         outs = [dataclasses.replace(o, kind="computed") if o.kind in ("copy", "cast") and o.model_key in computed else o for o in outs]
+        # the caller's computed tensors (a merged adapter's layers) are not "kept"; RoPE's permuted copies are
+        n_given = len({o.model_key for o in outs if o.kind == "computed" and o.model_key in given})
+        counts["keep"] -= n_given
+        counts["computed"] = n_given
         state_computed = dict(computed)
     else:
         state_computed = {}

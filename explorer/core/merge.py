@@ -275,7 +275,8 @@ def export_merged(
 
         note = (f"merged {len(rep.adapted)} adapted modules of {af.folder} ({rep.peft_type}) with peft's merge()"
                 + (f" and {len(rep.modules_to_save)} modules_to_save" if rep.modules_to_save else ""))
-        return dataclasses.replace(res, notes=(note, *res.notes))
+        counts = {("merged" if k == "computed" else k): v for k, v in res.counts.items()}
+        return dataclasses.replace(res, notes=(note, *res.notes), counts=counts)
     finally:
         a_reader.close()
         b_reader.close()

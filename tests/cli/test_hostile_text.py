@@ -169,6 +169,16 @@ def test_every_command_escapes_hostile_names_in_text_and_json(hostile: dict[str,
     for name, escaped in HOSTILE.items():
         for what in ("report", "report-no-model", "stats", "diff", "init-check"):
             assert escaped in shown[what], (what, escaped, shown[what])
+    # the tables' columns line up: names are escaped before they are padded, so an escape widens no row
+    for what, head, column in (("stats", "name", "dtype"), ("diff", "  name", "status"),
+                               ("init-check", "  name", "init-like")):
+        lines = shown[what].splitlines()
+        header = next(ln for ln in lines if ln.startswith(head + " "))
+        pos = header.index(column)
+        indent = head[: len(head) - len(head.lstrip())]
+        for escaped in HOSTILE.values():
+            row = next(ln for ln in lines if ln.startswith(indent + escaped + " "))
+            assert row[:pos].rstrip() == indent + escaped and row[pos] != " ", (what, header, row)
     assert "classifier.weight\\x1b]0;pwn\\x07" in shown["report"]
     assert "\\x1b[2J.weight" in shown["stats"]
     # JSON carries the exact names (escaped as JSON, decoded back)

@@ -78,6 +78,13 @@ def test_cli_export_adapter(tmp_path, capsys):
     assert code == 0, err
     d = json.loads(out)
     assert d["clean"] and d["reload"]["missing"] == 0 and "merged 2 adapted modules" in d["notes"][0]
+    n_base = len(load_file(base / "model.safetensors"))
+    # the two q_proj weights are counted as merged, not kept; every other base tensor is kept
+    assert d["counts"]["merged"] == 2 and d["counts"]["keep"] == n_base - 2, d["counts"]
+    code = main(["export", str(base), "--adapter", str(adapter), "-o", str(tmp_path / "out-text")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"  2 merged with the adapter, {n_base - 2} kept, 0 re-initialised" in out, out
     # without --plan and --adapter: a plain conversion of the base, every tensor unchanged (issue 13)
     code = main(["export", str(base), "-o", str(tmp_path / "out2")])
     _, err = capsys.readouterr()
@@ -107,7 +114,8 @@ def test_plan_applies_on_top_of_a_merge_export(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     d = json.loads(out)
-    assert d["clean"] and d["counts"]["reinit"] == 2
+    # query and value (weight and bias) of both layers merged; the classifier re-initialised, not taken from the adapter
+    assert d["clean"] and d["counts"]["reinit"] == 2 and d["counts"]["merged"] == 8, d["counts"]
     got = load_file(tmp_path / "out" / "model.safetensors")
     ref = _merged_by_peft(base, adapter, "BertForSequenceClassification")
     before = load_file(base / "model.safetensors")
