@@ -32,6 +32,12 @@ class PatternTooSlow(ExplorerError):
 
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if empty), at most 300 characters: for messages
-    that quote what a library raised."""
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:300]
+    that quote what a library raised. A first line that only introduces the next ("Validation error for field
+    'hidden_size':", huggingface_hub's strict dataclasses) takes the next line with it."""
+    s = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not s:
+        return type(e).__name__
+    text = s[0]
+    if text.endswith(":") and len(s) > 1:
+        text = f"{text} {s[1]}"
+    return text if len(text) <= 300 else text[:299] + "…"

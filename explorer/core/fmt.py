@@ -90,3 +90,12 @@ def json_safe(text: str) -> str:
     JSON ``\\uXXXX`` escapes: the same document (``json.loads`` gives the same values), safe to print. json.dumps
     already escapes U+0000..U+001F but not DEL, C1 controls, bidi marks or U+2028."""
     return text if _clean(text) else _UNSAFE.sub(_json_escape_char, text)
+
+
+def pattern_text(p: object) -> str:
+    """A user's pattern (glob, regex, key) quoted as they typed it: ``'^module\\.'``, not repr's doubled
+    backslashes; control and bidi characters escaped as everywhere; a non-string as repr."""
+    if not isinstance(p, str):
+        return repr(p)
+    q = '"' if "'" in p and '"' not in p else "'"
+    return q + safe_text(p) + q

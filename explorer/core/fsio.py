@@ -165,6 +165,14 @@ def json_depth_ok(obj: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def json_error_text(e: ValueError) -> str:
+    """What ``json.loads`` objected to, for a one-line error: Python's digit limit is named without its hint
+    (``sys.set_int_max_str_digits`` is the interpreter's setting, not something the user of a file can change)."""
+    if "integer string conversion" in str(e):
+        return f"an integer longer than {sys.get_int_max_str_digits()} digits"
+    return str(e)[:200]
+
+
 def parse_json(raw: bytes | str, *, source: str, what: str = "JSON", error: type[ExplorerError] = ExplorerError,
                max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` that names ``source`` in its errors, refuses NaN/Infinity and nesting past ``max_depth``."""
@@ -178,7 +186,7 @@ def parse_json(raw: bytes | str, *, source: str, what: str = "JSON", error: type
     except UnicodeDecodeError as e:
         raise error(f"{source}: invalid {what}: not UTF-8 text (byte {e.start})") from None
     except ValueError as e:
-        raise error(f"{source}: invalid {what}: {e}") from None
+        raise error(f"{source}: invalid {what}: {json_error_text(e)}") from None
     if not json_depth_ok(obj, max_depth):
         raise error(f"{source}: invalid {what}: nested deeper than {max_depth} levels")
     return obj

@@ -31,6 +31,7 @@ from collections import Counter, OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConfigError, ExplorerError, PatternTooSlow, PlanError, one_line
+from .fmt import pattern_text
 
 # budgets are CPU seconds of this process (``time.process_time``, the clock ``regex``'s timeout counts), except
 # the child's, which is wall-clock time
@@ -138,7 +139,7 @@ class UserPattern:
         return [k for k, hit in zip(keys, self.hits(keys, budget=budget)) if hit]
 
     def _slow_message(self, what: str) -> str:
-        return f"{self.label}: pattern {self.source!r} is too slow ({what}); {_HINT}"
+        return f"{self.label}: pattern {pattern_text(self.source)} is too slow ({what}); {_HINT}"
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -175,17 +176,17 @@ def check_key_mapping(obj: Any, *, label: str | None = None, error: type[Explore
         raise error(f"{label}: {len(obj):,} entries, over the {MAX_KEY_MAPPING_ENTRIES} limit")
     for pat, repl in obj.items():
         if not isinstance(pat, str) or not isinstance(repl, str):
-            raise error(f"{label}: {pat!r}: pattern and replacement must be strings, found {repl!r}")
+            raise error(f"{label}: {pattern_text(pat)}: pattern and replacement must be strings, found {repl!r}")
         if len(pat) > MAX_PATTERN_CHARS or len(repl) > MAX_PATTERN_CHARS:
             raise error(f"{label}: entry {_short(pat)} is longer than {MAX_PATTERN_CHARS:,} characters")
         try:
             rx = re.compile(pat)
         except (re.error, OverflowError, RecursionError) as e:
-            raise error(f"{label}: invalid regex {pat!r}: {one_line(e)}") from None
+            raise error(f"{label}: invalid regex {pattern_text(pat)}: {one_line(e)}") from None
         try:
             rx.sub(repl, "")  # re parses the whole template up front, even when nothing matches
         except (re.error, IndexError) as e:
-            raise error(f"{label}: invalid replacement {repl!r} for {pat!r}: {one_line(e)}") from None
+            raise error(f"{label}: invalid replacement {pattern_text(repl)} for {pattern_text(pat)}: {one_line(e)}") from None
     return KeyMapping(obj, label=label)
 
 
@@ -312,7 +313,7 @@ def _run_child(job: dict[str, Any], shown: Sequence[str], names: Iterable[str], 
                               timeout=budget, check=False)
     except subprocess.TimeoutExpired as e:
         raise PatternTooSlow(
-            f"{label}: pattern {shown[_last_entry(e.stdout)]!r} is too slow: applying it to the checkpoint's "
+            f"{label}: pattern {pattern_text(shown[_last_entry(e.stdout)])} is too slow: applying it to the checkpoint's "
             f"{len(names):,} keys did not finish in {budget:g} s; {_HINT}"
         ) from None
     except OSError as e:

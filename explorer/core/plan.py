@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import resources
 from .errors import PlanError
+from .fmt import pattern_text
 from .keys import KeyMapping, UserPattern, check_key_mapping, glob_to_regex, under
 
 if TYPE_CHECKING:
@@ -69,18 +70,18 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.match not in MATCH_KINDS:
-            raise PlanError(f"rule {self.pattern!r}: unknown match kind {self.match!r}, expected one of {', '.join(MATCH_KINDS)}")
+            raise PlanError(f"rule {pattern_text(self.pattern)}: unknown match kind {self.match!r}, expected one of {', '.join(MATCH_KINDS)}")
         if self.action is not None and not isinstance(self.action, Action):
-            object.__setattr__(self, "action", _action(self.action, f"rule {self.pattern!r}"))
+            object.__setattr__(self, "action", _action(self.action, f"rule {pattern_text(self.pattern)}"))
         if self.lr_scale is not None:
             ok = not isinstance(self.lr_scale, bool) and isinstance(self.lr_scale, (int, float))
             if not ok or not math.isfinite(self.lr_scale) or not self.lr_scale > 0:
-                raise PlanError(f"rule {self.pattern!r}: lr_scale must be a finite number > 0, found {self.lr_scale!r}")
+                raise PlanError(f"rule {pattern_text(self.pattern)}: lr_scale must be a finite number > 0, found {self.lr_scale!r}")
             object.__setattr__(self, "lr_scale", float(self.lr_scale))
         if self.trainable is not None and not isinstance(self.trainable, bool):
-            raise PlanError(f"rule {self.pattern!r}: trainable must be true or false, found {self.trainable!r}")
+            raise PlanError(f"rule {pattern_text(self.pattern)}: trainable must be true or false, found {self.trainable!r}")
         if self.action is None and self.trainable is None and self.lr_scale is None:
-            raise PlanError(f"rule {self.pattern!r}: sets nothing (give an action, trainable or lr_scale)")
+            raise PlanError(f"rule {pattern_text(self.pattern)}: sets nothing (give an action, trainable or lr_scale)")
         _compile(self.match, self.pattern)  # raises PlanError on a bad glob/regex
 
     def matches(self, key: str) -> bool:
@@ -103,7 +104,7 @@ class Rule:
             parts.append("train" if self.trainable else "freeze")
         if self.lr_scale is not None:
             parts.append(f"lr×{self.lr_scale:g}")
-        return f"{self.match} {self.pattern!r}: {', '.join(parts)}"
+        return f"{self.match} {pattern_text(self.pattern)}: {', '.join(parts)}"
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"match": self.match, "pattern": self.pattern}
@@ -349,8 +350,8 @@ def _compile(kind: str, pattern: str) -> UserPattern:
     if kind == "key":
         return UserPattern(re.escape(pattern), label=f"{kind} rule", error=PlanError, slow_error=PlanError)
     src = glob_to_regex(pattern) if kind == "glob" else pattern
-    return UserPattern(src, label=f"{kind} rule {pattern!r}" if kind == "glob" else f"{kind} rule", error=PlanError,
-                       slow_error=PlanError, invalid=f"bad {kind} {pattern!r}")
+    return UserPattern(src, label=f"{kind} rule {pattern_text(pattern)}" if kind == "glob" else f"{kind} rule", error=PlanError,
+                       slow_error=PlanError, invalid=f"bad {kind} {pattern_text(pattern)}")
 
 
 # --------------------------------------------------------------------------------------------- schema & files
@@ -400,7 +401,7 @@ def _schema_message(e: Any, data: Any) -> str:
         return f"{head}{field_name} must be {val!r}, found {inst!r}"
     if e.validator in _VALUE_CHECKS and len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
         pattern = data["rules"][path[1]].get("pattern")
-        head += f"rule {pattern!r}: " if isinstance(pattern, str) else ""
+        head += f"rule {pattern_text(pattern)}: " if isinstance(pattern, str) else ""
     what = sub.get("title")
     if what is None and e.validator == "type":
         types = val if isinstance(val, list) else [val]

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..core.errors import Cancelled, ExplorerError
+from ..core.errors import one_line as core_one_line
 from ..core.jobs import quiet_gc as core_quiet_gc
 
 def quiet_gc() -> contextlib.AbstractContextManager[None]:
@@ -48,8 +49,7 @@ def one_line(e: BaseException) -> str:
     """A job's failure as the one line the window shows (an ExplorerError's own message, else type: first line)."""
     if isinstance(e, ExplorerError):
         return str(e)
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+    return f"{type(e).__name__}: {core_one_line(e)}" if str(e).strip() else type(e).__name__
 
 
 class JobHandle(QObject):

@@ -35,7 +35,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
 def test_diff_key_mapping_bad_group_reference(capsys, bert):
     f = str(bert / "model.safetensors")
     err = one_line_error(capsys, ["diff", f, f, "--key-mapping", '{"^emb": "\\\\9"}'])
-    assert err == "--key-mapping: invalid replacement '\\\\9' for '^emb': invalid group reference 9 at position 1"
+    assert err == "--key-mapping: invalid replacement '\\9' for '^emb': invalid group reference 9 at position 1"
 
 
 @pytest.mark.parametrize("command", ["report", "init-check", "diff", "plan"])
@@ -46,7 +46,7 @@ def test_catastrophic_key_mapping_is_refused_not_run(capsys, bert, tmp_path, mon
     argv = {"report": ["report", str(bert)], "init-check": ["init-check", str(bert)], "diff": ["diff", f, f],
             "plan": ["plan", str(bert), "-o", str(tmp_path / "p.json")]}[command]
     err = one_line_error(capsys, [*argv, "--key-mapping", km])
-    assert err.startswith("--key-mapping: pattern '^([a-z_.]+)+\\\\d$' is too slow: applying it to the checkpoint's")
+    assert err.startswith("--key-mapping: pattern '^([a-z_.]+)+\\d$' is too slow: applying it to the checkpoint's")
     assert not (tmp_path / "p.json").exists()
 
 
@@ -60,10 +60,10 @@ def test_key_mapping_from_a_fifo_is_never_opened(capsys, bert, tmp_path):
 def test_plan_regex_rules_are_time_bounded(capsys, bert, tmp_path):
     out = tmp_path / "p.json"
     err = one_line_error(capsys, ["plan", str(bert), "--regex", "--freeze", BOTH_SLOW, "-o", str(out)])
-    assert err.startswith("regex rule: pattern '^(?:[\\\\w.]|[\\\\w.][\\\\w.])+\\\\d$' is too slow")
+    assert err.startswith("regex rule: pattern '^(?:[\\w.]|[\\w.][\\w.])+\\d$' is too slow")
     # the pattern is instant for the engine rules run on: an ordinary "selects no key"
     err = one_line_error(capsys, ["plan", str(bert), "--regex", "--freeze", RE_SLOW, "-o", str(out)])
-    assert err == "rule regex '^([a-z_.]+)+\\\\d$': freeze selects no key of BertModel"
+    assert err == "rule regex '^([a-z_.]+)+\\d$': freeze selects no key of BertModel"
     assert not out.exists()
 
 
@@ -94,5 +94,5 @@ def test_plan_key_mapping_is_time_bounded_and_names_the_plan(capsys, bert, tmp_p
     plan.write_text(json.dumps({"version": 1, "source": {"config": str(bert), "arch": "BertModel"},
                                 "key_mapping": {RE_SLOW: "x"}}))
     err = one_line_error(capsys, ["export", str(bert), "--plan", str(plan), "-o", str(tmp_path / "out")])
-    assert err.startswith(f"{plan}: key_mapping: pattern '^([a-z_.]+)+\\\\d$' is too slow")
+    assert err.startswith(f"{plan}: key_mapping: pattern '^([a-z_.]+)+\\d$' is too slow")
     assert not (tmp_path / "out").exists()

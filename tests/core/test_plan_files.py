@@ -210,7 +210,7 @@ def test_saved_plans_stay_strict_json(tmp_path):
 def test_key_mapping_in_plan_is_checked_and_named(tmp_path):
     p = tmp_path / "plan.json"
     p.write_text(plan_text(key_mapping={"^emb": "\\9"}))
-    assert load_error(p) == f"{p}: key_mapping: invalid replacement '\\\\9' for '^emb': invalid group reference 9 at position 1"
+    assert load_error(p) == f"{p}: key_mapping: invalid replacement '\\9' for '^emb': invalid group reference 9 at position 1"
     p.write_text(plan_text(key_mapping={r"^(module)\.": ""}))
     assert load_plan(p).key_mapping.label == f"{p}: key_mapping"
 

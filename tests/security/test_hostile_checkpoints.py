@@ -41,6 +41,10 @@ CASES: list[Case] = [
          r"shape|overflow|size|bytes"),
     Case("st-dim-over-u64", lambda d: _hdr(d, {"a": {"dtype": "F32", "shape": [2**70], "data_offsets": [0, 8]}}, bytes(8)),
          r"shape|dimension|overflow"),
+    # Python's own digit limit is named, without its hint to the interpreter (sys.set_int_max_str_digits)
+    Case("st-dim-5000-digits", lambda d: _hdr(
+        d, '{"a":{"dtype":"F32","shape":[' + "9" * 5000 + '],"data_offsets":[0,8]}}', bytes(8)),
+         r"integer longer than \d+ digits"),
     Case("st-header-past-eof", lambda d: B.sparse(d / OK_NAME, 64, (10**6).to_bytes(8, "little") + b"{"),
          r"header|larger|truncated"),
     Case("st-header-over-cap", lambda d: B.sparse(d / OK_NAME, 150 << 20, (120 << 20).to_bytes(8, "little") + b"{"),
@@ -72,6 +76,9 @@ CASES: list[Case] = [
     Case("shard-link-outside", lambda d: _linked_out(d, "s1.safetensors", B.valid_st(d / "secret.safetensors"),
                                                      index=True), r"link.*outside", names="s1.safetensors"),
     Case("shard-in-linked-folder", lambda d: _shard_in_linked_folder(d), r"link.*outside", names="s1.safetensors"),
+    # a config transformers refuses: the error says which field and why (huggingface_hub's two-line message whole)
+    Case("config-field-wrong-type", lambda d: _bad_field_config(d), r"hidden_size.*expected int, got str",
+         names="config.json", commands=("report", "init-check", "plan", "open")),
     Case("index-weight-map-not-strings", lambda d: _index(d, {"t0": ["s1.safetensors"]}, raw=True),
          r"weight_map|string|shard", names="model.safetensors.index.json"),
 ]
@@ -116,6 +123,15 @@ def _bert_config(d: Path) -> None:
     cfg = tiny_config("bert")
     cfg.architectures = ["BertModel"]
     cfg.save_pretrained(d)
+
+
+def _bad_field_config(d: Path) -> Path:
+    m = d / "m"
+    B.valid_st(m / OK_NAME)
+    _bert_config(m)
+    cfg = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**cfg, "hidden_size": "abc"}))
+    return m
 
 
 def _index(d: Path, weight_map: dict, *, raw: bool = False) -> Path:
@@ -177,7 +193,7 @@ def argv_for(cmd: str, target: Path, run_dir: Path, good: Path, good_plan: Path)
 
 
 # the window reads through the same core; one screenshot per kind of attack keeps the suite fast
-WINDOW_CASES = {"st-trailing-bytes", "weights-link-outside", "st-header-nested-100k", "pkl-os-system", "zip-bomb", "fifo-safetensors",
+WINDOW_CASES = {"st-trailing-bytes", "config-field-wrong-type", "weights-link-outside", "st-header-nested-100k", "pkl-os-system", "zip-bomb", "fifo-safetensors",
                 "dev-zero-link", "index-traversal", "index-fifo", "config-transformers-weights-escape",
                 "not-a-checkpoint-secret"}
 PAIRS = [(c.id, cmd) for c in CASES for cmd in c.commands if cmd != "open" or c.id in WINDOW_CASES]

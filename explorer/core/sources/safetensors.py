@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..fsio import MAX_HEADER_BYTES, open_regular
+from ..fsio import MAX_HEADER_BYTES, json_error_text, open_regular
 from .index import CheckpointIndex, TensorInfo, file_stamps, new_tensor_info, quoted, torch_dtype
 
 # safetensors dtype code -> (torch dtype name, bits per element)
@@ -174,7 +174,7 @@ def _parse_header_json(raw: bytes, p: Path) -> dict[str, Any]:
     except RecursionError:
         raise bad(f"not valid JSON (nested deeper than {_SERDE_MAX_DEPTH} levels)") from None
     except ValueError as e:
-        raise bad(f"not valid JSON ({str(e)[:200]})") from None
+        raise bad(f"not valid JSON ({json_error_text(e)})") from None
     if not isinstance(header, dict):
         raise bad(f"expected a JSON object, found {type(header).__name__}")
     if _ESCAPED_SURROGATE.search(raw) is not None and _has_surrogate(header):
