@@ -125,10 +125,11 @@ def parse_json_arg(text: str | None, what: str) -> Any:
     if os.path.isfile(text):
         where = f"{what} {text}"
         src = read_bounded(text, max_bytes=MAX_JSON_BYTES, what="JSON file", error=ConfigError)
-    elif text.lstrip()[:1] not in ("{", "[", '"') and text.endswith(".json"):
+    elif text.lstrip()[:1] not in ("{", "[", '"'):
         if os.path.lexists(text):  # a FIFO, a device, a folder: never opened
             raise ConfigError(f"{what} {text}: not a regular file (expected a JSON file or inline JSON)")
-        raise ConfigError(f"{what} {text}: no such file (expected a JSON file or inline JSON)")
+        if text.endswith(".json"):
+            raise ConfigError(f"{what} {text}: no such file (expected a JSON file or inline JSON)")
     return parse_json(src, source=where, what="JSON", error=ConfigError)
 
 

@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json_arg(p)
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the report cache (a repeat report is answered from "
-                   "~/.cache/ckpt-explorer/reports: keyed by the headers, files, config, options and library versions)")
+                   f"{report_cache.reports_dir()}: keyed by the headers, files, config, options and library versions; "
+                   "CKPT_EXPLORER_CACHE moves it)")
     p.set_defaults(run=run)
 
 
@@ -73,8 +74,15 @@ def run(args: argparse.Namespace) -> int:
     # no automatic cyclic GC while the report and its output are made: ~1M objects, no garbage cycles. When the
     # process ends after the command they are frozen at the end, so the first collection after the block does not
     # walk them all on the way out (0.2 s on the MoE); a caller of main(argv) keeps a collectable heap (jobs.quiet_gc)
+    renames = [o for o, on in (("--key-mapping", args.key_mapping is not None), ("--auto-fix", args.auto_fix)) if on]
+    verb = "rename" if len(renames) > 1 else "renames"
+    if renames and args.no_model:
+        raise ConfigError(f"{' / '.join(renames)} {verb} checkpoint keys to a model's; with --no-model there is none")
     with quiet_gc(freeze=getattr(args, "program", False)):
         target = target_spec(args, need_model=False if args.no_model else None).resolve(progress=stderr_progress("headers"))
+        if renames and not target.has_model:  # the mapping would be silently unused
+            raise ConfigError(f"{args.checkpoint}: {' / '.join(renames)} {verb} checkpoint keys to a model's, and there "
+                              "is no model: pass --config / --arch / --model, or put a config.json beside the checkpoint")
         # a repeat report is answered from the cache without importing torch or transformers (core.report_cache)
         rep, _hit = report_cache.report_of(target, use_cache=not args.no_cache)
         if args.json:

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import resources
 from .errors import ExplorerError
+from .fsio import cache_root
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ def load_recipe() -> dict[str, Any]:
     return resources.read_json(resources.DEMO_RECIPE)
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("CKPT_EXPLORER_CACHE", Path.home() / ".cache" / "ckpt-explorer")) / "demo"
+def demo_root() -> Path:
+    return cache_root() / "demo"
 
 
 def build_demo(*, cache: Path | None = None, force: bool = False) -> Demo:
@@ -40,7 +41,7 @@ def build_demo(*, cache: Path | None = None, force: bool = False) -> Demo:
 
     recipe = load_recipe()
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode() + transformers.__version__.encode()).hexdigest()[:12]
-    folder = (cache or cache_root()) / f"tiny-bert-{digest}"
+    folder = (cache or demo_root()) / f"tiny-bert-{digest}"
     notes = {e["key"] if e["op"] != "rename" else e["to"]: e["why"] for e in recipe["edits"]}
     if not force and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
         return Demo(folder, recipe["target_arch"], notes)

@@ -199,6 +199,18 @@ def load_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES, 
     return parse_json(raw, source=str(path), what=what, error=error, max_depth=max_depth)
 
 
+def cache_root() -> Path:
+    """Where the program caches things (reports, Hub headers and configs, the demo): ``$CKPT_EXPLORER_CACHE``, else
+    ``$XDG_CACHE_HOME/ckpt-explorer`` (an absolute one, as the XDG spec says), else ``~/.cache/ckpt-explorer``."""
+    env = os.environ.get("CKPT_EXPLORER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "ckpt-explorer"
+    return Path.home() / ".cache" / "ckpt-explorer"
+
+
 def hf_blob_store(folder: Path) -> Path | None:
     """The Hugging Face cache blob store of the repo a snapshot folder belongs to
     (``.../models--org--name/snapshots/<sha>[/sub]`` -> ``.../models--org--name/blobs``), else None."""

@@ -40,7 +40,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from .fsio import MAX_JSON_BYTES, atomic_write_bytes, read_bounded
+from .fsio import MAX_JSON_BYTES, atomic_write_bytes, cache_root, read_bounded
 
 FORMAT = 2
 MAGIC = b"ckpt-explorer report cache 2\n"
@@ -56,18 +56,6 @@ ENVIRONMENT = ("USE_TORCH_XLA", "XLA_USE_BF16", "XLA_DOWNCAST_BF16", "WORLD_SIZE
 def enabled() -> bool:
     """False when ``CKPT_EXPLORER_REPORT_CACHE`` is ``off`` (or ``0``, ``no``, ``false``)."""
     return os.environ.get("CKPT_EXPLORER_REPORT_CACHE", "on").strip().lower() not in ("off", "0", "no", "false")
-
-
-def cache_root() -> Path:
-    """Where the program caches things: ``$CKPT_EXPLORER_CACHE``, else ``$XDG_CACHE_HOME/ckpt-explorer``, else
-    ``~/.cache/ckpt-explorer``."""
-    env = os.environ.get("CKPT_EXPLORER_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "ckpt-explorer"
-    return Path.home() / ".cache" / "ckpt-explorer"
 
 
 def reports_dir() -> Path:

@@ -323,3 +323,52 @@ def test_code_running_global_keeps_its_wording(capsys, tmp_path):
     line = _one_line(capsys, ["report", str(f)])
     assert str(f) in line
     assert "refused to unpickle" in line and "could run code (GLOBAL print is not allowed)" in line
+
+
+def test_a_key_mapping_without_a_model_is_refused_not_ignored(capsys, tiny_bert, tmp_path):
+    """--key-mapping / --auto-fix rename keys to a model's: with no model (--no-model, or no config anywhere) the
+    report would show the checkpoint as stored and silently drop the user's mapping."""
+    km = '{"^bert\\\\.": ""}'
+    assert_one_line_error(capsys, [str(tiny_bert), "--no-model", "--key-mapping", km], names="--key-mapping",
+                          says="with --no-model there is none")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.safetensors").write_bytes((tiny_bert / "model.safetensors").read_bytes())
+    for opt in (["--key-mapping", km], ["--auto-fix"]):
+        line = assert_one_line_error(capsys, [str(alone / "model.safetensors"), *opt], names=alone / "model.safetensors",
+                                     says="there is no model")
+        assert opt[0] in line
+    # with a model the same mapping applies
+    code, out, err = run(capsys, str(tiny_bert), "--key-mapping", '{"^nothing\\\\.": ""}')
+    assert code == 0 and "key mapping applied" in out, err
+
+
+def test_a_fifo_or_folder_as_key_mapping_is_not_a_regular_file(capsys, tiny_bert, tmp_path):
+    fifo = tmp_path / "mapping"
+    os.mkfifo(fifo)
+    for what in (fifo, tmp_path):  # never opened: a FIFO would block, a folder is not JSON
+        assert_one_line_error(capsys, [str(tiny_bert), "--key-mapping", str(what)], names=str(what),
+                              says="not a regular file")
+
+
+def test_report_help_names_the_cache_where_it_is(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CKPT_EXPLORER_CACHE", str(tmp_path / "c"))
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at a path's hyphens
+    assert f"answeredfrom{tmp_path / 'c' / 'reports'}:" in out, out
+
+
+def test_every_cache_follows_one_root(monkeypatch, tmp_path):
+    from explorer.core import demo, report_cache
+    from explorer.core.remote import cache
+
+    monkeypatch.delenv("CKPT_EXPLORER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    root = tmp_path / "x" / "ckpt-explorer"
+    assert report_cache.reports_dir() == root / "reports"
+    assert demo.demo_root() == root / "demo"
+    assert cache.cache_root() == root
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: a relative path is ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert demo.demo_root() == tmp_path / "h" / ".cache" / "ckpt-explorer" / "demo"

@@ -16,17 +16,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..fsio import MAX_JSON_BYTES, atomic_write_bytes
+from ..fsio import MAX_JSON_BYTES, atomic_write_bytes, cache_root
 
 _MAGIC = b"CKXH1\n"
-
-
-def cache_root() -> Path:
-    env = os.environ.get("CKPT_EXPLORER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ckpt-explorer"
 
 
 def _path(kind: str, key: tuple[str, ...]) -> Path:
