@@ -187,6 +187,23 @@ def filesystem(path: Path) -> str:
     return kind
 
 
+def page_reporting() -> str:
+    """The guest's free page reporting (virtio-balloon), when it is on: the kernel hands freed memory back to the
+    host, and touching it again costs a host page fault and zeroing per page, so a run's speed depends on how much
+    memory was freed (by the last run's exit, an ``rm`` of its output) and when. ``min_free_ms`` (where the kernel
+    has it) holds freed memory that long before reporting it. Every such setting goes in the results' header."""
+    d = Path("/sys/module/page_reporting/parameters")
+    if not d.is_dir():
+        return "no free page reporting module"
+    vals = []
+    for name in ("page_reporting_order", "min_free_ms", "max_waiting_mib"):
+        try:
+            vals.append(f"{name}={(d / name).read_text().strip()}")
+        except OSError:
+            pass
+    return "free page reporting on (" + ", ".join(vals) + ")"
+
+
 def load() -> float:
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -371,7 +388,8 @@ def main() -> None:
             "*Pass* = the whole-checkpoint part that `--workers` spreads (export / merge: the shards written, up to "
             "their fsync; init-check: all of it); the rest of an export is serial by nature: the match by transformers "
             "(and peft's, for a merge) before, the re-check of the written checkpoint after. Outputs written to "
-            f"`{OUT_ROOT[0] if OUT_ROOT else 'the data folder'}` ({filesystem(OUT_ROOT[0] if OUT_ROOT else folder)}).",
+            f"`{OUT_ROOT[0] if OUT_ROOT else 'the data folder'}` ({filesystem(OUT_ROOT[0] if OUT_ROOT else folder)}). "
+            f"Guest memory: {page_reporting()}.",
             "",
             "| task | workers | best wall s | median wall s | median pass s | CPU s (best run) | every wall s | load before each run |",
             "|---|---:|---:|---:|---:|---:|---|---|",
