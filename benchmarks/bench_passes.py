@@ -98,6 +98,7 @@ def _child(name: str, workers: int, folder: Path, out: Path) -> None:
             in_pass[0] += time.perf_counter() - t
 
     export_mod._write_safetensors = timed_write
+    _pretouch()
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     if name == "init-check":
         from explorer.core.fresh import init_check
@@ -120,6 +121,15 @@ def _child(name: str, workers: int, folder: Path, out: Path) -> None:
     print(json.dumps({"seconds": wall, "cpu": cpu, "pass": in_pass[0] if name != "init-check" else wall}))
 
 
+def _pretouch() -> None:
+    """``--pretouch``: fault memory in and give it back to this guest's free lists, just before the clock."""
+    if PRETOUCH_GIB[0]:
+        import numpy as np
+
+        a = np.ones(int(PRETOUCH_GIB[0] * (1 << 30)) // 8)
+        del a
+
+
 def _disk_child(nbytes: int, out: Path) -> None:
     """The disk alone: ``nbytes`` written to a new file in 16 MB pwrites as the export's writer does (a
     :class:`~explorer.core.fsio.Writeback` thread flushing every 64 MB, one fsync at the end), no compute: the
@@ -127,6 +137,7 @@ def _disk_child(nbytes: int, out: Path) -> None:
     from explorer.core.fsio import Writeback
 
     buf = os.urandom(16 << 20)  # not zeros: a virtual disk may compress or skip those
+    _pretouch()
     t0 = time.perf_counter()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -227,6 +238,9 @@ def digest(path: Path) -> tuple[str, int]:
 THP: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
+#: GiB each child touches and frees just before its clock starts (``--pretouch``)
+PRETOUCH_GIB: list[float] = [0.0]
+
 #: where the children write their outputs (``--out-root``; default the data folder, i.e. the disk a user exports to)
 OUT_ROOT: list[Path] = []
 
@@ -238,6 +252,8 @@ def run_once(name: str, workers: int, folder: Path, i: int, nbytes: int = 0) -> 
     if name == "init-check":
         out = out.with_suffix(".json")
     extra = ["--bytes", str(nbytes)] if name == "disk" else []
+    if PRETOUCH_GIB[0]:
+        extra += ["--pretouch", str(PRETOUCH_GIB[0])]
     p = subprocess.run([sys.executable, __file__, "--child", name, "--workers", str(workers), "--folder",
                         str(folder), "--out", str(out), *extra], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **THP})
@@ -297,8 +313,13 @@ def main() -> None:
     ap.add_argument("--out-root", help="write the outputs here (default: the data folder); e.g. /dev/shm to see the "
                     "passes without the disk's write speed")
     ap.add_argument("--bytes", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--pretouch", type=float, default=0.0, metavar="GIB",
+                    help="each child first touches and frees GIB of memory, before its clock: on a VM with free page "
+                         "reporting (virtio-balloon) the pass then meets memory this guest already holds, not memory "
+                         "the host took back after the last run (whose re-touch costs a host fault per page)")
     ap.add_argument("--no-thp", action="store_true", help="children without torch's huge pages (THP_MEM_ALLOC_ENABLE)")
     args = ap.parse_args()
+    PRETOUCH_GIB[0] = args.pretouch
     if args.no_thp:
         THP.clear()
     if args.child == "memory":
@@ -389,7 +410,8 @@ def main() -> None:
             "their fsync; init-check: all of it); the rest of an export is serial by nature: the match by transformers "
             "(and peft's, for a merge) before, the re-check of the written checkpoint after. Outputs written to "
             f"`{OUT_ROOT[0] if OUT_ROOT else 'the data folder'}` ({filesystem(OUT_ROOT[0] if OUT_ROOT else folder)}). "
-            f"Guest memory: {page_reporting()}.",
+            f"Guest memory: {page_reporting()}"
+            + (f"; each child touched and freed {args.pretouch:g} GiB before its clock (`--pretouch`)." if args.pretouch else "."),
             "",
             "| task | workers | best wall s | median wall s | median pass s | CPU s (best run) | every wall s | load before each run |",
             "|---|---:|---:|---:|---:|---:|---|---|",
