@@ -451,22 +451,27 @@ def _sentinel(t: Any) -> Any:
 
 
 def _untouched(v: Any, chunk: int = 1 << 22, *, cancel: Cancel | None = None) -> bool:
-    """True when no init wrote ``v``: every value is still the pre-fill sentinel. Checked in chunks, so no temporary
-    the size of the tensor is made."""
+    """True when no init wrote ``v``: every value is still the pre-fill sentinel. Checked in chunks that start small
+    and double up to ``chunk``, so a written tensor answers False after its first few thousand values and no
+    temporary the size of the tensor is made."""
     import torch
 
     if not v.numel():
         return False
     flat = v.reshape(-1)
     s = _sentinel(v)
-    for i in range(0, flat.numel(), chunk):
+    floating = v.is_floating_point() or v.is_complex()
+    i, n, step = 0, flat.numel(), min(4096, chunk)
+    while i < n:
         _check(cancel)
-        c = flat[i : i + chunk]
-        if v.is_floating_point() or v.is_complex():
+        c = flat[i : i + step]
+        if floating:
             if not bool(torch.isnan(c).all()):
                 return False
         elif bool((c != s).any()):
             return False
+        i += step
+        step = min(step * 2, chunk)
     return True
 
 

@@ -115,3 +115,19 @@ def test_one_expert_of_a_fused_tensor_is_checked(tmp_path):
         assert r.kind == "random" and r.key.endswith(("experts.gate_up_proj", "experts.down_proj")), (n, r.details)
         assert r.init_like is (n != trained), (n, r.details)
     assert res[trained].ckpt_std == pytest.approx(3 * res[trained].init_std, rel=0.15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64, torch.int32, torch.bool])
+def test_untouched_sees_a_single_written_value_anywhere(dtype):
+    """A tensor counts as not set by the init only when every value is still the sentinel: one written value at
+    the start, inside a later (doubled) chunk, or at the very end makes it written, and so does a short tail."""
+    n = 3 * (1 << 14) + 17  # past several of the growing chunks, with a ragged tail
+    sentinel = fresh._sentinel(torch.empty(0, dtype=dtype))
+    base = torch.full((n,), sentinel, dtype=dtype)
+    assert fresh._untouched(base, chunk=1 << 13)
+    written = True if dtype == torch.bool else 1
+    for at in (0, 4095, 4096, 12287, 12288, n // 2, n - 1):
+        t = base.clone()
+        t[at] = written
+        assert not fresh._untouched(t.reshape(-1, 1), chunk=1 << 13), at
+    assert not fresh._untouched(torch.empty(0, dtype=dtype))
